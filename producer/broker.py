@@ -1,0 +1,104 @@
+"""Talking to the Kafka cluster: client options, a readiness probe, topic management."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+
+from producer.errors import BrokerUnavailableError
+from producer.settings import KafkaSettings
+
+__all__ = ["ClusterInfo", "client_options", "create_topic", "delete_topic", "describe_cluster"]
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What a metadata request told us about the cluster."""
+
+    cluster_id: str | None
+    broker_count: int
+    controller_id: int | None
+
+
+def client_options(settings: KafkaSettings, *, connect_timeout_s: float | None = None) -> dict[str, Any]:
+    """Keyword arguments shared by every kafka-python client recstream builds."""
+    timeout = settings.connect_timeout_s if connect_timeout_s is None else connect_timeout_s
+    return {
+        "bootstrap_servers": [f"{host}:{port}" for host, port in settings.servers],
+        "bootstrap_timeout_ms": int(timeout * 1000),
+        "request_timeout_ms": int(settings.request_timeout_s * 1000),
+        "reconnect_backoff_max_ms": 1000,
+    }
+
+
+def _admin(settings: KafkaSettings, connect_timeout_s: float | None = None) -> KafkaAdminClient:
+    try:
+        return KafkaAdminClient(
+            **client_options(settings, connect_timeout_s=connect_timeout_s),
+            client_id="recstream-admin",
+        )
+    except KafkaError as exc:
+        timeout = settings.connect_timeout_s if connect_timeout_s is None else connect_timeout_s
+        msg = (
+            f"no Kafka broker answered at {settings.bootstrap_servers} within {timeout:g} s "
+            f"({type(exc).__name__}); start the local one with `make services` or point "
+            "RECSTREAM_KAFKA_BOOTSTRAP_SERVERS at a running broker"
+        )
+        raise BrokerUnavailableError(msg) from exc
+
+
+def describe_cluster(settings: KafkaSettings, *, connect_timeout_s: float | None = None) -> ClusterInfo:
+    """Send a metadata request; the probe that says a broker really answers.
+
+    Raises:
+        BrokerUnavailableError: nothing answered at the bootstrap address in time.
+    """
+    admin = _admin(settings, connect_timeout_s)
+    try:
+        cluster = admin.describe_cluster()
+    finally:
+        admin.close()
+    return ClusterInfo(
+        cluster_id=cluster.get("cluster_id"),
+        broker_count=len(cluster.get("brokers", [])),
+        controller_id=cluster.get("controller_id"),
+    )
+
+
+def create_topic(
+    settings: KafkaSettings,
+    name: str | None = None,
+    *,
+    partitions: int | None = None,
+    replication_factor: int | None = None,
+) -> bool:
+    """Create a topic (default: the ratings topic) unless it exists; True if it was created."""
+    topic = NewTopic(
+        name=name or settings.topic,
+        num_partitions=partitions or settings.partitions,
+        replication_factor=replication_factor or settings.replication_factor,
+    )
+    admin = _admin(settings)
+    try:
+        admin.create_topics([topic])
+    except TopicAlreadyExistsError:
+        return False
+    finally:
+        admin.close()
+    return True
+
+
+def delete_topic(settings: KafkaSettings, name: str) -> bool:
+    """Delete a topic; False when it did not exist."""
+    admin = _admin(settings)
+    try:
+        admin.delete_topics([name])
+    except UnknownTopicOrPartitionError:
+        return False
+    finally:
+        admin.close()
+    return True

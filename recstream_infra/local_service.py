@@ -1,0 +1,148 @@
+"""What every local service shares: start once, wait until it answers, stop what we started."""
+
+from __future__ import annotations
+
+import socket
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from recstream_infra.processes import ManagedProcess
+
+__all__ = ["LOOPBACK_HOSTS", "LocalService", "ServiceStartError", "ServiceStatus", "StartOutcome"]
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+StartOutcome = Literal["started", "already running", "external"]
+
+
+class ServiceStartError(RuntimeError):
+    """A local service could not be started or did not answer in time."""
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One line of ``make services-status``."""
+
+    name: str
+    address: str
+    state: Literal["running", "stopped", "external"]
+    pid: int | None
+    log_file: Path
+
+    def describe(self) -> str:
+        """A human-readable line."""
+        if self.state == "running":
+            return f"{self.name:<6} running  pid {self.pid:<7} {self.address:<22} log {self.log_file}"
+        if self.state == "external":
+            return f"{self.name:<6} answering at {self.address}, but not started by recstream"
+        return f"{self.name:<6} stopped  {'':11} {self.address}"
+
+
+class LocalService(ABC):
+    """A server process on loopback that we start, probe and stop."""
+
+    name: str
+
+    def __init__(self, host: str, port: int, folder: Path, start_timeout_s: float) -> None:
+        if host not in LOOPBACK_HOSTS:
+            msg = (
+                f"the local {self.name} only runs on 127.0.0.1, but the settings point at "
+                f"{host}:{port}; use `make services` only for a local setup"
+            )
+            raise ServiceStartError(msg)
+        self.host = "127.0.0.1"
+        self.port = port
+        self.folder = folder.resolve()
+        self.start_timeout_s = start_timeout_s
+        self.process = ManagedProcess(
+            name=self.name,
+            pid_file=self.folder / f"{self.name}.pid",
+            log_file=self.folder / f"{self.name}.log",
+            marker=str(self.config_file),
+        )
+
+    @property
+    def address(self) -> str:
+        """host:port the service listens on."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    @abstractmethod
+    def config_file(self) -> Path:
+        """The configuration file the process is started with (also its identity marker)."""
+
+    @abstractmethod
+    def answers(self) -> bool:
+        """True when the service answers a real request (not merely an open port)."""
+
+    @abstractmethod
+    def _prepare(self) -> list[str]:
+        """Write configuration, initialise storage; return the command that starts the service."""
+
+    def start(self) -> StartOutcome:
+        """Start the service unless it already runs; return once it answers.
+
+        Raises:
+            ServiceStartError: the port belongs to another program, the process died,
+                or it did not answer before the deadline; the message names the log file.
+        """
+        if self.process.pid() is not None:
+            self._wait_until_answering()
+            return "already running"
+        if self.answers():
+            return "external"
+        if _port_open(self.host, self.port):
+            msg = (
+                f"port {self.port} on {self.host} is taken by a program that does not answer as "
+                f"{self.name}; stop it, or choose another port in the settings"
+            )
+            raise ServiceStartError(msg)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        command = self._prepare()
+        self.process.start(command)
+        self._wait_until_answering()
+        return "started"
+
+    def stop(self) -> bool:
+        """Stop the process we started; False when none of ours was running."""
+        return self.process.stop()
+
+    def status(self) -> ServiceStatus:
+        """Whether our process runs, or someone else's answers at the address."""
+        pid = self.process.pid()
+        if pid is not None:
+            state: Literal["running", "stopped", "external"] = "running"
+        elif self.answers():
+            state = "external"
+        else:
+            state = "stopped"
+        return ServiceStatus(self.name, self.address, state, pid, self.process.log_file)
+
+    def _wait_until_answering(self) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        while not self.answers():
+            if self.process.pid() is None:
+                msg = (
+                    f"{self.name} exited during start; see {self.process.log_file}, "
+                    f"which ends with:\n{self.process.log_tail()}"
+                )
+                raise ServiceStartError(msg)
+            if time.monotonic() > deadline:
+                self.process.stop()
+                msg = (
+                    f"{self.name} did not answer at {self.address} within "
+                    f"{self.start_timeout_s:g} s and was stopped; see {self.process.log_file}"
+                )
+                raise ServiceStartError(msg)
+            time.sleep(0.25)
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,73 @@
+"""A Redis server on loopback, from Debian's ``redis-server``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from recstream_infra.local_service import LocalService, ServiceStartError
+from recstream_infra.settings import LocalServicesSettings
+from serving.connection import ping
+from serving.errors import RedisUnavailableError
+from serving.settings import RedisSettings
+
+__all__ = ["LocalRedis"]
+
+
+class LocalRedis(LocalService):
+    """redis-server bound to 127.0.0.1, with the password from the settings if one is set."""
+
+    name = "redis"
+
+    def __init__(self, local: LocalServicesSettings, redis: RedisSettings) -> None:
+        super().__init__(redis.host, redis.port, local.state_dir / "redis", local.start_timeout_s)
+        self.settings = redis
+        self.persistence = local.redis_persistence
+        self._probe = redis.model_copy(update={"socket_timeout_s": 1.0})
+
+    @property
+    def config_file(self) -> Path:
+        """redis.conf of the server (it holds the password, so it is private to us)."""
+        return self.folder / "redis.conf"
+
+    def answers(self) -> bool:
+        """PING succeeds with our credentials."""
+        try:
+            ping(self._probe)
+        except RedisUnavailableError:
+            return False
+        return True
+
+    def _prepare(self) -> list[str]:
+        server = shutil.which("redis-server")
+        if server is None:
+            msg = "redis-server is not installed; run `make setup` (Debian package redis-server)"
+            raise ServiceStartError(msg)
+        lines = [
+            f"bind {self.host}",
+            f"port {self.port}",
+            "protected-mode yes",
+            "daemonize no",
+            'logfile ""',
+            f"dir {_quote(str(self.folder))}",
+            # Redis rewrites its process title; keep the config path in it so that
+            # status and stop can tell our server from anyone else's.
+            'proc-title-template "{title} {listen-addr} {server-mode} {config-file}"',
+            "appendonly no",
+            "save 3600 1 300 100 60 10000" if self.persistence else 'save ""',
+        ]
+        if self.settings.password is not None:
+            secret = self.settings.password.get_secret_value()
+            lines.append(f"requirepass {_quote(secret)}")
+            if self.settings.username and self.settings.username != "default":
+                lines.append(f"user {self.settings.username} on {_quote('>' + secret)} ~* &* +@all")
+        fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as conf:
+            conf.write("\n".join(lines) + "\n")
+        return [server, str(self.config_file)]
+
+
+def _quote(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'

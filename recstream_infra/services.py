@@ -1,0 +1,87 @@
+"""The local services recstream develops and tests against: ``python -m recstream_infra.services``.
+
+``up`` starts a single-node Kafka (KRaft) and a Redis server on 127.0.0.1 where the
+settings point (``RECSTREAM_KAFKA_BOOTSTRAP_SERVERS``, ``RECSTREAM_REDIS_URL``), waits
+until each answers, and records pid and log files under the state folder. ``down``
+stops exactly the processes ``up`` started; ``status`` shows what runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from producer.settings import KafkaSettings
+from recstream_infra.kafka_local import LocalKafka
+from recstream_infra.local_service import LocalService, ServiceStartError, ServiceStatus, StartOutcome
+from recstream_infra.redis_local import LocalRedis
+from recstream_infra.settings import LocalServicesSettings
+from serving.settings import RedisSettings
+
+__all__ = ["LocalServices", "main"]
+
+
+class LocalServices:
+    """Kafka and Redis as local processes, driven by the same settings as the clients."""
+
+    def __init__(
+        self,
+        local: LocalServicesSettings | None = None,
+        kafka: KafkaSettings | None = None,
+        redis: RedisSettings | None = None,
+    ) -> None:
+        local = local or LocalServicesSettings()
+        self.kafka = LocalKafka(local, kafka or KafkaSettings())
+        self.redis = LocalRedis(local, redis or RedisSettings())
+
+    @property
+    def services(self) -> tuple[LocalService, ...]:
+        """Start order; stop runs in reverse."""
+        return (self.redis, self.kafka)
+
+    def start(self) -> dict[str, StartOutcome]:
+        """Start whatever is not running yet; return what happened to each service."""
+        return {service.name: service.start() for service in self.services}
+
+    def stop(self) -> dict[str, bool]:
+        """Stop what we started; True for each service that was running."""
+        return {service.name: service.stop() for service in reversed(self.services)}
+
+    def status(self) -> list[ServiceStatus]:
+        """One status per service."""
+        return [service.status() for service in self.services]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``up``, ``down`` or ``status``."""
+    parser = argparse.ArgumentParser(prog="python -m recstream_infra.services", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    args = parser.parse_args(argv)
+    try:
+        services = LocalServices()
+    except (ValueError, ServiceStartError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "status":
+        for line in services.status():
+            print(line.describe())
+        return 0
+    if args.command == "down":
+        for name, was_running in services.stop().items():
+            print(f"{name:<6} {'stopped' if was_running else 'was not running (nothing to stop)'}")
+        return 0
+    for service in services.services:
+        began = time.monotonic()
+        try:
+            outcome = service.start()
+        except ServiceStartError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"{service.name:<6} {outcome} at {service.address} ({time.monotonic() - began:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Strict settings: frozen, env-prefixed, and loud about unknown keys."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["LocalServicesSettings", "StrictSettings"]
+
+
+class StrictSettings(BaseSettings):
+    """Base for every recstream settings class.
+
+    pydantic-settings ignores an environment variable that carries the class's
+    prefix but names no field, so a typo such as ``RECSTREAM_KAFKA_BOOTSTRAP_SERVER``
+    would silently fall back to the default. This base rejects such variables,
+    listing the names that are accepted.
+    """
+
+    model_config: ClassVar[SettingsConfigDict] = SettingsConfigDict(
+        frozen=True, extra="forbid", case_sensitive=False
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_environment(cls, data: Any) -> Any:
+        prefix = str(cls.model_config.get("env_prefix", "")).upper()
+        if not prefix:
+            return data
+        known = {prefix + name.upper() for name in cls.model_fields}
+        unknown = sorted(
+            key for key in os.environ if key.upper().startswith(prefix) and key.upper() not in known
+        )
+        if unknown:
+            msg = (
+                f"unknown environment variable(s) {', '.join(unknown)} for {cls.__name__}; "
+                f"accepted names are {', '.join(sorted(known))}"
+            )
+            raise ValueError(msg)
+        return data
+
+
+class LocalServicesSettings(StrictSettings):
+    """Where the local Kafka broker and Redis server keep their files, and how they start.
+
+    The addresses they listen on are not set here: the broker listens where
+    ``RECSTREAM_KAFKA_BOOTSTRAP_SERVERS`` points and Redis where ``RECSTREAM_REDIS_URL``
+    points, so clients and services cannot disagree.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RECSTREAM_LOCAL_")
+
+    state_dir: Path = Field(
+        Path(".state"), description="Folder for service data, pid files and logs."
+    )
+    cache_dir: Path = Field(
+        Path(".cache"), description="Folder for the Maven repository and resolved broker jars."
+    )
+    kafka_version: str = Field(
+        "4.1.1",
+        pattern=r"^\d+\.\d+\.\d+$",
+        description="Apache Kafka broker version (kafka_2.13 on Maven Central).",
+    )
+    kafka_controller_port: int | None = Field(
+        None, ge=1, le=65535, description="KRaft controller port; default: broker port + 1."
+    )
+    kafka_heap: str = Field(
+        "512m", pattern=r"^\d+[mMgG]$", description="JVM heap of the local broker (-Xmx)."
+    )
+    redis_persistence: bool = Field(
+        False, description="Keep Redis data on disk (RDB snapshots) across restarts."
+    )
+    start_timeout_s: float = Field(
+        90.0, gt=0, description="How long start waits for a service to answer."
+    )

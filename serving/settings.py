@@ -1,0 +1,86 @@
+"""Settings of the Redis side: where the lists live and how to log in."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from recstream_infra.settings import StrictSettings
+
+__all__ = ["RedisSettings"]
+
+_KEY_PREFIX = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class RedisSettings(StrictSettings):
+    """How recstream reaches Redis (``RECSTREAM_REDIS_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSTREAM_REDIS_")
+
+    url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="redis:// or rediss:// URL with host, port and database; no password in it.",
+    )
+    username: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="ACL user name; unset means the default user.",
+    )
+    password: SecretStr | None = Field(None, description="Password (or ACL user's password).")
+    key_prefix: str = Field("recstream", description="Prefix of every key recstream writes.")
+    socket_timeout_s: float = Field(
+        2.0, gt=0, le=60, description="Connect and read timeout of one Redis call."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"redis", "rediss"} or not parts.hostname:
+            msg = f"Redis URL must look like redis://host:port/db, got {value!r}"
+            raise ValueError(msg)
+        if parts.password or parts.username:
+            msg = (
+                "put the Redis user and password in RECSTREAM_REDIS_USERNAME and "
+                "RECSTREAM_REDIS_PASSWORD, not in the URL, so they are never logged"
+            )
+            raise ValueError(msg)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if port is not None and not 1 <= port <= 65535:
+            msg = f"Redis URL port must be in 1..65535, got {value!r}"
+            raise ValueError(msg)
+        database = parts.path.lstrip("/")
+        if database and not database.isdigit():
+            msg = f"Redis URL database must be a number such as /0, got {value!r}"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _check_key_prefix(cls, value: str) -> str:
+        if not _KEY_PREFIX.match(value):
+            msg = f"key prefix must be 1-64 of letters, digits, '.', '_', ':' or '-', got {value!r}"
+            raise ValueError(msg)
+        return value
+
+    @property
+    def host(self) -> str:
+        """Host part of the URL."""
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        """Port part of the URL (6379 when the URL names none)."""
+        return urlsplit(self.url).port or 6379
+
+    @property
+    def database(self) -> int:
+        """Database number of the URL (0 when the URL names none)."""
+        database = urlsplit(self.url).path.lstrip("/")
+        return int(database) if database else 0

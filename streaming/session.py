@@ -1,0 +1,86 @@
+"""The one factory that builds every SparkSession of recstream."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pyspark
+from pyspark.sql import SparkSession
+
+from recstream_infra.artifacts import connector_dir
+from streaming.errors import ConnectorMissingError
+from streaming.settings import SparkSettings
+
+__all__ = ["build_spark_session", "connector_coordinate", "connector_jars"]
+
+
+def connector_coordinate() -> str:
+    """Maven coordinate of Spark's Kafka connector matching the installed pyspark."""
+    return f"org.apache.spark:spark-sql-kafka-0-10_2.13:{pyspark.__version__}"
+
+
+def connector_jars(settings: SparkSettings) -> list[Path]:
+    """The resolved connector jars for the installed pyspark.
+
+    Raises:
+        ConnectorMissingError: ``make setup`` has not resolved them into the jar cache.
+    """
+    folder = connector_dir(settings.jar_cache_dir, pyspark.__version__).resolve()
+    jars = sorted(folder.glob("*.jar"))
+    if not (folder / ".complete").is_file() or not jars:
+        msg = (
+            f"Spark's Kafka connector for pyspark {pyspark.__version__} is not in {folder}; "
+            "run `make setup` to resolve it, or set RECSTREAM_SPARK_CONNECTOR=packages to let "
+            "Spark download it from Maven Central at start"
+        )
+        raise ConnectorMissingError(msg)
+    return jars
+
+
+def build_spark_session(settings: SparkSettings | None = None) -> SparkSession:
+    """Build (or return the running) SparkSession with the Kafka source on its classpath.
+
+    The master comes from settings, so the same job runs in ``local[*]`` or against a
+    cluster; a checkpoint directory is always set because ALS without one overflows
+    the stack after many iterations.
+    """
+    settings = settings or SparkSettings()
+    # Python workers must run the interpreter that has recstream's dependencies.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+    builder = (
+        SparkSession.builder.master(settings.master)
+        .appName(settings.app_name)
+        .config("spark.driver.memory", settings.driver_memory)
+        .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+        .config("spark.ui.enabled", str(settings.ui_enabled).lower())
+        .config("spark.ui.showConsoleProgress", str(settings.console_progress).lower())
+        .config("spark.sql.session.timeZone", "UTC")
+    )
+    if settings.connector == "cache":
+        builder = builder.config(
+            "spark.jars", ",".join(str(jar) for jar in connector_jars(settings))
+        )
+    else:
+        builder = builder.config("spark.jars.packages", connector_coordinate()).config(
+            "spark.jars.ivy", str((settings.jar_cache_dir / "ivy").resolve())
+        )
+    for key, value in settings.extra_conf.items():
+        builder = builder.config(key, value)
+
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(settings.log_level)
+    spark.sparkContext.setCheckpointDir(_local_or_url(settings.checkpoint_dir))
+    return spark
+
+
+def _local_or_url(location: str) -> str:
+    """A URL (hdfs://, s3a://, file://) as given; a plain path made absolute and created."""
+    if "://" in location:
+        return location
+    folder = Path(location).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder)
