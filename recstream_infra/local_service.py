@@ -11,7 +11,14 @@ from typing import Literal
 
 from recstream_infra.processes import ManagedProcess
 
-__all__ = ["LOOPBACK_HOSTS", "LocalService", "ServiceStartError", "ServiceStatus", "StartOutcome"]
+__all__ = [
+    "LOOPBACK_HOSTS",
+    "LocalService",
+    "ServiceStartError",
+    "ServiceStatus",
+    "StartOutcome",
+    "free_tcp_port",
+]
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -146,3 +153,11 @@ def _port_open(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def free_tcp_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port

@@ -1,0 +1,58 @@
+# recstream — run `make help` for the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: help setup system-packages jars services services-down services-status demo test lint bench clean
+
+help: ## Show this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
+
+setup: system-packages $(INSTALLED) jars ## Install everything: Debian packages, .venv, Kafka and connector jars
+
+system-packages: ## Install redis-server, Java 17 and Maven if missing
+	@scripts/install-system-packages.sh
+
+$(INSTALLED): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "recstream needs Python 3.11 or newer, found " + sys.version.split()[0])'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "venv: installing recstream and its dependencies into $(VENV)"
+	@$(PY) -m pip install --quiet --upgrade pip
+	@$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+jars: $(INSTALLED) ## Resolve the Kafka broker and Spark's Kafka connector from Maven Central
+	@$(PY) -m recstream_infra.bootstrap
+
+services: setup ## Start the local Kafka (KRaft) and Redis on 127.0.0.1
+	@$(PY) -m recstream_infra.services up
+
+services-down: ## Stop the local services that `make services` started
+	@if [ -x $(PY) ]; then $(PY) -m recstream_infra.services down; else echo "no .venv: nothing was started"; fi
+
+services-status: ## Show whether the local services run
+	@if [ -x $(PY) ]; then $(PY) -m recstream_infra.services status; else echo "no .venv: nothing was started"; fi
+
+demo: ## The end-to-end demo (not built yet)
+	@echo "make demo: not yet — the end-to-end demo arrives with issue 7 (producer, streaming job and API first)." >&2
+	@exit 1
+
+lint: $(INSTALLED) ## ruff (lint and format check) and mypy
+	@$(PY) -m ruff check .
+	@$(PY) -m ruff format --check .
+	@$(PY) -m mypy
+
+test: setup lint ## Lint, then the whole pytest suite (unit and integration, against real services)
+	@$(PY) -m pytest
+
+bench: setup ## Run the benchmarks under benchmarks/
+	@shopt -s nullglob; benches=(benchmarks/bench_*.py); \
+	if [ $${#benches[@]} -eq 0 ]; then echo "no benchmarks yet"; fi; \
+	for bench in "$${benches[@]}"; do echo "== $$bench"; $(PY) "$$bench" || exit 1; done
+
+clean: services-down ## Remove .venv, the jar cache and service state
+	rm -rf $(VENV) .cache .state

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages recstream needs when they are missing: redis-server,
+# a Java runtime 17 or newer, and Maven. As root it installs them; otherwise it prints
+# the exact command and fails, so that `make setup` never half-succeeds.
+set -euo pipefail
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+java_major() {
+    java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1
+}
+major=""
+command -v java >/dev/null 2>&1 && major=$(java_major)
+if [ -z "$major" ] || [ "$major" -lt 17 ]; then
+    missing+=(openjdk-17-jre-headless)
+fi
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
+
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "system: redis-server, java $major and maven are present"
+    exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: missing ${missing[*]}; this is not a Debian-like system, install them with your package manager" >&2
+    exit 1
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "error: missing ${missing[*]}; install them with:" >&2
+    echo "    sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    exit 1
+fi
+echo "system: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

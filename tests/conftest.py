@@ -1,0 +1,139 @@
+"""Shared fixtures: the real services (one per session), a Spark session, per-test names.
+
+``RECSTREAM_TEST_SERVICES`` chooses where Kafka and Redis come from:
+
+- ``local`` (default): the project's own local services (``make services``), started
+  here if they are not running and stopped at the end if this session started them;
+- ``testcontainers``: throwaway containers, for machines with a Docker engine;
+- ``external``: whatever ``RECSTREAM_KAFKA_BOOTSTRAP_SERVERS`` and ``RECSTREAM_REDIS_URL``
+  point at.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from producer.broker import create_topic, delete_topic, describe_cluster
+from producer.errors import BrokerUnavailableError
+from producer.settings import KafkaSettings
+from recstream_infra.containers import container_services
+from recstream_infra.local_service import ServiceStartError, free_tcp_port
+from recstream_infra.services import LocalServices
+from recstream_infra.settings import LocalServicesSettings
+from serving.connection import open_redis, ping
+from serving.errors import RedisUnavailableError
+from serving.settings import RedisSettings
+from streaming.session import build_spark_session
+from streaming.settings import SparkSettings
+
+
+@dataclass(frozen=True)
+class Services:
+    """Where the session's Kafka and Redis are."""
+
+    kafka: KafkaSettings
+    redis: RedisSettings
+    mode: str
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    """Kafka and Redis for the whole test session (see the module docstring)."""
+    mode = os.environ.get("RECSTREAM_TEST_SERVICES", "local")
+    if mode == "local":
+        yield from _local_services()
+    elif mode == "testcontainers":
+        try:
+            with container_services(LocalServicesSettings().kafka_version) as running:
+                yield Services(running.kafka, running.redis, mode)
+        except ServiceStartError as exc:
+            pytest.fail(str(exc), pytrace=False)
+    elif mode == "external":
+        kafka, redis = KafkaSettings(), RedisSettings()
+        try:
+            describe_cluster(kafka)
+            ping(redis)
+        except (BrokerUnavailableError, RedisUnavailableError) as exc:
+            pytest.fail(f"RECSTREAM_TEST_SERVICES=external: {exc}", pytrace=False)
+        yield Services(kafka, redis, mode)
+    else:
+        pytest.fail(
+            "RECSTREAM_TEST_SERVICES must be 'local', 'testcontainers' or 'external', "
+            f"got {mode!r}",
+            pytrace=False,
+        )
+
+
+def _local_services() -> Iterator[Services]:
+    kafka, redis = KafkaSettings(), RedisSettings()
+    local = LocalServices(LocalServicesSettings(), kafka, redis)
+    try:
+        outcomes = local.start()
+    except ServiceStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield Services(kafka, redis, "local")
+    finally:
+        for service in local.services:
+            if outcomes[service.name] == "started":
+                service.stop()
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
+    """One small local Spark session for the whole test run."""
+    settings = SparkSettings(
+        master="local[2]",
+        shuffle_partitions=2,
+        ui_enabled=False,
+        console_progress=False,
+        checkpoint_dir=str(tmp_path_factory.mktemp("spark-checkpoints")),
+    )
+    session = build_spark_session(settings)
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def kafka_topic(services: Services) -> Iterator[str]:
+    """A fresh topic of two partitions, deleted after the test."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    create_topic(services.kafka, name, partitions=2, replication_factor=1)
+    yield name
+    delete_topic(services.kafka, name)
+
+
+@pytest.fixture
+def redis_settings(services: Services) -> Iterator[RedisSettings]:
+    """Redis settings with a key prefix of this test's own; its keys are deleted after."""
+    prefix = f"test:{uuid.uuid4().hex[:12]}"
+    settings = services.redis.model_copy(update={"key_prefix": prefix})
+    yield settings
+    client = open_redis(settings)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    return free_tcp_port()
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    """A private state folder for services a test starts itself."""
+    folder = tmp_path / "state"
+    folder.mkdir()
+    return folder
