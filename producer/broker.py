@@ -24,7 +24,9 @@ class ClusterInfo:
     controller_id: int | None
 
 
-def client_options(settings: KafkaSettings, *, connect_timeout_s: float | None = None) -> dict[str, Any]:
+def client_options(
+    settings: KafkaSettings, *, connect_timeout_s: float | None = None
+) -> dict[str, Any]:
     """Keyword arguments shared by every kafka-python client recstream builds."""
     timeout = settings.connect_timeout_s if connect_timeout_s is None else connect_timeout_s
     return {
@@ -51,7 +53,9 @@ def _admin(settings: KafkaSettings, connect_timeout_s: float | None = None) -> K
         raise BrokerUnavailableError(msg) from exc
 
 
-def describe_cluster(settings: KafkaSettings, *, connect_timeout_s: float | None = None) -> ClusterInfo:
+def describe_cluster(
+    settings: KafkaSettings, *, connect_timeout_s: float | None = None
+) -> ClusterInfo:
     """Send a metadata request; the probe that says a broker really answers.
 
     Raises:

@@ -68,8 +68,7 @@ class KafkaSettings(StrictSettings):
     def _check_topic(cls, value: str) -> str:
         if not _TOPIC_NAME.match(value) or value in {".", ".."}:
             msg = (
-                f"topic must be 1-249 characters of letters, digits, '.', '_' or '-', "
-                f"got {value!r}"
+                f"topic must be 1-249 characters of letters, digits, '.', '_' or '-', got {value!r}"
             )
             raise ValueError(msg)
         return value

@@ -95,7 +95,7 @@ def connector_dir(jar_cache_dir: Path, spark_version: str) -> Path:
 
 
 def pyspark_jar_artifact_ids(pyspark_jars: Path) -> set[str]:
-    """Artifact ids of the jars in pyspark's ``jars`` folder (``zstd-jni-1.5.7-7.jar`` → ``zstd-jni``)."""
+    """Artifact ids of pyspark's jars (``zstd-jni-1.5.7-7.jar`` → ``zstd-jni``)."""
     return {_VERSION_SUFFIX.sub("", jar.name) for jar in pyspark_jars.glob("*.jar")}
 
 

@@ -1,4 +1,4 @@
-"""Resolve the JVM jars recstream needs: ``python -m recstream_infra.bootstrap`` (part of make setup)."""
+"""Resolve the JVM jars recstream needs (``python -m recstream_infra.bootstrap``, in make setup)."""
 
 from __future__ import annotations
 

@@ -50,7 +50,9 @@ def docker_problem() -> str | None:
 
 
 @contextmanager
-def container_services(kafka_version: str, start_timeout_s: float = 120.0) -> Iterator[ContainerServices]:
+def container_services(
+    kafka_version: str, start_timeout_s: float = 120.0
+) -> Iterator[ContainerServices]:
     """Start Kafka and Redis containers, yield settings for them, remove them afterwards.
 
     Raises:
@@ -115,4 +117,3 @@ def _wait_for_broker(settings: KafkaSettings, timeout_s: float) -> None:
             time.sleep(0.5)
         else:
             return
-

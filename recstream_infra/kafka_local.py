@@ -72,9 +72,16 @@ class LocalKafka(LocalService):
         log4j.write_text(_LOG4J2)
         self.config_file.write_text(self._server_properties(data))
         classpath = f"{self.bundle.target.resolve()}/*"
-        jvm = [java, f"-Xmx{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-               f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={self.folder / 'logs'}",
-               "-cp", classpath]
+        jvm = [
+            java,
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}",
+            f"-Dkafka.logs.dir={self.folder / 'logs'}",
+            "-cp",
+            classpath,
+        ]
         if not (data / "meta.properties").is_file():
             self._format_storage(jvm, data)
         return [*jvm, "kafka.Kafka", str(self.config_file)]
@@ -83,8 +90,15 @@ class LocalKafka(LocalService):
         # Formatting is a short foreground run of Kafka's own StorageTool.
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         format_log = self.folder / "format.log"
-        command = [*jvm, "kafka.tools.StorageTool", "format", "--cluster-id", cluster_id,
-                   "--config", str(self.config_file)]
+        command = [
+            *jvm,
+            "kafka.tools.StorageTool",
+            "format",
+            "--cluster-id",
+            cluster_id,
+            "--config",
+            str(self.config_file),
+        ]
         with format_log.open("w") as log:
             done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)  # noqa: S603
         if done.returncode != 0:

@@ -42,7 +42,9 @@ class ServiceStatus:
     def describe(self) -> str:
         """A human-readable line."""
         if self.state == "running":
-            return f"{self.name:<6} running  pid {self.pid:<7} {self.address:<22} log {self.log_file}"
+            return (
+                f"{self.name:<6} running  pid {self.pid:<7} {self.address:<22} log {self.log_file}"
+            )
         if self.state == "external":
             return f"{self.name:<6} answering at {self.address}, but not started by recstream"
         return f"{self.name:<6} stopped  {'':11} {self.address}"

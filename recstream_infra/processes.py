@@ -102,12 +102,22 @@ def _is_alive(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return True
-    # The state letter follows the parenthesised command name.
-    return stat.rpartition(")")[2].split()[0] != "Z"
+    # Fields after the parenthesised command name: state first, thread count 18th.
+    fields = stat.rpartition(")")[2].split()
+    state, threads = fields[0], int(fields[17])
+    if state != "Z" or threads > 1:
+        # A zombie leader with live threads (a JVM shutting down) has not exited yet.
+        return True
+    # It has exited; if it is our child, reap it so that it does not linger.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    return False
 
 
 def _cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
     except OSError:
         return ""

@@ -15,7 +15,12 @@ from collections.abc import Sequence
 
 from producer.settings import KafkaSettings
 from recstream_infra.kafka_local import LocalKafka
-from recstream_infra.local_service import LocalService, ServiceStartError, ServiceStatus, StartOutcome
+from recstream_infra.local_service import (
+    LocalService,
+    ServiceStartError,
+    ServiceStatus,
+    StartOutcome,
+)
 from recstream_infra.redis_local import LocalRedis
 from recstream_infra.settings import LocalServicesSettings
 from serving.settings import RedisSettings
@@ -79,7 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ServiceStartError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        print(f"{service.name:<6} {outcome} at {service.address} ({time.monotonic() - began:.1f} s)")
+        print(
+            f"{service.name:<6} {outcome} at {service.address} ({time.monotonic() - began:.1f} s)"
+        )
     return 0
 
 

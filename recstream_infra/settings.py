@@ -21,8 +21,11 @@ class StrictSettings(BaseSettings):
     listing the names that are accepted.
     """
 
+    # Inputs are kept out of pydantic's messages because one of them may be a
+    # password (a Redis URL with credentials in it); our own messages quote the
+    # offending value wherever that is safe.
     model_config: ClassVar[SettingsConfigDict] = SettingsConfigDict(
-        frozen=True, extra="forbid", case_sensitive=False
+        frozen=True, extra="forbid", case_sensitive=False, hide_input_in_errors=True
     )
 
     @model_validator(mode="before")

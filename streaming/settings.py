@@ -50,5 +50,5 @@ class SparkSettings(StrictSettings):
     )
     extra_conf: dict[str, str] = Field(
         default_factory=dict,
-        description="More Spark settings as a JSON object, e.g. {\"spark.executor.memory\": \"4g\"}.",
+        description='More Spark settings as a JSON object, e.g. {"spark.executor.memory": "4g"}.',
     )

@@ -20,8 +20,12 @@ MESSAGES = 1_000
 
 def _events() -> list[dict[str, int | float]]:
     return [
-        {"seq": seq, "user_id": 1 + seq % 37, "movie_id": 1 + (seq * 7) % 101,
-         "rating": float(1 + seq % 5)}
+        {
+            "seq": seq,
+            "user_id": 1 + seq % 37,
+            "movie_id": 1 + (seq * 7) % 101,
+            "rating": float(1 + seq % 5),
+        }
         for seq in range(MESSAGES)
     ]
 
@@ -30,7 +34,9 @@ def _produce(services: Services, topic: str, events: list[dict[str, int | float]
     producer = KafkaProducer(**client_options(services.kafka), acks="all", linger_ms=5)
     try:
         for event in events:
-            producer.send(topic, key=str(event["user_id"]).encode(), value=json.dumps(event).encode())
+            producer.send(
+                topic, key=str(event["user_id"]).encode(), value=json.dumps(event).encode()
+            )
         producer.flush(timeout=30)
     finally:
         producer.close()
@@ -73,8 +79,12 @@ def test_spark_kafka_source_writes_every_message_to_redis(
             with client.pipeline(transaction=False) as pipe:
                 for row in rows:
                     seq = json.loads(row["value"])["seq"]
-                    record = {"value": row["value"], "partition": row["partition"],
-                              "offset": row["offset"], "batch_id": batch_id}
+                    record = {
+                        "value": row["value"],
+                        "partition": row["partition"],
+                        "offset": row["offset"],
+                        "batch_id": batch_id,
+                    }
                     pipe.set(f"{prefix}:message:{seq}", json.dumps(record))
                 pipe.execute()
         finally:
