@@ -1,0 +1,51 @@
+"""The configuration reference: every setting as a markdown table row.
+
+``python -m recstream_infra.config_table`` prints the table that the README carries
+between its ``config-table`` markers; a test keeps the two identical.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic.fields import FieldInfo
+
+from producer.settings import KafkaSettings
+from recstream_infra.settings import LocalServicesSettings, StrictSettings
+from serving.settings import RedisSettings
+from streaming.settings import SparkSettings
+
+__all__ = ["SETTINGS_CLASSES", "render_table"]
+
+SETTINGS_CLASSES: tuple[type[StrictSettings], ...] = (
+    KafkaSettings,
+    RedisSettings,
+    SparkSettings,
+    LocalServicesSettings,
+)
+
+
+def render_table(classes: tuple[type[StrictSettings], ...] = SETTINGS_CLASSES) -> str:
+    """A markdown table: variable, default, meaning."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for settings_class in classes:
+        prefix = str(settings_class.model_config.get("env_prefix", "")).upper()
+        for name, field in settings_class.model_fields.items():
+            description = (field.description or "").replace("|", "\\|")
+            rows.append(f"| `{prefix}{name.upper()}` | {_default(field)} | {description} |")
+    return "\n".join(rows) + "\n"
+
+
+def _default(field: FieldInfo) -> str:
+    value = field.get_default(call_default_factory=True)
+    if value is None:
+        return "unset"
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, bool):
+        value = str(value).lower()
+    return f"`{value}`"
+
+
+if __name__ == "__main__":
+    print(render_table(), end="")
