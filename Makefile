@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help setup system-packages jars services services-down services-status demo test lint bench clean
+.PHONY: help setup system-packages jars services services-down services-status services-check demo test lint bench clean
 
 help: ## Show this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ services-down: ## Stop the local services that `make services` started
 
 services-status: ## Show whether the local services run
 	@if [ -x $(PY) ]; then $(PY) -m recstream_infra.services status; else echo "no .venv: nothing was started"; fi
+
+services-check: $(INSTALLED) ## Probe the configured Kafka and Redis (local or not)
+	@$(PY) -m recstream_infra.services check
 
 demo: ## The end-to-end demo (not built yet)
 	@echo "make demo: not yet — the end-to-end demo arrives with issue 7 (producer, streaming job and API first)." >&2

@@ -25,6 +25,7 @@ from recstream_infra.settings import LocalServicesSettings
 from serving.connection import open_redis, ping
 from serving.errors import RedisUnavailableError
 from serving.settings import RedisSettings
+from tests.conftest import Services
 
 
 def _local(state_dir: Path, **overrides: object) -> LocalServicesSettings:
@@ -72,6 +73,34 @@ def test_cli_status_and_down_read_the_environment(
     out = capsys.readouterr().out
     assert f"redis  stopped              127.0.0.1:{free_port}" in out
     assert "kafka  was not running (nothing to stop)" in out
+
+
+def test_cli_check_names_both_unreachable_addresses(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], free_port: int
+) -> None:
+    monkeypatch.setenv("RECSTREAM_KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port}")
+    monkeypatch.setenv("RECSTREAM_KAFKA_CONNECT_TIMEOUT_S", "1")
+    monkeypatch.setenv("RECSTREAM_REDIS_URL", f"redis://127.0.0.1:{free_port}/0")
+    began = time.monotonic()
+    assert services_cli.main(["check"]) == 1
+    assert time.monotonic() - began < 10
+    err = capsys.readouterr().err
+    assert f"no Kafka broker answered at 127.0.0.1:{free_port} within 1 s" in err
+    assert f"no Redis answered at redis://127.0.0.1:{free_port}/0" in err
+
+
+@pytest.mark.integration
+def test_cli_check_finds_the_session_services(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], services: Services
+) -> None:
+    monkeypatch.setenv("RECSTREAM_KAFKA_BOOTSTRAP_SERVERS", services.kafka.bootstrap_servers)
+    monkeypatch.setenv("RECSTREAM_REDIS_URL", services.redis.url)
+    if services.redis.password is not None:
+        monkeypatch.setenv("RECSTREAM_REDIS_PASSWORD", services.redis.password.get_secret_value())
+    assert services_cli.main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert f"kafka  answers at {services.kafka.bootstrap_servers} (" in out
+    assert f"redis  answers at {services.redis.url}" in out
 
 
 def test_cli_reports_bad_settings(
