@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -47,43 +48,41 @@ class Services:
 def services() -> Iterator[Services]:
     """Kafka and Redis for the whole test session (see the module docstring)."""
     mode = os.environ.get("RECSTREAM_TEST_SERVICES", "local")
-    if mode == "local":
-        yield from _local_services()
-    elif mode == "testcontainers":
+    with contextlib.ExitStack() as cleanup:
+        problem: str | None
         try:
-            with container_services(LocalServicesSettings().kafka_version) as running:
-                yield Services(running.kafka, running.redis, mode)
-        except ServiceStartError as exc:
-            pytest.fail(str(exc), pytrace=False)
-    elif mode == "external":
-        kafka, redis = KafkaSettings(), RedisSettings()
-        try:
-            describe_cluster(kafka)
-            ping(redis)
-        except (BrokerUnavailableError, RedisUnavailableError) as exc:
-            pytest.fail(f"RECSTREAM_TEST_SERVICES=external: {exc}", pytrace=False)
+            kafka, redis = _provide_services(mode, cleanup)
+        except (ServiceStartError, BrokerUnavailableError, RedisUnavailableError) as exc:
+            problem = str(exc)
+        else:
+            problem = None
+        # Failing outside the except block keeps pytest's report to our message alone.
+        if problem is not None:
+            pytest.fail(problem, pytrace=False)
         yield Services(kafka, redis, mode)
-    else:
-        pytest.fail(
-            "RECSTREAM_TEST_SERVICES must be 'local', 'testcontainers' or 'external', "
-            f"got {mode!r}",
-            pytrace=False,
-        )
 
 
-def _local_services() -> Iterator[Services]:
-    kafka, redis = KafkaSettings(), RedisSettings()
-    local = LocalServices(LocalServicesSettings(), kafka, redis)
-    try:
-        outcomes = local.start()
-    except ServiceStartError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        yield Services(kafka, redis, "local")
-    finally:
+def _provide_services(
+    mode: str, cleanup: contextlib.ExitStack
+) -> tuple[KafkaSettings, RedisSettings]:
+    if mode == "local":
+        kafka, redis = KafkaSettings(), RedisSettings()
+        local = LocalServices(LocalServicesSettings(), kafka, redis)
         for service in local.services:
-            if outcomes[service.name] == "started":
-                service.stop()
+            if service.start() == "started":
+                cleanup.callback(service.stop)
+        return kafka, redis
+    if mode == "testcontainers":
+        version = LocalServicesSettings().kafka_version
+        running = cleanup.enter_context(container_services(version))
+        return running.kafka, running.redis
+    if mode == "external":
+        kafka, redis = KafkaSettings(), RedisSettings()
+        describe_cluster(kafka)
+        ping(redis)
+        return kafka, redis
+    msg = f"RECSTREAM_TEST_SERVICES must be 'local', 'testcontainers' or 'external', got {mode!r}"
+    raise ServiceStartError(msg)
 
 
 @pytest.fixture(scope="session")
