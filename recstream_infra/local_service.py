@@ -20,7 +20,8 @@ __all__ = [
     "free_tcp_port",
 ]
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# The services bind 127.0.0.1 (IPv4), so only names that reach it are accepted.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost"})
 
 StartOutcome = Literal["started", "already running", "external"]
 

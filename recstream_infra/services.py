@@ -22,7 +22,6 @@ from recstream_infra.local_service import (
     LocalService,
     ServiceStartError,
     ServiceStatus,
-    StartOutcome,
 )
 from recstream_infra.redis_local import LocalRedis
 from recstream_infra.settings import LocalServicesSettings
@@ -48,12 +47,8 @@ class LocalServices:
 
     @property
     def services(self) -> tuple[LocalService, ...]:
-        """Start order; stop runs in reverse."""
+        """In start order (each one's ``start()``); ``stop`` runs in reverse."""
         return (self.redis, self.kafka)
-
-    def start(self) -> dict[str, StartOutcome]:
-        """Start whatever is not running yet; return what happened to each service."""
-        return {service.name: service.start() for service in self.services}
 
     def stop(self) -> dict[str, bool]:
         """Stop what we started; True for each service that was running."""

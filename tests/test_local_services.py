@@ -33,9 +33,10 @@ def _local(state_dir: Path, **overrides: object) -> LocalServicesSettings:
     return LocalServicesSettings(state_dir=state_dir, **overrides)  # type: ignore[arg-type]
 
 
-def test_non_loopback_address_is_refused(state_dir: Path) -> None:
-    with pytest.raises(ServiceStartError, match=r"only runs on 127\.0\.0\.1.*10\.1\.2\.3:6379"):
-        LocalRedis(_local(state_dir), RedisSettings(url="redis://10.1.2.3:6379/0"))
+@pytest.mark.parametrize("host", ["10.1.2.3", "[::1]"])
+def test_address_other_than_ipv4_loopback_is_refused(state_dir: Path, host: str) -> None:
+    with pytest.raises(ServiceStartError, match=r"only runs on 127\.0\.0\.1.*:6379"):
+        LocalRedis(_local(state_dir), RedisSettings(url=f"redis://{host}:6379/0"))
 
 
 def test_kafka_without_resolved_jars_says_run_make_setup(state_dir: Path, free_port: int) -> None:
