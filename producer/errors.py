@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["BrokerUnavailableError", "ProducerError"]
+__all__ = [
+    "BadInputError",
+    "BrokerUnavailableError",
+    "DatasetUnavailableError",
+    "ProducerError",
+    "ResumeError",
+    "UnknownLayoutError",
+]
 
 
 class ProducerError(RuntimeError):
@@ -11,3 +18,19 @@ class ProducerError(RuntimeError):
 
 class BrokerUnavailableError(ProducerError):
     """No Kafka broker answered at the configured bootstrap address in time."""
+
+
+class BadInputError(ProducerError):
+    """A malformed line in a local dataset (raised only with ``--strict``)."""
+
+
+class UnknownLayoutError(ProducerError):
+    """A folder or zip that holds none of the MovieLens layouts we read."""
+
+
+class DatasetUnavailableError(ProducerError):
+    """A dataset could not be loaded (no internet for TFDS, missing path, ...)."""
+
+
+class ResumeError(ProducerError):
+    """The topic holds events that do not belong to the replay being resumed."""

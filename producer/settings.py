@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from recstream_infra.settings import StrictSettings
 
-__all__ = ["KafkaSettings", "parse_bootstrap_servers"]
+__all__ = ["KafkaSettings", "ProducerSettings", "parse_bootstrap_servers"]
 
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
@@ -77,3 +79,34 @@ class KafkaSettings(StrictSettings):
     def servers(self) -> list[tuple[str, int]]:
         """The bootstrap servers as (host, port) pairs."""
         return parse_bootstrap_servers(self.bootstrap_servers)
+
+
+class ProducerSettings(StrictSettings):
+    """How the producer replays (``RECSTREAM_PRODUCER_*``); CLI options override these."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSTREAM_PRODUCER_")
+
+    source: str = Field(
+        "tfds:movielens/1m-ratings",
+        min_length=1,
+        description=("What to replay: tfds:<name>, a GroupLens folder or zip, or 'synthetic'."),
+    )
+    tfds_data_dir: Path | None = Field(
+        None, description="TFDS data folder; unset means TFDS's default (~/tensorflow_datasets)."
+    )
+    synthetic_events: int = Field(
+        1_000_000, ge=1, le=1_000_000_000, description="Events of the synthetic feed."
+    )
+    synthetic_seed: int = Field(42, description="Seed of the synthetic feed.")
+    pace: Literal["max", "speed", "rate"] = Field(
+        "max", description="'max' = as fast as the broker takes them; 'speed' or 'rate' below."
+    )
+    speed: float = Field(
+        1000.0, gt=0, description="With pace 'speed': replay at this many times real time."
+    )
+    rate: float = Field(1000.0, gt=0, description="With pace 'rate': events per second.")
+    compression: Literal["none", "gzip", "lz4", "zstd"] = Field(
+        "lz4", description="Compression of produced batches."
+    )
+    linger_ms: int = Field(20, ge=0, le=10_000, description="How long a batch may wait to fill up.")
+    batch_size_kb: int = Field(256, ge=1, le=16_384, description="Maximum size of one batch.")
