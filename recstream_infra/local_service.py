@@ -71,7 +71,6 @@ class LocalService(ABC):
             name=self.name,
             pid_file=self.folder / f"{self.name}.pid",
             log_file=self.folder / f"{self.name}.log",
-            marker=str(self.config_file),
         )
 
     @property
@@ -82,7 +81,7 @@ class LocalService(ABC):
     @property
     @abstractmethod
     def config_file(self) -> Path:
-        """The configuration file the process is started with (also its identity marker)."""
+        """The configuration file the process is started with."""
 
     @abstractmethod
     def answers(self) -> bool:

@@ -1,8 +1,9 @@
 """Start, find and stop the background processes of the local services.
 
-A process is recorded in a pid file, and a pid only counts as ours while the
-process's command line still contains a marker (the path of the configuration file
-we gave it), so a recycled pid never makes us signal a stranger.
+A process is recorded in a pid file together with its start time (field 22 of
+``/proc/<pid>/stat``); a pid only counts as ours while a process with that pid and
+that start time is alive, so a recycled pid never makes us signal a stranger. (The
+command line is no proof: Redis, for one, rewrites its own.)
 """
 
 from __future__ import annotations
@@ -21,20 +22,20 @@ __all__ = ["ManagedProcess", "wait_until"]
 
 @dataclass(frozen=True)
 class ManagedProcess:
-    """A background process recorded by its pid file and recognised by a marker."""
+    """A background process recorded by its pid file (pid and start time)."""
 
     name: str
     pid_file: Path
     log_file: Path
-    marker: str
 
     def pid(self) -> int | None:
         """The pid of our process if it is alive, else None (a stale pid file is removed)."""
         try:
-            pid = int(self.pid_file.read_text().strip())
+            pid_text, started_text = self.pid_file.read_text().split()
+            pid, started = int(pid_text), int(started_text)
         except (FileNotFoundError, ValueError):
             return None
-        if _is_alive(pid) and self.marker in _cmdline(pid):
+        if _is_alive(pid) and _start_time(pid) == started:
             return pid
         self.pid_file.unlink(missing_ok=True)
         return None
@@ -51,7 +52,7 @@ class ManagedProcess:
                 env=dict(env) if env is not None else None,
                 start_new_session=True,
             )
-        self.pid_file.write_text(f"{process.pid}\n")
+        self.pid_file.write_text(f"{process.pid} {_start_time(process.pid)}\n")
         return process.pid
 
     def stop(self, timeout_s: float = 30.0) -> bool:
@@ -114,10 +115,11 @@ def _is_alive(pid: int) -> bool:
     return False
 
 
-def _cmdline(pid: int) -> str:
+def _start_time(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (None if it is gone)."""
     try:
-        return (
-            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        )
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return ""
+        return None
+    # Fields after the parenthesised command name: the state is field 3, start time 22.
+    return int(stat.rpartition(")")[2].split()[19])

@@ -51,9 +51,6 @@ class LocalRedis(LocalService):
             "daemonize no",
             'logfile ""',
             f"dir {_quote(str(self.folder))}",
-            # Redis rewrites its process title; keep the config path in it so that
-            # status and stop can tell our server from anyone else's.
-            'proc-title-template "{title} {listen-addr} {server-mode} {config-file}"',
             "appendonly no",
             "save 3600 1 300 100 60 10000" if self.persistence else 'save ""',
         ]

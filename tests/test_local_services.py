@@ -156,11 +156,11 @@ def test_port_taken_by_another_program_is_reported(state_dir: Path, free_port: i
 
 
 class _DyingRedis(LocalRedis):
-    """A 'server' that exits at once, carrying the marker so it counts as ours."""
+    """A 'server' that exits at once."""
 
     def _prepare(self) -> list[str]:
         code = "import sys; print('fatal: cannot start'); sys.exit(3)"
-        return [sys.executable, "-c", code, str(self.config_file)]
+        return [sys.executable, "-c", code]
 
 
 @pytest.mark.integration

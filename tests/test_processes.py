@@ -1,4 +1,4 @@
-"""Managed processes: pid files, identity by marker, stop with TERM then KILL."""
+"""Managed processes: pid files, identity by pid and start time, stop with TERM then KILL."""
 
 from __future__ import annotations
 
@@ -9,21 +9,21 @@ from pathlib import Path
 from recstream_infra.processes import ManagedProcess, wait_until
 
 
-def _managed(tmp_path: Path, marker: str = "recstream-test-marker") -> ManagedProcess:
-    return ManagedProcess("sleeper", tmp_path / "p.pid", tmp_path / "p.log", marker)
+def _managed(tmp_path: Path) -> ManagedProcess:
+    return ManagedProcess("sleeper", tmp_path / "p.pid", tmp_path / "p.log")
 
 
-def _sleeper(marker: str, *, ignore_term: bool = False) -> list[str]:
+def _sleeper(*, ignore_term: bool = False) -> list[str]:
     code = "import signal, time\n"
     if ignore_term:
         code += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
     code += "print('up', flush=True)\ntime.sleep(120)\n"
-    return [sys.executable, "-c", code, marker]
+    return [sys.executable, "-c", code]
 
 
 def test_start_records_pid_and_stop_ends_the_process(tmp_path: Path) -> None:
     process = _managed(tmp_path)
-    pid = process.start(_sleeper(process.marker))
+    pid = process.start(_sleeper())
     assert process.pid() == pid
     assert wait_until(lambda: "up" in process.log_tail(), 10)
     assert process.stop(timeout_s=10) is True
@@ -34,16 +34,16 @@ def test_start_records_pid_and_stop_ends_the_process(tmp_path: Path) -> None:
 
 def test_stop_kills_a_process_that_ignores_sigterm(tmp_path: Path) -> None:
     process = _managed(tmp_path)
-    pid = process.start(_sleeper(process.marker, ignore_term=True))
+    pid = process.start(_sleeper(ignore_term=True))
     assert wait_until(lambda: "up" in process.log_tail(), 10)
     assert process.stop(timeout_s=0.5) is True
     assert not Path(f"/proc/{pid}").exists()
 
 
-def test_a_pid_without_our_marker_is_not_ours(tmp_path: Path) -> None:
+def test_a_live_pid_with_another_start_time_is_not_ours(tmp_path: Path) -> None:
     process = _managed(tmp_path)
-    # Our own pid: alive, but its command line lacks the marker (a recycled pid).
-    process.pid_file.write_text(f"{os.getpid()}\n")
+    # Our own pid: alive, but started at another time (what a recycled pid looks like).
+    process.pid_file.write_text(f"{os.getpid()} 1\n")
     assert process.pid() is None
     assert process.stop() is False  # and it was not signalled: we are still here
     assert not process.pid_file.exists()
