@@ -79,12 +79,14 @@ def create_topic(
     *,
     partitions: int | None = None,
     replication_factor: int | None = None,
+    configs: dict[str, str] | None = None,
 ) -> bool:
     """Create a topic (default: the ratings topic) unless it exists; True if it was created."""
     topic = NewTopic(
         name=name or settings.topic,
         num_partitions=partitions or settings.partitions,
         replication_factor=replication_factor or settings.replication_factor,
+        topic_configs=configs or {},
     )
     admin = _admin(settings)
     try:
