@@ -38,7 +38,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-_err = Console(stderr=True)
+# soft_wrap: summary lines stay whole in logs, whatever the terminal width.
+_err = Console(stderr=True, soft_wrap=True)
 
 
 @app.callback()

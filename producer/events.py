@@ -12,6 +12,7 @@ rating scale a consumer validates against (``RATING_SCALES``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -62,9 +63,22 @@ RATING_SCALES: dict[str, RatingScale] = {
 }
 
 
+_NAMESPACE_BYTES = EVENT_NAMESPACE.bytes
+
+
 def event_id(source: str, user_id: int, movie_id: int, timestamp: int) -> str:
-    """The deterministic id of one rating: the same inputs give the same id on every run."""
-    return str(uuid.uuid5(EVENT_NAMESPACE, f"{source}:{user_id}:{movie_id}:{timestamp}"))
+    """The deterministic id of one rating: the same inputs give the same id on every run.
+
+    It is ``uuid.uuid5(EVENT_NAMESPACE, "source:user:movie:timestamp")``, computed
+    from SHA-1 directly because this runs once per replayed rating and the ``uuid``
+    module's objects cost three times as much.
+    """
+    name = f"{source}:{user_id}:{movie_id}:{timestamp}".encode()
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 @dataclass(frozen=True)

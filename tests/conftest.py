@@ -136,3 +136,13 @@ def state_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "state"
     folder.mkdir()
     return folder
+
+
+@pytest.fixture(scope="session")
+def ml100k_dir() -> Path:
+    """The real MovieLens 100K (``RECSTREAM_ML100K_DIR``, else ``../shared/data/ml-100k``)."""
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
+    folder = Path(os.environ.get("RECSTREAM_ML100K_DIR", default))
+    if not (folder / "u.data").is_file():
+        pytest.skip(f"MovieLens 100K not found at {folder}; set RECSTREAM_ML100K_DIR to its folder")
+    return folder

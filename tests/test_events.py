@@ -36,6 +36,21 @@ def test_event_id_is_deterministic_and_distinguishes_every_field() -> None:
     assert len(others) == 4
 
 
+def test_event_id_is_the_standard_uuid5() -> None:
+    import random
+    import uuid
+
+    from producer.events import EVENT_NAMESPACE
+
+    rng = random.Random(3)
+    for _ in range(2_000):
+        source = rng.choice(["ml-100k", "ml-1m", "synthetic"])
+        user, movie = rng.randint(1, 2**31 - 1), rng.randint(1, 2**31 - 1)
+        stamp = rng.randint(0, 2**40)
+        expected = uuid.uuid5(EVENT_NAMESPACE, f"{source}:{user}:{movie}:{stamp}")
+        assert event_id(source, user, movie, stamp) == str(expected)
+
+
 def test_json_round_trip_and_half_stars() -> None:
     event = RatingEvent("ml-latest-small", 1, 2, 3.5, 964982703)
     decoded = json.loads(event.to_json())
