@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic.fields import FieldInfo
 
-from producer.settings import KafkaSettings
+from producer.settings import KafkaSettings, ProducerSettings
 from recstream_infra.settings import LocalServicesSettings, StrictSettings
 from serving.settings import RedisSettings
 from streaming.settings import SparkSettings
@@ -19,6 +19,7 @@ __all__ = ["SETTINGS_CLASSES", "render_table"]
 
 SETTINGS_CLASSES: tuple[type[StrictSettings], ...] = (
     KafkaSettings,
+    ProducerSettings,
     RedisSettings,
     SparkSettings,
     LocalServicesSettings,
