@@ -26,7 +26,7 @@ from kafka.partitioner.default import murmur2
 
 from producer.broker import client_options, create_topic, describe_cluster
 from producer.dataset import Dataset, RatingTable
-from producer.errors import ResumeError
+from producer.errors import ProducerError, ResumeError
 from producer.events import encode_event
 from producer.pacing import Pacer
 from producer.settings import KafkaSettings, ProducerSettings
@@ -207,7 +207,7 @@ def prepare_topic(kafka: KafkaSettings) -> int:
         consumer.close()
     if not partitions:
         msg = f"topic {kafka.topic} has no partitions visible to us"
-        raise ResumeError(msg)
+        raise ProducerError(msg)
     return len(partitions)
 
 
