@@ -1,0 +1,104 @@
+"""Fold-in is the exact ALS user step; top-K is deterministic and never lists rated movies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pyspark.sql import SparkSession
+
+from streaming.foldin import fold_in_user, gramian
+from streaming.topn import ItemIndex, top_k
+
+RNG = np.random.default_rng(11)
+
+
+def test_explicit_fold_in_matches_a_least_squares_reference() -> None:
+    y = RNG.normal(size=(30, 6))
+    r = RNG.integers(1, 6, size=30).astype(float)
+    reg = 0.1
+    # Reference: min ||Y x - r||² + reg·n·||x||², as one stacked least-squares system.
+    stacked = np.vstack([y, np.sqrt(reg * len(r)) * np.eye(6)])
+    target = np.concatenate([r, np.zeros(6)])
+    expected = np.linalg.lstsq(stacked, target, rcond=None)[0]
+    assert np.allclose(fold_in_user(y, r, reg), expected, atol=1e-6)
+
+
+def test_implicit_fold_in_matches_weighted_least_squares_over_all_items() -> None:
+    items = RNG.normal(size=(40, 5))
+    rated = np.array([3, 7, 8, 20, 33])
+    r = np.array([5.0, 1.0, -2.0, 3.0, 4.0])
+    reg, alpha = 0.05, 2.0
+    # Reference: min Σ_i c_i (p_i - x·y_i)² + reg·n⁺·||x||² over every item,
+    # c_i = 1 + α|r_i| for rated items (1 otherwise), p_i = 1 where r_i > 0.
+    weights, prefs = np.ones(40), np.zeros(40)
+    weights[rated] = 1 + alpha * np.abs(r)
+    prefs[rated] = (r > 0).astype(float)
+    n_pos = int((r > 0).sum())
+    stacked = np.vstack([np.sqrt(weights)[:, None] * items, np.sqrt(reg * n_pos) * np.eye(5)])
+    target = np.concatenate([np.sqrt(weights) * prefs, np.zeros(5)])
+    expected = np.linalg.lstsq(stacked, target, rcond=None)[0]
+    got = fold_in_user(
+        items[rated], r, reg, implicit=True, alpha=alpha, item_gramian=gramian(items)
+    )
+    assert np.allclose(got, expected, atol=1e-6)
+
+
+def test_implicit_fold_in_needs_the_gramian() -> None:
+    with pytest.raises(ValueError, match="item_gramian"):
+        fold_in_user(np.ones((2, 3)), np.ones(2), 0.1, implicit=True)
+
+
+def test_top_k_excludes_rated_and_breaks_ties_by_movie_id() -> None:
+    items = ItemIndex([40, 10, 30, 20], np.array([[1.0], [1.0], [2.0], [1.0]]))
+    ids, scores = top_k(np.array([[1.0], [1.0]]), items, [items.rows([30]), items.rows([])], 3)
+    assert ids.tolist() == [[10, 20, 40], [30, 10, 20]]
+    assert scores[1].tolist() == [2.0, 1.0, 1.0]
+
+
+def test_top_k_pads_when_too_few_unrated_movies_remain() -> None:
+    items = ItemIndex([1, 2, 3], np.eye(3))
+    ids, scores = top_k(np.array([[0.0, 1.0, 0.0]]), items, [items.rows([1, 3, 99])], 4)
+    assert ids.tolist() == [[2, -1, -1, -1]]
+    assert np.isneginf(scores[0, 1:]).all()
+
+
+def test_fold_in_reproduces_spark_als_user_factors(spark: SparkSession) -> None:
+    from pyspark.ml.recommendation import ALS
+
+    rows = [(u, i, float(RNG.integers(1, 6))) for u in range(1, 31) for i in range(1, 41)
+            if RNG.random() < 0.4]  # fmt: skip
+    frame = spark.createDataFrame(rows, ["user", "item", "rating"])
+    model = ALS(rank=4, maxIter=8, regParam=0.1, seed=3, userCol="user", itemCol="item").fit(frame)
+    item_factors = {r["id"]: np.array(r["features"]) for r in model.itemFactors.collect()}
+    user_factors = {r["id"]: np.array(r["features"]) for r in model.userFactors.collect()}
+    # Spark's last half-step computes users from the final item factors: fold-in must agree.
+    for user in (1, 7, 30):
+        history = [(i, rating) for u, i, rating in rows if u == user]
+        y = np.array([item_factors[i] for i, _ in history])
+        r = np.array([rating for _, rating in history])
+        assert np.allclose(fold_in_user(y, r, 0.1), user_factors[user], atol=1e-4)
+
+
+def test_withheld_favourite_comes_back_in_the_top_10(spark: SparkSession) -> None:
+    from pyspark.ml.recommendation import ALS
+
+    rng = np.random.default_rng(5)
+    users, movies, rank = 60, 80, 3
+    truth = rng.normal(size=(users, rank)) @ rng.normal(size=(rank, movies))
+    rows = []
+    for u in range(users):
+        seen = rng.choice(movies, size=40, replace=False)
+        rows += [(u + 1, int(m) + 1, float(np.clip(3 + truth[u, m], 1, 5))) for m in seen]
+    favourite = int(np.argmax(truth[0])) + 1  # user 1's best movie, withheld from training
+    rows = [row for row in rows if not (row[0] == 1 and row[1] == favourite)]
+    frame = spark.createDataFrame(rows, ["user", "item", "rating"])
+    model = ALS(rank=rank, maxIter=15, regParam=0.05, seed=1, userCol="user", itemCol="item")
+    fitted = model.fit(frame)
+    factors = fitted.itemFactors.collect()
+    items = ItemIndex([r["id"] for r in factors], np.array([r["features"] for r in factors]))
+    history = [(m, rating) for u, m, rating in rows if u == 1]
+    x = fold_in_user(items.factors[items.rows([m for m, _ in history])],
+                     np.array([rating for _, rating in history]), 0.05)  # fmt: skip
+    ids, _ = top_k(x[None, :], items, [items.rows([m for m, _ in history])], 10)
+    assert favourite in ids[0].tolist()
+    assert not set(ids[0].tolist()) & {m for m, _ in history}
