@@ -1,0 +1,147 @@
+"""The Redis key layout: the contract between the streaming job (writer) and serving (reader).
+
+With prefix ``p`` (``RECSTREAM_REDIS_KEY_PREFIX``, default ``recstream``) and model
+version ``v`` (an integer that only grows):
+
+=========================  ======  ==========================================================
+key                        type    value
+=========================  ======  ==========================================================
+``p:current``              string  the current model version, e.g. ``7``
+``p:versions``             zset    every published version, scored by its publish time
+``p:v{v}:lists``           hash    user id -> that user's list (JSON, see ``encode_list``)
+``p:v{v}:meta``            string  model metadata (JSON object)
+``p:v{v}:popular``         string  the popularity list of that model (JSON, as a user list)
+``p:catalog``              hash    movie id -> ``{"title": …, "genres": […]}`` (JSON)
+=========================  ======  ==========================================================
+
+A version's keys are written in full before ``p:current`` points at it, so a reader
+that resolves ``p:current`` first never sees two versions mixed; fold-in updates
+write into the current version's hash. A user list is
+``{"items":[[movie_id,score],…],"updated_at":<epoch s>,"source":"model"|"fold-in"}``
+with the best movie first and scores rounded to 6 significant digits.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, cast
+
+from serving.errors import ServingError
+
+__all__ = [
+    "LayoutDecodeError",
+    "ListSource",
+    "RedisLayout",
+    "UserList",
+    "decode_list",
+    "decode_movie",
+    "encode_list",
+    "encode_movie",
+]
+
+ListSource = Literal["model", "fold-in", "popular"]
+_SOURCES = ("model", "fold-in", "popular")
+
+
+class LayoutDecodeError(ServingError):
+    """A value in Redis does not follow the layout (written by something else, or corrupt)."""
+
+
+@dataclass(frozen=True)
+class RedisLayout:
+    """Key names for one prefix."""
+
+    prefix: str
+
+    @property
+    def current(self) -> str:
+        """Pointer to the current model version."""
+        return f"{self.prefix}:current"
+
+    @property
+    def versions(self) -> str:
+        """Sorted set of published versions."""
+        return f"{self.prefix}:versions"
+
+    @property
+    def catalog(self) -> str:
+        """Hash of movie id -> title and genres."""
+        return f"{self.prefix}:catalog"
+
+    def lists(self, version: int) -> str:
+        """Hash of user id -> list, for one model version."""
+        return f"{self.prefix}:v{version}:lists"
+
+    def meta(self, version: int) -> str:
+        """Metadata of one model version."""
+        return f"{self.prefix}:v{version}:meta"
+
+    def popular(self, version: int) -> str:
+        """Popularity list of one model version."""
+        return f"{self.prefix}:v{version}:popular"
+
+    def version_keys(self, version: int) -> list[str]:
+        """Every key that belongs to one version (what deleting it removes)."""
+        return [self.lists(version), self.meta(version), self.popular(version)]
+
+
+@dataclass(frozen=True)
+class UserList:
+    """A decoded list: ranked (movie id, score) pairs and where they came from."""
+
+    items: tuple[tuple[int, float], ...]
+    updated_at: float
+    source: ListSource
+
+
+def encode_list(items: Sequence[tuple[int, float]], updated_at: float, source: ListSource) -> bytes:
+    """The stored form of a list (compact JSON)."""
+    pairs = [[int(movie), float(f"{score:.6g}")] for movie, score in items]
+    document = {"items": pairs, "updated_at": round(updated_at, 3), "source": source}
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def decode_list(raw: bytes | str, *, key: str = "a list") -> UserList:
+    """Parse a stored list.
+
+    Raises:
+        LayoutDecodeError: the value is not a list in this layout; the message names the key.
+    """
+    try:
+        document = json.loads(raw)
+        items = tuple((int(movie), float(score)) for movie, score in document["items"])
+        updated_at = float(document["updated_at"])
+        source = document["source"]
+    except (ValueError, KeyError, TypeError) as exc:
+        msg = f"{key} in Redis is not a recommendation list ({type(exc).__name__})"
+        raise LayoutDecodeError(msg) from exc
+    if source not in _SOURCES:
+        msg = f"{key} in Redis has unknown source {source!r}"
+        raise LayoutDecodeError(msg)
+    return UserList(items, updated_at, cast(ListSource, source))
+
+
+def encode_movie(title: str, genres: Sequence[str]) -> bytes:
+    """The stored form of a catalog entry."""
+    return json.dumps({"title": title, "genres": list(genres)}, ensure_ascii=False).encode()
+
+
+def decode_movie(raw: bytes | str, *, key: str = "a catalog entry") -> tuple[str, tuple[str, ...]]:
+    """Parse a catalog entry into (title, genres).
+
+    Raises:
+        LayoutDecodeError: the value is not a catalog entry.
+    """
+    try:
+        document = json.loads(raw)
+        title = document["title"]
+        genres = tuple(document["genres"])
+    except (ValueError, KeyError, TypeError) as exc:
+        msg = f"{key} in Redis is not a catalog entry ({type(exc).__name__})"
+        raise LayoutDecodeError(msg) from exc
+    if not isinstance(title, str) or not all(isinstance(g, str) for g in genres):
+        msg = f"{key} in Redis has a title or genre that is not text"
+        raise LayoutDecodeError(msg)
+    return title, genres

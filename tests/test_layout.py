@@ -1,0 +1,71 @@
+"""The Redis layout contract, pinned: exact keys and exact value bytes."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving.layout import (
+    LayoutDecodeError,
+    RedisLayout,
+    UserList,
+    decode_list,
+    decode_movie,
+    encode_list,
+    encode_movie,
+)
+
+
+def test_keys_are_pinned() -> None:
+    layout = RedisLayout("recstream")
+    assert layout.current == "recstream:current"
+    assert layout.versions == "recstream:versions"
+    assert layout.catalog == "recstream:catalog"
+    assert layout.lists(7) == "recstream:v7:lists"
+    assert layout.meta(7) == "recstream:v7:meta"
+    assert layout.popular(7) == "recstream:v7:popular"
+    assert layout.version_keys(7) == [
+        "recstream:v7:lists",
+        "recstream:v7:meta",
+        "recstream:v7:popular",
+    ]
+
+
+def test_list_value_is_pinned() -> None:
+    value = encode_list(
+        [(50, 4.912345678), (181, 4.5)], updated_at=1700000000.12345, source="fold-in"
+    )
+    assert (
+        value
+        == b'{"items":[[50,4.91235],[181,4.5]],"updated_at":1700000000.123,"source":"fold-in"}'
+    )
+    assert decode_list(value) == UserList(((50, 4.91235), (181, 4.5)), 1700000000.123, "fold-in")
+
+
+def test_movie_value_is_pinned() -> None:
+    value = encode_movie("Amélie (2001)", ["Comedy", "Romance"])
+    assert value == '{"title": "Amélie (2001)", "genres": ["Comedy", "Romance"]}'.encode()
+    assert decode_movie(value) == ("Amélie (2001)", ("Comedy", "Romance"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"not json", "not a recommendation list"),
+        (b'{"items": 5, "updated_at": 1, "source": "model"}', "not a recommendation list"),
+        (b'{"items": [[1, 2.0]], "updated_at": 1}', "not a recommendation list"),
+        (
+            b'{"items": [["x", 2.0]], "updated_at": 1, "source": "model"}',
+            "not a recommendation list",
+        ),
+        (b'{"items": [], "updated_at": 1, "source": "oracle"}', "unknown source 'oracle'"),
+    ],
+)
+def test_garbage_lists_raise_a_clear_error(raw: bytes, reason: str) -> None:
+    with pytest.raises(LayoutDecodeError, match=f"recstream:v1:lists\\[42\\] in Redis .*{reason}"):
+        decode_list(raw, key="recstream:v1:lists[42]")
+
+
+@pytest.mark.parametrize("raw", [b"[]", b'{"title": 5, "genres": []}', b'{"title": "x"}', b"\xff"])
+def test_garbage_movies_raise_a_clear_error(raw: bytes) -> None:
+    with pytest.raises(LayoutDecodeError, match="catalog"):
+        decode_movie(raw)
