@@ -1,0 +1,136 @@
+"""Validate the rating events of a micro-batch: Kafka records in, valid and invalid frames out.
+
+Every record gets at most one reason, the first that applies, in this order: empty or
+oversized message, no key, not a JSON object, a missing field, a field of the wrong
+type, unknown schema version, unknown source, an id out of range, a rating off its
+source's scale, an implausible timestamp, a key that is not the user id. Records with
+a reason are not dropped: they go to the dead-letter sink with the raw bytes, the
+reason and where they came from (topic, partition, offset).
+"""
+
+from __future__ import annotations
+
+import operator
+from functools import reduce
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from producer.dataset import MAX_ID
+from producer.events import RATING_SCALES, SCHEMA_VERSION
+
+__all__ = ["EVENT_SCHEMA", "MAX_MESSAGE_BYTES", "split_valid"]
+
+MAX_MESSAGE_BYTES = 64 * 1024
+FUTURE_TOLERANCE_S = 86_400
+
+EVENT_SCHEMA = T.StructType(
+    [
+        T.StructField("schema_version", T.IntegerType()),
+        T.StructField("event_id", T.StringType()),
+        T.StructField("source", T.StringType()),
+        T.StructField("user_id", T.LongType()),
+        T.StructField("movie_id", T.LongType()),
+        T.StructField("rating", T.DoubleType()),
+        T.StructField("timestamp", T.LongType()),
+    ]
+)
+_FIELDS = [field.name for field in EVENT_SCHEMA.fields]
+
+
+def _on_scale(source: Column, rating: Column) -> Column:
+    def fits(name: str) -> Column:
+        scale = RATING_SCALES[name]
+        steps = (rating - F.lit(scale.low)) / F.lit(scale.step)
+        return (
+            (source == F.lit(name))
+            & (rating >= F.lit(scale.low))
+            & (rating <= F.lit(scale.high))
+            & (F.abs(steps - F.round(steps)) < F.lit(1e-9))
+        )
+
+    return reduce(operator.or_, (fits(name) for name in RATING_SCALES))
+
+
+def _reason(now_s: int) -> Column:
+    fields, event = F.col("_fields"), F.col("_event")
+    reason = (
+        F.when(F.col("value").isNull() | (F.length("value") == 0), F.lit("empty message"))
+        .when(
+            F.length("value") > MAX_MESSAGE_BYTES,
+            F.lit(f"message larger than {MAX_MESSAGE_BYTES} bytes"),
+        )
+        .when(F.col("key").isNull(), F.lit("message has no key (it must be the user id)"))
+        .when(fields.isNull(), F.lit("not a JSON object"))
+    )
+    for name in _FIELDS:
+        reason = reason.when(
+            ~F.map_contains_key(fields, name) | fields[name].isNull(),
+            F.lit(f"missing field {name}"),
+        )
+    for name in _FIELDS:
+        reason = reason.when(event[name].isNull(), F.lit(f"field {name} has the wrong type"))
+    known_sources = list(RATING_SCALES)
+    user, movie, rating, stamp = event.user_id, event.movie_id, event.rating, event.timestamp
+    return (
+        reason.when(
+            event.schema_version != SCHEMA_VERSION,
+            F.concat(F.lit("unknown schema version "), event.schema_version.cast("string")),
+        )
+        .when(~event.source.isin(known_sources), F.concat(F.lit("unknown source "), event.source))
+        .when((user < 1) | (user > MAX_ID), F.lit(f"user_id outside 1..{MAX_ID}"))
+        .when((movie < 1) | (movie > MAX_ID), F.lit(f"movie_id outside 1..{MAX_ID}"))
+        .when(
+            ~_on_scale(event.source, rating),
+            F.concat(
+                F.lit("rating "),
+                rating.cast("string"),
+                F.lit(" is off the scale of source "),
+                event.source,
+            ),
+        )
+        .when(
+            (stamp < 0) | (stamp > F.lit(now_s + FUTURE_TOLERANCE_S)),
+            F.lit("timestamp before 1970 or more than a day in the future"),
+        )
+        .when(
+            F.col("key").cast("string") != user.cast("string"),
+            F.lit("message key is not the user id"),
+        )
+    )
+
+
+def split_valid(records: DataFrame, *, now_s: int) -> tuple[DataFrame, DataFrame]:
+    """Split Kafka records (key, value, topic, partition, offset, timestamp) into two frames.
+
+    Returns:
+        ``(valid, invalid)``: valid events with typed columns and their Kafka position;
+        invalid records with ``raw`` bytes, ``reason`` and their Kafka position.
+    """
+    text = F.col("value").cast("string")
+    tagged = records.select(
+        "key",
+        "value",
+        "topic",
+        "partition",
+        "offset",
+        F.col("timestamp").alias("kafka_timestamp"),
+        F.from_json(text, "map<string,string>").alias("_fields"),
+        F.from_json(text, EVENT_SCHEMA).alias("_event"),
+    ).withColumn("reason", _reason(now_s))
+    valid = tagged.where(F.col("reason").isNull()).select(
+        F.col("_event.event_id").alias("event_id"),
+        F.col("_event.source").alias("source"),
+        F.col("_event.user_id").cast("int").alias("user_id"),
+        F.col("_event.movie_id").cast("int").alias("movie_id"),
+        F.col("_event.rating").alias("rating"),
+        F.col("_event.timestamp").alias("timestamp"),
+        "topic",
+        "partition",
+        "offset",
+    )
+    invalid = tagged.where(F.col("reason").isNotNull()).select(
+        F.col("value").alias("raw"), "reason", "topic", "partition", "offset", "kafka_timestamp"
+    )
+    return valid, invalid
