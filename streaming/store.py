@@ -1,0 +1,102 @@
+"""The durable ratings store, idempotent by micro-batch id.
+
+Layout under the store folder::
+
+    ratings/batch_id=N/*.parquet     valid events of micro-batch N
+    dead_letter/batch_id=N/*.parquet invalid records of micro-batch N, with their reasons
+    commits/N.json                   what batch N did: offsets, counts, model version
+
+A batch writes into its own ``batch_id=N`` folders with overwrite, so when Spark runs
+a batch again after a crash (same id, same offsets) it replaces what the first attempt
+wrote instead of adding to it. Reads keep the latest rating per (user, movie): the
+highest (timestamp, batch_id, offset). The commit file is written last, by rename, so
+its presence proves the batch is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+__all__ = ["BatchCommit", "RatingStore"]
+
+_RATING_COLUMNS = (
+    "event_id string, source string, user_id int, movie_id int, rating double, "
+    "timestamp long, topic string, partition int, offset long"
+)
+
+
+@dataclass(frozen=True)
+class BatchCommit:
+    """The record of one completed micro-batch."""
+
+    batch_id: int
+    offsets: dict[str, int] = field(default_factory=dict)
+    valid: int = 0
+    invalid: int = 0
+    model_version: int | None = None
+    committed_at: float = 0.0
+
+
+class RatingStore:
+    """Ratings, dead letters and commits of the streaming job, under one folder."""
+
+    def __init__(self, spark: SparkSession, root: Path) -> None:
+        self.spark = spark
+        self.root = root.resolve()
+        self.ratings_dir = self.root / "ratings"
+        self.dead_letter_dir = self.root / "dead_letter"
+        self.commits_dir = self.root / "commits"
+        self.commits_dir.mkdir(parents=True, exist_ok=True)
+
+    def write_batch(self, batch_id: int, valid: DataFrame, invalid: DataFrame) -> None:
+        """Store a batch's valid events and dead letters; running it twice changes nothing."""
+        valid.write.mode("overwrite").parquet(str(self.ratings_dir / f"batch_id={batch_id}"))
+        invalid.write.mode("overwrite").parquet(str(self.dead_letter_dir / f"batch_id={batch_id}"))
+
+    def ratings(self) -> DataFrame:
+        """Every stored rating, the latest per (user, movie)."""
+        if not any(self.ratings_dir.glob("batch_id=*/*.parquet")):
+            return self.spark.createDataFrame([], _RATING_COLUMNS + ", batch_id int")
+        stored = self.spark.read.parquet(str(self.ratings_dir))
+        newest_first = Window.partitionBy("user_id", "movie_id").orderBy(
+            F.col("timestamp").desc(), F.col("batch_id").desc(), F.col("offset").desc()
+        )
+        return (
+            stored.withColumn("_rank", F.row_number().over(newest_first))
+            .where(F.col("_rank") == 1)
+            .drop("_rank")
+        )
+
+    def dead_letters(self) -> DataFrame:
+        """Every invalid record kept so far, with its reason and batch id."""
+        return self.spark.read.parquet(str(self.dead_letter_dir))
+
+    def commit(self, record: BatchCommit) -> None:
+        """Record a completed batch (atomically: write a temporary file, then rename)."""
+        stamped = record
+        if not record.committed_at:
+            stamped = BatchCommit(**{**asdict(record), "committed_at": time.time()})
+        descriptor, temporary = tempfile.mkstemp(dir=self.commits_dir, prefix=".commit-")
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(asdict(stamped), handle, sort_keys=True)
+        os.replace(temporary, self.commits_dir / f"{record.batch_id}.json")
+
+    def commits(self) -> list[BatchCommit]:
+        """Every recorded batch, by batch id."""
+        records = [
+            BatchCommit(**json.loads(path.read_text())) for path in self.commits_dir.glob("*.json")
+        ]
+        return sorted(records, key=lambda record: record.batch_id)
+
+    def last_commit(self) -> BatchCommit | None:
+        """The highest committed batch, if any."""
+        records = self.commits()
+        return records[-1] if records else None
