@@ -1,0 +1,136 @@
+"""Writing models and lists to Redis in the layout ``serving.layout`` defines.
+
+A new version is written in full (lists, popular list, metadata), then made current by
+one compare-and-set: a Lua script that moves ``p:current`` only forward, so a batch
+replayed after a crash can never put an older model over a newer one. Writes are
+pipelined in chunks. Old versions are deleted once a grace period has passed, so a
+reader that resolved the pointer just before a switch still finds its lists.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import pairwise
+from typing import Any, cast
+
+import redis
+
+from serving.layout import RedisLayout, encode_movie
+
+__all__ = [
+    "current_version",
+    "delete_expired_versions",
+    "publish_catalog",
+    "switch_current",
+    "write_lists",
+    "write_version",
+]
+
+_CHUNK = 1_000
+
+# KEYS[1] = p:current, KEYS[2] = p:versions; ARGV[1] = version, ARGV[2] = publish time.
+# Moves the pointer only forward; returns 1 when it moved, 0 when a newer one is current.
+_SWITCH = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local wanted = tonumber(ARGV[1])
+if wanted <= current then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return 1
+"""
+
+
+def current_version(client: redis.Redis, layout: RedisLayout) -> int | None:
+    """The version ``p:current`` points at, if any."""
+    value = client.get(layout.current)
+    return int(value) if value is not None else None
+
+
+def write_lists(
+    client: redis.Redis, layout: RedisLayout, version: int, lists: Iterable[tuple[int, bytes]]
+) -> int:
+    """HSET encoded user lists into a version's hash, pipelined in chunks; how many."""
+    written = 0
+    chunk: dict[Any, Any] = {}  # redis-py's hset wants exactly its own key union
+    key = layout.lists(version)
+    with client.pipeline(transaction=False) as pipe:
+        for user, value in lists:
+            chunk[str(user)] = value
+            if len(chunk) >= _CHUNK:
+                pipe.hset(key, mapping=chunk)
+                written += len(chunk)
+                chunk.clear()
+        if chunk:
+            pipe.hset(key, mapping=chunk)
+            written += len(chunk)
+        pipe.execute()
+    return written
+
+
+def write_version(
+    client: redis.Redis,
+    layout: RedisLayout,
+    version: int,
+    lists: Iterable[tuple[int, bytes]],
+    popular: bytes,
+    meta: Mapping[str, Any],
+) -> int:
+    """Write every key of a version (not yet current); how many user lists."""
+    written = write_lists(client, layout, version, lists)
+    with client.pipeline(transaction=False) as pipe:
+        pipe.set(layout.popular(version), popular)
+        pipe.set(layout.meta(version), json.dumps(dict(meta), sort_keys=True))
+        pipe.execute()
+    return written
+
+
+def switch_current(
+    client: redis.Redis, layout: RedisLayout, version: int, now: float | None = None
+) -> bool:
+    """Make ``version`` current unless the current one is newer; True if it switched."""
+    published_at = time.time() if now is None else now
+    moved = client.eval(_SWITCH, 2, layout.current, layout.versions, version, published_at)
+    return bool(moved)
+
+
+def delete_expired_versions(
+    client: redis.Redis, layout: RedisLayout, grace_s: float, now: float | None = None
+) -> list[int]:
+    """Delete versions older than the current one that were superseded over ``grace_s`` ago.
+
+    A version is superseded when the next one was published, so its age is measured from
+    the publish time of its successor.
+    """
+    current = current_version(client, layout)
+    if current is None:
+        return []
+    moment = time.time() if now is None else now
+    entries = cast(
+        list[tuple[bytes, float]], client.zrange(layout.versions, 0, -1, withscores=True)
+    )
+    published = [(int(member), float(score)) for member, score in entries]
+    published.sort()
+    expired = [
+        version
+        for (version, _), (_, successor_at) in pairwise(published)
+        if version < current and moment - successor_at > grace_s
+    ]
+    for version in expired:
+        client.unlink(*layout.version_keys(version))
+        client.zrem(layout.versions, version)
+    return expired
+
+
+def publish_catalog(
+    client: redis.Redis, layout: RedisLayout, movies: Iterable[tuple[int, str, Sequence[str]]]
+) -> int:
+    """HSET catalog entries (movie id -> title and genres), pipelined; how many."""
+    count = 0
+    with client.pipeline(transaction=False) as pipe:
+        for movie_id, title, genres in movies:
+            pipe.hset(layout.catalog, str(movie_id), encode_movie(title, genres))
+            count += 1
+        pipe.execute()
+    return count
