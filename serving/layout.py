@@ -18,7 +18,7 @@ A version's keys are written in full before ``p:current`` points at it, so a rea
 that resolves ``p:current`` first never sees two versions mixed; fold-in updates
 write into the current version's hash. A user list is
 ``{"items":[[movie_id,score],…],"updated_at":<epoch s>,"source":"model"|"fold-in"}``
-with the best movie first and scores rounded to 6 significant digits.
+with the best movie first and scores rounded to 4 decimals.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
+
+import numpy as np
 
 from serving.errors import ServingError
 
@@ -98,7 +100,9 @@ class UserList:
 
 def encode_list(items: Sequence[tuple[int, float]], updated_at: float, source: ListSource) -> bytes:
     """The stored form of a list (compact JSON)."""
-    pairs = [[int(movie), float(f"{score:.6g}")] for movie, score in items]
+    movies = [int(movie) for movie, _ in items]
+    scores = np.round(np.asarray([score for _, score in items], dtype=np.float64), 4).tolist()
+    pairs = [[movie, score] for movie, score in zip(movies, scores, strict=True)]
     document = {"items": pairs, "updated_at": round(updated_at, 3), "source": source}
     return json.dumps(document, separators=(",", ":")).encode()
 

@@ -47,7 +47,7 @@ def score_lists(user_factors: DataFrame, items: ItemIndex, ratings: DataFrame, k
         for batch in batches:
             for start in range(0, len(batch), _BLOCK):
                 block = batch.iloc[start : start + _BLOCK]
-                vectors = np.stack([np.asarray(f, dtype=np.float64) for f in block["features"]])
+                vectors = np.array(block["features"].tolist(), dtype=np.float64)
                 excluded = [index.rows(r if r is not None else []) for r in block["rated"].tolist()]
                 ids, scores = top_k(vectors, index, excluded, k)
                 keep = [row >= 0 for row in ids]

@@ -23,15 +23,19 @@ class ItemIndex:
         order = np.argsort(ids, kind="stable")
         self.movie_ids: npt.NDArray[np.int64] = ids[order]
         self.factors: npt.NDArray[np.float64] = np.asarray(factors, dtype=np.float64)[order]
-        self._row = {int(movie): row for row, movie in enumerate(self.movie_ids)}
 
     def __len__(self) -> int:
         return len(self.movie_ids)
 
     def rows(self, movie_ids: Sequence[int] | npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
         """Rows of the given movies; movies the model has not seen are left out."""
-        found = [self._row[int(m)] for m in movie_ids if int(m) in self._row]
-        return np.asarray(found, dtype=np.intp)
+        wanted = np.asarray(movie_ids, dtype=np.int64)
+        if wanted.size == 0 or len(self.movie_ids) == 0:
+            return np.zeros(0, dtype=np.intp)
+        rows = np.searchsorted(self.movie_ids, wanted)
+        rows = np.minimum(rows, len(self.movie_ids) - 1)
+        found: npt.NDArray[np.intp] = rows[self.movie_ids[rows] == wanted].astype(np.intp)
+        return found
 
 
 def top_k(
@@ -49,8 +53,7 @@ def top_k(
     for user, rows in enumerate(rated_rows):
         scores[user, rows] = -np.inf
     width = min(k, len(items))
-    # Stable sort on the negated scores: ties keep ascending movie-id order.
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :width]
+    order = _best_columns(scores, width)
     best = np.take_along_axis(scores, order, axis=1)
     ids = np.where(np.isfinite(best), items.movie_ids[order], -1)
     if width < k:
@@ -58,3 +61,26 @@ def top_k(
         ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
         best = np.pad(best, ((0, 0), (0, pad)), constant_values=-np.inf)
     return ids.astype(np.int64), best
+
+
+def _best_columns(scores: npt.NDArray[np.float64], width: int) -> npt.NDArray[np.intp]:
+    """Column indices of the ``width`` best scores per row, best first, ties by column.
+
+    ``argpartition`` finds the candidates in linear time and only they are sorted. A
+    row whose ``width``-th score is tied with a column left outside the candidates
+    could depend on ``argpartition``'s choice, so such rows take the full stable sort.
+    """
+    if width == 0:
+        return np.zeros((scores.shape[0], 0), dtype=np.intp)
+    if width >= scores.shape[1]:
+        return np.argsort(-scores, axis=1, kind="stable")
+    candidates = np.sort(np.argpartition(-scores, width - 1, axis=1)[:, :width], axis=1)
+    candidate_scores = np.take_along_axis(scores, candidates, axis=1)
+    order = np.take_along_axis(
+        candidates, np.argsort(-candidate_scores, axis=1, kind="stable"), axis=1
+    )
+    threshold = candidate_scores.min(axis=1, keepdims=True)
+    tied_outside = (scores == threshold).sum(axis=1) > (candidate_scores == threshold).sum(axis=1)
+    for row in np.flatnonzero(tied_outside):
+        order[row] = np.argsort(-scores[row], kind="stable")[:width]
+    return order

@@ -102,3 +102,17 @@ def test_withheld_favourite_comes_back_in_the_top_10(spark: SparkSession) -> Non
     ids, _ = top_k(x[None, :], items, [items.rows([m for m, _ in history])], 10)
     assert favourite in ids[0].tolist()
     assert not set(ids[0].tolist()) & {m for m, _ in history}
+
+
+def test_fast_top_k_equals_the_full_stable_sort_under_heavy_ties() -> None:
+    rng = np.random.default_rng(4)
+    # Each distinct factor is shared by ten movies: many exact ties, also at the k-th place.
+    items = ItemIndex(np.arange(1, 51), np.repeat(rng.normal(size=(5, 2)), 10, axis=0))
+    users = rng.normal(size=(200, 2))
+    rated = [items.rows(rng.choice(np.arange(1, 51), 5, replace=False)) for _ in range(200)]
+    ids, _ = top_k(users, items, rated, 7)
+    scores = users @ items.factors.T
+    for row, excluded in enumerate(rated):
+        scores[row, excluded] = -np.inf
+    reference = items.movie_ids[np.argsort(-scores, axis=1, kind="stable")[:, :7]]
+    assert np.array_equal(ids, reference)

@@ -35,10 +35,9 @@ def test_list_value_is_pinned() -> None:
         [(50, 4.912345678), (181, 4.5)], updated_at=1700000000.12345, source="fold-in"
     )
     assert (
-        value
-        == b'{"items":[[50,4.91235],[181,4.5]],"updated_at":1700000000.123,"source":"fold-in"}'
+        value == b'{"items":[[50,4.9123],[181,4.5]],"updated_at":1700000000.123,"source":"fold-in"}'
     )
-    assert decode_list(value) == UserList(((50, 4.91235), (181, 4.5)), 1700000000.123, "fold-in")
+    assert decode_list(value) == UserList(((50, 4.9123), (181, 4.5)), 1700000000.123, "fold-in")
 
 
 def test_movie_value_is_pinned() -> None:
