@@ -14,6 +14,8 @@ and nothing is skipped.
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -237,7 +239,12 @@ def run_replay(
     progress_every: int = 2_000,
     clock: Callable[[], float] = time.monotonic,
 ) -> ReplaySummary:
-    """Send the plan's events; Ctrl-C stops cleanly after flushing what was sent."""
+    """Send the plan's events; Ctrl-C stops cleanly after flushing what was sent.
+
+    Ctrl-C only sets a flag that the loop checks between two sends: an interrupt raised
+    inside ``producer.send`` could leave a record queued but uncounted, and the summary
+    must say exactly how many events reached the topic.
+    """
     summary = ReplaySummary(
         source=plan.dataset.label,
         resumed_over=plan.already_sent,
@@ -251,8 +258,13 @@ def run_replay(
 
     began = clock()
     total = int(plan.send.sum())
+    stop = threading.Event()
+    restore = _stop_on_ctrl_c(stop)
     try:
         for user, movie, rating, stamp, partition in _pending(plan):
+            if stop.is_set():
+                summary.interrupted = True
+                break
             pacer.wait(stamp)
             value = encode_event(plan.dataset.name, user, movie, rating, stamp)
             producer.send(
@@ -264,9 +276,8 @@ def run_replay(
             summary.last_timestamp = stamp
             if progress is not None and summary.sent % progress_every == 0:
                 progress(summary.sent, total, stamp)
-    except KeyboardInterrupt:
-        summary.interrupted = True
     finally:
+        restore()
         producer.flush()
         summary.elapsed_s = clock() - began
     if progress is not None and summary.last_timestamp is not None:
@@ -290,3 +301,15 @@ def _pending(plan: ReplayPlan) -> Iterator[tuple[int, int, float, int, int]]:
 
 def _date(timestamp: int) -> str:
     return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d")
+
+
+def _stop_on_ctrl_c(stop: threading.Event) -> Callable[[], None]:
+    """Make SIGINT set ``stop`` (main thread only); returns what restores the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
+
+    def restore() -> None:
+        signal.signal(signal.SIGINT, previous)
+
+    return restore
