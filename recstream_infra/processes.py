@@ -99,12 +99,9 @@ def _is_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    fields = _stat_fields(pid)
+    if fields is None:
         return True
-    # Fields after the parenthesised command name: state first, thread count 18th.
-    fields = stat.rpartition(")")[2].split()
     state, threads = fields[0], int(fields[17])
     if state != "Z" or threads > 1:
         # A zombie leader with live threads (a JVM shutting down) has not exited yet.
@@ -115,11 +112,19 @@ def _is_alive(pid: int) -> bool:
     return False
 
 
-def _start_time(pid: int) -> int | None:
-    """When the process started, in clock ticks since boot (None if it is gone)."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` after the parenthesised command name (None if it is gone).
+
+    Index 0 is the state (field 3 of proc(5)), 17 the thread count, 19 the start time.
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    # Fields after the parenthesised command name: the state is field 3, start time 22.
-    return int(stat.rpartition(")")[2].split()[19])
+    return stat.rpartition(")")[2].split()
+
+
+def _start_time(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (None if it is gone)."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields is not None else None
