@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from datetime import UTC, datetime
 from typing import Annotated, NoReturn
@@ -119,16 +118,16 @@ def replay(
     if plan.already_sent:
         _err.print(
             f"resume: {plan.already_sent:,} events already in {kafka.topic}; "
-            f"sending the other {int(plan.send.sum()):,}"
+            f"sending the other {plan.to_send:,}"
         )
     producer = open_producer(kafka, settings)
+    catalog_sent = 0
     try:
         if catalog and dataset.movies:
             create_topic(kafka, catalog_topic(kafka.topic), configs={"cleanup.policy": "compact"})
-            publish_catalog(producer, catalog_topic(kafka.topic), dataset)
+            catalog_sent = publish_catalog(producer, catalog_topic(kafka.topic), dataset)
         summary = _run_with_progress(plan, producer, kafka.topic, pacer, show=progress)
-        if catalog:
-            summary.catalog_sent = len(dataset.movies)
+        summary.catalog_sent = catalog_sent
     finally:
         producer.close()
     _err.print(summary.describe(), markup=False)
@@ -175,7 +174,7 @@ def _run_with_progress(
     )
     began = time.monotonic()
     with Progress(*columns, console=_err, transient=False) as bar:
-        task = bar.add_task("replay", total=int(plan.send.sum()), rate="-", date="-")
+        task = bar.add_task("replay", total=plan.to_send, rate="-", date="-")
 
         def update(sent: int, total: int, stamp: int) -> None:
             elapsed = max(time.monotonic() - began, 1e-9)
@@ -193,8 +192,3 @@ def _fail(message: str, code: int) -> NoReturn:
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="python -m producer")
-
-
-if __name__ == "__main__":
-    main()
-    sys.exit(0)

@@ -66,9 +66,14 @@ class ReplayPlan:
     send: npt.NDArray[np.bool_]
 
     @property
+    def to_send(self) -> int:
+        """Events this replay will send."""
+        return int(self.send.sum())
+
+    @property
     def already_sent(self) -> int:
         """Events the topic holds from an earlier run of the same replay."""
-        return int(len(self.table) - self.send.sum())
+        return len(self.table) - self.to_send
 
 
 @dataclass
@@ -257,37 +262,45 @@ def run_replay(
             summary.error_samples.append(f"{type(exc).__name__}: {exc}")
 
     began = clock()
-    total = int(plan.send.sum())
+    pending = np.flatnonzero(plan.send)
+    total = len(pending)
+    source = plan.dataset.name
+    keys: dict[int, bytes] = {}
+    sent = 0
     stop = threading.Event()
     restore = _stop_on_ctrl_c(stop)
     try:
-        for user, movie, rating, stamp, partition in _pending(plan):
+        # The hot path: per event only pacing, encoding, sending and one counter.
+        for user, movie, rating, stamp, partition in _pending(plan, pending):
             if stop.is_set():
                 summary.interrupted = True
                 break
             pacer.wait(stamp)
-            value = encode_event(plan.dataset.name, user, movie, rating, stamp)
-            producer.send(
-                topic, key=str(user).encode(), value=value, partition=partition
-            ).add_errback(on_error)
-            summary.sent += 1
-            if summary.first_timestamp is None:
-                summary.first_timestamp = stamp
-            summary.last_timestamp = stamp
-            if progress is not None and summary.sent % progress_every == 0:
-                progress(summary.sent, total, stamp)
+            key = keys.get(user)
+            if key is None:
+                key = keys[user] = str(user).encode()
+            value = encode_event(source, user, movie, rating, stamp)
+            producer.send(topic, key=key, value=value, partition=partition).add_errback(on_error)
+            sent += 1
+            if progress is not None and sent % progress_every == 0:
+                progress(sent, total, stamp)
     finally:
         restore()
         producer.flush()
         summary.elapsed_s = clock() - began
+        summary.sent = sent
+        if sent:
+            summary.first_timestamp = int(plan.table.timestamps[pending[0]])
+            summary.last_timestamp = int(plan.table.timestamps[pending[sent - 1]])
     if progress is not None and summary.last_timestamp is not None:
         progress(summary.sent, total, summary.last_timestamp)
     return summary
 
 
-def _pending(plan: ReplayPlan) -> Iterator[tuple[int, int, float, int, int]]:
+def _pending(
+    plan: ReplayPlan, index: npt.NDArray[np.intp]
+) -> Iterator[tuple[int, int, float, int, int]]:
     # Plain Python values: the send loop is the hot path, numpy scalars slow it down.
-    index = np.flatnonzero(plan.send)
     table = plan.table
     yield from zip(
         table.user_ids[index].tolist(),
