@@ -16,7 +16,7 @@ from recstream_infra.artifacts import kafka_broker_bundle
 from recstream_infra.local_service import LocalService, ServiceStartError
 from recstream_infra.settings import LocalServicesSettings
 
-__all__ = ["LocalKafka"]
+__all__ = ["LocalKafka", "new_cluster_id"]
 
 _LOG4J2 = """\
 status = warn
@@ -31,6 +31,21 @@ logger.state.level = WARN
 logger.request.name = kafka.request.logger
 logger.request.level = WARN
 """
+
+
+def new_cluster_id(random_bytes: bytes | None = None) -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    One id in 64 would begin with "-", which Kafka's StorageTool reads as an
+    option rather than the value of --cluster-id; Kafka's own generator redraws
+    those, and so does this one.
+    """
+    raw = uuid.uuid4().bytes if random_bytes is None else random_bytes
+    while True:
+        cluster_id = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+        raw = uuid.uuid4().bytes
 
 
 class LocalKafka(LocalService):
@@ -88,7 +103,7 @@ class LocalKafka(LocalService):
 
     def _format_storage(self, jvm: list[str], data: Path) -> None:
         # Formatting is a short foreground run of Kafka's own StorageTool.
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         format_log = self.folder / "format.log"
         command = [
             *jvm,
@@ -102,7 +117,8 @@ class LocalKafka(LocalService):
         with format_log.open("w") as log:
             done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)  # noqa: S603
         if done.returncode != 0:
-            msg = f"formatting Kafka storage in {data} failed; see {format_log}"
+            tail = " | ".join(format_log.read_text().strip().splitlines()[-3:])
+            msg = f"formatting Kafka storage in {data} failed ({tail}); see {format_log}"
             raise ServiceStartError(msg)
 
     def _server_properties(self, data: Path) -> str:

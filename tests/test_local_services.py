@@ -6,6 +6,7 @@ never disturbs the session's services.
 
 from __future__ import annotations
 
+import base64
 import socket
 import sys
 import time
@@ -17,7 +18,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from producer.broker import client_options, create_topic
 from producer.settings import KafkaSettings
 from recstream_infra import services as services_cli
-from recstream_infra.kafka_local import LocalKafka
+from recstream_infra.kafka_local import LocalKafka, new_cluster_id
 from recstream_infra.local_service import ServiceStartError
 from recstream_infra.redis_local import LocalRedis
 from recstream_infra.services import LocalServices
@@ -31,6 +32,17 @@ from tests.conftest import Services
 def _local(state_dir: Path, **overrides: object) -> LocalServicesSettings:
     # The jar cache is the project's, so the broker comes from what make setup resolved.
     return LocalServicesSettings(state_dir=state_dir, **overrides)  # type: ignore[arg-type]
+
+
+def test_cluster_id_never_begins_with_a_dash_which_the_storage_tool_reads_as_an_option() -> None:
+    # 0xF8 puts 62 in the first six bits: "-" in the URL-safe alphabet.
+    dash_first = bytes([0xF8]) + bytes(15)
+    assert base64.urlsafe_b64encode(dash_first).decode().startswith("-")
+    cluster_id = new_cluster_id(dash_first)
+    assert not cluster_id.startswith("-")
+    assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
+    plain = bytes(range(16))
+    assert new_cluster_id(plain) == base64.urlsafe_b64encode(plain).decode().rstrip("=")
 
 
 @pytest.mark.parametrize("host", ["10.1.2.3", "[::1]"])
