@@ -13,7 +13,7 @@ from pydantic.fields import FieldInfo
 from producer.settings import KafkaSettings, ProducerSettings
 from recstream_infra.settings import LocalServicesSettings, StrictSettings
 from serving.settings import RedisSettings
-from streaming.settings import SparkSettings
+from streaming.settings import ModelSettings, SparkSettings, StreamSettings
 
 __all__ = ["SETTINGS_CLASSES", "render_table"]
 
@@ -22,6 +22,8 @@ SETTINGS_CLASSES: tuple[type[StrictSettings], ...] = (
     ProducerSettings,
     RedisSettings,
     SparkSettings,
+    StreamSettings,
+    ModelSettings,
     LocalServicesSettings,
 )
 

@@ -1,91 +1,141 @@
 """Top-K lists for every user, computed and published on the executors.
 
-Item factors are broadcast once per model; each partition of users is scored with
-vectorised numpy (``streaming.topn``) inside ``mapInPandas``, and each partition writes
-its lists to Redis with pipelined HSETs from the executor. Nothing per user passes
-through the driver, so a cluster spreads both the scoring and the publishing.
+The model's item factors and every user's history (compressed rows, ≈ 12 bytes per
+rating) are broadcast once per publication; a range of user positions is split into
+partitions, and each partition folds its users in and ranks the movies with vectorised
+numpy (``streaming.lists``) inside ``mapInPandas``, then writes its lists to Redis with
+pipelined HSETs from the executor. No shuffle, and nothing per user passes through the
+driver, so a cluster spreads both the scoring and the publishing.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
-from pyspark.sql import DataFrame, Row
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame, Row, SparkSession
 
 from serving.connection import open_redis
 from serving.layout import ListSource, RedisLayout, encode_list
 from serving.settings import RedisSettings
+from streaming.history import UserRatings
+from streaming.lists import FoldIn, lists_for
 from streaming.publish import write_lists
-from streaming.topn import ItemIndex, top_k
 
-__all__ = ["LIST_SCHEMA", "publish_lists", "score_lists"]
+__all__ = ["LIST_SCHEMA", "ListTarget", "publish_histories", "publish_lists", "score_histories"]
 
 LIST_SCHEMA = "user_id int, movies array<int>, scores array<double>"
 _BLOCK = 512  # users scored at once: 512 × 3,700 items is a 15 MB score matrix
 
 
-def score_lists(user_factors: DataFrame, items: ItemIndex, ratings: DataFrame, k: int) -> DataFrame:
-    """Lists for the users in ``user_factors`` (``id``, ``features``), rated movies excluded.
+@dataclass(frozen=True)
+class ListTarget:
+    """Where lists go: a Redis, a model version's hash, and the source they are tagged with."""
 
-    ``ratings`` holds (user_id, movie_id) pairs; unrated slots at the end of a short
-    list are dropped.
-    """
-    spark = user_factors.sparkSession
-    shared = spark.sparkContext.broadcast((items.movie_ids, items.factors))
-    rated = ratings.groupBy("user_id").agg(F.collect_list("movie_id").alias("rated"))
-    users = user_factors.select(F.col("id").alias("user_id"), "features").join(
-        rated, "user_id", "left"
-    )
+    settings: RedisSettings
+    version: int
+    source: ListSource
+
+    @property
+    def layout(self) -> RedisLayout:
+        """The key layout of the target's prefix."""
+        return RedisLayout(self.settings.key_prefix)
+
+
+def score_histories(
+    spark: SparkSession, history: UserRatings, model: FoldIn, k: int, partitions: int
+) -> DataFrame:
+    """Personal lists of the users in ``history`` as a DataFrame (users without one left out)."""
+    shared = spark.sparkContext.broadcast((history, model))
+    positions = spark.range(0, len(history.users), numPartitions=max(1, partitions))
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        movie_ids, factors = shared.value
-        index = ItemIndex(movie_ids, factors)
+        everyone, fold_in = shared.value
         for batch in batches:
-            for start in range(0, len(batch), _BLOCK):
-                block = batch.iloc[start : start + _BLOCK]
-                vectors = np.array(block["features"].tolist(), dtype=np.float64)
-                excluded = [index.rows(r if r is not None else []) for r in block["rated"].tolist()]
-                ids, scores = top_k(vectors, index, excluded, k)
-                keep = [row >= 0 for row in ids]
-                yield pd.DataFrame(
-                    {
-                        "user_id": block["user_id"].to_numpy(dtype=np.int32),
-                        "movies": [row[mask].tolist() for row, mask in zip(ids, keep, strict=True)],
-                        "scores": [
-                            row[mask].tolist() for row, mask in zip(scores, keep, strict=True)
-                        ],
-                    }
-                )
+            found = list(_personal_lists(everyone, fold_in, k, batch["id"].to_numpy()))
+            yield pd.DataFrame(
+                {
+                    "user_id": np.array([user for user, _, _ in found], dtype=np.int32),
+                    "movies": [movies for _, movies, _ in found],
+                    "scores": [scores for _, _, scores in found],
+                }
+            )
 
-    return users.mapInPandas(score, LIST_SCHEMA)
+    return positions.mapInPandas(score, LIST_SCHEMA)
 
 
-def publish_lists(
-    lists: DataFrame,
-    settings: RedisSettings,
-    version: int,
-    source: ListSource,
+def publish_histories(
+    spark: SparkSession,
+    history: UserRatings,
+    model: FoldIn,
+    k: int,
+    target: ListTarget,
+    partitions: int,
 ) -> int:
-    """Write every list into a version's hash, from the executors; how many were written."""
-    layout = RedisLayout(settings.key_prefix)
+    """Score the users in ``history`` and write their lists, all on the executors; how many.
+
+    The same work as ``score_histories`` followed by ``publish_lists``, in one pass: each
+    partition ranks its users and pipelines the encoded lists straight into Redis, with
+    no DataFrame (and no Arrow or row conversion) in between.
+    """
+    shared = spark.sparkContext.broadcast((history, model))
+    written = spark.sparkContext.accumulator(0)
+    updated_at = time.time()
+
+    def write_partition(positions: Iterable[int]) -> None:
+        everyone, fold_in = shared.value
+        chosen = np.fromiter(positions, dtype=np.int64)
+        encoded = (
+            (user, encode_list(list(zip(movies, scores, strict=True)), updated_at, target.source))
+            for user, movies, scores in _personal_lists(everyone, fold_in, k, chosen)
+        )
+        client = open_redis(target.settings)
+        try:
+            written.add(write_lists(client, target.layout, target.version, encoded))
+        finally:
+            client.close()
+
+    users = range(len(history.users))
+    spark.sparkContext.parallelize(users, max(1, partitions)).foreachPartition(write_partition)
+    shared.unpersist()
+    return int(written.value)
+
+
+def publish_lists(lists: DataFrame, target: ListTarget) -> int:
+    """Write every list of a ``LIST_SCHEMA`` DataFrame into a version, from the executors."""
     written = lists.sparkSession.sparkContext.accumulator(0)
     updated_at = time.time()
 
     def encoded(rows: Iterator[Row]) -> Iterator[tuple[int, bytes]]:
         for row in rows:
             pairs = list(zip(row["movies"], row["scores"], strict=True))
-            yield row["user_id"], encode_list(pairs, updated_at, source)
+            yield row["user_id"], encode_list(pairs, updated_at, target.source)
 
     def write_partition(rows: Iterator[Row]) -> None:
-        client = open_redis(settings)
+        client = open_redis(target.settings)
         try:
-            written.add(write_lists(client, layout, version, encoded(rows)))
+            written.add(write_lists(client, target.layout, target.version, encoded(rows)))
         finally:
             client.close()
 
     lists.foreachPartition(write_partition)
     return int(written.value)
+
+
+def _personal_lists(
+    everyone: UserRatings, fold_in: FoldIn, k: int, positions: npt.NDArray[np.int64]
+) -> Iterator[tuple[int, list[int], list[float]]]:
+    """(user, movies, scores) of the users at ``positions`` who get a personal list."""
+    for first in range(0, len(positions), _BLOCK):
+        lists = lists_for(everyone.subset(positions[first : first + _BLOCK]), fold_in, k)
+        for row in np.flatnonzero(lists.personal).tolist():
+            keep = lists.movies[row] >= 0
+            yield (
+                int(lists.users[row]),
+                lists.movies[row][keep].tolist(),
+                lists.scores[row][keep].tolist(),
+            )

@@ -1,16 +1,16 @@
-"""Settings of the Spark side: where the job runs and how its session is built."""
+"""Settings of the Spark side: the session, the streaming query, and the model."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from recstream_infra.settings import StrictSettings
 
-__all__ = ["SparkSettings"]
+__all__ = ["ModelSettings", "SparkSettings", "StreamSettings"]
 
 
 class SparkSettings(StrictSettings):
@@ -52,3 +52,91 @@ class SparkSettings(StrictSettings):
         default_factory=dict,
         description='More Spark settings as a JSON object, e.g. {"spark.executor.memory": "4g"}.',
     )
+
+
+class StreamSettings(StrictSettings):
+    """The streaming query: pace, state and publishing (``RECSTREAM_STREAM_*``).
+
+    The topic and brokers are ``RECSTREAM_KAFKA_*``, shared with the producer.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RECSTREAM_STREAM_")
+
+    state_dir: Path = Field(
+        Path(".state/streaming"),
+        description="Ratings store, dead letters, commit records and saved models.",
+    )
+    checkpoint_location: str = Field(
+        "",
+        description="Structured Streaming checkpoint; empty = <state_dir>/query-checkpoint.",
+    )
+    starting_offsets: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where a query without a checkpoint starts reading the topic."
+    )
+    max_offsets_per_trigger: int = Field(
+        100_000, ge=1, description="At most this many records per micro-batch."
+    )
+    trigger_interval_s: float = Field(
+        1.0, gt=0, le=3_600, description="Seconds between micro-batches."
+    )
+    fold_in: bool = Field(
+        True, description="Refresh the lists of users who just rated, between retrains."
+    )
+    version_grace_s: float = Field(
+        300.0, ge=0, description="Seconds a superseded model version stays readable in Redis."
+    )
+    redis_retry_initial_s: float = Field(
+        1.0, gt=0, description="First wait before publishing again after Redis failed."
+    )
+    redis_retry_max_s: float = Field(
+        60.0, gt=0, description="Longest wait between publishing attempts while Redis is down."
+    )
+
+    def checkpoint_path(self) -> str:
+        """The query checkpoint: as set, or a folder under the state folder."""
+        return self.checkpoint_location or str(self.state_dir / "query-checkpoint")
+
+
+class ModelSettings(StrictSettings):
+    """ALS, the retrain policy, evaluation and list length (``RECSTREAM_MODEL_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSTREAM_MODEL_")
+
+    rank: int = Field(10, ge=1, le=1_000, description="ALS rank (latent factors).")
+    max_iter: int = Field(10, ge=1, le=200, description="ALS iterations per retrain.")
+    reg_param: float = Field(0.1, ge=0, description="ALS regParam (scaled by ratings per user).")
+    implicit_prefs: bool = Field(False, description="Treat ratings as implicit feedback.")
+    alpha: float = Field(1.0, ge=0, description="ALS alpha: confidence scale, implicit only.")
+    nonnegative: bool = Field(False, description="Constrain factors to be non-negative.")
+    seed: int = Field(42, description="ALS random seed.")
+    retrain_every_ratings: int = Field(
+        100_000, ge=1, description="Retrain after this many new ratings (N) ..."
+    )
+    retrain_every_s: float = Field(
+        600.0, gt=0, description="... or after this many seconds (T), whichever comes first ..."
+    )
+    min_ratings: int = Field(
+        1_000, ge=1, description="... once at least this many ratings are stored (M)."
+    )
+    holdout_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description=(
+            "Most recent share of ratings held out of each fit to evaluate it (0 = no "
+            "evaluation); they reach the lists by fold-in."
+        ),
+    )
+    relevant_rating: float = Field(
+        4.0, description="A held-out rating at least this high counts as relevant for P/R/NDCG."
+    )
+    top_k: int = Field(
+        100, ge=1, le=10_000, description="Length of each stored list (serving truncates)."
+    )
+
+    @model_validator(mode="after")
+    def _check_alpha(self) -> ModelSettings:
+        if self.implicit_prefs and self.alpha <= 0:
+            msg = f"alpha must be > 0 with implicit_prefs, got {self.alpha}"
+            raise ValueError(msg)
+        return self

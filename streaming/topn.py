@@ -29,13 +29,18 @@ class ItemIndex:
 
     def rows(self, movie_ids: Sequence[int] | npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
         """Rows of the given movies; movies the model has not seen are left out."""
+        rows, known = self.lookup(movie_ids)
+        return rows[known]
+
+    def lookup(
+        self, movie_ids: Sequence[int] | npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
+        """Row of each movie (aligned with the input) and whether the model knows it."""
         wanted = np.asarray(movie_ids, dtype=np.int64)
         if wanted.size == 0 or len(self.movie_ids) == 0:
-            return np.zeros(0, dtype=np.intp)
-        rows = np.searchsorted(self.movie_ids, wanted)
-        rows = np.minimum(rows, len(self.movie_ids) - 1)
-        found: npt.NDArray[np.intp] = rows[self.movie_ids[rows] == wanted].astype(np.intp)
-        return found
+            return np.zeros(wanted.size, dtype=np.intp), np.zeros(wanted.size, dtype=np.bool_)
+        rows = np.minimum(np.searchsorted(self.movie_ids, wanted), len(self.movie_ids) - 1)
+        return rows.astype(np.intp), self.movie_ids[rows] == wanted
 
 
 def top_k(

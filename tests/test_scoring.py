@@ -3,49 +3,57 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 
 from serving.connection import open_redis
 from serving.layout import RedisLayout, decode_list
 from serving.settings import RedisSettings
-from streaming.scoring import publish_lists, score_lists
-from streaming.topn import ItemIndex, top_k
+from streaming.history import RatingHistory
+from streaming.lists import FoldIn, lists_for
+from streaming.scoring import ListTarget, publish_histories, publish_lists, score_histories
+from streaming.topn import ItemIndex
 
 pytestmark = pytest.mark.integration
 
 
-def test_executor_lists_match_driver_top_k_and_reach_redis(
+def test_executor_lists_match_driver_lists_and_reach_redis(
     spark: SparkSession, redis_settings: RedisSettings
 ) -> None:
-    from pyspark.ml.recommendation import ALS
-
     rng = np.random.default_rng(2)
     rows = [(u, i, float(rng.integers(1, 6))) for u in range(1, 41) for i in range(1, 61)
             if rng.random() < 0.3]  # fmt: skip
-    ratings = spark.createDataFrame(rows, ["user_id", "movie_id", "rating"])
-    model = ALS(rank=5, maxIter=5, regParam=0.1, seed=1, userCol="user_id",
-                itemCol="movie_id").fit(ratings)  # fmt: skip
-    item_rows = model.itemFactors.collect()
-    items = ItemIndex([r["id"] for r in item_rows], np.array([r["features"] for r in item_rows]))
+    rows.append((99, 1000, 4.0))  # a user whose only movie the model does not know
+    history = RatingHistory()
+    frame = pd.DataFrame(rows, columns=["user_id", "movie_id", "rating"])
+    history.add(frame.assign(timestamp=0, batch_id=0, offset=range(len(frame))))
+    items = ItemIndex(np.arange(1, 61), rng.normal(size=(60, 5)))
+    model = FoldIn(items, reg_param=0.1)
 
-    lists = score_lists(model.userFactors, items, ratings.select("user_id", "movie_id"), k=10)
+    everyone = history.everyone()
+    lists = score_histories(spark, everyone, model, k=10, partitions=3)
     by_user = {r["user_id"]: r for r in lists.collect()}
-    assert set(by_user) == {u for u, _, _ in rows}
+    assert set(by_user) == {u for u, _, _ in rows} - {99}  # no personal list for user 99
 
-    user = 7
-    factor = np.array(next(r["features"] for r in model.userFactors.collect() if r["id"] == user))
-    rated = [i for u, i, _ in rows if u == user]
-    expected, _ = top_k(factor[None, :], items, [items.rows(rated)], 10)
-    assert by_user[user]["movies"] == expected[0].tolist()
-    for row in by_user.values():
-        assert not set(row["movies"]) & {i for u, i, _ in rows if u == row["user_id"]}
+    expected = lists_for(everyone, model, k=10)
+    for position, user in enumerate(everyone.users.tolist()):
+        if user in by_user:
+            assert list(zip(by_user[user]["movies"], by_user[user]["scores"], strict=True)) == (
+                expected.pairs(position)
+            )
+            assert not set(by_user[user]["movies"]) & {i for u, i, _ in rows if u == user}
 
-    assert publish_lists(lists, redis_settings, version=1, source="model") == len(by_user)
+    # Both ways of publishing write the same lists: via the DataFrame, and in one pass.
+    assert publish_lists(lists, ListTarget(redis_settings, 1, "model")) == len(by_user)
+    one_pass = ListTarget(redis_settings, 2, "model")
+    assert publish_histories(spark, everyone, model, 10, one_pass, partitions=3) == len(by_user)
+    layout = RedisLayout(redis_settings.key_prefix)
     client = open_redis(redis_settings)
     try:
-        stored = client.hget(RedisLayout(redis_settings.key_prefix).lists(1), str(user))
+        for version in (1, 2):
+            stored = client.hgetall(layout.lists(version))
+            assert len(stored) == len(by_user)
+            assert [movie for movie, _ in decode_list(stored[b"7"]).items] == by_user[7]["movies"]
     finally:
         client.close()
-    assert stored is not None
-    assert [movie for movie, _ in decode_list(stored).items] == expected[0].tolist()

@@ -1,0 +1,142 @@
+"""Every user's accumulated ratings, held in the driver for fold-in and list building.
+
+The ratings store on disk is the record; this is its in-memory mirror, rebuilt from the
+store when the job starts and updated with each micro-batch. One slot per (user, movie),
+latest rating wins by (timestamp, batch id, offset), the same order the store reads with.
+Columns are numpy arrays that grow by doubling, so the whole history can be handed to
+the executors as one compressed-row (CSR) broadcast without a shuffle.
+
+Memory: about 40 bytes per (user, movie) pair in the arrays and the slot index; 1M
+ratings take roughly 150 MB of driver memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+__all__ = ["HISTORY_COLUMNS", "RatingHistory", "UserRatings"]
+
+HISTORY_COLUMNS = ("user_id", "movie_id", "rating", "timestamp", "batch_id", "offset")
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class UserRatings:
+    """Ratings of many users in compressed rows: user ``u``'s are ``[start[u], start[u+1])``."""
+
+    users: npt.NDArray[np.int64]
+    start: npt.NDArray[np.int64]
+    movies: npt.NDArray[np.int64]
+    ratings: npt.NDArray[np.float64]
+
+    def of(self, position: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """Movies and ratings of the user at ``position`` in ``users``."""
+        window = slice(int(self.start[position]), int(self.start[position + 1]))
+        return self.movies[window], self.ratings[window]
+
+    def subset(self, positions: npt.ArrayLike) -> UserRatings:
+        """The users at ``positions`` (in that order) with their ratings."""
+        chosen = np.asarray(positions, dtype=np.int64)
+        lengths = self.start[chosen + 1] - self.start[chosen]
+        start = np.zeros(len(chosen) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=start[1:])
+        take = np.concatenate(
+            [np.arange(self.start[p], self.start[p + 1]) for p in chosen.tolist()]
+            or [np.zeros(0, dtype=np.int64)]
+        )
+        return UserRatings(self.users[chosen], start, self.movies[take], self.ratings[take])
+
+
+class RatingHistory:
+    """Latest rating per (user, movie), growable, with per-user lookup."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._user = np.zeros(capacity, dtype=np.int64)
+        self._movie = np.zeros(capacity, dtype=np.int64)
+        self._rating = np.zeros(capacity, dtype=np.float64)
+        self._order = np.zeros((capacity, 3), dtype=np.int64)  # timestamp, batch id, offset
+        self._slot: dict[int, int] = {}
+        self._by_user: dict[int, list[int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._slot)
+
+    def add(self, frame: pd.DataFrame) -> npt.NDArray[np.int64]:
+        """Merge ratings (``HISTORY_COLUMNS``); the users whose history changed, sorted."""
+        if frame.empty:
+            return np.zeros(0, dtype=np.int64)
+        self._reserve(len(self._slot) + len(frame))
+        changed: set[int] = set()
+        rows: Iterable[tuple[int, int, float, int, int, int]] = zip(
+            *(frame[name].astype("int64" if name != "rating" else "float64").tolist()
+              for name in HISTORY_COLUMNS),
+            strict=True,
+        )  # fmt: skip
+        for user, movie, rating, timestamp, batch_id, offset in rows:
+            key = (user << 32) | movie
+            order = (timestamp, batch_id, offset)
+            slot = self._slot.get(key)
+            if slot is None:
+                slot = len(self._slot)
+                self._slot[key] = slot
+                self._by_user.setdefault(user, []).append(slot)
+                self._user[slot], self._movie[slot] = user, movie
+            elif order <= tuple(self._order[slot].tolist()):
+                continue
+            self._rating[slot] = rating
+            self._order[slot] = order
+            changed.add(user)
+        return np.array(sorted(changed), dtype=np.int64)
+
+    def users(self) -> npt.NDArray[np.int64]:
+        """Every user with at least one rating, sorted."""
+        return np.array(sorted(self._by_user), dtype=np.int64)
+
+    def of_users(self, users: npt.ArrayLike) -> UserRatings:
+        """The ratings of the given users (unknown users have none), movies ascending."""
+        wanted = np.asarray(users, dtype=np.int64)
+        slots = [np.asarray(self._by_user.get(int(u), []), dtype=np.int64) for u in wanted]
+        lengths = np.array([len(s) for s in slots], dtype=np.int64)
+        start = np.zeros(len(wanted) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=start[1:])
+        flat = np.concatenate(slots) if slots else np.zeros(0, dtype=np.int64)
+        # Sort each user's slots by movie id, keeping users in the given order.
+        owner = np.repeat(np.arange(len(wanted)), lengths)
+        flat = flat[np.lexsort((self._movie[flat], owner))]
+        return UserRatings(wanted, start, self._movie[flat], self._rating[flat])
+
+    def everyone(self) -> UserRatings:
+        """All users' ratings (for publishing a whole model)."""
+        count = len(self._slot)
+        order = np.lexsort((self._movie[:count], self._user[:count]))
+        users, first = np.unique(self._user[:count][order], return_index=True)
+        start = np.append(first, count).astype(np.int64)
+        return UserRatings(users, start, self._movie[:count][order], self._rating[:count][order])
+
+    def frame(self) -> pd.DataFrame:
+        """Every rating as columns (user_id, movie_id, rating, timestamp)."""
+        count = len(self._slot)
+        return pd.DataFrame(
+            {
+                "user_id": self._user[:count],
+                "movie_id": self._movie[:count],
+                "rating": self._rating[:count],
+                "timestamp": self._order[:count, 0],
+            }
+        )
+
+    def _reserve(self, size: int) -> None:
+        capacity = len(self._user)
+        if size <= capacity:
+            return
+        while capacity < size:
+            capacity *= 2
+        self._user = np.resize(self._user, capacity)
+        self._movie = np.resize(self._movie, capacity)
+        self._rating = np.resize(self._rating, capacity)
+        self._order = np.resize(self._order, (capacity, 3))

@@ -1,0 +1,140 @@
+"""Lists from histories: fold every given user in against fixed item factors, then top-K.
+
+A retrain publishes, and a micro-batch refreshes, lists the same way: each user's factor
+is the exact ALS user step (``streaming.foldin``) over their whole accumulated history,
+solved for many users at once as a stack of small systems. After a fit that is what
+Spark's own last half-step computes for a user whose ratings were all in the training
+set, and for a user with newer ratings it folds those in too.
+
+A user none of whose movies the model knows gets no personal list (serving falls back
+to the model's popular list) until the next retrain learns those movies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from streaming.foldin import gramian
+from streaming.history import UserRatings
+from streaming.topn import ItemIndex, top_k
+
+__all__ = ["FoldIn", "UserLists", "fold_in_users", "lists_for"]
+
+_RATINGS_PER_CHUNK = 50_000  # bounds the stacked outer products (ratings × rank² floats)
+
+
+@dataclass(frozen=True)
+class FoldIn:
+    """The ALS user step of one model: its item factors and regularisation."""
+
+    items: ItemIndex
+    reg_param: float
+    implicit: bool = False
+    alpha: float = 1.0
+
+    def item_gramian(self) -> npt.NDArray[np.float64]:
+        """``YᵀY`` over all items (implicit feedback only needs it)."""
+        return gramian(self.items.factors)
+
+
+@dataclass(frozen=True)
+class UserLists:
+    """Top-K lists of some users; rows of users without a personal list are all ``-1``."""
+
+    users: npt.NDArray[np.int64]
+    movies: npt.NDArray[np.int64]
+    scores: npt.NDArray[np.float64]
+    personal: npt.NDArray[np.bool_]
+
+    def pairs(self, position: int) -> list[tuple[int, float]]:
+        """(movie, score) pairs of one user's list, best first, padding dropped."""
+        keep = self.movies[position] >= 0
+        return list(
+            zip(
+                self.movies[position][keep].tolist(),
+                self.scores[position][keep].tolist(),
+                strict=True,
+            )
+        )
+
+
+def fold_in_users(
+    history: UserRatings, model: FoldIn
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Factors of every user in ``history`` and whether each has one (knows ≥ 1 movie)."""
+    rank = model.items.factors.shape[1]
+    users = len(history.users)
+    factors = np.zeros((users, rank))
+    solvable = np.zeros(users, dtype=np.bool_)
+    base = model.item_gramian() if model.implicit else None
+    first = 0
+    while first < users:
+        last = _chunk_end(history.start, first)
+        _solve_chunk(history, model, base, first, last, factors, solvable)
+        first = last
+    return factors, solvable
+
+
+def lists_for(history: UserRatings, model: FoldIn, k: int) -> UserLists:
+    """Fold in every user of ``history``, then their best ``k`` movies they have not rated."""
+    factors, personal = fold_in_users(history, model)
+    rows, known = model.items.lookup(history.movies)
+    rated = [
+        rows[history.start[u] : history.start[u + 1]][
+            known[history.start[u] : history.start[u + 1]]
+        ]
+        for u in range(len(history.users))
+    ]
+    movies, scores = top_k(factors, model.items, rated, k)
+    movies[~personal] = -1
+    scores[~personal] = -np.inf
+    return UserLists(history.users, movies, scores, personal)
+
+
+def _chunk_end(start: npt.NDArray[np.int64], first: int) -> int:
+    """The user after the last one whose ratings fit in a chunk starting at ``first``."""
+    limit = start[first] + _RATINGS_PER_CHUNK
+    last = int(np.searchsorted(start, limit, side="right")) - 1
+    return min(max(last, first + 1), len(start) - 1)
+
+
+def _solve_chunk(
+    history: UserRatings,
+    model: FoldIn,
+    base: npt.NDArray[np.float64] | None,
+    first: int,
+    last: int,
+    factors: npt.NDArray[np.float64],
+    solvable: npt.NDArray[np.bool_],
+) -> None:
+    window = slice(int(history.start[first]), int(history.start[last]))
+    rows, known = model.items.lookup(history.movies[window])
+    owner = np.repeat(np.arange(last - first), np.diff(history.start[first : last + 1]))
+    owner, y, r = owner[known], model.items.factors[rows[known]], history.ratings[window][known]
+    rank = y.shape[1]
+    count = last - first
+    if model.implicit:
+        gram = model.item_gramian() if base is None else base
+        confidence = model.alpha * np.abs(r)
+        weight, target = confidence, np.where(r > 0, 1.0 + confidence, 0.0)
+        counted = (r > 0).astype(np.float64)
+        normal = np.broadcast_to(gram, (count, rank, rank)).copy()
+    else:
+        weight, target, counted = np.ones_like(r), r, np.ones_like(r)
+        normal = np.zeros((count, rank, rank))
+    # owner is sorted, so each user's terms are one contiguous run: reduceat sums them.
+    present, run_start = np.unique(owner, return_index=True)
+    rhs = np.zeros((count, rank))
+    if len(owner):
+        outer = (y * weight[:, None])[:, :, None] * y[:, None, :]
+        normal[present] += np.add.reduceat(outer, run_start, axis=0)
+        rhs[present] = np.add.reduceat(y * target[:, None], run_start, axis=0)
+    n = np.bincount(owner, weights=counted, minlength=count)
+    ok = n > 0
+    normal[ok] += model.reg_param * n[ok, None, None] * np.eye(rank)
+    if ok.any():
+        factors[first:last][ok] = np.linalg.solve(normal[ok], rhs[ok][:, :, None])[:, :, 0]
+    solvable[first:last] = ok
