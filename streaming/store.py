@@ -38,10 +38,12 @@ class BatchCommit:
     """The record of one completed micro-batch."""
 
     batch_id: int
-    offsets: dict[str, int] = field(default_factory=dict)
+    offsets: dict[str, int] = field(default_factory=dict)  # partition -> next offset
     valid: int = 0
     invalid: int = 0
+    invalid_reasons: dict[str, int] = field(default_factory=dict)
     model_version: int | None = None
+    retrained: bool = False
     committed_at: float = 0.0
 
 
@@ -74,6 +76,18 @@ class RatingStore:
             .where(F.col("_rank") == 1)
             .drop("_rank")
         )
+
+    def batch_ratings(self, batch_id: int) -> DataFrame:
+        """The valid events one batch stored, as written."""
+        return self.spark.read.parquet(str(self.ratings_dir / f"batch_id={batch_id}"))
+
+    def stored_rows(self) -> DataFrame:
+        """Every stored event of every batch, before the latest-wins reduction."""
+        return self.spark.read.parquet(str(self.ratings_dir))
+
+    def dead_letters_of(self, batch_id: int) -> DataFrame:
+        """The invalid records one batch kept, with their reasons."""
+        return self.spark.read.parquet(str(self.dead_letter_dir / f"batch_id={batch_id}"))
 
     def dead_letters(self) -> DataFrame:
         """Every invalid record kept so far, with its reason and batch id."""

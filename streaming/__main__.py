@@ -1,0 +1,5 @@
+"""``python -m streaming``."""
+
+from streaming.cli import main
+
+main()

@@ -1,0 +1,127 @@
+"""``python -m streaming``: run the streaming updater (Kafka → ALS → Redis)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+
+from producer.broker import describe_cluster
+from producer.errors import BrokerUnavailableError
+from producer.settings import KafkaSettings
+from serving.connection import ping
+from serving.errors import RedisUnavailableError
+from serving.settings import RedisSettings
+from streaming.errors import StreamingError
+from streaming.settings import ModelSettings, SparkSettings, StreamSettings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Keep per-user top-N lists in Redis fresh while ratings stream through Kafka.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_log = logging.getLogger("recstream.streaming")
+
+
+@app.callback()
+def _root() -> None:
+    """Keep per-user top-N lists in Redis fresh while ratings stream through Kafka."""
+
+
+@app.command()
+def run(
+    topic: Annotated[str | None, typer.Option(help="Ratings topic [RECSTREAM_KAFKA_TOPIC]")] = None,
+    master: Annotated[str | None, typer.Option(help="Spark master URL")] = None,
+    state_dir: Annotated[str | None, typer.Option(help="Store, models, commits")] = None,
+    checkpoint_location: Annotated[str | None, typer.Option(help="Query checkpoint")] = None,
+    starting_offsets: Annotated[str | None, typer.Option(help="earliest or latest")] = None,
+    max_offsets_per_trigger: Annotated[int | None, typer.Option(min=1)] = None,
+    trigger_interval_s: Annotated[float | None, typer.Option(help="Seconds")] = None,
+    fold_in: Annotated[bool | None, typer.Option("--fold-in/--no-fold-in")] = None,
+    rank: Annotated[int | None, typer.Option(min=1)] = None,
+    max_iter: Annotated[int | None, typer.Option(min=1)] = None,
+    reg_param: Annotated[float | None, typer.Option(min=0)] = None,
+    implicit_prefs: Annotated[bool | None, typer.Option("--implicit/--explicit")] = None,
+    alpha: Annotated[float | None, typer.Option(min=0)] = None,
+    retrain_every_ratings: Annotated[int | None, typer.Option(min=1)] = None,
+    retrain_every_s: Annotated[float | None, typer.Option()] = None,
+    min_ratings: Annotated[int | None, typer.Option(min=1)] = None,
+    holdout_fraction: Annotated[float | None, typer.Option()] = None,
+    top_k: Annotated[int | None, typer.Option(min=1)] = None,
+    available_now: Annotated[
+        bool, typer.Option(help="Process what the topic holds now, then stop.")
+    ] = False,
+) -> None:
+    """Read the ratings topic and keep every user's list in Redis fresh.
+
+    Every option defaults to its setting (see the README's configuration table).
+    """
+    options = locals()
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    try:
+        kafka = KafkaSettings(**_given(options, {"topic"}))
+        spark_settings = SparkSettings(**_given(options, {"master"}))
+        stream = StreamSettings(**_given(options, set(StreamSettings.model_fields)))
+        model = ModelSettings(**_given(options, set(ModelSettings.model_fields)))
+        redis_settings = RedisSettings()
+    except ValidationError as exc:
+        _fail(f"bad settings: {exc}", 2)
+    try:
+        describe_cluster(kafka)
+    except BrokerUnavailableError as exc:
+        _fail(str(exc), 1)
+    try:
+        ping(redis_settings)
+    except RedisUnavailableError as exc:
+        _log.warning("%s; ratings are stored meanwhile and published once it answers", exc)
+
+    from streaming.job import StreamingJob  # Spark starts only once the inputs are good
+    from streaming.session import build_spark_session
+
+    try:
+        spark = build_spark_session(spark_settings)
+    except StreamingError as exc:
+        _fail(str(exc), 1)
+    job = StreamingJob(spark, kafka, redis_settings, stream, model)
+    _log.info(
+        "reading %s at %s; state in %s; %d ratings stored, model %s",
+        kafka.topic,
+        kafka.bootstrap_servers,
+        stream.state_dir.resolve(),
+        len(job.history),
+        "none yet" if job.model is None else f"v{job.model.version}",
+    )
+    query = job.start(available_now=available_now)
+    try:
+        query.awaitTermination()
+    except KeyboardInterrupt:
+        _log.info("interrupted: stopping after the current micro-batch")
+        query.stop()
+        raise typer.Exit(130) from None
+    finally:
+        job.close()
+    if query.exception() is not None:
+        _fail(f"the streaming query failed: {query.exception()}", 1)
+
+
+def _given(options: dict[str, Any], names: set[str]) -> dict[str, Any]:
+    return {name: value for name, value in options.items() if name in names and value is not None}
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Entry point of ``python -m streaming`` and ``recstream-streaming``."""
+    app()

@@ -1,0 +1,230 @@
+"""The streaming updater: Kafka ratings in, fresh top-N lists in Redis out.
+
+Each micro-batch (``foreachBatch``) runs, in order:
+
+1. validate the records; store the valid ones and the dead letters under its batch id
+   (overwrite, so a replayed batch replaces its first attempt instead of adding to it);
+2. merge the stored ratings into the driver's history;
+3. retrain when the policy says so: fit, evaluate, save the model under version
+   ``batch_id + 1``; otherwise note the users who rated, for fold-in;
+4. flush to Redis (a new version in full then one atomic switch, or fold-in lists
+   into the current version), retrying with backoff while Redis is down;
+5. write the batch's commit record (offsets, counts, model version), last.
+
+A restart rebuilds the history from the store and loads the newest saved model; the
+Structured Streaming checkpoint then replays any batch whose commit Spark had not
+recorded, and steps 1-5 are idempotent for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming.query import StreamingQuery
+
+from producer.settings import KafkaSettings
+from serving.settings import RedisSettings
+from streaming.history import HISTORY_COLUMNS, RatingHistory
+from streaming.kafka_side import TopicWatcher
+from streaming.model import ModelVersion, load_latest_model, load_model, save_model, train_model
+from streaming.policy import RetrainPolicy
+from streaming.publisher import Publisher, PublishOutcome
+from streaming.settings import ModelSettings, StreamSettings
+from streaming.store import BatchCommit, RatingStore
+from streaming.validation import split_valid
+
+__all__ = ["BatchReport", "StreamingJob"]
+
+_log = logging.getLogger("recstream.streaming")
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """What one micro-batch did; its ``line`` is the job's log line."""
+
+    batch_id: int
+    records: int
+    valid: int
+    invalid: int
+    lag: int | None
+    retrain: str | None
+    fold_in_users: int
+    publish: PublishOutcome
+    timings_s: dict[str, float]
+
+    @property
+    def line(self) -> str:
+        """One log line: counts, lag, fold-in, retrain, publishing, durations."""
+        lag = "?" if self.lag is None else f"{self.lag:,}"
+        retrain = f"yes ({self.retrain})" if self.retrain else "no"
+        times = " ".join(f"{name} {seconds:.2f}s" for name, seconds in self.timings_s.items())
+        publish = self.publish.state
+        if self.publish.error:
+            publish += f" ({self.publish.error})"
+        return (
+            f"batch {self.batch_id}: {self.records:,} records, {self.valid:,} valid, "
+            f"{self.invalid:,} invalid, lag {lag}, fold-in {self.fold_in_users:,} users, "
+            f"retrain {retrain}, redis {publish}, {times}"
+        )
+
+
+class StreamingJob:
+    """The ``foreachBatch`` body and its state; ``start`` wires it to the Kafka source."""
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        kafka: KafkaSettings,
+        redis_settings: RedisSettings,
+        stream: StreamSettings,
+        model: ModelSettings,
+    ) -> None:
+        self.spark = spark
+        self.kafka = kafka
+        self.stream = stream
+        self.model_settings = model
+        self.policy = RetrainPolicy.from_settings(model)
+        self.store = RatingStore(spark, stream.state_dir / "store")
+        self.models_dir = stream.state_dir / "models"
+        self.publisher = Publisher(spark, redis_settings, stream, model)
+        self.watcher = TopicWatcher(kafka)
+        self.history = RatingHistory()
+        self.history.add(self.store.ratings().select(*HISTORY_COLUMNS).toPandas())
+        self.model: ModelVersion | None = load_latest_model(self.models_dir)
+        commits = self.store.commits()
+        self._offsets: dict[int, int] = {}
+        for record in commits:
+            self._offsets.update({int(p): o for p, o in record.offsets.items()})
+        trained_in = -1 if self.model is None else int(self.model.meta["batch_id"])
+        self._new_since_model = sum(c.valid for c in commits if c.batch_id > trained_in)
+        if self.model is not None:
+            self.publisher.new_model(self.model)  # idempotent if Redis already has it
+        self.reports: list[BatchReport] = []
+
+    def process_batch(self, records: DataFrame, batch_id: int) -> BatchReport:
+        """Run one micro-batch (see the module docstring); safe to run again for the same id."""
+        timings: dict[str, float] = {}
+        began = time.perf_counter()
+        records = records.persist()
+        try:
+            valid, invalid = split_valid(records, now_s=int(time.time()))
+            self.store.write_batch(batch_id, valid, invalid)
+            positions = records.groupBy("partition").agg(F.max("offset").alias("last")).collect()
+            reasons = {
+                r["reason"]: int(r["count"])
+                for r in self.store.dead_letters_of(batch_id).groupBy("reason").count().collect()
+            }
+        finally:
+            records.unpersist()
+        offsets = {int(r["partition"]): int(r["last"]) + 1 for r in positions}
+        self._offsets.update(offsets)
+        stored = self.store.batch_ratings(batch_id)
+        batch = pd.DataFrame(stored.select(*HISTORY_COLUMNS[:-2], "offset").toPandas())
+        batch["batch_id"] = batch_id
+        changed = self.history.add(batch[list(HISTORY_COLUMNS)])
+        self._new_since_model += len(batch)
+        timings["store"] = time.perf_counter() - began
+
+        began = time.perf_counter()
+        reason = self.policy.reason(
+            stored=len(self.history),
+            new_since=self._new_since_model,
+            seconds_since=None
+            if self.model is None
+            else time.time() - self.model.meta["trained_at"],
+            has_model=self.model is not None,
+        )
+        if reason is not None:
+            self.model = self._retrain(batch_id, reason)
+            self._new_since_model = 0
+            movies, bad = self.watcher.catalog()
+            if movies:
+                self.publisher.catalog(movies)
+            if bad:
+                _log.warning("catalog: %d unusable entries skipped", bad)
+            timings["retrain"] = time.perf_counter() - began
+        elif self.stream.fold_in and len(changed):
+            self.publisher.users_changed(changed.tolist(), batch_id)
+
+        outcome = self.publisher.flush(self.history)
+        timings["publish"] = outcome.seconds
+        self.store.commit(
+            BatchCommit(
+                batch_id=batch_id,
+                offsets={str(p): o for p, o in offsets.items()},
+                valid=len(batch),
+                invalid=sum(reasons.values()),
+                invalid_reasons=reasons,
+                model_version=None if self.model is None else self.model.version,
+                retrained=reason is not None,
+            )
+        )
+        ends = self.watcher.end_offsets()
+        lag = None
+        if ends is not None:
+            lag = sum(max(0, end - self._offsets.get(p, 0)) for p, end in ends.items())
+        report = BatchReport(
+            batch_id=batch_id,
+            records=len(batch) + sum(reasons.values()),
+            valid=len(batch),
+            invalid=sum(reasons.values()),
+            lag=lag,
+            retrain=reason,
+            fold_in_users=outcome.fold_in_lists,
+            publish=outcome,
+            timings_s={name: round(s, 3) for name, s in timings.items()},
+        )
+        self.reports.append(report)
+        _log.info("%s", report.line)
+        return report
+
+    def start(self, *, available_now: bool = False) -> StreamingQuery:
+        """Start the query: the Kafka source, ``process_batch`` per micro-batch, the trigger."""
+        reader = (
+            self.spark.readStream.format("kafka")
+            .option("kafka.bootstrap.servers", self.kafka.bootstrap_servers)
+            .option("subscribe", self.kafka.topic)
+            .option("startingOffsets", self.stream.starting_offsets)
+            .option("maxOffsetsPerTrigger", str(self.stream.max_offsets_per_trigger))
+        )
+        writer = (
+            reader.load()
+            .writeStream.foreachBatch(self._run_batch)
+            .option("checkpointLocation", self.stream.checkpoint_path())
+            .queryName("recstream-updater")
+        )
+        if available_now:
+            writer = writer.trigger(availableNow=True)
+        else:
+            writer = writer.trigger(processingTime=f"{self.stream.trigger_interval_s} seconds")
+        return writer.start()
+
+    def _run_batch(self, records: DataFrame, batch_id: int) -> None:
+        self.process_batch(records, batch_id)
+
+    def close(self) -> None:
+        """Release the Kafka consumer the job holds outside Spark."""
+        self.watcher.close()
+
+    def _retrain(self, batch_id: int, reason: str) -> ModelVersion:
+        version = batch_id + 1
+        saved = self.models_dir / f"v{version}.npz"
+        if saved.is_file():  # this batch ran before a crash and already trained it
+            model = load_model(saved)
+        else:
+            model = train_model(
+                self.store.ratings(),
+                self.history,
+                self.model_settings,
+                version=version,
+                batch_id=batch_id,
+                reason=reason,
+            )
+            save_model(self.models_dir, model)
+        self.publisher.new_model(model)
+        return model

@@ -1,0 +1,170 @@
+"""A model version: ALS fitted on the store, evaluated, saved, and loaded again after a restart.
+
+Version numbers come from micro-batch ids (version = id of the batch that trained it + 1),
+so they only grow, and a batch replayed after a crash finds the model its first attempt
+saved instead of training another one under the same number.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pyspark.ml.recommendation import ALS
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from streaming.evaluation import evaluate, holdout_cutoff, popularity
+from streaming.history import RatingHistory
+from streaming.lists import FoldIn
+from streaming.settings import ModelSettings
+from streaming.topn import ItemIndex
+
+__all__ = ["ModelVersion", "load_latest_model", "load_model", "save_model", "train_model"]
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """What the job keeps of a fitted model: item factors, popular list, metadata."""
+
+    version: int
+    items: ItemIndex
+    popular: list[tuple[int, float]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def fold_in(self, settings: ModelSettings) -> FoldIn:
+        """The ALS user step of this model."""
+        return FoldIn(self.items, settings.reg_param, settings.implicit_prefs, settings.alpha)
+
+
+def train_model(
+    ratings: DataFrame,
+    history: RatingHistory,
+    settings: ModelSettings,
+    *,
+    version: int,
+    batch_id: int,
+    reason: str,
+) -> ModelVersion:
+    """Fit ALS on the stored ratings minus the most recent held-out share, and evaluate it.
+
+    Args:
+        ratings: the store's ratings (latest per user and movie), the fit's input.
+        history: the same ratings in the driver; gives the cutoff and the held-out set.
+        settings: hyperparameters, holdout share, relevance threshold, list length.
+        version: the number the model will be published under.
+        batch_id: the micro-batch that triggered the retrain.
+        reason: why it was due (from the retrain policy).
+    """
+    began = time.perf_counter()
+    everything = history.frame()
+    cutoff = holdout_cutoff(everything["timestamp"].to_numpy(), settings.holdout_fraction)
+    training = ratings if cutoff is None else ratings.where(F.col("timestamp") < cutoff)
+    training = training.select("user_id", "movie_id", "rating").cache()
+    als = ALS(
+        rank=settings.rank,
+        maxIter=settings.max_iter,
+        regParam=settings.reg_param,
+        implicitPrefs=settings.implicit_prefs,
+        alpha=settings.alpha,
+        nonnegative=settings.nonnegative,
+        seed=settings.seed,
+        userCol="user_id",
+        itemCol="movie_id",
+        ratingCol="rating",
+        checkpointInterval=5,
+    )
+    try:
+        fitted = als.fit(training)
+        item_rows = fitted.itemFactors.collect()
+        user_rows = fitted.userFactors.collect()
+        fitted.itemFactors.unpersist()
+        fitted.userFactors.unpersist()
+    finally:
+        training.unpersist()
+    fit_s = time.perf_counter() - began
+    items = ItemIndex([r["id"] for r in item_rows], np.array([r["features"] for r in item_rows]))
+
+    began = time.perf_counter()
+    evaluation = None
+    if cutoff is not None:
+        held = everything["timestamp"] >= cutoff
+        users = (
+            np.array([r["id"] for r in user_rows], dtype=np.int64),
+            np.array([r["features"] for r in user_rows]).reshape(len(user_rows), settings.rank),
+        )
+        evaluation = evaluate(
+            everything[~held], everything[held], users, items, settings.relevant_rating
+        ).as_dict()
+    evaluate_s = time.perf_counter() - began
+
+    counts = popularity(everything).head(settings.top_k)
+    popular = list(zip(counts.index.tolist(), counts.to_numpy(dtype=float).tolist(), strict=True))
+    meta = {
+        "version": version,
+        "trained_at": time.time(),
+        "batch_id": batch_id,
+        "reason": reason,
+        "ratings": len(everything),
+        "users": int(everything["user_id"].nunique()),
+        "movies": int(everything["movie_id"].nunique()),
+        "model_movies": len(items),
+        "holdout_from_timestamp": cutoff,
+        "hyperparameters": settings.model_dump(
+            include={
+                "rank",
+                "max_iter",
+                "reg_param",
+                "implicit_prefs",
+                "alpha",
+                "nonnegative",
+                "seed",
+            }
+        ),
+        "evaluation": evaluation,
+        "timings_s": {"fit": round(fit_s, 3), "evaluate": round(evaluate_s, 3)},
+        "last_folded_in_batch": None,
+    }
+    return ModelVersion(version, items, popular, meta)
+
+
+def save_model(folder: Path, model: ModelVersion) -> Path:
+    """Write a model as ``v{version}.npz`` (atomically: temporary file, then rename)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"v{model.version}.npz"
+    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".model-", suffix=".npz")
+    with os.fdopen(descriptor, "wb") as handle:
+        np.savez(
+            handle,
+            movie_ids=model.items.movie_ids,
+            factors=model.items.factors,
+            popular=np.array(model.popular, dtype=np.float64).reshape(-1, 2),
+            meta=np.array(json.dumps(model.meta, sort_keys=True)),
+        )
+    os.replace(temporary, target)
+    return target
+
+
+def load_model(path: Path) -> ModelVersion:
+    """Read a model written by ``save_model``."""
+    with np.load(path) as saved:
+        meta = json.loads(str(saved["meta"]))
+        popular = [(int(movie), float(score)) for movie, score in saved["popular"].tolist()]
+        items = ItemIndex(saved["movie_ids"], saved["factors"])
+    return ModelVersion(int(meta["version"]), items, popular, meta)
+
+
+def load_latest_model(folder: Path, *, at_most: int | None = None) -> ModelVersion | None:
+    """The highest saved version (not above ``at_most``), if any."""
+    versions = sorted(
+        int(path.stem[1:])
+        for path in folder.glob("v*.npz")
+        if path.stem[1:].isdigit() and (at_most is None or int(path.stem[1:]) <= at_most)
+    )
+    return load_model(folder / f"v{versions[-1]}.npz") if versions else None

@@ -1,0 +1,184 @@
+"""Getting models and fold-in lists into Redis, and waiting out a Redis that is down.
+
+The job hands the publisher what should be in Redis (a new model version, the users
+whose lists changed, the catalog) and asks it to ``flush`` once per micro-batch. When
+Redis fails, the work stays pending and the next attempt waits with exponential
+backoff; the job keeps accumulating ratings meanwhile, and one flush after Redis is back
+publishes everything: a pending model covers every user, so fold-in users that piled
+up behind it need no separate write.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import redis
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import PySparkException
+from pyspark.sql import SparkSession
+
+from serving.connection import open_redis
+from serving.layout import RedisLayout, encode_list
+from serving.settings import RedisSettings
+from streaming.history import RatingHistory
+from streaming.lists import lists_for
+from streaming.model import ModelVersion
+from streaming.publish import (
+    delete_expired_versions,
+    publish_catalog,
+    switch_current,
+    write_lists,
+    write_version,
+)
+from streaming.scoring import ListTarget, publish_histories
+from streaming.settings import ModelSettings, StreamSettings
+
+__all__ = ["PublishOutcome", "Publisher"]
+
+_log = logging.getLogger(__name__)
+# Executor-side Redis failures reach the driver wrapped in a Spark error.
+_PUBLISH_ERRORS = (redis.RedisError, OSError, Py4JJavaError, PySparkException)
+
+
+@dataclass
+class PublishOutcome:
+    """What one flush did."""
+
+    state: str = "idle"  # idle | published | waiting | failed
+    version: int | None = None
+    model_lists: int = 0
+    fold_in_lists: int = 0
+    error: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class _Pending:
+    model: ModelVersion | None = None
+    users: set[int] = field(default_factory=set)
+    catalog: list[tuple[int, str, Sequence[str]]] | None = None
+    last_batch: int | None = None
+
+    def empty(self) -> bool:
+        return self.model is None and not self.users and self.catalog is None
+
+
+class Publisher:
+    """Pending Redis work of the streaming job, flushed with retry and backoff."""
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        settings: RedisSettings,
+        stream: StreamSettings,
+        model_settings: ModelSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.spark = spark
+        self.settings = settings
+        self.layout = RedisLayout(settings.key_prefix)
+        self.stream = stream
+        self.model_settings = model_settings
+        self.published: ModelVersion | None = None
+        self._pending = _Pending()
+        self._clock = clock
+        self._retry_at = 0.0
+        self._backoff = stream.redis_retry_initial_s
+
+    def new_model(self, model: ModelVersion) -> None:
+        """Publish this version in full at the next flush (it supersedes pending fold-ins)."""
+        self._pending.model = model
+        self._pending.users.clear()
+
+    def users_changed(self, users: Sequence[int], batch_id: int) -> None:
+        """Refresh these users' lists in the current version at the next flush."""
+        self._pending.users.update(int(user) for user in users)
+        self._pending.last_batch = batch_id
+
+    def catalog(self, movies: list[tuple[int, str, Sequence[str]]]) -> None:
+        """Write these catalog entries at the next flush."""
+        self._pending.catalog = movies
+
+    @property
+    def pending_users(self) -> int:
+        """Users whose refreshed lists wait for Redis."""
+        return len(self._pending.users)
+
+    def flush(self, history: RatingHistory) -> PublishOutcome:
+        """Publish what is pending, unless a retry wait is running; never raises for Redis."""
+        if self._pending.empty():
+            return PublishOutcome()
+        now = self._clock()
+        if now < self._retry_at:
+            wait = self._retry_at - now
+            return PublishOutcome("waiting", error=f"Redis retry in {wait:.1f} s")
+        began = time.perf_counter()
+        outcome = PublishOutcome("published")
+        try:
+            self._publish(history, outcome)
+        except _PUBLISH_ERRORS as exc:
+            self._retry_at = now + self._backoff
+            outcome.state = "failed"
+            outcome.error = f"{type(exc).__name__}; next attempt in {self._backoff:.1f} s"
+            _log.warning("publishing to Redis failed: %s", outcome.error)
+            self._backoff = min(self._backoff * 2, self.stream.redis_retry_max_s)
+        else:
+            self._backoff = self.stream.redis_retry_initial_s
+        outcome.seconds = time.perf_counter() - began
+        return outcome
+
+    def _publish(self, history: RatingHistory, outcome: PublishOutcome) -> None:
+        client = open_redis(self.settings)
+        try:
+            client.ping()  # fail on the driver before any executor work starts
+            if self._pending.catalog is not None:
+                publish_catalog(client, self.layout, self._pending.catalog)
+                self._pending.catalog = None
+            model = self._pending.model
+            if model is not None:
+                outcome.model_lists = self._publish_model(client, history, model)
+                self.published = model
+                self._pending.model = None
+                self._pending.users.clear()
+            outcome.version = self.published.version if self.published else None
+            if self._pending.users and self.published is not None:
+                outcome.fold_in_lists = self._publish_fold_in(client, history, self.published)
+                self._pending.users.clear()
+        finally:
+            client.close()
+
+    def _publish_model(
+        self, client: redis.Redis, history: RatingHistory, model: ModelVersion
+    ) -> int:
+        k = self.model_settings.top_k
+        target = ListTarget(self.settings, model.version, "model")
+        partitions = self.spark.sparkContext.defaultParallelism
+        fold_in = model.fold_in(self.model_settings)
+        written = publish_histories(self.spark, history.everyone(), fold_in, k, target, partitions)
+        popular = encode_list(model.popular, time.time(), "popular")
+        write_version(client, self.layout, model.version, [], popular, model.meta)
+        if switch_current(client, self.layout, model.version):
+            delete_expired_versions(client, self.layout, self.stream.version_grace_s)
+        return written
+
+    def _publish_fold_in(
+        self, client: redis.Redis, history: RatingHistory, model: ModelVersion
+    ) -> int:
+        users = sorted(self._pending.users)
+        lists = lists_for(history.of_users(users), model.fold_in(self.model_settings),
+                          self.model_settings.top_k)  # fmt: skip
+        now = time.time()
+        encoded = (
+            (int(user), encode_list(lists.pairs(position), now, "fold-in"))
+            for position, user in enumerate(lists.users.tolist())
+            if lists.personal[position]
+        )
+        written = write_lists(client, self.layout, model.version, encoded)
+        model.meta["last_folded_in_batch"] = self._pending.last_batch
+        client.set(self.layout.meta(model.version), json.dumps(model.meta, sort_keys=True))
+        return written
