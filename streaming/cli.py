@@ -66,7 +66,8 @@ def run(
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
-    logging.getLogger("kafka").setLevel(logging.ERROR)
+    for noisy in ("kafka", "py4j"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         kafka = KafkaSettings(**_given(options, {"topic"}))
         spark_settings = SparkSettings(**_given(options, {"master"}))

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql.streaming.query import StreamingQuery
 
 from producer.settings import KafkaSettings
@@ -36,7 +36,7 @@ from streaming.policy import RetrainPolicy
 from streaming.publisher import Publisher, PublishOutcome
 from streaming.settings import ModelSettings, StreamSettings
 from streaming.store import BatchCommit, RatingStore
-from streaming.validation import split_valid
+from streaming.validation import parse_records, split_parsed
 
 __all__ = ["BatchReport", "StreamingJob"]
 
@@ -71,6 +71,18 @@ class BatchReport:
             f"{self.invalid:,} invalid, lag {lag}, fold-in {self.fold_in_users:,} users, "
             f"retrain {retrain}, redis {publish}, {times}"
         )
+
+
+def _next_offsets(valid: pd.DataFrame, rejected: list[Row]) -> dict[int, int]:
+    """The offset after the last record of each partition the batch read."""
+    following: dict[int, int] = {}
+    if len(valid):
+        last = valid.groupby("partition")["offset"].max()
+        following = {int(p): int(o) + 1 for p, o in last.items()}
+    for row in rejected:
+        partition = int(row["partition"])
+        following[partition] = max(following.get(partition, 0), int(row["offset"]) + 1)
+    return following
 
 
 class StreamingJob:
@@ -110,21 +122,19 @@ class StreamingJob:
         """Run one micro-batch (see the module docstring); safe to run again for the same id."""
         timings: dict[str, float] = {}
         began = time.perf_counter()
-        records = records.persist()
+        parsed = parse_records(records).persist()
         try:
-            valid, invalid = split_valid(records, now_s=int(time.time()))
-            self.store.write_batch(batch_id, valid, invalid)
-            positions = records.groupBy("partition").agg(F.max("offset").alias("last")).collect()
-            reasons = {
-                r["reason"]: int(r["count"])
-                for r in self.store.dead_letters_of(batch_id).groupBy("reason").count().collect()
-            }
+            valid, invalid = split_parsed(parsed, now_s=int(time.time()))
+            rejected = invalid.select("partition", "offset", "reason").collect()
+            self.store.write_batch(batch_id, valid, invalid if rejected else None)
+            batch = pd.DataFrame(
+                valid.select(*HISTORY_COLUMNS[:-2], "partition", "offset").toPandas()
+            )
         finally:
-            records.unpersist()
-        offsets = {int(r["partition"]): int(r["last"]) + 1 for r in positions}
+            parsed.unpersist()
+        offsets = _next_offsets(batch, rejected)
+        reasons = dict(Counter(str(row["reason"]) for row in rejected))
         self._offsets.update(offsets)
-        stored = self.store.batch_ratings(batch_id)
-        batch = pd.DataFrame(stored.select(*HISTORY_COLUMNS[:-2], "offset").toPandas())
         batch["batch_id"] = batch_id
         changed = self.history.add(batch[list(HISTORY_COLUMNS)])
         self._new_since_model += len(batch)

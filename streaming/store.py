@@ -32,6 +32,11 @@ _RATING_COLUMNS = (
     "timestamp long, topic string, partition int, offset long"
 )
 
+_DEAD_LETTER_COLUMNS = (
+    "raw binary, reason string, topic string, partition int, offset long, "
+    "kafka_timestamp timestamp, batch_id int"
+)
+
 
 @dataclass(frozen=True)
 class BatchCommit:
@@ -58,10 +63,16 @@ class RatingStore:
         self.commits_dir = self.root / "commits"
         self.commits_dir.mkdir(parents=True, exist_ok=True)
 
-    def write_batch(self, batch_id: int, valid: DataFrame, invalid: DataFrame) -> None:
-        """Store a batch's valid events and dead letters; running it twice changes nothing."""
+    def write_batch(self, batch_id: int, valid: DataFrame, invalid: DataFrame | None) -> None:
+        """Store a batch's valid events and dead letters; running it twice changes nothing.
+
+        ``invalid`` may be None when the batch has no invalid records (a replay of the
+        same batch reads the same offsets, so it has none either).
+        """
         valid.write.mode("overwrite").parquet(str(self.ratings_dir / f"batch_id={batch_id}"))
-        invalid.write.mode("overwrite").parquet(str(self.dead_letter_dir / f"batch_id={batch_id}"))
+        if invalid is not None:
+            target = self.dead_letter_dir / f"batch_id={batch_id}"
+            invalid.write.mode("overwrite").parquet(str(target))
 
     def ratings(self) -> DataFrame:
         """Every stored rating, the latest per (user, movie)."""
@@ -85,12 +96,10 @@ class RatingStore:
         """Every stored event of every batch, before the latest-wins reduction."""
         return self.spark.read.parquet(str(self.ratings_dir))
 
-    def dead_letters_of(self, batch_id: int) -> DataFrame:
-        """The invalid records one batch kept, with their reasons."""
-        return self.spark.read.parquet(str(self.dead_letter_dir / f"batch_id={batch_id}"))
-
     def dead_letters(self) -> DataFrame:
         """Every invalid record kept so far, with its reason and batch id."""
+        if not any(self.dead_letter_dir.glob("batch_id=*/*.parquet")):
+            return self.spark.createDataFrame([], _DEAD_LETTER_COLUMNS)
         return self.spark.read.parquet(str(self.dead_letter_dir))
 
     def commit(self, record: BatchCommit) -> None:

@@ -20,7 +20,7 @@ from pyspark.sql import types as T
 from producer.dataset import MAX_ID
 from producer.events import RATING_SCALES, SCHEMA_VERSION
 
-__all__ = ["EVENT_SCHEMA", "MAX_MESSAGE_BYTES", "split_valid"]
+__all__ = ["EVENT_SCHEMA", "MAX_MESSAGE_BYTES", "parse_records", "split_parsed", "split_valid"]
 
 MAX_MESSAGE_BYTES = 64 * 1024
 FUTURE_TOLERANCE_S = 86_400
@@ -101,15 +101,15 @@ def _reason(now_s: int) -> Column:
     )
 
 
-def split_valid(records: DataFrame, *, now_s: int) -> tuple[DataFrame, DataFrame]:
-    """Split Kafka records (key, value, topic, partition, offset, timestamp) into two frames.
+def parse_records(records: DataFrame) -> DataFrame:
+    """Kafka records with their JSON parsed twice: as a string map and as the event schema.
 
-    Returns:
-        ``(valid, invalid)``: valid events with typed columns and their Kafka position;
-        invalid records with ``raw`` bytes, ``reason`` and their Kafka position.
+    Persist the result before ``split_parsed`` when the batch is used more than once:
+    the validation rules read the parsed columns many times, and Spark's optimizer
+    would otherwise inline ``from_json`` into every one of those reads.
     """
     text = F.col("value").cast("string")
-    tagged = records.select(
+    return records.select(
         "key",
         "value",
         "topic",
@@ -118,7 +118,12 @@ def split_valid(records: DataFrame, *, now_s: int) -> tuple[DataFrame, DataFrame
         F.col("timestamp").alias("kafka_timestamp"),
         F.from_json(text, "map<string,string>").alias("_fields"),
         F.from_json(text, EVENT_SCHEMA).alias("_event"),
-    ).withColumn("reason", _reason(now_s))
+    )
+
+
+def split_parsed(parsed: DataFrame, *, now_s: int) -> tuple[DataFrame, DataFrame]:
+    """Split ``parse_records`` output into (valid, invalid); see ``split_valid``."""
+    tagged = parsed.withColumn("reason", _reason(now_s))
     valid = tagged.where(F.col("reason").isNull()).select(
         F.col("_event.event_id").alias("event_id"),
         F.col("_event.source").alias("source"),
@@ -134,3 +139,13 @@ def split_valid(records: DataFrame, *, now_s: int) -> tuple[DataFrame, DataFrame
         F.col("value").alias("raw"), "reason", "topic", "partition", "offset", "kafka_timestamp"
     )
     return valid, invalid
+
+
+def split_valid(records: DataFrame, *, now_s: int) -> tuple[DataFrame, DataFrame]:
+    """Split Kafka records (key, value, topic, partition, offset, timestamp) into two frames.
+
+    Returns:
+        ``(valid, invalid)``: valid events with typed columns and their Kafka position;
+        invalid records with ``raw`` bytes, ``reason`` and their Kafka position.
+    """
+    return split_parsed(parse_records(records), now_s=now_s)

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from kafka import KafkaProducer
 from pyspark.sql import SparkSession
 
-from producer.broker import delete_topic
+from producer.broker import client_options, delete_topic
+from producer.events import encode_event
 from producer.replay import catalog_topic
 from serving.connection import open_redis
 from serving.layout import RedisLayout, decode_list
@@ -97,5 +102,142 @@ def test_ml100k_in_two_halves_publishes_every_user_and_versions_grow(
             assert meta["evaluation"]["popular"]["precision"] > 0
             assert client.hlen(layout.catalog) == 1682
         assert versions[1] > versions[0] > 0
+    finally:
+        client.close()
+
+
+def test_bad_records_go_to_the_dead_letter_sink_and_good_ones_are_processed(
+    spark: SparkSession,
+    services: Services,
+    redis_settings: RedisSettings,
+    kafka_topic: str,
+    tmp_path: Path,
+) -> None:
+    good = [(user, movie, float(1 + (user * movie) % 5)) for user in range(1, 31)
+            for movie in range(1, 21) if (user + movie) % 3]  # fmt: skip
+    bad = [
+        (b"1", b"not json at all"),
+        (b"2", json.dumps({"schema_version": 1}).encode()),
+        (b"3", encode_event("ml-100k", 3, 5, 9.0, 880_000_000)),  # off the 1..5 scale
+        (b"4", encode_event("ml-100k", 4, -7, 3.0, 880_000_000)),  # negative movie id
+        (None, encode_event("ml-100k", 5, 5, 3.0, 880_000_000)),  # no key
+    ]
+    producer = KafkaProducer(**client_options(services.kafka))
+    try:
+        for user, movie, rating in good:
+            value = encode_event("ml-100k", user, movie, rating, 880_000_000 + user)
+            producer.send(kafka_topic, key=str(user).encode(), value=value)
+        for key, value in bad:
+            producer.send(kafka_topic, key=key, value=value)
+        producer.flush()
+    finally:
+        producer.close()
+    kafka = services.kafka.model_copy(update={"topic": kafka_topic})
+    job = StreamingJob(
+        spark, kafka, redis_settings, StreamSettings(state_dir=tmp_path / "state"),
+        ModelSettings(min_ratings=100, max_iter=3, rank=4),
+    )  # fmt: skip
+    try:
+        job.start(available_now=True).awaitTermination()
+    finally:
+        job.close()
+    assert sum(r.valid for r in job.reports) == len(good)
+    assert sum(r.invalid for r in job.reports) == len(bad)
+    reasons = Counter(
+        reason for commit in job.store.commits() for reason, n in commit.invalid_reasons.items()
+        for _ in range(n)
+    )  # fmt: skip
+    assert reasons == {
+        "not a JSON object": 1,
+        "missing field event_id": 1,
+        "rating 9.0 is off the scale of source ml-100k": 1,
+        "movie_id outside 1..2147483647": 1,
+        "message has no key (it must be the user id)": 1,
+    }
+    letters = {bytes(r["raw"]): r for r in job.store.dead_letters().collect()}
+    assert letters[b"not json at all"]["reason"] == "not a JSON object"
+    assert letters[b"not json at all"]["topic"] == kafka_topic
+    assert letters[b"not json at all"]["offset"] >= 0
+    layout = RedisLayout(redis_settings.key_prefix)
+    client = open_redis(redis_settings)
+    try:
+        version = int(client.get(layout.current) or 0)
+        assert client.hlen(layout.lists(version)) == 30  # every good user has a list
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+def test_killed_job_restarts_from_its_checkpoint_and_stores_each_rating_once(
+    spark: SparkSession,
+    services: Services,
+    redis_settings: RedisSettings,
+    ml100k_dir: Path,
+    ratings_topic: str,
+    tmp_path: Path,
+) -> None:
+    _replay(services, ml100k_dir, ratings_topic)
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    env.update(
+        RECSTREAM_KAFKA_BOOTSTRAP_SERVERS=services.kafka.bootstrap_servers,
+        RECSTREAM_KAFKA_TOPIC=ratings_topic,
+        RECSTREAM_REDIS_URL=redis_settings.url,
+        RECSTREAM_REDIS_KEY_PREFIX=redis_settings.key_prefix,
+        RECSTREAM_SPARK_MASTER="local[2]",
+        RECSTREAM_SPARK_SHUFFLE_PARTITIONS="2",
+        RECSTREAM_SPARK_UI_ENABLED="false",
+        RECSTREAM_SPARK_CONSOLE_PROGRESS="false",
+        RECSTREAM_SPARK_CHECKPOINT_DIR=str(tmp_path / "spark-checkpoints"),
+        RECSTREAM_STREAM_STATE_DIR=str(state),
+        RECSTREAM_STREAM_MAX_OFFSETS_PER_TRIGGER="8000",
+        RECSTREAM_STREAM_TRIGGER_INTERVAL_S="0.5",
+        RECSTREAM_MODEL_MIN_RATINGS="10000",
+        RECSTREAM_MODEL_RETRAIN_EVERY_RATINGS="1000000",
+        RECSTREAM_MODEL_MAX_ITER="3",
+    )
+    if redis_settings.password is not None:
+        env["RECSTREAM_REDIS_PASSWORD"] = redis_settings.password.get_secret_value()
+    command = [sys.executable, "-m", "streaming", "run"]
+    first = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    commits = state / "store" / "commits"
+    try:
+        deadline = time.monotonic() + 240
+        while len(list(commits.glob("*.json"))) < 3:
+            assert first.poll() is None, first.communicate()[1]
+            assert time.monotonic() < deadline, "the job committed no batches"
+            time.sleep(0.2)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the Python driver and its JVM, no clean-up
+        first.communicate(timeout=60)
+    assert len(list(commits.glob("*.json"))) < 13, "killed after it had finished"
+
+    second = subprocess.run(
+        [*command, "--available-now"], env=env, capture_output=True, text=True, timeout=600,
+        check=False,
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    assert "batch " in second.stderr  # one log line per micro-batch
+
+    store = StreamingJob(
+        spark,
+        services.kafka.model_copy(update={"topic": ratings_topic}),
+        redis_settings,
+        StreamSettings(state_dir=state),
+        ModelSettings(),
+    ).store
+    rows = store.stored_rows()
+    assert rows.count() == ML100K_EVENTS  # nothing stored twice, nothing lost
+    assert rows.select("user_id", "movie_id").distinct().count() == ML100K_EVENTS
+    assert store.ratings().count() == ML100K_EVENTS
+    batches = [c.batch_id for c in store.commits()]
+    assert batches == list(range(len(batches)))
+    assert sum(c.valid for c in store.commits()) == ML100K_EVENTS
+    client = open_redis(redis_settings)
+    try:
+        assert int(client.get(RedisLayout(redis_settings.key_prefix).current) or 0) > 0
     finally:
         client.close()
