@@ -1,0 +1,108 @@
+"""Retrain policy decisions, evaluation figures with known answers, and a planted model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import SparkSession
+
+from streaming.evaluation import evaluate, holdout_cutoff, popularity
+from streaming.history import RatingHistory
+from streaming.lists import lists_for
+from streaming.model import load_latest_model, save_model, train_model
+from streaming.policy import RetrainPolicy
+from streaming.settings import ModelSettings
+from streaming.topn import ItemIndex
+
+POLICY = RetrainPolicy(every_ratings=100, every_s=60.0, min_ratings=50)
+
+
+@pytest.mark.parametrize(
+    ("stored", "new", "seconds", "has_model", "due"),
+    [
+        (49, 49, None, False, None),  # below M: never
+        (50, 50, None, False, "first model"),
+        (500, 99, 59.0, True, None),
+        (500, 100, 1.0, True, "100 new ratings"),
+        (500, 1, 60.0, True, "60 s since"),
+        (500, 0, 3600.0, True, None),  # time alone, with nothing new, is not a reason
+    ],
+)
+def test_retrain_policy(
+    stored: int, new: int, seconds: float | None, has_model: bool, due: str | None
+) -> None:
+    reason = POLICY.reason(stored=stored, new_since=new, seconds_since=seconds, has_model=has_model)
+    assert (reason is None) == (due is None)
+    if due is not None:
+        assert reason is not None
+        assert reason.startswith(due)
+
+
+def test_holdout_cutoff_keeps_the_newest_share_out() -> None:
+    stamps = np.arange(100, dtype=np.int64)
+    assert holdout_cutoff(stamps, 0.1) == 90
+    assert holdout_cutoff(stamps, 0.0) is None
+    assert holdout_cutoff(np.full(10, 5, dtype=np.int64), 0.5) is None  # one instant
+
+
+def test_ranking_figures_on_a_hand_checked_case() -> None:
+    items = ItemIndex([1, 2, 3, 4, 5], np.array([[5.0], [4.0], [3.0], [2.0], [1.0]]))
+    users = (np.array([7]), np.array([[1.0]]))
+    train = pd.DataFrame({"user_id": [7, 8, 8, 9], "movie_id": [1, 4, 5, 5], "rating": 4.0})
+    # User 7 rated movie 1, so the model lists 2, 3, 4, 5; movies 3 and 5 are relevant.
+    held = pd.DataFrame({"user_id": [7, 7, 7], "movie_id": [3, 5, 2], "rating": [5.0, 4.0, 1.0]})
+    result = evaluate(train, held, users, items, relevant_rating=4.0)
+    assert result.ranked_users == 1
+    assert result.model is not None
+    assert result.popular is not None
+    assert result.model.precision == pytest.approx(0.2)
+    assert result.model.recall == pytest.approx(1.0)
+    ideal = 1 + 1 / np.log2(3)
+    assert result.model.ndcg == pytest.approx((1 / np.log2(3) + 1 / np.log2(5)) / ideal, abs=1e-6)
+    # Popularity from training: 5 (2 ratings), then 4, then 1 (rated, excluded).
+    assert result.popular.recall == pytest.approx(0.5)
+    # RMSE over the three held-out pairs: predictions 3, 1 and 4.
+    assert result.rmse == pytest.approx(np.sqrt(((3 - 5) ** 2 + (1 - 4) ** 2 + (4 - 1) ** 2) / 3))
+    assert popularity(train).index.tolist() == [5, 1, 4]
+
+
+def test_planted_low_rank_model_brings_a_withheld_favourite_back(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(7)
+    users, movies, rank = 120, 80, 3
+    user_taste = rng.normal(size=(users, rank))
+    movie_traits = rng.normal(size=(movies, rank))
+    truth = user_taste @ movie_traits.T
+    rows = []
+    for user in range(users):
+        for movie in rng.choice(movies, size=40, replace=False):
+            rows.append((user + 1, int(movie) + 1, float(truth[user, movie]), 0))
+    stamps = rng.permutation(len(rows))  # held-out ratings spread over every user
+    rows = [(u, m, r, 1_000 + int(t)) for (u, m, r, _), t in zip(rows, stamps, strict=True)]
+    probe = 1  # user 1's favourite movie overall is withheld from every rating
+    favourite = int(np.argmax(truth[probe - 1])) + 1
+    rows = [row for row in rows if not (row[0] == probe and row[1] == favourite)]
+    frame = pd.DataFrame(rows, columns=["user_id", "movie_id", "rating", "timestamp"])
+    history = RatingHistory()
+    history.add(frame.assign(batch_id=0, offset=range(len(frame))))
+    settings = ModelSettings(rank=rank, max_iter=15, reg_param=0.01, holdout_fraction=0.1)
+    model = train_model(
+        spark.createDataFrame(frame), history, settings, version=3, batch_id=2, reason="test"
+    )
+    lists = lists_for(history.of_users([probe]), model.fold_in(settings), k=10)
+    assert favourite in [movie for movie, _ in lists.pairs(0)]
+    evaluation = model.meta["evaluation"]
+    assert evaluation["rmse"] < 0.5  # the planted ratings are exactly low rank
+    assert evaluation["held_out"] == len(frame) - int(len(frame) * 0.9)
+
+    save_model(tmp_path, model)
+    loaded = load_latest_model(tmp_path)
+    assert loaded is not None
+    assert loaded.version == 3
+    assert np.array_equal(loaded.items.factors, model.items.factors)
+    assert loaded.popular == model.popular
+    assert loaded.meta == model.meta

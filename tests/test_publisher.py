@@ -1,0 +1,79 @@
+"""The publisher waits out a Redis that is down, then publishes everything that piled up."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import SparkSession
+
+from recstream_infra.redis_local import LocalRedis
+from recstream_infra.settings import LocalServicesSettings
+from serving.connection import open_redis
+from serving.layout import RedisLayout, decode_list
+from serving.settings import RedisSettings
+from streaming.history import RatingHistory
+from streaming.model import ModelVersion
+from streaming.publisher import Publisher
+from streaming.settings import ModelSettings, StreamSettings
+from streaming.topn import ItemIndex
+
+pytestmark = pytest.mark.integration
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_redis_outage_is_retried_with_backoff_and_nothing_is_lost(
+    spark: SparkSession, state_dir: Path, free_port: int
+) -> None:
+    settings = RedisSettings(url=f"redis://127.0.0.1:{free_port}/0", key_prefix="outage")
+    server = LocalRedis(LocalServicesSettings(state_dir=state_dir), settings)
+    history = RatingHistory()
+    frame = pd.DataFrame({"user_id": [1, 1, 2], "movie_id": [10, 11, 12], "rating": 4.0})
+    history.add(frame.assign(timestamp=0, batch_id=0, offset=range(3)))
+    items = ItemIndex(np.arange(10, 20), np.random.default_rng(1).normal(size=(10, 2)))
+    model = ModelVersion(4, items, [(10, 2.0), (12, 1.0)], {"version": 4})
+    clock = _Clock()
+    stream = StreamSettings(redis_retry_initial_s=1.0, redis_retry_max_s=3.0)
+    publisher = Publisher(spark, settings, stream, ModelSettings(top_k=5), clock=clock)
+
+    publisher.new_model(model)  # Redis is not running yet
+    assert publisher.flush(history).state == "failed"
+    assert publisher.flush(history).state == "waiting"  # no hammering inside the backoff
+    clock.now += 1.0
+    second = publisher.flush(history)
+    assert second.state == "failed"
+    assert "next attempt in 2.0 s" in second.error  # the wait doubles ...
+    clock.now += 2.0
+    assert "next attempt in 3.0 s" in publisher.flush(history).error  # ... up to the cap
+    frame = pd.DataFrame({"user_id": [3], "movie_id": [13], "rating": 5.0})
+    history.add(frame.assign(timestamp=1, batch_id=1, offset=0))  # a rating arrives meanwhile
+
+    assert server.start() == "started"
+    try:
+        clock.now += 3.0
+        back = publisher.flush(history)
+        assert back.state == "published"
+        assert back.model_lists == 3  # the version covers the user who rated meanwhile
+        layout = RedisLayout("outage")
+        client = open_redis(settings)
+        try:
+            assert client.get(layout.current) == b"4"
+            assert set(client.hkeys(layout.lists(4))) == {b"1", b"2", b"3"}
+            publisher.users_changed([2], batch_id=7)
+            assert publisher.flush(history).fold_in_lists == 1
+            assert decode_list(client.hget(layout.lists(4), "2") or b"").source == "fold-in"
+            assert json.loads(client.get(layout.meta(4)) or b"{}")["last_folded_in_batch"] == 7
+        finally:
+            client.close()
+    finally:
+        server.stop()
