@@ -1,0 +1,173 @@
+"""Retrain cycles: where the time goes, and whether memory stays flat over many of them.
+
+Each cycle is what the streaming job does when a retrain is due: read the store, fit ALS
+on all but the newest held-out share, evaluate, then fold in, rank and publish every
+user's list from the executors. Timed per phase (fit, evaluate, top-N + publish), beside
+the ``recommendForAllUsers`` + one SET per user baseline on the same model, on ML-100K
+when it is found and on an ML-1M-scale synthetic feed. Then ``--cycles`` retrains on
+small data, reporting the driver's memory (Python RSS and JVM heap after a GC) after 10
+and after all of them.
+
+    .venv/bin/python benchmarks/bench_retrain.py [--cycles 100] [--skip-large]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark.ml.recommendation import ALS
+from pyspark.sql import SparkSession
+
+from producer.dataset import RatingTable
+from producer.grouplens import load_grouplens
+from producer.synthetic import synthetic_dataset
+from recstream_infra.services import LocalServices
+from serving.connection import open_redis
+from serving.layout import encode_list
+from serving.settings import RedisSettings
+from streaming.history import RatingHistory
+from streaming.model import train_model
+from streaming.scoring import ListTarget, publish_histories
+from streaming.session import build_spark_session
+from streaming.settings import ModelSettings, SparkSettings
+
+ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
+
+
+def _history(table: RatingTable) -> RatingHistory:
+    history = RatingHistory()
+    history.add(
+        pd.DataFrame(
+            {
+                "user_id": table.user_ids,
+                "movie_id": table.movie_ids,
+                "rating": table.ratings,
+                "timestamp": table.timestamps,
+                "batch_id": 0,
+                "offset": np.arange(len(table)),
+            }
+        )
+    )
+    return history
+
+
+def cycle(
+    spark: SparkSession, history: RatingHistory, settings: ModelSettings, redis: RedisSettings,
+    version: int,
+) -> dict[str, float]:  # fmt: skip
+    """One retrain as the job runs it; seconds per phase."""
+    ratings = spark.createDataFrame(history.frame()).cache()
+    ratings.count()
+    model = train_model(ratings, history, settings, version=version, batch_id=version - 1,
+                        reason="benchmark")  # fmt: skip
+    ratings.unpersist()
+    began = time.perf_counter()
+    target = ListTarget(redis, version, "model")
+    publish_histories(
+        spark, history.everyone(), model.fold_in(settings), settings.top_k, target,
+        spark.sparkContext.defaultParallelism,
+    )  # fmt: skip
+    return {
+        "fit": model.meta["timings_s"]["fit"],
+        "evaluate": model.meta["timings_s"]["evaluate"],
+        "top-N + publish": time.perf_counter() - began,
+    }
+
+
+def baseline(spark: SparkSession, table: RatingTable, redis: RedisSettings, k: int) -> float:
+    """recommendForAllUsers(k) collected + one SET per user, on a model of the same data."""
+    frame = spark.createDataFrame(
+        pd.DataFrame({"user_id": table.user_ids, "movie_id": table.movie_ids,
+                      "rating": table.ratings})
+    )  # fmt: skip
+    model = ALS(rank=10, maxIter=10, regParam=0.1, seed=1, userCol="user_id",
+                itemCol="movie_id").fit(frame)  # fmt: skip
+    client = open_redis(redis)
+    try:
+        began = time.perf_counter()
+        for row in model.recommendForAllUsers(k).collect():
+            pairs = [(r["movie_id"], r["rating"]) for r in row["recommendations"]]
+            client.set(f"{redis.key_prefix}:baseline:{row['user_id']}",
+                       encode_list(pairs, time.time(), "model"))  # fmt: skip
+        return time.perf_counter() - began
+    finally:
+        client.close()
+
+
+def memory(spark: SparkSession) -> tuple[float, float]:
+    """(Python RSS MB, JVM heap used MB after a GC) of the driver."""
+    gc.collect()
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    rss = pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None  # noqa: S101 - a live SparkContext always has its JVM
+    jvm.System.gc()
+    runtime = jvm.java.lang.Runtime.getRuntime()
+    return rss, (runtime.totalMemory() - runtime.freeMemory()) / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cycles", type=int, default=100)
+    parser.add_argument("--skip-large", action="store_true", help="no ML-1M-scale cycle")
+    args = parser.parse_args()
+    services = LocalServices()
+    started = [s for s in services.services if s.start() == "started"]
+    spark = build_spark_session(
+        SparkSettings(master="local[2]", shuffle_partitions=4, ui_enabled=False,
+                      console_progress=False, driver_memory="4g")
+    )  # fmt: skip
+    prefix = f"bench:{uuid.uuid4().hex[:8]}"
+    redis = RedisSettings(key_prefix=prefix)
+    settings = ModelSettings()
+    try:
+        feeds: list[tuple[str, RatingTable]] = []
+        if (ML100K / "u.data").is_file():
+            feeds.append(("ML-100K", load_grouplens(ML100K).ratings))
+        if not args.skip_large:
+            feeds.append(
+                ("synthetic 1M", synthetic_dataset(1_000_000, users=6040, movies=3706).ratings)
+            )
+        for name, table in feeds:
+            history = _history(table)
+            cycle(spark, history, settings, redis, version=1)  # warm-up
+            phases = cycle(spark, history, settings, redis, version=2)
+            base = min(baseline(spark, table, redis, settings.top_k) for _ in range(2))
+            ours = phases["top-N + publish"]
+            split = ", ".join(f"{phase} {seconds:.2f} s" for phase, seconds in phases.items())
+            print(f"{name}: {len(table):,} ratings; {split}")
+            print(f"  baseline recommendForAllUsers + SET {base:.2f} s; ratio {base / ours:.1f}x")
+
+        small = synthetic_dataset(20_000, users=500, movies=400).ratings
+        history = _history(small)
+        light = settings.model_copy(update={"max_iter": 5})
+        marks: dict[int, tuple[float, float]] = {}
+        began = time.perf_counter()
+        for number in range(1, args.cycles + 1):
+            cycle(spark, history, light, redis, version=100 + number)
+            if number in (10, args.cycles):
+                marks[number] = memory(spark)
+        spent = time.perf_counter() - began
+        for number, (rss, heap) in marks.items():
+            print(f"after {number:3d} retrains: driver Python RSS {rss:7.1f} MB, "
+                  f"JVM heap used {heap:7.1f} MB")  # fmt: skip
+        print(f"{args.cycles} retrains of 20k ratings in {spent:.0f} s")
+    finally:
+        client = open_redis(redis)
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            client.unlink(key)
+        client.close()
+        spark.stop()
+        for service in started:
+            service.stop()
+
+
+if __name__ == "__main__":
+    main()
