@@ -20,7 +20,6 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import SparkSession
@@ -42,20 +41,9 @@ ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 
 
 def _history(table: RatingTable) -> RatingHistory:
-    history = RatingHistory()
-    history.add(
-        pd.DataFrame(
-            {
-                "user_id": table.user_ids,
-                "movie_id": table.movie_ids,
-                "rating": table.ratings,
-                "timestamp": table.timestamps,
-                "batch_id": 0,
-                "offset": np.arange(len(table)),
-            }
-        )
+    return RatingHistory.from_arrays(
+        table.user_ids, table.movie_ids, table.ratings, table.timestamps
     )
-    return history
 
 
 def cycle(

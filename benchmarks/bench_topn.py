@@ -17,7 +17,6 @@ import time
 import uuid
 
 import numpy as np
-import pandas as pd
 import redis
 from pyspark.ml.recommendation import ALS, ALSModel
 
@@ -96,18 +95,8 @@ def main() -> None:
         frame = spark.createDataFrame(list(rows), "user_id int, movie_id int, rating double")
         frame = frame.cache()
         frame.count()
-        history = RatingHistory()
-        history.add(
-            pd.DataFrame(
-                {
-                    "user_id": table.user_ids,
-                    "movie_id": table.movie_ids,
-                    "rating": table.ratings,
-                    "timestamp": table.timestamps,
-                    "batch_id": 0,
-                    "offset": np.arange(len(table)),
-                }
-            )
+        history = RatingHistory.from_arrays(
+            table.user_ids, table.movie_ids, table.ratings, table.timestamps
         )
         began = time.perf_counter()
         als = ALS(rank=10, maxIter=10, regParam=0.1, seed=1, userCol="user_id", itemCol="movie_id")

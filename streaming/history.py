@@ -66,6 +66,22 @@ class RatingHistory:
     def __len__(self) -> int:
         return len(self._slot)
 
+    @classmethod
+    def from_arrays(
+        cls,
+        users: npt.ArrayLike,
+        movies: npt.ArrayLike,
+        ratings: npt.ArrayLike,
+        timestamps: npt.ArrayLike,
+    ) -> RatingHistory:
+        """A history of aligned rating columns, as if one batch had read them in order."""
+        frame = pd.DataFrame(
+            {"user_id": users, "movie_id": movies, "rating": ratings, "timestamp": timestamps}
+        )
+        history = cls(capacity=max(1024, len(frame)))
+        history.add(frame.assign(batch_id=0, offset=np.arange(len(frame))))
+        return history
+
     def add(self, frame: pd.DataFrame) -> npt.NDArray[np.int64]:
         """Merge ratings (``HISTORY_COLUMNS``); the users whose history changed, sorted."""
         if frame.empty:

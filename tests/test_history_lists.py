@@ -75,3 +75,9 @@ def test_lists_never_hold_rated_movies_and_unknown_only_users_get_none() -> None
         else:
             assert not set(listed) & rated
             assert len(listed) == 20 - len(rated)  # every unrated movie, then padding dropped
+
+
+def test_history_from_columns_keeps_the_latest_of_a_repeated_pair() -> None:
+    history = RatingHistory.from_arrays([1, 2, 1], [5, 5, 5], [2.0, 3.0, 4.0], [10, 10, 20])
+    assert len(history) == 2
+    assert history.of_users([1]).ratings.tolist() == [4.0]
