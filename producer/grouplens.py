@@ -88,7 +88,7 @@ class _Files:
                 yield from io.TextIOWrapper(raw, encoding=encoding, newline="")
 
 
-def load_grouplens(path: Path, *, strict: bool = False) -> Dataset:
+def load_grouplens(path: Path | str, *, strict: bool = False) -> Dataset:
     """Load a GroupLens folder or zip.
 
     Raises:
@@ -97,6 +97,7 @@ def load_grouplens(path: Path, *, strict: bool = False) -> Dataset:
             lists what each layout needs.
         BadInputError: with ``strict``, at the first malformed line.
     """
+    path = Path(path)
     files = _Files(path)
     present = files.names()
     layout = next((layout for layout in LAYOUTS if layout.ratings_file in present), None)
