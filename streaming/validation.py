@@ -11,7 +11,7 @@ reason and where they came from (topic, partition, offset).
 from __future__ import annotations
 
 import operator
-from functools import reduce
+from functools import cache, reduce
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -53,7 +53,14 @@ def _on_scale(source: Column, rating: Column) -> Column:
     return reduce(operator.or_, (fits(name) for name in RATING_SCALES))
 
 
-def _reason(now_s: int) -> Column:
+@cache
+def _reason() -> Column:
+    """The rejection reason of a parsed record, or null when it is valid.
+
+    Built once per process: the expression has some hundred nodes, and building it
+    through py4j took a quarter of a second per micro-batch. The time limit comes from
+    the ``_latest_s`` column, which ``split_parsed`` sets per batch.
+    """
     fields, event = F.col("_fields"), F.col("_event")
     reason = (
         F.when(F.col("value").isNull() | (F.length("value") == 0), F.lit("empty message"))
@@ -91,7 +98,7 @@ def _reason(now_s: int) -> Column:
             ),
         )
         .when(
-            (stamp < 0) | (stamp > F.lit(now_s + FUTURE_TOLERANCE_S)),
+            (stamp < 0) | (stamp > F.col("_latest_s")),
             F.lit("timestamp before 1970 or more than a day in the future"),
         )
         .when(
@@ -121,10 +128,14 @@ def parse_records(records: DataFrame) -> DataFrame:
     )
 
 
-def split_parsed(parsed: DataFrame, *, now_s: int) -> tuple[DataFrame, DataFrame]:
-    """Split ``parse_records`` output into (valid, invalid); see ``split_valid``."""
-    tagged = parsed.withColumn("reason", _reason(now_s))
-    valid = tagged.where(F.col("reason").isNull()).select(
+@cache
+def _is_valid() -> Column:
+    return F.col("reason").isNull()
+
+
+@cache
+def _valid_columns() -> tuple[Column | str, ...]:
+    return (
         F.col("_event.event_id").alias("event_id"),
         F.col("_event.source").alias("source"),
         F.col("_event.user_id").cast("int").alias("user_id"),
@@ -135,7 +146,14 @@ def split_parsed(parsed: DataFrame, *, now_s: int) -> tuple[DataFrame, DataFrame
         "partition",
         "offset",
     )
-    invalid = tagged.where(F.col("reason").isNotNull()).select(
+
+
+def split_parsed(parsed: DataFrame, *, now_s: int) -> tuple[DataFrame, DataFrame]:
+    """Split ``parse_records`` output into (valid, invalid); see ``split_valid``."""
+    latest = F.lit(now_s + FUTURE_TOLERANCE_S).cast("long")
+    tagged = parsed.withColumn("_latest_s", latest).withColumn("reason", _reason())
+    valid = tagged.where(_is_valid()).select(*_valid_columns())
+    invalid = tagged.where(~_is_valid()).select(
         F.col("value").alias("raw"), "reason", "topic", "partition", "offset", "kafka_timestamp"
     )
     return valid, invalid
