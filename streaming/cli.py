@@ -85,7 +85,10 @@ def run(
     except RedisUnavailableError as exc:
         _log.warning("%s; ratings are stored meanwhile and published once it answers", exc)
 
-    from streaming.job import StreamingJob  # Spark starts only once the inputs are good
+    from streaming.job import (  # Spark starts only once the inputs are good
+        StreamingJob,
+        stop_between_batches,
+    )
     from streaming.session import build_spark_session
 
     try:
@@ -106,7 +109,9 @@ def run(
         query.awaitTermination()
     except KeyboardInterrupt:
         _log.info("interrupted: stopping after the current micro-batch")
-        query.stop()
+        if not stop_between_batches(query):
+            _log.warning("no pause between micro-batches within 60 s: the running one was "
+                         "cancelled and is replayed at the next start")  # fmt: skip
         raise typer.Exit(130) from None
     finally:
         job.close()

@@ -38,7 +38,7 @@ from streaming.settings import ModelSettings, StreamSettings
 from streaming.store import BatchCommit, RatingStore
 from streaming.validation import parse_records, split_parsed
 
-__all__ = ["BatchReport", "StreamingJob"]
+__all__ = ["BatchReport", "StreamingJob", "stop_between_batches"]
 
 _log = logging.getLogger("recstream.streaming")
 
@@ -85,6 +85,24 @@ def _next_offsets(valid: pd.DataFrame, rejected: list[Row]) -> dict[int, int]:
     return following
 
 
+def stop_between_batches(query: StreamingQuery, timeout_s: float = 60.0) -> bool:
+    """Stop the query once no micro-batch runs (``stop`` alone cancels a running one).
+
+    Waits up to ``timeout_s`` for a gap between batches, then stops regardless (a
+    cancelled batch is replayed from the checkpoint at the next start, idempotently).
+    True when it found the gap.
+    """
+    deadline = time.monotonic() + timeout_s
+    idle = False
+    while query.isActive and time.monotonic() < deadline:
+        if not query.status["isTriggerActive"]:
+            idle = True
+            break
+        time.sleep(0.02)
+    query.stop()
+    return idle
+
+
 class StreamingJob:
     """The ``foreachBatch`` body and its state; ``start`` wires it to the Kafka source."""
 
@@ -126,7 +144,11 @@ class StreamingJob:
         try:
             valid, invalid = split_parsed(parsed, now_s=int(time.time()))
             rejected = invalid.select("partition", "offset", "reason").collect()
+            timings["validate"] = time.perf_counter() - began
+            began = time.perf_counter()
             self.store.write_batch(batch_id, valid, invalid if rejected else None)
+            timings["store"] = time.perf_counter() - began
+            began = time.perf_counter()
             batch = pd.DataFrame(
                 valid.select(*HISTORY_COLUMNS[:-2], "partition", "offset").toPandas()
             )
@@ -138,7 +160,7 @@ class StreamingJob:
         batch["batch_id"] = batch_id
         changed = self.history.add(batch[list(HISTORY_COLUMNS)])
         self._new_since_model += len(batch)
-        timings["store"] = time.perf_counter() - began
+        timings["history"] = time.perf_counter() - began
 
         began = time.perf_counter()
         reason = self.policy.reason(
