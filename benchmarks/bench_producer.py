@@ -14,11 +14,11 @@ path reaches at least 0.8 of the raw loop's events per second.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
+
+from harness import ML100K, PARTITIONS, local_services
 
 from producer.broker import create_topic, delete_topic
 from producer.dataset import Dataset
@@ -28,9 +28,6 @@ from producer.pacing import MaxPace
 from producer.replay import open_producer, plan_replay, run_replay
 from producer.settings import KafkaSettings, ProducerSettings
 from producer.synthetic import synthetic_dataset
-from recstream_infra.services import LocalServices
-
-PARTITIONS = 3
 
 
 def _fresh_topic(kafka: KafkaSettings) -> str:
@@ -107,19 +104,13 @@ def main() -> None:
         f"linger_ms={settings.linger_ms}, batch={settings.batch_size_kb} KiB, "
         f"{PARTITIONS} partitions; best of {args.rounds}"
     )
-    services = LocalServices()
-    started = [service for service in services.services if service.start() == "started"]
-    try:
-        ml100k = Path(os.environ.get("RECSTREAM_ML100K_DIR", "../shared/data/ml-100k"))
-        if (ml100k / "u.data").is_file():
-            compare("ml-100k", lambda: load_grouplens(ml100k), args.rounds)
+    with local_services():
+        if (ML100K / "u.data").is_file():
+            compare("ml-100k", lambda: load_grouplens(ML100K), args.rounds)
         else:
-            print(f"ml-100k: not found at {ml100k}; set RECSTREAM_ML100K_DIR")
+            print(f"ml-100k: not found at {ML100K}; set RECSTREAM_ML100K_DIR")
         events = args.synthetic_events
         compare(f"synthetic {events:,}", lambda: synthetic_dataset(events), args.rounds)
-    finally:
-        for service in started:
-            service.stop()
 
 
 if __name__ == "__main__":

@@ -21,23 +21,20 @@ import uuid
 from pathlib import Path
 
 import pandas as pd
+from harness import ML100K, bench_spark, drop_prefix, local_services
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import SparkSession
 
 from producer.dataset import RatingTable
 from producer.grouplens import load_grouplens
 from producer.synthetic import synthetic_dataset
-from recstream_infra.services import LocalServices
 from serving.connection import open_redis
 from serving.layout import encode_list
 from serving.settings import RedisSettings
 from streaming.history import RatingHistory
 from streaming.model import train_model
 from streaming.scoring import ListTarget, publish_histories
-from streaming.session import build_spark_session
-from streaming.settings import ModelSettings, SparkSettings
-
-ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
+from streaming.settings import ModelSettings
 
 
 def _history(table: RatingTable) -> RatingHistory:
@@ -106,12 +103,12 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=100)
     parser.add_argument("--skip-large", action="store_true", help="no ML-1M-scale cycle")
     args = parser.parse_args()
-    services = LocalServices()
-    started = [s for s in services.services if s.start() == "started"]
-    spark = build_spark_session(
-        SparkSettings(master="local[2]", shuffle_partitions=4, ui_enabled=False,
-                      console_progress=False, driver_memory="4g")
-    )  # fmt: skip
+    with local_services():
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    spark = bench_spark()
     prefix = f"bench:{uuid.uuid4().hex[:8]}"
     redis = RedisSettings(key_prefix=prefix)
     settings = ModelSettings()
@@ -148,13 +145,8 @@ def main() -> None:
                   f"JVM heap used {heap:7.1f} MB")  # fmt: skip
         print(f"{args.cycles} retrains of 20k ratings in {spent:.0f} s")
     finally:
-        client = open_redis(redis)
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            client.unlink(key)
-        client.close()
+        drop_prefix(redis)
         spark.stop()
-        for service in started:
-            service.stop()
 
 
 if __name__ == "__main__":

@@ -18,18 +18,16 @@ import uuid
 
 import numpy as np
 import redis
+from harness import bench_spark, drop_prefix, local_services
 from pyspark.ml.recommendation import ALS, ALSModel
 
 from producer.synthetic import synthetic_dataset
-from recstream_infra.services import LocalServices
 from serving.connection import open_redis
 from serving.layout import encode_list
 from serving.settings import RedisSettings
 from streaming.history import RatingHistory
 from streaming.lists import FoldIn
 from streaming.scoring import ListTarget, publish_histories
-from streaming.session import build_spark_session
-from streaming.settings import SparkSettings
 from streaming.topn import ItemIndex
 
 
@@ -74,16 +72,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="best of R warm runs per side")
     args = parser.parse_args()
 
-    services = LocalServices()
-    started = [s for s in services.services if s.start() == "started"]
-    settings = SparkSettings(
-        master="local[2]",
-        shuffle_partitions=4,
-        ui_enabled=False,
-        console_progress=False,
-        driver_memory="4g",
-    )
-    spark = build_spark_session(settings)
+    with local_services():
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    spark = bench_spark()
     prefix = f"bench:{uuid.uuid4().hex[:8]}"
     redis_settings = RedisSettings(key_prefix=prefix)
     client = open_redis(redis_settings)
@@ -125,12 +119,9 @@ def main() -> None:
         )
         print(f"speed-up {(top_n + publish) / ours:.1f}x (best warm run of each side)")
     finally:
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            client.unlink(key)
         client.close()
+        drop_prefix(redis_settings)
         spark.stop()
-        for service in started:
-            service.stop()
 
 
 if __name__ == "__main__":
