@@ -12,7 +12,7 @@ from pydantic.fields import FieldInfo
 
 from producer.settings import KafkaSettings, ProducerSettings
 from recstream_infra.settings import LocalServicesSettings, StrictSettings
-from serving.settings import RedisSettings
+from serving.settings import ApiSettings, RedisSettings
 from streaming.settings import ModelSettings, SparkSettings, StreamSettings
 
 __all__ = ["SETTINGS_CLASSES", "render_table"]
@@ -21,6 +21,7 @@ SETTINGS_CLASSES: tuple[type[StrictSettings], ...] = (
     KafkaSettings,
     ProducerSettings,
     RedisSettings,
+    ApiSettings,
     SparkSettings,
     StreamSettings,
     ModelSettings,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["RedisUnavailableError", "ServingError"]
+__all__ = ["NoModelError", "RedisUnavailableError", "ServingError"]
 
 
 class ServingError(RuntimeError):
@@ -11,3 +11,7 @@ class ServingError(RuntimeError):
 
 class RedisUnavailableError(ServingError):
     """Redis did not answer, or refused our credentials."""
+
+
+class NoModelError(ServingError):
+    """Redis answers, but the streaming job has not published a model yet."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -38,6 +38,7 @@ __all__ = [
     "RedisLayout",
     "UserList",
     "decode_list",
+    "decode_meta",
     "decode_movie",
     "encode_list",
     "encode_movie",
@@ -149,3 +150,28 @@ def decode_movie(raw: bytes | str, *, key: str = "a catalog entry") -> tuple[str
         msg = f"{key} in Redis has a title or genre that is not text"
         raise LayoutDecodeError(msg)
     return title, genres
+
+
+def decode_meta(raw: bytes | str, *, key: str = "model metadata") -> dict[str, Any]:
+    """Parse a version's metadata: a JSON object with at least an integer ``version``
+    and a numeric ``trained_at``.
+
+    Raises:
+        LayoutDecodeError: the value is not metadata in this layout.
+    """
+    try:
+        document = json.loads(raw)
+    except ValueError as exc:
+        msg = f"{key} in Redis is not JSON ({type(exc).__name__})"
+        raise LayoutDecodeError(msg) from exc
+    if not isinstance(document, dict):
+        msg = f"{key} in Redis is not a JSON object"
+        raise LayoutDecodeError(msg)
+    version, trained_at = document.get("version"), document.get("trained_at")
+    if isinstance(version, bool) or not isinstance(version, int):
+        msg = f"{key} in Redis has no integer version"
+        raise LayoutDecodeError(msg)
+    if isinstance(trained_at, bool) or not isinstance(trained_at, int | float):
+        msg = f"{key} in Redis has no numeric trained_at"
+        raise LayoutDecodeError(msg)
+    return document

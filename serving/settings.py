@@ -10,7 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from recstream_infra.settings import StrictSettings
 
-__all__ = ["RedisSettings"]
+__all__ = ["ApiSettings", "RedisSettings"]
 
 _KEY_PREFIX = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -84,3 +84,16 @@ class RedisSettings(StrictSettings):
         """Database number of the URL (0 when the URL names none)."""
         database = urlsplit(self.url).path.lstrip("/")
         return int(database) if database else 0
+
+
+class ApiSettings(StrictSettings):
+    """The HTTP API (``RECSTREAM_API_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSTREAM_API_")
+
+    host: str = Field("127.0.0.1", min_length=1, description="Address the HTTP API listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP API.")
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes.")
+    retry_after_s: int = Field(
+        5, ge=1, le=3600, description="Retry-After (seconds) sent with 503 answers."
+    )

@@ -1,0 +1,5 @@
+"""``python -m serving``."""
+
+from serving.cli import main
+
+main()

@@ -1,0 +1,237 @@
+"""The HTTP API: read-only lookups of recommendations, model info, health and metrics.
+
+=====================================================  ==========================================
+``GET /users/{user_id}/recommendations?n=10&genre=``   the user's top n (1..100), optionally of
+                                                       one genre; unknown users get the popular
+                                                       list with ``source: popular``
+``GET /model``                                         the current model and its evaluation
+``GET /healthz``                                       200 when Redis answers and a model is
+                                                       published, else 503 with the reason
+``GET /metrics``                                       Prometheus text format
+=====================================================  ==========================================
+
+Bad parameters answer 422 with a message naming what is allowed; Redis down or no model
+answer 503 with ``Retry-After``; a value in Redis that does not follow the layout answers
+502 naming the key. No answer is ever a 500 with a traceback: any other error is logged
+and answered 500 with a fixed message. Metrics are per process (with several workers,
+each worker counts its own requests).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from producer.dataset import MAX_ID
+from serving.client import MAX_N, AsyncRecommendationClient, Health, ModelInfo, Recommendations
+from serving.errors import NoModelError, RedisUnavailableError
+from serving.layout import LayoutDecodeError
+from serving.settings import ApiSettings, RedisSettings
+
+__all__ = ["create_app"]
+
+_log = logging.getLogger("recstream.serving")
+
+
+class _Metrics:
+    """The Prometheus series of one app (own registry, so tests can build many apps)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "recstream_http_requests", "HTTP requests answered.", ["route", "status"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "recstream_http_request_seconds", "Time to answer a request.", ["route"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )  # fmt: skip
+        self.redis_errors = Counter(
+            "recstream_redis_errors", "Redis calls that failed (down, refused, or bad data).",
+            ["kind"], registry=self.registry,
+        )  # fmt: skip
+        self.model_version = Gauge(
+            "recstream_model_version", "Current model version (-1: none).",
+            registry=self.registry,
+        )  # fmt: skip
+        self.model_age = Gauge(
+            "recstream_model_age_seconds", "Seconds since the current model was trained.",
+            registry=self.registry,
+        )  # fmt: skip
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+
+def _allowed(error: dict[str, Any]) -> str:
+    where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("path", "query"))
+    rules = {
+        "user_id": f"user_id must be an integer in 1..{MAX_ID}",
+        "n": f"n must be an integer in 1..{MAX_N}",
+        "genre": "genre must be 1-64 characters, e.g. Comedy",
+    }
+    return rules.get(where, f"{where}: {error.get('msg', 'invalid')}")
+
+
+def create_app(
+    redis_settings: RedisSettings | None = None, api_settings: ApiSettings | None = None
+) -> FastAPI:
+    """The API over the configured Redis; the Redis client opens with the app."""
+    redis_settings = redis_settings or RedisSettings()
+    api = api_settings or ApiSettings()
+    retry = {"Retry-After": str(api.retry_after_s)}
+    metrics = _Metrics()
+    state: dict[str, AsyncRecommendationClient] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state["client"] = AsyncRecommendationClient(redis_settings)
+        try:
+            yield
+        finally:
+            await state.pop("client").close()
+
+    app = FastAPI(
+        title="recstream",
+        summary="Fresh movie recommendations, looked up by user id.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+
+    def client() -> AsyncRecommendationClient:
+        return state["client"]
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, "; ".join(sorted({_allowed(e) for e in exc.errors()})))
+
+    @app.exception_handler(RedisUnavailableError)
+    async def redis_down(_: Request, exc: RedisUnavailableError) -> JSONResponse:
+        metrics.redis_errors.labels("unavailable").inc()
+        return _error(503, f"{exc}; retry later", retry)
+
+    @app.exception_handler(NoModelError)
+    async def no_model(_: Request, exc: NoModelError) -> JSONResponse:
+        return _error(503, str(exc), retry)
+
+    @app.exception_handler(LayoutDecodeError)
+    async def bad_data(_: Request, exc: LayoutDecodeError) -> JSONResponse:
+        metrics.redis_errors.labels("bad data").inc()
+        _log.error("%s", exc)
+        return _error(502, f"stored data is unreadable: {exc}")
+
+    failures: dict[int | str, dict[str, Any]] = {
+        422: {"description": "A parameter is out of range; the message says what is allowed."},
+        502: {"description": "A value in Redis does not follow the layout."},
+        503: {"description": "Redis is down or no model is published; see Retry-After."},
+    }
+
+    @app.get(
+        "/users/{user_id}/recommendations",
+        response_model=Recommendations,
+        responses=failures,
+    )
+    async def recommendations(
+        user_id: Annotated[int, Path(ge=1, le=MAX_ID, description="The user's id.")],
+        n: Annotated[int, Query(ge=1, le=MAX_N, description="How many movies.")] = 10,
+        genre: Annotated[
+            str | None,
+            Query(min_length=1, max_length=64, description="Only movies of this genre."),
+        ] = None,
+    ) -> Response:
+        """The user's top n, best first, with titles; unknown users get the popular list."""
+        found = await client().recommendations(user_id, n, genre=genre)
+        # Serialised once by pydantic-core; FastAPI would validate and encode it again.
+        return Response(found.model_dump_json(), media_type="application/json")
+
+    @app.get("/model", response_model=ModelInfo, responses=failures)
+    async def model() -> Response:
+        """The current model version, when it was trained, its size and evaluation."""
+        info = await client().model_info()
+        return Response(info.model_dump_json(), media_type="application/json")
+
+    @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+    async def healthz() -> Response:
+        """200 when Redis answers and a model is published; otherwise 503 with the reason."""
+        health = await client().health()
+        if not health.redis:
+            metrics.redis_errors.labels("unavailable").inc()
+        status = 200 if health.ok else 503
+        headers = None if health.ok else retry
+        return JSONResponse(health.model_dump(), status_code=status, headers=headers)
+
+    @app.get("/metrics", response_class=Response)
+    async def prometheus() -> Response:
+        """Request counts and latencies, Redis errors, model version and age."""
+        try:
+            info = await client().model_info()
+            metrics.model_version.set(info.version)
+            metrics.model_age.set(info.age_s)
+        except (NoModelError, RedisUnavailableError, LayoutDecodeError):
+            metrics.model_version.set(-1)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(_Measure, metrics=metrics)
+    return app
+
+
+class _Measure:
+    """ASGI wrapper counting and timing every HTTP request by route and status.
+
+    A plain ASGI layer rather than an ``@app.middleware``: Starlette's BaseHTTPMiddleware
+    costs a task and a stream per request. It also turns an error that escaped every
+    handler into a fixed 500 answer (logged here), so no traceback ever reaches a client.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: _Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = 500
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:  # a bug of ours: log it, answer without internals
+            _log.exception("unhandled error answering %s", scope.get("path"))
+            status = 500
+            if not started:
+                await _error(500, "internal error; it has been logged")(scope, receive, send)
+        route = getattr(scope.get("route"), "path", "unmatched")
+        self.metrics.requests.labels(route, str(status)).inc()
+        self.metrics.latency.labels(route).observe(time.perf_counter() - began)
+
+
+def _factory() -> FastAPI:
+    """For ``uvicorn --factory serving.api:_factory`` (several workers import it)."""
+    return create_app()

@@ -1,0 +1,148 @@
+"""``python -m serving``: look up recommendations, show the model, run the HTTP API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from producer.dataset import MAX_ID
+from serving.client import MAX_N, RecommendationClient
+from serving.errors import NoModelError, RedisUnavailableError
+from serving.layout import LayoutDecodeError
+from serving.settings import ApiSettings, RedisSettings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Look up fresh movie recommendations in Redis, or serve them over HTTP.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def _client() -> RecommendationClient:
+    try:
+        return RecommendationClient(RedisSettings())
+    except ValidationError as exc:
+        _fail(f"bad settings: {exc}", 2)
+
+
+def _when(epoch_s: float | None) -> str:
+    if epoch_s is None:
+        return "-"
+    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@app.command()
+def recs(
+    user_id: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The user's id.")],
+    n: Annotated[int, typer.Option("-n", "--n", min=1, max=MAX_N, help="How many.")] = 10,
+    genre: Annotated[str | None, typer.Option(help="Only movies of this genre.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = (
+        False
+    ),
+) -> None:
+    """A user's top N movies, best first (unknown users get the popular list)."""
+    with _client() as client:
+        try:
+            found = client.recommendations(user_id, n, genre=genre)
+        except ValueError as exc:
+            _fail(str(exc), 2)
+        except (RedisUnavailableError, NoModelError, LayoutDecodeError) as exc:
+            _fail(str(exc), 1)
+    if as_json:
+        print(found.model_dump_json(indent=2))
+        return
+    title = (
+        f"user {found.user_id}: {len(found.movies)} movies"
+        f"{f' of genre {genre}' if genre else ''} — source {found.source}, "
+        f"model v{found.model_version} trained {_when(found.trained_at)}, "
+        f"list updated {_when(found.updated_at)}"
+    )
+    table = Table(title=title, title_justify="left")
+    for column in ("#", "movie", "title", "genres", "score"):
+        table.add_column(column, justify="right" if column in {"#", "movie", "score"} else "left")
+    for rank, movie in enumerate(found.movies, start=1):
+        table.add_row(str(rank), str(movie.movie_id), movie.title or "(not in the catalog)",
+                      ", ".join(movie.genres), f"{movie.score:.3f}")  # fmt: skip
+    Console().print(table)
+
+
+@app.command()
+def model(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """The current model: version, when it was trained, its size and evaluation."""
+    with _client() as client:
+        try:
+            info = client.model_info()
+        except (RedisUnavailableError, NoModelError, LayoutDecodeError) as exc:
+            _fail(str(exc), 1)
+    if as_json:
+        print(info.model_dump_json(indent=2))
+        return
+    print(f"model v{info.version}, trained {_when(info.trained_at)} ({info.age_s:.0f} s ago), "
+          f"published {_when(info.published_at)}")  # fmt: skip
+    print(f"  {info.ratings or 0:,} ratings, {info.users or 0:,} users, {info.movies or 0:,} "
+          f"movies; last folded-in batch {info.last_folded_in_batch}")  # fmt: skip
+    print(f"  hyperparameters: {json.dumps(info.hyperparameters, sort_keys=True)}")
+    evaluation = info.evaluation or {}
+    if not evaluation:
+        print("  evaluation: none (no ratings were held out)")
+    for name, value in sorted(evaluation.items()):
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        print(f"  {name}: {shown}")
+
+
+@app.command()
+def health() -> None:
+    """Exit 0 when Redis answers and a model is published, 1 otherwise (with the reason)."""
+    with _client() as client:
+        state = client.health()
+    print(state.reason if not state.ok else f"ok: model v{state.model_version}")
+    if not state.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Listen address [RECSTREAM_API_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535)] = None,
+    workers: Annotated[int | None, typer.Option(min=1, max=64)] = None,
+) -> None:
+    """Serve the HTTP API with uvicorn (docs at /docs)."""
+    import uvicorn
+
+    given: dict[str, Any] = {"host": host, "port": port, "workers": workers}
+    try:
+        settings = ApiSettings(**{k: v for k, v in given.items() if v is not None})
+        RedisSettings()
+    except ValidationError as exc:
+        _fail(f"bad settings: {exc}", 2)
+    uvicorn.run(
+        "serving.api:_factory",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+def main() -> None:
+    """Entry point of ``python -m serving`` and ``recstream-serving``."""
+    app()
