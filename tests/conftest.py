@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 from pyspark.sql import SparkSession
 
 from producer.broker import create_topic, delete_topic, describe_cluster
@@ -122,6 +123,14 @@ def redis_settings(services: Services) -> Iterator[RedisSettings]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture
+def redis_client(redis_settings: RedisSettings) -> Iterator[redis.Redis]:
+    """A client of the test's Redis (keys under ``redis_settings.key_prefix``)."""
+    connection = open_redis(redis_settings)
+    yield connection
+    connection.close()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from serving.layout import (
     RedisLayout,
     UserList,
     decode_list,
+    decode_meta,
     decode_movie,
     encode_list,
     encode_movie,
@@ -68,3 +69,23 @@ def test_garbage_lists_raise_a_clear_error(raw: bytes, reason: str) -> None:
 def test_garbage_movies_raise_a_clear_error(raw: bytes) -> None:
     with pytest.raises(LayoutDecodeError, match="catalog"):
         decode_movie(raw)
+
+
+def test_meta_needs_a_version_and_a_training_time() -> None:
+    meta = decode_meta(b'{"version": 4, "trained_at": 1700000000.5, "ratings": 10}')
+    assert meta == {"version": 4, "trained_at": 1700000000.5, "ratings": 10}
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{", "is not JSON"),
+        (b"[]", "is not a JSON object"),
+        (b'{"trained_at": 1}', "has no integer version"),
+        (b'{"version": true, "trained_at": 1}', "has no integer version"),
+        (b'{"version": 1, "trained_at": "yesterday"}', "has no numeric trained_at"),
+    ],
+)
+def test_garbage_meta_raises_a_clear_error(raw: bytes, reason: str) -> None:
+    with pytest.raises(LayoutDecodeError, match=f"recstream:v1:meta in Redis {reason}"):
+        decode_meta(raw, key="recstream:v1:meta")

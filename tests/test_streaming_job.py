@@ -20,6 +20,7 @@ from pyspark.sql import SparkSession
 from producer.broker import client_options, delete_topic
 from producer.events import encode_event
 from producer.replay import catalog_topic
+from serving.client import RecommendationClient
 from serving.connection import open_redis
 from serving.layout import RedisLayout, decode_list
 from serving.settings import RedisSettings
@@ -102,6 +103,16 @@ def test_ml100k_in_two_halves_publishes_every_user_and_versions_grow(
             assert meta["evaluation"]["popular"]["precision"] > 0
             assert client.hlen(layout.catalog) == 1682
         assert versions[1] > versions[0] > 0
+        with RecommendationClient(redis_settings) as lookups:  # serving reads what it wrote
+            found = lookups.recommendations(everything[0][0], n=10)
+            unknown = lookups.recommendations(999_999, n=5)
+            info = lookups.model_info()
+        assert (found.model_version, found.source, len(found.movies)) == (versions[1], "model", 10)
+        assert all(movie.title for movie in found.movies)  # the catalog came with the replay
+        assert not {m.movie_id for m in found.movies} & rated[everything[0][0]]
+        assert (unknown.source, len(unknown.movies)) == ("popular", 5)
+        assert info.version == versions[1]
+        assert (info.ratings, info.evaluation) == (meta["ratings"], meta["evaluation"])
     finally:
         client.close()
 

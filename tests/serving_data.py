@@ -1,0 +1,41 @@
+"""A small publication written through the streaming side's code, for serving tests."""
+
+from __future__ import annotations
+
+import redis
+
+from serving.layout import RedisLayout, encode_list
+from streaming.publish import publish_catalog, switch_current, write_version
+
+CATALOG = [
+    (10, "Toy Story (1995)", ["Animation", "Comedy"]),
+    (11, "Heat (1995)", ["Action", "Crime"]),
+    (12, "Clueless (1995)", ["Comedy", "Romance"]),
+    (13, "Se7en (1995)", ["Crime", "Thriller"]),
+    # 14 has no catalog entry on purpose
+    (20, "Fargo (1996)", ["Comedy", "Crime"]),
+]
+META = {
+    "version": 3,
+    "trained_at": 1_700_000_000.5,
+    "batch_id": 2,
+    "ratings": 1234,
+    "users": 56,
+    "movies": 78,
+    "hyperparameters": {"rank": 10, "reg_param": 0.1},
+    "evaluation": {"rmse": 0.93, "precision_at_10": 0.05},
+    "last_folded_in_batch": None,
+}
+
+
+def publish(client: redis.Redis, layout: RedisLayout, version: int = 3) -> None:
+    """A version as the streaming job writes it: lists, popular, meta, then the switch."""
+    first = [(10, 4.9), (11, 4.5), (14, 4.4), (12, 4.1), (13, 3.9)]
+    lists = [
+        (1, encode_list(first, 1_700_000_100.0, "model")),
+        (2, encode_list([(13, 4.0), (12, 3.5)], 1_700_000_200.0, "fold-in")),
+    ]
+    popular = encode_list([(20, 500.0), (10, 400.0), (11, 300.0)], 1_700_000_000.0, "popular")
+    write_version(client, layout, version, lists, popular, {**META, "version": version})
+    publish_catalog(client, layout, CATALOG)
+    switch_current(client, layout, version, now=1_700_000_050.0)

@@ -1,0 +1,199 @@
+"""The HTTP API against real Redis: answers, every error path, a fuzz, a running uvicorn."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import httpx
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from serving.api import create_app
+from serving.layout import RedisLayout
+from serving.settings import RedisSettings
+from tests.serving_data import publish
+
+pytestmark = pytest.mark.integration
+
+RECS = "/users/{}/recommendations"
+
+
+@pytest.fixture
+def http(redis_settings: RedisSettings) -> Iterator[TestClient]:
+    with TestClient(create_app(redis_settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture
+def published(redis_client: redis.Redis, redis_settings: RedisSettings) -> RedisLayout:
+    layout = RedisLayout(redis_settings.key_prefix)
+    publish(redis_client, layout)
+    return layout
+
+
+@pytest.mark.usefixtures("published")
+def test_recommendations(http: TestClient) -> None:
+    answer = http.get(RECS.format(1), params={"n": 2})
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["source"] == "model"
+    assert body["model_version"] == 3
+    assert body["movies"] == [
+        {"movie_id": 10, "title": "Toy Story (1995)", "genres": ["Animation", "Comedy"],
+         "score": 4.9},
+        {"movie_id": 11, "title": "Heat (1995)", "genres": ["Action", "Crime"], "score": 4.5},
+    ]  # fmt: skip
+    crime = http.get(RECS.format(1), params={"n": 10, "genre": "Crime"}).json()
+    assert [m["movie_id"] for m in crime["movies"]] == [11, 13]
+
+
+@pytest.mark.usefixtures("published")
+def test_unknown_user_gets_the_popular_list(http: TestClient) -> None:
+    body = http.get(RECS.format(123456)).json()
+    assert body["source"] == "popular"
+    assert [m["movie_id"] for m in body["movies"]] == [20, 10, 11]
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "message"),
+    [
+        (RECS.format("abc"), {}, "user_id must be an integer in 1..2147483647"),
+        (RECS.format(-5), {}, "user_id must be an integer in 1..2147483647"),
+        (RECS.format(0), {}, "user_id must be an integer in 1..2147483647"),
+        (RECS.format(2**31), {}, "user_id must be an integer in 1..2147483647"),
+        (RECS.format(1), {"n": 0}, "n must be an integer in 1..100"),
+        (RECS.format(1), {"n": 101}, "n must be an integer in 1..100"),
+        (RECS.format(1), {"n": "ten"}, "n must be an integer in 1..100"),
+        (RECS.format(1), {"genre": "x" * 65}, "genre must be 1-64 characters, e.g. Comedy"),
+    ],
+)
+@pytest.mark.usefixtures("published")
+def test_bad_input_is_422_saying_what_is_allowed(
+    http: TestClient, path: str, params: dict[str, object], message: str
+) -> None:
+    answer = http.get(path, params=params)
+    assert answer.status_code == 422
+    assert answer.json() == {"detail": message}
+
+
+def test_no_model_is_503_with_retry_after(http: TestClient) -> None:
+    for path in (RECS.format(1), "/model", "/healthz"):
+        answer = http.get(path)
+        assert answer.status_code == 503, path
+        assert answer.headers["Retry-After"] == "5"
+        assert "no model has been published yet" in answer.text
+
+
+def test_redis_down_is_503_never_500(free_port: int) -> None:
+    settings = RedisSettings(url=f"redis://127.0.0.1:{free_port}/0", socket_timeout_s=0.5)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        for path in (RECS.format(1), "/model", "/healthz"):
+            answer = client.get(path)
+            assert answer.status_code == 503, path
+            assert answer.headers["Retry-After"] == "5"
+            assert "Traceback" not in answer.text
+        assert "did not answer" in client.get(RECS.format(1)).json()["detail"]
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200
+        assert 'recstream_redis_errors_total{kind="unavailable"}' in metrics.text
+        assert "recstream_model_version -1.0" in metrics.text
+
+
+def test_garbage_in_redis_is_502_naming_the_key(
+    http: TestClient, redis_client: redis.Redis, published: RedisLayout
+) -> None:
+    redis_client.hset(published.lists(3), "1", b"\x00garbage")
+    answer = http.get(RECS.format(1))
+    assert answer.status_code == 502
+    assert f"{published.lists(3)}[1] in Redis is not a recommendation list" in answer.text
+
+
+@pytest.mark.usefixtures("published")
+def test_model_health_and_metrics(http: TestClient) -> None:
+    model = http.get("/model").json()
+    assert (model["version"], model["ratings"]) == (3, 1234)
+    assert model["evaluation"]["rmse"] == 0.93
+    health = http.get("/healthz")
+    assert health.status_code == 200
+    assert health.json() == {"ok": True, "redis": True, "model_version": 3, "reason": "ok"}
+    http.get(RECS.format(1))
+    http.get(RECS.format(0))
+    text = http.get("/metrics").text
+    route = 'route="/users/{user_id}/recommendations"'
+    assert f'recstream_http_requests_total{{{route},status="200"}} 1.0' in text
+    assert f'recstream_http_requests_total{{{route},status="422"}} 1.0' in text
+    assert f"recstream_http_request_seconds_count{{{route}}} 2.0" in text
+    assert "recstream_model_version 3.0" in text
+    assert "recstream_model_age_seconds" in text
+
+
+@pytest.mark.usefixtures("published")
+def test_read_only_and_documented(http: TestClient) -> None:
+    assert http.post(RECS.format(1)).status_code == 405
+    assert http.delete("/model").status_code == 405
+    spec = http.get("/openapi.json").json()
+    assert set(spec["paths"]) == {RECS.format("{user_id}"), "/model", "/healthz", "/metrics"}
+    assert http.get("/docs").status_code == 200
+
+
+_SEGMENT = st.one_of(
+    st.integers(min_value=-(2**40), max_value=2**40).map(str),
+    st.text(max_size=30),
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    user=_SEGMENT,
+    n=st.one_of(st.none(), _SEGMENT),
+    genre=st.one_of(st.none(), st.text(max_size=80)),
+)
+@pytest.mark.usefixtures("published")
+def test_fuzzed_requests_never_answer_500(
+    http: TestClient, user: str, n: str | None, genre: str | None
+) -> None:
+    params = {name: value for name, value in (("n", n), ("genre", genre)) if value is not None}
+    answer = http.get(f"/users/{quote(user, safe='')}/recommendations", params=params)
+    assert answer.status_code in {200, 404, 422}, (answer.status_code, answer.text)
+    if answer.status_code == 200:
+        assert len(answer.json()["movies"]) <= 100
+
+
+@pytest.mark.slow
+def test_a_running_uvicorn_serves_it(
+    published: RedisLayout, redis_settings: RedisSettings, free_port: int
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    env["RECSTREAM_REDIS_URL"] = redis_settings.url
+    env["RECSTREAM_REDIS_KEY_PREFIX"] = published.prefix
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving", "api", "--port", str(free_port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{free_port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = httpx.get(f"{base}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, server.stdout.read() if server.stdout else ""
+                assert time.monotonic() < deadline, "uvicorn did not answer within 30 s"
+                time.sleep(0.2)
+        assert health.status_code == 200
+        answer = httpx.get(f"{base}{RECS.format(2)}", timeout=5)
+        assert answer.json()["source"] == "fold-in"
+    finally:
+        server.terminate()
+        server.wait(10)

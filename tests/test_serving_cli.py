@@ -1,0 +1,75 @@
+"""``python -m serving`` against real Redis: tables, JSON, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+from typer.testing import CliRunner
+
+from serving.cli import app
+from serving.layout import RedisLayout
+from serving.settings import RedisSettings
+from tests.serving_data import publish
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def runner(redis_settings: RedisSettings, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("RECSTREAM_REDIS_URL", redis_settings.url)
+    monkeypatch.setenv("RECSTREAM_REDIS_KEY_PREFIX", redis_settings.key_prefix)
+    return CliRunner()
+
+
+@pytest.fixture
+def published(redis_client: redis.Redis, redis_settings: RedisSettings) -> None:
+    publish(redis_client, RedisLayout(redis_settings.key_prefix))
+
+
+@pytest.mark.usefixtures("published")
+def test_recs_prints_a_table_and_json(runner: CliRunner) -> None:
+    table = runner.invoke(app, ["recs", "1", "-n", "3"])
+    assert table.exit_code == 0, table.output
+    assert "Toy Story (1995)" in table.output
+    assert "(not in the catalog)" in table.output
+    assert "source model" in table.output
+    as_json = runner.invoke(app, ["recs", "1", "-n", "2", "--json", "--genre", "Crime"])
+    body = json.loads(as_json.output)
+    assert [m["movie_id"] for m in body["movies"]] == [11, 13]
+    assert body["genre"] == "Crime"
+
+
+@pytest.mark.usefixtures("published")
+def test_model_and_health(runner: CliRunner) -> None:
+    model = runner.invoke(app, ["model"])
+    assert model.exit_code == 0, model.output
+    assert "model v3" in model.output
+    assert "rmse: 0.9300" in model.output
+    assert json.loads(runner.invoke(app, ["model", "--json"]).output)["ratings"] == 1234
+    health = runner.invoke(app, ["health"])
+    assert (health.exit_code, health.output.strip()) == (0, "ok: model v3")
+
+
+def test_without_a_model_the_cli_says_so(runner: CliRunner) -> None:
+    recs = runner.invoke(app, ["recs", "1"])
+    assert recs.exit_code == 1
+    assert "no model has been published yet" in recs.output
+    assert runner.invoke(app, ["health"]).exit_code == 1
+
+
+@pytest.mark.parametrize("args", [["recs", "0"], ["recs", "abc"], ["recs", "1", "-n", "101"]])
+def test_bad_input_exits_2(runner: CliRunner, args: list[str]) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "Invalid value" in result.output
+
+
+def test_redis_down_is_a_clear_error(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, free_port: int
+) -> None:
+    monkeypatch.setenv("RECSTREAM_REDIS_URL", f"redis://127.0.0.1:{free_port}/0")
+    result = runner.invoke(app, ["recs", "1"])
+    assert result.exit_code == 1
+    assert f"Redis at redis://127.0.0.1:{free_port}/0 did not answer" in result.output

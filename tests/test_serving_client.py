@@ -1,0 +1,188 @@
+"""The serving client against real Redis, on data written by the streaming side's code."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from serving.client import RecommendationClient
+from serving.errors import NoModelError, RedisUnavailableError
+from serving.layout import LayoutDecodeError, encode_list
+from serving.settings import RedisSettings
+from streaming.publish import switch_current, write_lists, write_version
+from tests.serving_data import META, publish
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def client(redis_settings: RedisSettings) -> Iterator[RecommendationClient]:
+    with RecommendationClient(redis_settings) as lookups:
+        yield lookups
+
+
+def test_a_users_list_comes_back_ranked_with_titles(
+    client: RecommendationClient, redis_client: redis.Redis
+) -> None:
+    publish(redis_client, client.layout)
+    found = client.recommendations(1, n=3)
+    assert [m.movie_id for m in found.movies] == [10, 11, 14]
+    assert [m.title for m in found.movies] == ["Toy Story (1995)", "Heat (1995)", None]
+    assert found.movies[0].genres == ["Animation", "Comedy"]
+    assert found.movies[2].genres == []  # missing catalog entry: still listed, no title
+    assert found.movies[0].score == 4.9
+    assert (found.source, found.model_version) == ("model", 3)
+    assert (found.trained_at, found.updated_at) == (1_700_000_000.5, 1_700_000_100.0)
+
+
+def test_fold_in_lists_say_so(client: RecommendationClient, redis_client: redis.Redis) -> None:
+    publish(redis_client, client.layout)
+    found = client.recommendations(2)
+    assert found.source == "fold-in"
+    assert [m.movie_id for m in found.movies] == [13, 12]  # n larger than the list
+
+
+def test_unknown_users_get_the_popular_list(
+    client: RecommendationClient, redis_client: redis.Redis
+) -> None:
+    publish(redis_client, client.layout)
+    found = client.recommendations(999, n=2)
+    assert found.source == "popular"
+    assert [m.title for m in found.movies] == ["Fargo (1996)", "Toy Story (1995)"]
+
+
+def test_genre_filter_looks_down_the_whole_list(
+    client: RecommendationClient, redis_client: redis.Redis
+) -> None:
+    publish(redis_client, client.layout)
+    found = client.recommendations(1, n=2, genre="comedy")  # case does not matter
+    assert [m.movie_id for m in found.movies] == [10, 12]
+    assert found.genre == "comedy"
+    assert client.recommendations(1, n=5, genre="Western").movies == []
+
+
+def test_one_round_trip_per_lookup(
+    client: RecommendationClient, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish(redis_client, client.layout)
+    client.recommendations(1)  # loads the script once
+    sent: list[object] = []
+    connection = client._redis
+    execute: Callable[..., object] = connection.execute_command
+
+    def counting(*args: object, **options: object) -> object:
+        sent.append(args[0])
+        return execute(*args, **options)
+
+    monkeypatch.setattr(connection, "execute_command", counting)
+    client.recommendations(1, n=5)
+    client.recommendations(999, n=5, genre="Crime")
+    assert sent == ["EVALSHA", "EVALSHA"]
+
+
+def test_model_info(client: RecommendationClient, redis_client: redis.Redis) -> None:
+    publish(redis_client, client.layout)
+    info = client.model_info()
+    assert info.version == 3
+    assert info.published_at == 1_700_000_050.0
+    assert (info.ratings, info.users, info.movies) == (1234, 56, 78)
+    assert info.evaluation == {"rmse": 0.93, "precision_at_10": 0.05}
+    assert info.hyperparameters == {"rank": 10, "reg_param": 0.1}
+    assert info.age_s > 0
+    assert client.health().ok
+
+
+def test_the_newest_version_is_read(
+    client: RecommendationClient, redis_client: redis.Redis
+) -> None:
+    publish(redis_client, client.layout, version=3)
+    layout = client.layout
+    write_version(redis_client, layout, 4, [(1, encode_list([(20, 5.0)], 2e9, "model"))],
+                  encode_list([], 2e9, "popular"), {**META, "version": 4})  # fmt: skip
+    assert client.recommendations(1).model_version == 3  # written, not yet current
+    switch_current(redis_client, layout, 4)
+    found = client.recommendations(1)
+    assert (found.model_version, [m.movie_id for m in found.movies]) == (4, [20])
+    write_lists(redis_client, layout, 4, [(1, encode_list([(13, 5.0)], 2e9, "fold-in"))])
+    assert client.recommendations(1).source == "fold-in"
+
+
+def test_no_model_yet(client: RecommendationClient) -> None:
+    with pytest.raises(NoModelError, match="no model has been published yet"):
+        client.recommendations(1)
+    with pytest.raises(NoModelError):
+        client.model_info()
+    health = client.health()
+    assert (health.ok, health.redis) == (False, True)
+    assert "no model" in health.reason
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("lists", b"{not json", r"v3:lists\[1\] in Redis is not a recommendation list"),
+        ("meta", b"[1, 2]", r"v3:meta in Redis is not a JSON object"),
+        ("catalog", b"\xff\xfe", r"catalog\[10\] in Redis is not a catalog entry"),
+    ],
+)
+def test_garbage_values_are_clear_errors(
+    client: RecommendationClient, redis_client: redis.Redis, key: str, value: bytes, message: str
+) -> None:
+    publish(redis_client, client.layout)
+    layout = client.layout
+    if key == "lists":
+        redis_client.hset(layout.lists(3), "1", value)
+    elif key == "meta":
+        redis_client.set(layout.meta(3), value)
+    else:
+        redis_client.hset(layout.catalog, "10", value)
+    with pytest.raises(LayoutDecodeError, match=message):
+        client.recommendations(1)
+
+
+def test_missing_popular_list_is_a_clear_error(
+    client: RecommendationClient, redis_client: redis.Redis
+) -> None:
+    publish(redis_client, client.layout)
+    redis_client.delete(client.layout.popular(3))
+    with pytest.raises(LayoutDecodeError, match=r"v3:popular is missing"):
+        client.recommendations(999)
+
+
+def test_redis_down(free_port: int) -> None:
+    settings = RedisSettings(url=f"redis://127.0.0.1:{free_port}/0", socket_timeout_s=0.5)
+    with RecommendationClient(settings) as client:
+        with pytest.raises(RedisUnavailableError, match=f"127.0.0.1:{free_port}.*did not answer"):
+            client.recommendations(1)
+        with pytest.raises(RedisUnavailableError):
+            client.model_info()
+        health = client.health()
+    assert (health.ok, health.redis) == (False, False)
+
+
+@pytest.mark.parametrize(
+    ("user_id", "n", "genre", "message"),
+    [
+        (0, 10, None, "user_id must be an integer in 1..2147483647"),
+        (2**31, 10, None, "user_id must be an integer in 1..2147483647"),
+        (1, 0, None, r"n must be an integer in 1..100"),
+        (1, 101, None, r"n must be an integer in 1..100"),
+        (1, 10, "", "genre must be 1-64 characters"),
+    ],
+)
+def test_bad_requests_name_what_is_allowed(
+    client: RecommendationClient, user_id: int, n: int, genre: str | None, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        client.recommendations(user_id, n, genre=genre)
+
+
+def test_meta_written_by_the_job_is_readable(
+    client: RecommendationClient, redis_client: redis.Redis
+) -> None:
+    publish(redis_client, client.layout)
+    redis_client.set(client.layout.meta(3), json.dumps({**META, "version": 3, "evaluation": None}))
+    assert client.model_info().evaluation is None
