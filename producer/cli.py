@@ -28,15 +28,11 @@ from producer.replay import (
 )
 from producer.settings import KafkaSettings, ProducerSettings
 from producer.sources import load_source
+from recstream_infra.cli import command_app
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(
-    help="Replay MovieLens ratings into Kafka in timestamp order.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = command_app("Replay MovieLens ratings into Kafka in timestamp order.")
 # soft_wrap: summary lines stay whole in logs, whatever the terminal width.
 _err = Console(stderr=True, soft_wrap=True)
 

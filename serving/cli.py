@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from producer.dataset import MAX_ID
+from recstream_infra.cli import command_app
 from serving.client import MAX_N, RecommendationClient
 from serving.errors import NoModelError, RedisUnavailableError
 from serving.layout import LayoutDecodeError
@@ -20,12 +21,7 @@ from serving.settings import ApiSettings, RedisSettings
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(
-    help="Look up fresh movie recommendations in Redis, or serve them over HTTP.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = command_app("Look up fresh movie recommendations in Redis, or serve them over HTTP.")
 
 
 def _fail(message: str, code: int) -> NoReturn:

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from producer.broker import describe_cluster
 from producer.errors import BrokerUnavailableError
 from producer.settings import KafkaSettings
+from recstream_infra.cli import command_app
 from serving.connection import ping
 from serving.errors import RedisUnavailableError
 from serving.settings import RedisSettings
@@ -20,12 +21,7 @@ from streaming.settings import ModelSettings, SparkSettings, StreamSettings
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(
-    help="Keep per-user top-N lists in Redis fresh while ratings stream through Kafka.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = command_app("Keep per-user top-N lists in Redis fresh while ratings stream through Kafka.")
 _log = logging.getLogger("recstream.streaming")
 
 
