@@ -44,7 +44,7 @@ from serving.errors import NoModelError, RedisUnavailableError
 from serving.layout import LayoutDecodeError
 from serving.settings import ApiSettings, RedisSettings
 
-__all__ = ["create_app"]
+__all__ = ["app_from_env", "create_app"]
 
 _log = logging.getLogger("recstream.serving")
 
@@ -232,6 +232,7 @@ class _Measure:
         self.metrics.latency.labels(route).observe(time.perf_counter() - began)
 
 
-def _factory() -> FastAPI:
-    """For ``uvicorn --factory serving.api:_factory`` (several workers import it)."""
+def app_from_env() -> FastAPI:
+    """The API with settings from the environment: ``uvicorn --factory
+    serving.api:app_from_env`` (each worker process builds its own)."""
     return create_app()

@@ -129,7 +129,7 @@ def api(
     except ValidationError as exc:
         _fail(f"bad settings: {exc}", 2)
     uvicorn.run(
-        "serving.api:_factory",
+        "serving.api:app_from_env",
         factory=True,
         host=settings.host,
         port=settings.port,

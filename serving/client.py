@@ -21,11 +21,10 @@ from functools import lru_cache
 from typing import Any, Literal, cast
 
 import redis
-import redis.asyncio
 from pydantic import BaseModel, Field
 
 from producer.dataset import MAX_ID
-from serving.connection import open_redis
+from serving.connection import open_async_redis, open_redis
 from serving.errors import NoModelError, RedisUnavailableError
 from serving.layout import LayoutDecodeError, RedisLayout, decode_list, decode_meta, decode_movie
 from serving.settings import RedisSettings
@@ -337,15 +336,7 @@ class AsyncRecommendationClient:
     def __init__(self, settings: RedisSettings | None = None) -> None:
         self.settings = settings or RedisSettings()
         self.layout = RedisLayout(self.settings.key_prefix)
-        password = self.settings.password.get_secret_value() if self.settings.password else None
-        self._redis = redis.asyncio.Redis.from_url(
-            self.settings.url,
-            username=self.settings.username,
-            password=password,
-            socket_timeout=self.settings.socket_timeout_s,
-            socket_connect_timeout=self.settings.socket_timeout_s,
-            decode_responses=False,
-        )
+        self._redis = open_async_redis(self.settings)
         self._lookup = self._redis.register_script(_LOOKUP)
         self._model = self._redis.register_script(_MODEL)
 

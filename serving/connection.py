@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
+import redis.asyncio
 
 from serving.errors import RedisUnavailableError
 from serving.settings import RedisSettings
 
-__all__ = ["open_redis", "ping"]
+__all__ = ["open_async_redis", "open_redis", "ping"]
+
+
+def _options(settings: RedisSettings) -> dict[str, Any]:
+    password = settings.password.get_secret_value() if settings.password else None
+    return {
+        "username": settings.username,
+        "password": password,
+        "socket_timeout": settings.socket_timeout_s,
+        "socket_connect_timeout": settings.socket_timeout_s,
+        "decode_responses": False,
+    }
 
 
 def open_redis(settings: RedisSettings) -> redis.Redis:
     """A pooled client for the configured Redis; connects lazily on first use."""
-    password = settings.password.get_secret_value() if settings.password else None
-    return redis.Redis.from_url(
-        settings.url,
-        username=settings.username,
-        password=password,
-        socket_timeout=settings.socket_timeout_s,
-        socket_connect_timeout=settings.socket_timeout_s,
-        decode_responses=False,
-    )
+    return redis.Redis.from_url(settings.url, **_options(settings))
+
+
+def open_async_redis(settings: RedisSettings) -> redis.asyncio.Redis:
+    """The same for asyncio code (the HTTP API)."""
+    return redis.asyncio.Redis.from_url(settings.url, **_options(settings))
 
 
 def ping(settings: RedisSettings) -> None:
