@@ -12,9 +12,9 @@
 
 Bad parameters answer 422 with a message naming what is allowed; Redis down or no model
 answer 503 with ``Retry-After``; a value in Redis that does not follow the layout answers
-502 naming the key. No answer is ever a 500 with a traceback: any other error is logged
-and answered 500 with a fixed message. Metrics are per process (with several workers,
-each worker counts its own requests).
+502. Answers never carry internals (addresses, key names, tracebacks): those go to the
+log, and any other error is logged and answered 500 with a fixed message. Metrics are
+per process (with several workers, each worker counts its own requests).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from serving.settings import ApiSettings, RedisSettings
 __all__ = ["app_from_env", "create_app"]
 
 _log = logging.getLogger("recstream.serving")
+_STORE_DOWN = "the recommendation store (Redis) is unavailable; retry later"
 
 
 class _Metrics:
@@ -126,7 +127,8 @@ def create_app(
     @app.exception_handler(RedisUnavailableError)
     async def redis_down(_: Request, exc: RedisUnavailableError) -> JSONResponse:
         metrics.redis_errors.labels("unavailable").inc()
-        return _error(503, f"{exc}; retry later", retry)
+        _log.warning("%s", exc)  # the address stays in the log, not in the answer
+        return _error(503, _STORE_DOWN, retry)
 
     @app.exception_handler(NoModelError)
     async def no_model(_: Request, exc: NoModelError) -> JSONResponse:
@@ -135,8 +137,8 @@ def create_app(
     @app.exception_handler(LayoutDecodeError)
     async def bad_data(_: Request, exc: LayoutDecodeError) -> JSONResponse:
         metrics.redis_errors.labels("bad data").inc()
-        _log.error("%s", exc)
-        return _error(502, f"stored data is unreadable: {exc}")
+        _log.error("%s", exc)  # names the key, for the operators
+        return _error(502, "the stored recommendations for this request are unreadable")
 
     failures: dict[int | str, dict[str, Any]] = {
         422: {"description": "A parameter is out of range; the message says what is allowed."},
@@ -174,6 +176,8 @@ def create_app(
         health = await client().health()
         if not health.redis:
             metrics.redis_errors.labels("unavailable").inc()
+            _log.warning("%s", health.reason)
+            health = health.model_copy(update={"reason": _STORE_DOWN})
         status = 200 if health.ok else 503
         headers = None if health.ok else retry
         return JSONResponse(health.model_dump(), status_code=status, headers=headers)

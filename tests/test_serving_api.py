@@ -100,20 +100,26 @@ def test_redis_down_is_503_never_500(free_port: int) -> None:
             assert answer.status_code == 503, path
             assert answer.headers["Retry-After"] == "5"
             assert "Traceback" not in answer.text
-        assert "did not answer" in client.get(RECS.format(1)).json()["detail"]
+        detail = client.get(RECS.format(1)).json()["detail"]
+        assert detail == "the recommendation store (Redis) is unavailable; retry later"
+        assert str(free_port) not in client.get("/healthz").text  # no address in answers
         metrics = client.get("/metrics")
         assert metrics.status_code == 200
         assert 'recstream_redis_errors_total{kind="unavailable"}' in metrics.text
         assert "recstream_model_version -1.0" in metrics.text
 
 
-def test_garbage_in_redis_is_502_naming_the_key(
-    http: TestClient, redis_client: redis.Redis, published: RedisLayout
+def test_garbage_in_redis_is_502_and_the_log_names_the_key(
+    http: TestClient,
+    redis_client: redis.Redis,
+    published: RedisLayout,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     redis_client.hset(published.lists(3), "1", b"\x00garbage")
     answer = http.get(RECS.format(1))
     assert answer.status_code == 502
-    assert f"{published.lists(3)}[1] in Redis is not a recommendation list" in answer.text
+    assert answer.json() == {"detail": "the stored recommendations for this request are unreadable"}
+    assert f"{published.lists(3)}[1] in Redis is not a recommendation list" in caplog.text
 
 
 @pytest.mark.usefixtures("published")
