@@ -99,8 +99,14 @@ def model(
     if not evaluation:
         print("  evaluation: none (no ratings were held out)")
     for name, value in sorted(evaluation.items()):
-        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-        print(f"  {name}: {shown}")
+        print(f"  {name}: {_figures(value)}")
+
+
+def _figures(value: object) -> str:
+    """A figure, or a group of them (e.g. the model's and the popular list's P/R/NDCG)."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_figures(inner)}" for key, inner in sorted(value.items()))
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 @app.command()

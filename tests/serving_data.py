@@ -23,7 +23,7 @@ META = {
     "users": 56,
     "movies": 78,
     "hyperparameters": {"rank": 10, "reg_param": 0.1},
-    "evaluation": {"rmse": 0.93, "precision_at_10": 0.05},
+    "evaluation": {"rmse": 0.93, "popular": {"precision": 0.05, "ndcg": 0.07}},
     "last_folded_in_batch": None,
 }
 

@@ -47,6 +47,7 @@ def test_model_and_health(runner: CliRunner) -> None:
     assert model.exit_code == 0, model.output
     assert "model v3" in model.output
     assert "rmse: 0.9300" in model.output
+    assert "popular: ndcg 0.0700, precision 0.0500" in model.output
     assert json.loads(runner.invoke(app, ["model", "--json"]).output)["ratings"] == 1234
     health = runner.invoke(app, ["health"])
     assert (health.exit_code, health.output.strip()) == (0, "ok: model v3")

@@ -89,7 +89,7 @@ def test_model_info(client: RecommendationClient, redis_client: redis.Redis) -> 
     assert info.version == 3
     assert info.published_at == 1_700_000_050.0
     assert (info.ratings, info.users, info.movies) == (1234, 56, 78)
-    assert info.evaluation == {"rmse": 0.93, "precision_at_10": 0.05}
+    assert info.evaluation == {"rmse": 0.93, "popular": {"precision": 0.05, "ndcg": 0.07}}
     assert info.hyperparameters == {"rank": 10, "reg_param": 0.1}
     assert info.age_s > 0
     assert client.health().ok
