@@ -1,0 +1,94 @@
+"""Offline protocols on small generated data with planted taste, through the real retrain code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import SparkSession
+
+from producer.synthetic import synthetic_dataset
+from streaming.protocols import (
+    EvaluationInputError,
+    load_split,
+    ranking_protocol,
+    rating_protocol,
+    time_split,
+)
+from streaming.settings import ModelSettings
+
+SETTINGS = ModelSettings(rank=4, max_iter=5, top_k=20)
+
+
+def _planted(events: int = 12_000) -> pd.DataFrame:
+    table = synthetic_dataset(events, users=150, movies=120, seed=3).ratings
+    return pd.DataFrame({
+        "user_id": table.user_ids, "movie_id": table.movie_ids,
+        "rating": table.ratings.astype(np.float64), "timestamp": table.timestamps,
+    })  # fmt: skip
+
+
+def test_time_split_keeps_the_cutoff_out_of_training() -> None:
+    ratings = pd.DataFrame({"user_id": [1] * 5, "movie_id": range(5), "rating": [3.0] * 5,
+                            "timestamp": [10, 20, 30, 40, 50]})  # fmt: skip
+    train, test, cutoff = time_split(ratings, 0.6)
+    assert cutoff == 40
+    assert train["timestamp"].tolist() == [10, 20, 30]
+    assert test["timestamp"].tolist() == [40, 50]
+    with pytest.raises(ValueError, match="train_share must be between 0 and 1"):
+        time_split(ratings, 1.0)
+
+
+def test_a_missing_split_names_what_is_expected(tmp_path: Path) -> None:
+    with pytest.raises(EvaluationInputError, match=r"u1.base not found: .*u1.base/u1.test"):
+        load_split(tmp_path / "u1.base")
+
+
+def _write_split(frame: pd.DataFrame, path: Path) -> None:
+    frame[["user_id", "movie_id", "rating", "timestamp"]].astype({"rating": "int64"}).to_csv(
+        path, sep="\t", header=False, index=False
+    )
+
+
+@pytest.mark.slow
+def test_rating_protocol_figures_are_well_formed_and_beat_the_mean(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    ratings = _planted()
+    rng = np.random.default_rng(0)
+    for fold in (1, 2):
+        test_rows = rng.random(len(ratings)) < 0.2
+        _write_split(ratings[~test_rows], tmp_path / f"u{fold}.base")
+        _write_split(ratings[test_rows], tmp_path / f"u{fold}.test")
+    report = rating_protocol(spark, tmp_path, SETTINGS, folds=2)
+    summary = report.summary()
+    assert set(summary) == {"recstream", "spark-default"}
+    for figures in report.folds["recstream"]:
+        test = load_split(tmp_path / f"{figures.fold}.test")
+        spread = float(np.sqrt(np.mean((test["rating"] - test["rating"].mean()) ** 2)))
+        assert 0 < figures.rmse < spread  # better than predicting the mean
+        assert 0 < figures.mae <= figures.rmse
+    again = rating_protocol(spark, tmp_path, SETTINGS, folds=2)
+    assert again.summary()["recstream"] == summary["recstream"]  # same seed, same figures
+
+
+@pytest.mark.slow
+def test_ranking_protocol_figures_are_well_formed(spark: SparkSession) -> None:
+    ratings = _planted()
+    report = ranking_protocol(spark, ratings, SETTINGS, train_share=0.7)
+    assert report.train_ratings + report.test_ratings == 12_000
+    assert set(report.figures) == {"recstream", "spark-default", "popular"}
+    for figures in (*report.figures.values(), *report.known_figures.values()):
+        assert figures.users > 0
+        for value in (figures.precision, figures.recall, figures.ndcg, figures.map):
+            assert 0.0 <= value <= 1.0
+    # better than a random list of unrated movies, whose expected precision is the share
+    # of relevant movies among each user's candidates
+    train, test, _ = time_split(ratings, 0.7)
+    relevant = test[test["rating"] >= 4].groupby("user_id")["movie_id"].apply(set)
+    rated = train.groupby("user_id")["movie_id"].apply(set)
+    chance = np.mean([len(relevant[u] - rated[u]) / (120 - len(rated[u]))
+                      for u in relevant.index if u in rated.index])  # fmt: skip
+    assert report.known_figures["recstream"].precision > chance
