@@ -59,14 +59,14 @@ def rating(data: DataOption = _DEFAULT_DATA, out: OutOption = Path("evaluation")
         report = rating_protocol(spark, data, settings)
     finally:
         spark.stop()
-    table = Table(title="rating prediction, ML-100K u1..u5 (mean ± std over folds)")
-    for column in ("model", "RMSE", "MAE", *(f"u{i} RMSE" for i in range(1, 6))):
+    table = Table(title="rating prediction, ML-100K u1..u5 (mean ± std over the folds)")
+    for column in ("model", "RMSE", "MAE", "RMSE per fold"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, figures in report.summary().items():
-        per_fold = [f"{row.rmse:.4f}" for row in report.folds[name]]
         errors = f"{figures['rmse_mean']:.4f} ± {figures['rmse_std']:.4f}"
         absolute = f"{figures['mae_mean']:.4f} ± {figures['mae_std']:.4f}"
-        table.add_row(name, errors, absolute, *per_fold)
+        per_fold = " ".join(f"{row.rmse:.3f}" for row in report.folds[name])
+        table.add_row(name, errors, absolute, per_fold)
     Console().print(table)
     document = {**report.as_dict(), "settings": settings.model_dump()}
     print(f"written: {_write(out, 'rating', document)}")
