@@ -2,8 +2,11 @@
 
     python -m streaming.evaluate rating  [--data DIR] [--out DIR]
     python -m streaming.evaluate ranking [--data DIR] [--out DIR] [--train-share 0.8]
+    python -m streaming.evaluate prequential [--data DIR] [--out DIR] [--batch-size 1000]
+        [--retrain-every 10000]
 
-Each prints a table and writes ``<out>/<protocol>.json``. The model is the configured
+Each prints a table and writes ``<out>/<protocol>.json``; ``prequential`` also draws
+``<out>/prequential.png``. The model is the configured
 one (``RECSTREAM_MODEL_*``, the defaults the streaming job uses); see
 ``streaming.protocols`` for what each protocol measures.
 """
@@ -24,7 +27,7 @@ from streaming.settings import ModelSettings, SparkSettings
 
 __all__ = ["app"]
 
-app = command_app("Offline evaluation of recstream's lists (rating, ranking).")
+app = command_app("Offline evaluation of recstream's lists (rating, ranking, prequential).")
 _DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 DataOption = Annotated[Path, typer.Option(help="ML-100K folder (u.data, u1..u5 splits)")]
 OutOption = Annotated[Path, typer.Option(help="Where the JSON reports go")]
@@ -101,6 +104,68 @@ def ranking(
     Console().print(table)
     document = {**report.as_dict(), "settings": settings.model_dump()}
     print(f"written: {_write(out, 'ranking', document)}")
+
+
+@app.command()
+def prequential(
+    data: DataOption = _DEFAULT_DATA,
+    out: OutOption = Path("evaluation"),
+    batch_size: Annotated[int, typer.Option(min=1, help="Ratings per micro-batch")] = 1_000,
+    retrain_every: Annotated[int, typer.Option(min=1, help="Ratings between retrains")] = 10_000,
+) -> None:
+    """Test-then-learn replay: hit rate and NDCG at 10 of each next rating, vs popular."""
+    from streaming.protocols import load_split, prequential_protocol
+
+    settings = ModelSettings()
+    ratings = load_split(data / "u.data")
+    spark = _spark()
+    try:
+        report = prequential_protocol(spark, ratings, settings, batch_size=batch_size,
+                                      retrain_every=retrain_every)  # fmt: skip
+    finally:
+        spark.stop()
+    table = Table(title=f"prequential replay of {report.ratings:,} ratings "
+                  f"({report.retrains} retrains, batches of {report.batch_size:,})")  # fmt: skip
+    for column in ("lists", "hit rate@10", "NDCG@10"):
+        table.add_column(column, justify="left" if column == "lists" else "right")
+    for name in report.hit_rate:
+        table.add_row(name, f"{report.hit_rate[name]:.4f}", f"{report.ndcg[name]:.4f}")
+    Console().print(table)
+    document = {**report.as_dict(), "settings": settings.model_dump()}
+    print(f"written: {_write(out, 'prequential', document)}")
+    print(f"written: {_plot(out, report.days)}")
+
+
+def _plot(out: Path, days: list[dict[str, Any]]) -> Path:
+    """Hit rate@10 per week of dataset time, recstream beside popular (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    frame = pd.DataFrame(days)
+    frame["week"] = (frame["day"] - frame["day"].min()) // 7
+    weekly = (
+        frame.assign(
+            hits=frame["hit_rate"] * frame["ratings"],
+            popular_hits=frame["popular_hit_rate"] * frame["ratings"],
+        )
+        .groupby("week")[["ratings", "hits", "popular_hits"]]
+        .sum()
+    )
+    figure, axis = plt.subplots(figsize=(9, 4.5))
+    axis.plot(weekly.index, weekly["hits"] / weekly["ratings"], label="recstream")
+    axis.plot(weekly.index, weekly["popular_hits"] / weekly["ratings"], label="popular")
+    axis.set_xlabel("week of dataset time")
+    axis.set_ylabel("hit rate@10 of the next rating")
+    axis.set_title("prequential replay")
+    axis.legend()
+    figure.tight_layout()
+    target = out / "prequential.png"
+    figure.savefig(target, dpi=100)
+    plt.close(figure)
+    return target
 
 
 if __name__ == "__main__":

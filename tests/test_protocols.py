@@ -13,6 +13,7 @@ from producer.synthetic import synthetic_dataset
 from streaming.protocols import (
     EvaluationInputError,
     load_split,
+    prequential_protocol,
     ranking_protocol,
     rating_protocol,
     time_split,
@@ -22,8 +23,8 @@ from streaming.settings import ModelSettings
 SETTINGS = ModelSettings(rank=4, max_iter=5, top_k=20)
 
 
-def _planted(events: int = 12_000) -> pd.DataFrame:
-    table = synthetic_dataset(events, users=150, movies=120, seed=3).ratings
+def _planted(events: int = 12_000, movies: int = 120) -> pd.DataFrame:
+    table = synthetic_dataset(events, users=150, movies=movies, seed=3).ratings
     return pd.DataFrame({
         "user_id": table.user_ids, "movie_id": table.movie_ids,
         "rating": table.ratings.astype(np.float64), "timestamp": table.timestamps,
@@ -92,3 +93,32 @@ def test_ranking_protocol_figures_are_well_formed(spark: SparkSession) -> None:
     chance = np.mean([len(relevant[u] - rated[u]) / (120 - len(rated[u]))
                       for u in relevant.index if u in rated.index])  # fmt: skip
     assert report.known_figures["recstream"].precision > chance
+
+
+@pytest.mark.slow
+def test_prequential_replay_is_well_formed_and_beats_random_lists(spark: SparkSession) -> None:
+    ratings = _planted(movies=600)  # users rate a small share of the catalog, as in MovieLens
+    report = prequential_protocol(spark, ratings, SETTINGS, batch_size=500, retrain_every=3_000)
+    assert report.ratings == len(ratings)
+    assert report.retrains == 4  # the first model at 1,000 ratings, then every 3,000
+    assert sum(day["ratings"] for day in report.days) == len(ratings)
+    for day in report.days:
+        for name in ("hit_rate", "ndcg", "popular_hit_rate", "popular_ndcg"):
+            assert 0.0 <= day[name] <= 1.0
+    for name in ("recstream", "popular"):
+        assert 0.0 < report.ndcg[name] <= report.hit_rate[name] <= 1.0
+    # a random list of 10 movies the user had not rated before the batch hits the next
+    # rating with chance 10 / (movies not yet rated)
+    assert report.hit_rate["recstream"] > _random_hit_rate(ratings, batch_size=500)
+    assert report.hit_rate["popular"] > _random_hit_rate(ratings, batch_size=500)
+
+
+def _random_hit_rate(ratings: pd.DataFrame, batch_size: int) -> float:
+    ordered = ratings.sort_values(["timestamp", "user_id", "movie_id"], kind="stable")
+    ordered = ordered.reset_index(drop=True).assign(batch=lambda f: f.index // batch_size)
+    ordered["first"] = ~ordered.duplicated(["user_id", "movie_id"])
+    new = ordered.groupby(["user_id", "batch"])["first"].sum().rename("new").reset_index()
+    new["before"] = new.groupby("user_id")["new"].cumsum() - new["new"]
+    before = ordered.merge(new, on=["user_id", "batch"], how="left")["before"].to_numpy()
+    unrated = np.maximum(ratings["movie_id"].nunique() - before, 1)
+    return float(np.mean(np.minimum(1.0, 10 / unrated)))
