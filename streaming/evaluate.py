@@ -4,6 +4,8 @@
     python -m streaming.evaluate ranking [--data DIR] [--out DIR] [--train-share 0.8]
     python -m streaming.evaluate prequential [--data DIR] [--out DIR] [--batch-size 1000]
         [--retrain-every 10000]
+    python -m streaming.evaluate search --set rank=10,30 --set implicit_prefs=true
+        --set alpha=1,10 [--train-share 0.8] [--validation-share 0.8]
 
 Each prints a table and writes ``<out>/<protocol>.json``; ``prequential`` also draws
 ``<out>/prequential.png``. The model is the configured
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,7 +30,7 @@ from streaming.settings import ModelSettings, SparkSettings
 
 __all__ = ["app"]
 
-app = command_app("Offline evaluation of recstream's lists (rating, ranking, prequential).")
+app = command_app("Offline evaluation of recstream's lists, and a hyperparameter search.")
 _DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 DataOption = Annotated[Path, typer.Option(help="ML-100K folder (u.data, u1..u5 splits)")]
 OutOption = Annotated[Path, typer.Option(help="Where the JSON reports go")]
@@ -104,6 +107,63 @@ def ranking(
     Console().print(table)
     document = {**report.as_dict(), "settings": settings.model_dump()}
     print(f"written: {_write(out, 'ranking', document)}")
+
+
+@app.command()
+def search(
+    grid: Annotated[
+        list[str], typer.Option("--set", help="name=v1,v2,… of a model setting; repeatable")
+    ],
+    data: DataOption = _DEFAULT_DATA,
+    out: OutOption = Path("evaluation"),
+    train_share: Annotated[float, typer.Option(min=0.05, max=0.95)] = 0.8,
+    validation_share: Annotated[float, typer.Option(min=0.05, max=0.95)] = 0.8,
+) -> None:
+    """Grid search on a time-based validation split that never touches the test period.
+
+    The ratings before the ranking protocol's cutoff (``--train-share``) are split again
+    by time (``--validation-share``); each combination is scored by the ranking protocol
+    there, best NDCG@10 of known users first.
+    """
+    from streaming.protocols import load_split, ranking_protocol, search_grid, time_split
+
+    parsed: dict[str, list[str]] = {}
+    for item in grid:
+        name, _, values = item.partition("=")
+        if not values:
+            msg = f"{item!r}: write name=v1,v2"
+            raise typer.BadParameter(msg, param_hint="--set")
+        parsed[name.strip()] = [v.strip() for v in values.split(",") if v.strip()]
+    try:
+        combos = search_grid(parsed, ModelSettings())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--set") from exc
+    development, _, _ = time_split(load_split(data / "u.data"), train_share)
+    spark = _spark()
+    rows = []
+    try:
+        for number, settings in enumerate(combos, start=1):
+            report = ranking_protocol(
+                spark, development, settings, train_share=validation_share, spark_default=False
+            )
+            chosen = {name: getattr(settings, name) for name in sorted(parsed)}
+            known = report.known_figures
+            rows.append({"settings": chosen, "known": {k: asdict(v) for k, v in known.items()}})
+            print(f"[{number}/{len(combos)}] {chosen}: NDCG@10 {known['recstream'].ndcg:.4f} "
+                  f"(popular {known['popular'].ndcg:.4f})", flush=True)  # fmt: skip
+    finally:
+        spark.stop()
+    rows.sort(key=lambda row: -row["known"]["recstream"]["ndcg"])
+    table = Table(title="validation split, users who rated before its cutoff, best first")
+    for column in ("settings", "P@10", "NDCG@10", "MAP@10", "NDCG / popular"):
+        table.add_column(column, justify="left" if column == "settings" else "right")
+    for row in rows:
+        ours, theirs = row["known"]["recstream"], row["known"]["popular"]
+        ratio = ours["ndcg"] / theirs["ndcg"] if theirs["ndcg"] else float("nan")
+        table.add_row(json.dumps(row["settings"]), f"{ours['precision']:.4f}",
+                      f"{ours['ndcg']:.4f}", f"{ours['map']:.4f}", f"{ratio:.2f}")  # fmt: skip
+    Console().print(table)
+    print(f"written: {_write(out, 'search', {'protocol': 'search', 'results': rows})}")
 
 
 @app.command()

@@ -56,6 +56,7 @@ __all__ = [
     "prequential_protocol",
     "ranking_protocol",
     "rating_protocol",
+    "search_grid",
 ]
 
 CUTOFF = 10
@@ -230,8 +231,12 @@ def ranking_protocol(
     settings: ModelSettings,
     *,
     train_share: float = 0.8,
+    spark_default: bool = True,
 ) -> RankingReport:
-    """P/R/NDCG/MAP at 10 of recstream's lists, Spark's default ALS and popularity."""
+    """P/R/NDCG/MAP at 10 of recstream's lists, Spark's default ALS and popularity.
+
+    ``spark_default=False`` leaves Spark's default ALS out (one fit less, for searches).
+    """
     began = time.perf_counter()
     train, test, cutoff = time_split(ratings, train_share)
     relevant = test[test["rating"] >= settings.relevant_rating]
@@ -251,19 +256,18 @@ def ranking_protocol(
         ours.movies[p].tolist() if ours.personal[p] else popular_ids[:CUTOFF]
         for p in range(len(targets))
     ]
-    users, items = _spark_default(spark, train)
-    rows, known = users.lookup(targets)
-    factors = np.where(known[:, None], users.factors[rows], 0.0)
-    excluded = [items.rows(seen.of(position)[0]) for position in range(len(targets))]
-    spark_lists, _ = top_k(factors, items, excluded, CUTOFF)
-    default_lists = [
-        spark_lists[p].tolist() if known[p] else popular_ids[:CUTOFF] for p in range(len(targets))
-    ]
-    makers = {
-        "recstream": recstream_lists,
-        "spark-default": default_lists,
-        "popular": [popular_for(p) for p in range(len(targets))],
-    }
+    makers = {"recstream": recstream_lists}
+    if spark_default:
+        users, items = _spark_default(spark, train)
+        rows, known = users.lookup(targets)
+        factors = np.where(known[:, None], users.factors[rows], 0.0)
+        excluded = [items.rows(seen.of(position)[0]) for position in range(len(targets))]
+        spark_lists, _ = top_k(factors, items, excluded, CUTOFF)
+        makers["spark-default"] = [
+            spark_lists[p].tolist() if known[p] else popular_ids[:CUTOFF]
+            for p in range(len(targets))
+        ]
+    makers["popular"] = [popular_for(p) for p in range(len(targets))]
     known_users = [p for p in range(len(targets)) if rated[p]]
     figures = {name: rank_figures(lists, sets, CUTOFF) for name, lists in makers.items()}
     known_figures = {
@@ -386,3 +390,31 @@ def prequential_protocol(
         days=day_rows,
         seconds=round(time.perf_counter() - began, 1),
     )  # fmt: skip
+
+
+def search_grid(grid: dict[str, list[str]], base: ModelSettings) -> list[ModelSettings]:
+    """Every combination of the given values, over ``base``.
+
+    Raises:
+        ValueError: a name that is not a model setting, or a value it refuses (the
+            message names both).
+    """
+    from itertools import product
+
+    from pydantic import ValidationError
+
+    unknown = sorted(set(grid) - set(ModelSettings.model_fields))
+    if unknown:
+        msg = f"not model settings: {', '.join(unknown)}; see RECSTREAM_MODEL_* in the README"
+        raise ValueError(msg)
+    names = sorted(grid)
+    combos = []
+    for values in product(*(grid[name] for name in names)):
+        chosen = dict(zip(names, values, strict=True))
+        try:
+            combos.append(ModelSettings.model_validate({**base.model_dump(), **chosen}))
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            msg = f"{chosen}: {problem['loc'][0] if problem['loc'] else ''} {problem['msg']}"
+            raise ValueError(msg) from exc
+    return combos

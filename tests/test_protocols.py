@@ -16,6 +16,7 @@ from streaming.protocols import (
     prequential_protocol,
     ranking_protocol,
     rating_protocol,
+    search_grid,
     time_split,
 )
 from streaming.settings import ModelSettings
@@ -122,3 +123,19 @@ def _random_hit_rate(ratings: pd.DataFrame, batch_size: int) -> float:
     before = ordered.merge(new, on=["user_id", "batch"], how="left")["before"].to_numpy()
     unrated = np.maximum(ratings["movie_id"].nunique() - before, 1)
     return float(np.mean(np.minimum(1.0, 10 / unrated)))
+
+
+def test_search_grid_builds_every_combination_over_the_base() -> None:
+    combos = search_grid({"rank": ["5", "20"], "implicit_prefs": ["true"],
+                          "alpha": ["1", "10"]}, SETTINGS)  # fmt: skip
+    assert [(c.rank, c.alpha, c.implicit_prefs) for c in combos] == [
+        (5, 1.0, True), (20, 1.0, True), (5, 10.0, True), (20, 10.0, True)
+    ]  # fmt: skip
+    assert all(c.max_iter == SETTINGS.max_iter for c in combos)  # the rest from the base
+
+
+def test_search_grid_names_what_is_wrong() -> None:
+    with pytest.raises(ValueError, match="not model settings: rnk"):
+        search_grid({"rnk": ["3"]}, SETTINGS)
+    with pytest.raises(ValueError, match="rank"):
+        search_grid({"rank": ["0"]}, SETTINGS)
