@@ -45,6 +45,8 @@ def run(
     reg_param: Annotated[float | None, typer.Option(min=0)] = None,
     implicit_prefs: Annotated[bool | None, typer.Option("--implicit/--explicit")] = None,
     alpha: Annotated[float | None, typer.Option(min=0)] = None,
+    popularity_weight: Annotated[float | None, typer.Option(min=0)] = None,
+    popularity_half_life_days: Annotated[float | None, typer.Option(min=0)] = None,
     retrain_every_ratings: Annotated[int | None, typer.Option(min=1)] = None,
     retrain_every_s: Annotated[float | None, typer.Option()] = None,
     min_ratings: Annotated[int | None, typer.Option(min=1)] = None,

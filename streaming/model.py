@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+import pandas as pd
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -26,7 +28,14 @@ from streaming.lists import FoldIn
 from streaming.settings import ModelSettings
 from streaming.topn import ItemIndex
 
-__all__ = ["ModelVersion", "load_latest_model", "load_model", "save_model", "train_model"]
+__all__ = [
+    "ModelVersion",
+    "load_latest_model",
+    "load_model",
+    "popularity_prior",
+    "save_model",
+    "train_model",
+]
 
 
 @dataclass(frozen=True)
@@ -89,7 +98,13 @@ def train_model(
     finally:
         training.unpersist()
     fit_s = time.perf_counter() - began
-    items = ItemIndex([r["id"] for r in item_rows], np.array([r["features"] for r in item_rows]))
+    counts = popularity(everything, settings.popularity_half_life_days)
+    movie_ids = np.array([r["id"] for r in item_rows], dtype=np.int64)
+    items = ItemIndex(
+        movie_ids,
+        np.array([r["features"] for r in item_rows]),
+        popularity_prior(counts, movie_ids, settings.popularity_weight),
+    )
 
     began = time.perf_counter()
     evaluation = None
@@ -100,12 +115,17 @@ def train_model(
             np.array([r["features"] for r in user_rows]).reshape(len(user_rows), settings.rank),
         )
         evaluation = evaluate(
-            everything[~held], everything[held], users, items, settings.relevant_rating
+            everything[~held],
+            everything[held],
+            users,
+            items,
+            settings.relevant_rating,
+            predicts_ratings=not settings.implicit_prefs,
         ).as_dict()
     evaluate_s = time.perf_counter() - began
 
-    counts = popularity(everything).head(settings.top_k)
-    popular = list(zip(counts.index.tolist(), counts.to_numpy(dtype=float).tolist(), strict=True))
+    head = counts.head(settings.top_k)
+    popular = list(zip(head.index.tolist(), head.to_numpy(dtype=float).tolist(), strict=True))
     meta = {
         "version": version,
         "trained_at": time.time(),
@@ -125,6 +145,8 @@ def train_model(
                 "alpha",
                 "nonnegative",
                 "seed",
+                "popularity_half_life_days",
+                "popularity_weight",
             }
         ),
         "evaluation": evaluation,
@@ -132,6 +154,21 @@ def train_model(
         "last_folded_in_batch": None,
     }
     return ModelVersion(version, items, popular, meta)
+
+
+def popularity_prior(
+    counts: pd.Series, movie_ids: npt.NDArray[np.int64], weight: float
+) -> npt.NDArray[np.float64]:
+    """``weight`` × standardised ``log(1 + popularity)`` of each movie (zeros at weight 0).
+
+    Standardised over the given movies, so the weight reads in units of the model's
+    scores whatever the size of the store; a movie without ratings counts 0.
+    """
+    if weight == 0 or len(movie_ids) == 0:
+        return np.zeros(len(movie_ids))
+    raw = np.log1p(counts.reindex(movie_ids).fillna(0.0).to_numpy(dtype=np.float64))
+    spread = raw.std()
+    return weight * (raw - raw.mean()) / spread if spread > 0 else np.zeros(len(movie_ids))
 
 
 def save_model(folder: Path, model: ModelVersion) -> Path:
@@ -144,6 +181,7 @@ def save_model(folder: Path, model: ModelVersion) -> Path:
             handle,
             movie_ids=model.items.movie_ids,
             factors=model.items.factors,
+            prior=model.items.prior,
             popular=np.array(model.popular, dtype=np.float64).reshape(-1, 2),
             meta=np.array(json.dumps(model.meta, sort_keys=True)),
         )
@@ -156,7 +194,8 @@ def load_model(path: Path) -> ModelVersion:
     with np.load(path) as saved:
         meta = json.loads(str(saved["meta"]))
         popular = [(int(movie), float(score)) for movie, score in saved["popular"].tolist()]
-        items = ItemIndex(saved["movie_ids"], saved["factors"])
+        prior = saved["prior"] if "prior" in saved.files else None  # before the prior
+        items = ItemIndex(saved["movie_ids"], saved["factors"], prior)
     return ModelVersion(int(meta["version"]), items, popular, meta)
 
 

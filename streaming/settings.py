@@ -102,13 +102,35 @@ class ModelSettings(StrictSettings):
 
     model_config = SettingsConfigDict(env_prefix="RECSTREAM_MODEL_")
 
-    rank: int = Field(10, ge=1, le=1_000, description="ALS rank (latent factors).")
-    max_iter: int = Field(10, ge=1, le=200, description="ALS iterations per retrain.")
+    rank: int = Field(20, ge=1, le=1_000, description="ALS rank (latent factors).")
+    max_iter: int = Field(15, ge=1, le=200, description="ALS iterations per retrain.")
     reg_param: float = Field(0.1, ge=0, description="ALS regParam (scaled by ratings per user).")
-    implicit_prefs: bool = Field(False, description="Treat ratings as implicit feedback.")
+    implicit_prefs: bool = Field(
+        True,
+        description=(
+            "Treat ratings as implicit feedback (ranks better; RMSE comes from the explicit "
+            "twin, python -m streaming.evaluate rating)."
+        ),
+    )
     alpha: float = Field(1.0, ge=0, description="ALS alpha: confidence scale, implicit only.")
     nonnegative: bool = Field(False, description="Constrain factors to be non-negative.")
     seed: int = Field(42, description="ALS random seed.")
+    popularity_half_life_days: float = Field(
+        14.0,
+        ge=0,
+        description=(
+            "Popularity counts each rating with weight 2^(-age / half-life), age in days "
+            "before the newest stored rating; 0 = every rating counts 1 (all-time counts)."
+        ),
+    )
+    popularity_weight: float = Field(
+        0.1,
+        ge=0,
+        description=(
+            "Weight of the popularity prior added to every model score: weight × "
+            "standardised log(1 + popularity) of the movie; 0 = model scores only."
+        ),
+    )
     retrain_every_ratings: int = Field(
         100_000, ge=1, description="Retrain after this many new ratings (N) ..."
     )

@@ -1,8 +1,9 @@
 """Top-K movies for a block of users: vectorised numpy, deterministic ties, rated movies out.
 
-Scores are user factors times item factors. Items are held sorted by movie id, and the
-ranking sorts by score with a stable sort, so equal scores rank by ascending movie id,
-the same on every run and every machine.
+Scores are user factors times item factors, plus an optional per-item prior (the
+model's popularity prior, ``streaming.model``; zero when none is set). Items are held
+sorted by movie id, and the ranking sorts by score with a stable sort, so equal scores
+rank by ascending movie id, the same on every run and every machine.
 """
 
 from __future__ import annotations
@@ -16,13 +17,27 @@ __all__ = ["ItemIndex", "top_k"]
 
 
 class ItemIndex:
-    """Item factors sorted by movie id, with a lookup from movie id to row."""
+    """Item factors sorted by movie id, with a lookup from movie id to row.
 
-    def __init__(self, movie_ids: npt.ArrayLike, factors: npt.ArrayLike) -> None:
+    ``prior``, aligned with ``movie_ids``, is added to every user's score of the item
+    when ranking (``top_k``); fold-in never sees it.
+    """
+
+    def __init__(
+        self,
+        movie_ids: npt.ArrayLike,
+        factors: npt.ArrayLike,
+        prior: npt.ArrayLike | None = None,
+    ) -> None:
         ids = np.asarray(movie_ids, dtype=np.int64)
         order = np.argsort(ids, kind="stable")
         self.movie_ids: npt.NDArray[np.int64] = ids[order]
         self.factors: npt.NDArray[np.float64] = np.asarray(factors, dtype=np.float64)[order]
+        extra = np.zeros(len(ids)) if prior is None else np.asarray(prior, dtype=np.float64)
+        if extra.shape != ids.shape:
+            msg = f"prior has shape {extra.shape}, expected one value per movie {ids.shape}"
+            raise ValueError(msg)
+        self.prior: npt.NDArray[np.float64] = extra[order]
 
     def __len__(self) -> int:
         return len(self.movie_ids)
@@ -54,7 +69,7 @@ def top_k(
     A user with fewer than ``k`` unrated movies gets ``-1`` ids and ``-inf`` scores in
     the slots that remain.
     """
-    scores = np.asarray(user_factors, dtype=np.float64) @ items.factors.T
+    scores = np.asarray(user_factors, dtype=np.float64) @ items.factors.T + items.prior
     for user, rows in enumerate(rated_rows):
         scores[user, rows] = -np.inf
     width = min(k, len(items))

@@ -116,3 +116,16 @@ def test_fast_top_k_equals_the_full_stable_sort_under_heavy_ties() -> None:
         scores[row, excluded] = -np.inf
     reference = items.movie_ids[np.argsort(-scores, axis=1, kind="stable")[:, :7]]
     assert np.array_equal(ids, reference)
+
+
+def test_the_item_prior_is_added_to_every_users_score() -> None:
+    items = ItemIndex([3, 1, 2], np.array([[1.0], [2.0], [3.0]]), prior=[5.0, 0.0, -0.5])
+    assert items.prior.tolist() == [0.0, -0.5, 5.0]  # sorted with the movie ids
+    ids, scores = top_k(np.array([[1.0]]), items, [items.rows([])], 3)
+    assert ids.tolist() == [[3, 2, 1]]  # 1 + 5, 3 - 0.5, 2 + 0
+    assert scores[0].tolist() == [6.0, 2.5, 2.0]
+
+
+def test_a_prior_of_the_wrong_length_is_refused() -> None:
+    with pytest.raises(ValueError, match="one value per movie"):
+        ItemIndex([1, 2], np.ones((2, 1)), prior=[1.0])

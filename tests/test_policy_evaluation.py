@@ -12,7 +12,14 @@ from pyspark.sql import SparkSession
 from streaming.evaluation import evaluate, holdout_cutoff, popularity
 from streaming.history import RatingHistory
 from streaming.lists import lists_for
-from streaming.model import load_latest_model, save_model, train_model
+from streaming.model import (
+    ModelVersion,
+    load_latest_model,
+    load_model,
+    popularity_prior,
+    save_model,
+    train_model,
+)
 from streaming.policy import RetrainPolicy
 from streaming.settings import ModelSettings
 from streaming.topn import ItemIndex
@@ -62,11 +69,34 @@ def test_ranking_figures_on_a_hand_checked_case() -> None:
     assert result.model.recall == pytest.approx(1.0)
     ideal = 1 + 1 / np.log2(3)
     assert result.model.ndcg == pytest.approx((1 / np.log2(3) + 1 / np.log2(5)) / ideal, abs=1e-6)
+    assert result.model.map == pytest.approx((1 / 2 + 2 / 4) / 2, abs=1e-6)  # hits at 2 and 4
     # Popularity from training: 5 (2 ratings), then 4, then 1 (rated, excluded).
     assert result.popular.recall == pytest.approx(0.5)
     # RMSE over the three held-out pairs: predictions 3, 1 and 4.
     assert result.rmse == pytest.approx(np.sqrt(((3 - 5) ** 2 + (1 - 4) ** 2 + (4 - 1) ** 2) / 3))
     assert popularity(train).index.tolist() == [5, 1, 4]
+    implicit = evaluate(train, held, users, items, relevant_rating=4.0, predicts_ratings=False)
+    assert implicit.rmse is None  # preference scores are not ratings
+    assert implicit.model == result.model
+
+
+def test_popularity_with_a_half_life_counts_recent_ratings_more() -> None:
+    day = 86_400
+    ratings = pd.DataFrame(
+        {"movie_id": [1, 1, 1, 2, 2], "timestamp": [0, 0, 0, 20 * day, 20 * day]}
+    )
+    assert popularity(ratings).tolist() == [3, 2]  # all-time counts: 1 first
+    recent = popularity(ratings, half_life_days=10.0)
+    assert recent.index.tolist() == [2, 1]  # movie 1's ratings are two half-lives old
+    assert recent.tolist() == pytest.approx([2.0, 0.75])
+
+
+def test_popularity_prior_is_standardised_log_counts_times_the_weight() -> None:
+    counts = pd.Series({10: np.e**2 - 1, 20: np.e**0 - 1})  # log1p: 2 and 0; 30 unrated
+    prior = popularity_prior(counts, np.array([10, 20, 30]), weight=0.5)
+    raw = np.array([2.0, 0.0, 0.0])
+    assert prior == pytest.approx(0.5 * (raw - raw.mean()) / raw.std())
+    assert popularity_prior(counts, np.array([10, 20]), weight=0.0).tolist() == [0.0, 0.0]
 
 
 def test_planted_low_rank_model_brings_a_withheld_favourite_back(
@@ -89,7 +119,8 @@ def test_planted_low_rank_model_brings_a_withheld_favourite_back(
     frame = pd.DataFrame(rows, columns=["user_id", "movie_id", "rating", "timestamp"])
     history = RatingHistory()
     history.add(frame.assign(batch_id=0, offset=range(len(frame))))
-    settings = ModelSettings(rank=rank, max_iter=15, reg_param=0.01, holdout_fraction=0.1)
+    settings = ModelSettings(rank=rank, max_iter=15, reg_param=0.01, holdout_fraction=0.1,
+                             implicit_prefs=False, popularity_weight=0.0)  # fmt: skip
     model = train_model(
         spark.createDataFrame(frame), history, settings, version=3, batch_id=2, reason="test"
     )
@@ -104,5 +135,17 @@ def test_planted_low_rank_model_brings_a_withheld_favourite_back(
     assert loaded is not None
     assert loaded.version == 3
     assert np.array_equal(loaded.items.factors, model.items.factors)
+    assert np.array_equal(loaded.items.prior, model.items.prior)
     assert loaded.popular == model.popular
     assert loaded.meta == model.meta
+
+
+def test_a_saved_prior_comes_back_and_older_files_load_without_one(tmp_path: Path) -> None:
+    items = ItemIndex([2, 1], np.ones((2, 3)), prior=[0.5, -0.5])
+    model = ModelVersion(4, items, [(2, 9.0)], {"version": 4})
+    loaded = load_model(save_model(tmp_path, model))
+    assert loaded.items.prior.tolist() == [-0.5, 0.5]
+    older = tmp_path / "v3.npz"  # written before models had a prior
+    np.savez(older, movie_ids=np.array([1, 2]), factors=np.ones((2, 3)),
+             popular=np.zeros((0, 2)), meta=np.array('{"version": 3}'))  # fmt: skip
+    assert load_model(older).items.prior.tolist() == [0.0, 0.0]
