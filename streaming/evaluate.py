@@ -2,8 +2,8 @@
 
     python -m streaming.evaluate rating  [--data DIR] [--out DIR]
     python -m streaming.evaluate ranking [--data DIR] [--out DIR] [--train-share 0.8]
-    python -m streaming.evaluate prequential [--data DIR] [--out DIR] [--batch-size 1000]
-        [--retrain-every 10000]
+    python -m streaming.evaluate prequential [--data DIR] [--out DIR] [--window-s 1]
+        [--batch-size N] [--retrain-every 10000]
     python -m streaming.evaluate search --set rank=10,30 --set implicit_prefs=true
         --set alpha=1,10 [--train-share 0.8] [--validation-share 0.8]
 
@@ -170,7 +170,13 @@ def search(
 def prequential(
     data: DataOption = _DEFAULT_DATA,
     out: OutOption = Path("evaluation"),
-    batch_size: Annotated[int, typer.Option(min=1, help="Ratings per micro-batch")] = 1_000,
+    window_s: Annotated[
+        float, typer.Option(min=0.001, help="Seconds of dataset time per micro-batch")
+    ] = 1.0,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Ratings per micro-batch instead (a feed faster than real time)"),
+    ] = None,
     retrain_every: Annotated[int, typer.Option(min=1, help="Ratings between retrains")] = 10_000,
 ) -> None:
     """Test-then-learn replay: hit rate and NDCG at 10 of each next rating, vs popular."""
@@ -180,12 +186,14 @@ def prequential(
     ratings = load_split(data / "u.data")
     spark = _spark()
     try:
-        report = prequential_protocol(spark, ratings, settings, batch_size=batch_size,
-                                      retrain_every=retrain_every)  # fmt: skip
+        report = prequential_protocol(
+            spark, ratings, settings, retrain_every=retrain_every,
+            **({"batch_size": batch_size} if batch_size else {"window_s": window_s}),
+        )  # fmt: skip
     finally:
         spark.stop()
-    table = Table(title=f"prequential replay of {report.ratings:,} ratings "
-                  f"({report.retrains} retrains, batches of {report.batch_size:,})")  # fmt: skip
+    table = Table(title=f"prequential replay of {report.ratings:,} ratings in {report.batches:,} "
+                  f"micro-batches of {report.batching} ({report.retrains} retrains)")  # fmt: skip
     for column in ("lists", "hit rate@10", "NDCG@10"):
         table.add_column(column, justify="left" if column == "lists" else "right")
     for name in report.hit_rate:

@@ -4,23 +4,26 @@ Every protocol measures what the streaming job would publish: a model trained by
 ``streaming.model.train_model`` (the retrain code, with no held-out share), each user's
 factor folded in from their own ratings (the ALS user step the job runs), lists of
 movies they have not rated, ties by ascending movie id. Users the model cannot fold in
-get the model's popular list, as serving gives them. Beside it:
+get the model's popular list, as serving gives them (recency-weighted when
+``popularity_half_life_days`` is set). Beside it:
 
 - ``spark-default``: ``pyspark.ml.recommendation.ALS()`` with every setting left at its
   default, its own user factors, the same exclusion of rated movies;
-- ``popular``: the most-rated movies of the training data the user has not rated.
+- ``popular``: the most-rated movies of the training data (all-time counts) the user
+  has not rated.
 
 Protocols:
 
 1. ``rating``: RMSE and MAE on ML-100K's official splits u1..u5 (train ``uN.base``,
    test ``uN.test``), predictions clipped to the 1-5 scale; a pair whose user or movie
-   the training data lacks gets the training mean (counted as ``cold``).
+   the training data lacks gets the training mean (counted as ``cold``). The model is
+   the explicit-feedback twin of the configured one (same settings, ratings as ratings).
 2. ``ranking``: one time split: train on the ratings before the timestamp that leaves
    ``train_share`` of them before it, test on the later ones; a test rating of at least
    ``relevant_rating`` is relevant. Precision, recall, NDCG and MAP at 10, over every
    user with a relevant test rating and over those of them who also rated before the
    cutoff (on ML-100K, two users in three of the test period are new: every list maker
-   can only give them the popular list).
+   can only give them a popular list).
 3. ``prequential``: test-then-learn over the whole feed in timestamp order (see
    ``prequential_protocol``): hit rate and NDCG at 10 of the next rating, overall and
    per day of dataset time, beside a popular list updated the same way.
@@ -40,6 +43,7 @@ from pyspark.ml.recommendation import ALS
 from pyspark.sql import SparkSession
 
 from streaming.errors import StreamingError
+from streaming.evaluation import popularity
 from streaming.history import RatingHistory
 from streaming.lists import fold_in_users, lists_for
 from streaming.metrics import RankingFigures, mae, rank_figures, rmse
@@ -52,6 +56,7 @@ __all__ = [
     "PrequentialReport",
     "RankingReport",
     "RatingReport",
+    "batch_bounds",
     "load_split",
     "prequential_protocol",
     "ranking_protocol",
@@ -169,7 +174,12 @@ class RatingReport:
 def rating_protocol(
     spark: SparkSession, folder: Path, settings: ModelSettings, folds: int = 5
 ) -> RatingReport:
-    """RMSE/MAE of the configured model and of Spark's default ALS on u1..u``folds``."""
+    """RMSE/MAE of the configured model and of Spark's default ALS on u1..u``folds``.
+
+    An implicit-feedback configuration scores preferences, not ratings, so its explicit
+    twin is measured: the same settings with ``implicit_prefs`` off.
+    """
+    settings = settings.model_copy(update={"implicit_prefs": False})
     report = RatingReport({"recstream": [], "spark-default": []})
     for number in range(1, folds + 1):
         train = load_split(folder / f"u{number}.base")
@@ -246,11 +256,12 @@ def ranking_protocol(
     model, history = _train(spark, train, settings)
     seen = history.of_users(targets)
     ours = lists_for(seen, model.fold_in(settings), CUTOFF)
-    popular_ids = [movie for movie, _ in model.popular]
+    popular_ids = [movie for movie, _ in model.popular]  # recstream's (may weigh recency)
+    all_time = popularity(train).index.tolist()  # the baseline: all-time counts
     rated = [set(seen.of(position)[0].tolist()) for position in range(len(targets))]
 
     def popular_for(position: int) -> list[int]:
-        return [m for m in popular_ids if m not in rated[position]][:CUTOFF]
+        return [m for m in all_time if m not in rated[position]][:CUTOFF]
 
     recstream_lists = [
         ours.movies[p].tolist() if ours.personal[p] else popular_ids[:CUTOFF]
@@ -264,8 +275,7 @@ def ranking_protocol(
         excluded = [items.rows(seen.of(position)[0]) for position in range(len(targets))]
         spark_lists, _ = top_k(factors, items, excluded, CUTOFF)
         makers["spark-default"] = [
-            spark_lists[p].tolist() if known[p] else popular_ids[:CUTOFF]
-            for p in range(len(targets))
+            spark_lists[p].tolist() if known[p] else all_time[:CUTOFF] for p in range(len(targets))
         ]
     makers["popular"] = [popular_for(p) for p in range(len(targets))]
     known_users = [p for p in range(len(targets)) if rated[p]]
@@ -290,7 +300,8 @@ class PrequentialReport:
     """Test-then-learn figures of the replay: overall and per day of dataset time."""
 
     ratings: int
-    batch_size: int
+    batching: str
+    batches: int
     retrain_every: int
     retrains: int
     hit_rate: dict[str, float]
@@ -307,15 +318,41 @@ def _gain(listed: list[int], movie: int) -> float:
     return 1.0 / float(np.log2(listed.index(movie) + 2)) if movie in listed else 0.0
 
 
+def batch_bounds(
+    stamps: npt.NDArray[np.int64], batch_size: int | None, window_s: float | None
+) -> npt.NDArray[np.int64]:
+    """Start rows of the micro-batches (plus the end): by count, or by dataset time."""
+    if (batch_size is None) == (window_s is None):
+        msg = "give exactly one of batch_size (ratings per batch) and window_s (seconds)"
+        raise ValueError(msg)
+    if batch_size is not None:
+        if batch_size < 1:
+            msg = f"batch_size must be at least 1, got {batch_size}"
+            raise ValueError(msg)
+        return np.append(np.arange(0, len(stamps), batch_size), len(stamps))
+    if window_s is None or window_s <= 0:
+        msg = f"window_s must be > 0, got {window_s}"
+        raise ValueError(msg)
+    slot = np.floor((stamps - stamps[0]) / window_s).astype(np.int64) if len(stamps) else stamps
+    changes = np.flatnonzero(np.diff(slot)) + 1
+    return np.concatenate([[0], changes, [len(stamps)]]).astype(np.int64)
+
+
 def prequential_protocol(
     spark: SparkSession,
     ratings: pd.DataFrame,
     settings: ModelSettings,
     *,
-    batch_size: int = 1_000,
+    window_s: float | None = None,
+    batch_size: int | None = None,
     retrain_every: int = 10_000,
 ) -> PrequentialReport:
     """Replay in timestamp order, in micro-batches as the job sees them.
+
+    A micro-batch is every rating of one ``window_s`` of dataset time (the job's trigger
+    interval when the feed arrives at its real pace: at 1 s a user's list is refreshed
+    between two ratings unless both came in the same second), or ``batch_size`` ratings
+    (a job fed faster than real time). Exactly one of the two is given.
 
     Before a batch updates anything, each of its ratings is checked against the list its
     user had then: recstream's (the current model, the user folded in from every earlier
@@ -327,46 +364,49 @@ def prequential_protocol(
     began = time.perf_counter()
     ordered = ratings.sort_values(["timestamp", "user_id", "movie_id"], kind="stable")
     ordered = ordered.reset_index(drop=True)
+    user_col = ordered["user_id"].to_numpy(dtype=np.int64)
+    movie_col = ordered["movie_id"].to_numpy(dtype=np.int64)
+    stamp_col = ordered["timestamp"].to_numpy(dtype=np.int64)
+    bounds = batch_bounds(stamp_col, batch_size, window_s)
     history = RatingHistory()
-    counts: dict[int, int] = {}
+    counts = np.zeros(int(movie_col.max(initial=0)) + 1, dtype=np.int64)
+    catalog = np.arange(len(counts))
     model: ModelVersion | None = None
     since_retrain, retrains = 0, 0
     rows: list[tuple[int, float, float, float, float]] = []  # day, hit and gain of both
-    for first in range(0, len(ordered), batch_size):
-        batch = ordered.iloc[first : first + batch_size]
-        users = np.unique(batch["user_id"].to_numpy())
+    for number, (first, last) in enumerate(
+        zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+    ):
+        users = np.unique(user_col[first:last])
         seen = history.of_users(users)
-        popular_order = sorted(counts, key=lambda m: (-counts[m], m))
+        popular_order = catalog[np.lexsort((catalog, -counts))]
         current: dict[int, list[int]] = {}
         fallback: dict[int, list[int]] = {}
-        personal = np.zeros(len(users), dtype=np.bool_)
         if model is not None:
             lists = lists_for(seen, model.fold_in(settings), CUTOFF)
-            personal = lists.personal
         for position, user in enumerate(users.tolist()):
-            rated = set(seen.of(position)[0].tolist())
-            fallback[user] = [m for m in popular_order[: CUTOFF + len(rated)]
-                              if m not in rated][:CUTOFF]  # fmt: skip
-            if model is not None and personal[position]:
-                current[user] = lists.movies[position].tolist()
-            elif model is not None:
-                current[user] = [m for m, _ in model.popular[:CUTOFF]]
-            else:
+            rated = seen.of(position)[0]
+            head = popular_order[: CUTOFF + len(rated)]
+            head = head[counts[head] > 0]
+            fallback[user] = head[~np.isin(head, rated)][:CUTOFF].tolist()
+            if model is None:
                 current[user] = fallback[user]
-        for user, movie, stamp in zip(batch["user_id"].tolist(), batch["movie_id"].tolist(),
-                                      batch["timestamp"].tolist(), strict=True):  # fmt: skip
+            elif lists.personal[position]:
+                current[user] = lists.movies[position].tolist()
+            else:
+                current[user] = [m for m, _ in model.popular[:CUTOFF]]
+        for user, movie, stamp in zip(user_col[first:last].tolist(), movie_col[first:last].tolist(),
+                                      stamp_col[first:last].tolist(), strict=True):  # fmt: skip
             ours, theirs = current[user], fallback[user]
             rows.append((stamp // 86_400, float(movie in ours), _gain(ours, movie),
                          float(movie in theirs), _gain(theirs, movie)))  # fmt: skip
-        frame = batch[_COLUMNS].assign(batch_id=first // batch_size, offset=np.arange(len(batch)))
-        history.add(frame)
-        for movie in batch["movie_id"].tolist():
-            counts[movie] = counts.get(movie, 0) + 1
-        since_retrain += len(batch)
+        batch = ordered.iloc[first:last]
+        history.add(batch[_COLUMNS].assign(batch_id=number, offset=np.arange(last - first)))
+        np.add.at(counts, movie_col[first:last], 1)
+        since_retrain += last - first
         enough = len(history) >= settings.min_ratings
         if enough and (model is None or since_retrain >= retrain_every):
-            train = history.frame()
-            model, _ = _train(spark, train, settings)
+            model, _ = _train(spark, history.frame(), settings)
             since_retrain, retrains = 0, retrains + 1
     table = pd.DataFrame(rows, columns=["day", "hit", "gain", "pop_hit", "pop_gain"])
     days = table.groupby("day").agg(
@@ -380,7 +420,8 @@ def prequential_protocol(
     ]  # fmt: skip
     return PrequentialReport(
         ratings=len(table),
-        batch_size=batch_size,
+        batching=f"{batch_size:,} ratings" if batch_size else f"{window_s:g} s of dataset time",
+        batches=len(bounds) - 1,
         retrain_every=retrain_every,
         retrains=retrains,
         hit_rate={"recstream": round(float(table["hit"].mean()), 6),

@@ -12,6 +12,7 @@ from pyspark.sql import SparkSession
 from producer.synthetic import synthetic_dataset
 from streaming.protocols import (
     EvaluationInputError,
+    batch_bounds,
     load_split,
     prequential_protocol,
     ranking_protocol,
@@ -139,3 +140,16 @@ def test_search_grid_names_what_is_wrong() -> None:
         search_grid({"rnk": ["3"]}, SETTINGS)
     with pytest.raises(ValueError, match="rank"):
         search_grid({"rank": ["0"]}, SETTINGS)
+
+
+def test_micro_batches_by_count_or_by_seconds_of_dataset_time() -> None:
+    stamps = np.array([0, 0, 1, 5, 5, 6, 9], dtype=np.int64)
+    assert batch_bounds(stamps, 3, None).tolist() == [0, 3, 6, 7]
+    assert batch_bounds(stamps, None, 1.0).tolist() == [0, 2, 3, 5, 6, 7]  # one per second
+    assert batch_bounds(stamps, None, 5.0).tolist() == [0, 3, 7]  # [0, 5), [5, 10)
+    with pytest.raises(ValueError, match="exactly one"):
+        batch_bounds(stamps, 3, 1.0)
+    with pytest.raises(ValueError, match="exactly one"):
+        batch_bounds(stamps, None, None)
+    with pytest.raises(ValueError, match="window_s"):
+        batch_bounds(stamps, None, 0.0)
