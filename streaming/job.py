@@ -23,14 +23,19 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.streaming.query import StreamingQuery
 
 from producer.settings import KafkaSettings
 from serving.settings import RedisSettings
+from streaming.evaluation import CUTOFF
 from streaming.history import HISTORY_COLUMNS, RatingHistory
 from streaming.kafka_side import TopicWatcher
+from streaming.lists import lists_for
 from streaming.model import ModelVersion, load_latest_model, load_model, save_model, train_model
 from streaming.policy import RetrainPolicy
 from streaming.publisher import Publisher, PublishOutcome
@@ -83,6 +88,14 @@ def _next_offsets(valid: pd.DataFrame, rejected: list[Row]) -> dict[int, int]:
         partition = int(row["partition"])
         following[partition] = max(following.get(partition, 0), int(row["offset"]) + 1)
     return following
+
+
+def _freshness(appended_s: npt.NDArray[np.float64]) -> list[float]:
+    """[p50, max] seconds from the Kafka append of each event to now; empty for none."""
+    if not len(appended_s):
+        return []
+    ages = time.time() - appended_s
+    return [round(float(np.median(ages)), 3), round(float(ages.max()), 3)]
 
 
 def stop_between_batches(query: StreamingQuery, timeout_s: float = 60.0) -> bool:
@@ -146,11 +159,18 @@ class StreamingJob:
             rejected = invalid.select("partition", "offset", "reason").collect()
             timings["validate"] = time.perf_counter() - began
             began = time.perf_counter()
-            self.store.write_batch(batch_id, valid, invalid if rejected else None)
+            self.store.write_batch(
+                batch_id, valid.drop("kafka_timestamp"), invalid if rejected else None
+            )
             timings["store"] = time.perf_counter() - began
             began = time.perf_counter()
             batch = pd.DataFrame(
-                valid.select(*HISTORY_COLUMNS[:-2], "partition", "offset").toPandas()
+                valid.select(
+                    *HISTORY_COLUMNS[:-2],
+                    "partition",
+                    "offset",
+                    F.col("kafka_timestamp").cast("double").alias("appended_s"),
+                ).toPandas()
             )
         finally:
             parsed.unpersist()
@@ -158,6 +178,7 @@ class StreamingJob:
         reasons = dict(Counter(str(row["reason"]) for row in rejected))
         self._offsets.update(offsets)
         batch["batch_id"] = batch_id
+        checked, hits = self._check_lists(batch)
         changed = self.history.add(batch[list(HISTORY_COLUMNS)])
         self._new_since_model += len(batch)
         timings["history"] = time.perf_counter() - began
@@ -194,6 +215,12 @@ class StreamingJob:
                 invalid_reasons=reasons,
                 model_version=None if self.model is None else self.model.version,
                 retrained=reason is not None,
+                checked=checked,
+                hits_at_10=hits,
+                rating_time=[int(batch["timestamp"].min()), int(batch["timestamp"].max())]
+                if len(batch)
+                else [],
+                freshness_s=_freshness(batch["appended_s"].to_numpy()),
             )
         )
         ends = self.watcher.end_offsets()
@@ -214,6 +241,27 @@ class StreamingJob:
         self.reports.append(report)
         _log.info("%s", report.line)
         return report
+
+    def _check_lists(self, batch: pd.DataFrame) -> tuple[int, int]:
+        """(ratings checked, hits): each rating against its user's list before the batch.
+
+        With fold-in on, ``lists_for`` over the history before the batch is exactly what
+        Redis holds for those users (the retrain's list, or the last fold-in's); a user
+        without a personal list has the popular one. Without fold-in or a model there is
+        nothing to check against.
+        """
+        if self.model is None or not self.stream.fold_in or batch.empty:
+            return 0, 0
+        users = np.unique(batch["user_id"].to_numpy(dtype=np.int64))
+        fold_in = self.model.fold_in(self.model_settings)
+        lists = lists_for(self.history.of_users(users), fold_in, CUTOFF)
+        popular = {movie for movie, _ in self.model.popular[:CUTOFF]}
+        listed = {
+            user: set(lists.movies[p].tolist()) if lists.personal[p] else popular
+            for p, user in enumerate(users.tolist())
+        }
+        pairs = zip(batch["user_id"].tolist(), batch["movie_id"].tolist(), strict=True)
+        return len(batch), sum(movie in listed[user] for user, movie in pairs)
 
     def start(self, *, available_now: bool = False) -> StreamingQuery:
         """Start the query: the Kafka source, ``process_batch`` per micro-batch, the trigger."""

@@ -25,7 +25,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-__all__ = ["BatchCommit", "RatingStore"]
+__all__ = ["BatchCommit", "RatingStore", "read_commits"]
 
 _RATING_COLUMNS = (
     "event_id string, source string, user_id int, movie_id int, rating double, "
@@ -50,6 +50,20 @@ class BatchCommit:
     model_version: int | None = None
     retrained: bool = False
     committed_at: float = 0.0
+    # Test-then-learn, live: of the batch's ratings checked against the list their user
+    # had before the batch (fold-in on and a model present), how many it listed in the
+    # top 10; and the dataset time the batch's ratings span (epoch seconds).
+    checked: int = 0
+    hits_at_10: int = 0
+    rating_time: list[int] = field(default_factory=list)  # [first, last], or empty
+    # Seconds from the Kafka append of the batch's valid events to this record: p50, max.
+    freshness_s: list[float] = field(default_factory=list)
+
+
+def read_commits(folder: Path) -> list[BatchCommit]:
+    """Every commit record in ``folder``, by batch id (no Spark needed: JSON files)."""
+    records = [BatchCommit(**json.loads(path.read_text())) for path in folder.glob("*.json")]
+    return sorted(records, key=lambda record: record.batch_id)
 
 
 class RatingStore:
@@ -114,10 +128,7 @@ class RatingStore:
 
     def commits(self) -> list[BatchCommit]:
         """Every recorded batch, by batch id."""
-        records = [
-            BatchCommit(**json.loads(path.read_text())) for path in self.commits_dir.glob("*.json")
-        ]
-        return sorted(records, key=lambda record: record.batch_id)
+        return read_commits(self.commits_dir)
 
     def last_commit(self) -> BatchCommit | None:
         """The highest committed batch, if any."""

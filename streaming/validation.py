@@ -145,6 +145,7 @@ def _valid_columns() -> tuple[Column | str, ...]:
         "topic",
         "partition",
         "offset",
+        "kafka_timestamp",
     )
 
 
