@@ -40,9 +40,12 @@ services-status: ## Show whether the local services run
 services-check: $(INSTALLED) ## Probe the configured Kafka and Redis (local or not)
 	@$(PY) -m recstream_infra.services check
 
-demo: ## The end-to-end demo (not built yet)
-	@echo "make demo: not yet — the end-to-end demo arrives with issue 7 (producer, streaming job and API first)." >&2
-	@exit 1
+DATASET ?= tfds
+DEMO_SECONDS ?= 300
+DEMO_RATE ?= 400
+
+demo: setup ## Everything end to end: services, job, API, a replay; prints live, writes demo-report/ (DATASET=, DEMO_SECONDS=, DEMO_RATE=)
+	@$(PY) -m recstream_infra.demo --dataset "$(DATASET)" --seconds "$(DEMO_SECONDS)" --rate "$(DEMO_RATE)"
 
 lint: $(INSTALLED) ## ruff (lint and format check) and mypy
 	@$(PY) -m ruff check .

@@ -1,0 +1,485 @@
+"""``make demo`` (``python -m recstream_infra.demo``): the whole system on this machine, watched.
+
+It loads the dataset first (so a missing dataset fails before anything starts), starts
+whatever local service is not running yet, then three processes with their logs under
+the demo's state folder: the streaming job (``python -m streaming run``), the HTTP API
+(``python -m serving api``) and the producer (``python -m producer replay --rate``).
+Every few seconds it prints what the system is doing, from the same places an operator
+would look: the topic's end offsets (events replayed), the job's commit records (lag,
+live hit rate, freshness), Redis through the API (model version, evaluation, the top 5
+of a few sample users). At the end, or on Ctrl-C, it stops what it started, in order,
+and writes an HTML report with plots from the commit records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from producer.dataset import Dataset
+from producer.errors import ProducerError
+from producer.settings import KafkaSettings, ProducerSettings
+from recstream_infra.cli import command_app
+from recstream_infra.local_service import ServiceStartError, free_tcp_port
+from recstream_infra.services import LocalServices
+from serving.connection import open_redis
+from serving.settings import RedisSettings
+from streaming.store import BatchCommit, read_commits
+
+__all__ = ["app"]
+
+app = command_app("Run recstream end to end on this machine and watch it work.")
+
+SAMPLE_USERS = 3
+_TOP = 5
+
+
+@dataclass
+class DemoRun:
+    """Where one demo run keeps its things, and the environment its processes share."""
+
+    state: Path
+    topic: str
+    prefix: str
+    api_port: int
+    env: dict[str, str] = field(default_factory=dict)
+    started_at: float = 0.0  # epoch seconds
+
+    @property
+    def commits_dir(self) -> Path:
+        return self.state / "streaming" / "store" / "commits"
+
+    def log(self, name: str) -> Path:
+        return self.state / "logs" / f"{name}.log"
+
+
+@dataclass
+class Sample:
+    """A user whose list the demo prints: their replayed ratings and list changes."""
+
+    user_id: int
+    positions: np.ndarray  # where in the replay their ratings are
+    last: list[str] = field(default_factory=list)
+    changes: list[tuple[float, int, list[str]]] = field(default_factory=list)
+
+
+@dataclass
+class Tick:
+    """One monitoring sample (for the report)."""
+
+    at_s: float
+    replayed: int
+    lag: int | None
+    version: int | None
+
+
+@app.command()
+def run(
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="tfds (MovieLens-1M through tensorflow-datasets), tfds:<name>, a GroupLens "
+            "folder or zip, or synthetic"
+        ),
+    ] = "tfds",
+    seconds: Annotated[
+        float, typer.Option(min=0, help="Stop replaying after this long (0 = replay it all)")
+    ] = 300.0,
+    rate: Annotated[float, typer.Option(min=1, help="Ratings replayed per second")] = 400.0,
+    interval: Annotated[float, typer.Option(min=1, help="Seconds between status prints")] = 5.0,
+    api_port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the HTTP API")] = 8000,
+    state: Annotated[Path, typer.Option(help="Demo state and logs")] = Path(".state/demo"),
+    report: Annotated[Path, typer.Option(help="Where the HTML report goes")] = Path("demo-report"),
+) -> None:
+    """Replay a dataset through Kafka, the streaming job and Redis, print, report, stop."""
+    data = _load(dataset)
+    ratings = data.ratings.in_replay_order()
+    limit = len(ratings) if seconds == 0 else min(len(ratings), int(rate * seconds))
+    samples = _pick_samples(ratings.user_ids[:limit])
+    titles = {movie.movie_id: movie.title for movie in data.movies}
+    print(f"demo: {data.label}: replaying {limit:,} of {len(ratings):,} ratings at {rate:g}/s "
+          f"(about {limit / rate / 60:.1f} min); sample users "
+          f"{', '.join(str(s.user_id) for s in samples)}")  # fmt: skip
+    demo = _prepare(state, api_port)
+    services = LocalServices()
+    started: list[str] = []
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    ticks: list[Tick] = []
+    began = demo.started_at = time.time()
+    try:
+        for service in services.services:
+            outcome = service.start()
+            print(f"demo: {service.name} {outcome} at {service.address}")
+            if outcome != "already running":
+                started.append(service.name)
+        _clear_prefix(demo.prefix)
+        processes["job"] = _spawn(demo, "job", [sys.executable, "-m", "streaming", "run"])
+        processes["api"] = _spawn(demo, "api", [sys.executable, "-m", "serving", "api",
+                                                "--port", str(demo.api_port)])  # fmt: skip
+        processes["producer"] = _spawn(demo, "producer", [
+            sys.executable, "-m", "producer", "replay", "--source", dataset,
+            "--topic", demo.topic, "--rate", f"{rate:g}", "--limit", str(limit), "--no-progress",
+        ])  # fmt: skip
+        print(f"demo: streaming job, API (http://127.0.0.1:{demo.api_port}/docs) and producer "
+              f"started; logs in {demo.state / 'logs'}; Ctrl-C stops everything")  # fmt: skip
+        _watch(demo, processes, samples, titles, ticks, began, limit, interval)
+    except KeyboardInterrupt:
+        print("\ndemo: interrupted; stopping what it started")
+    except (ServiceStartError, ProducerError) as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from exc
+    finally:
+        _stop(processes)
+        for name in started:
+            stopped = {s.name: s for s in services.services}[name].stop()
+            print(f"demo: {name} {'stopped' if stopped else 'was not running'}")
+        target = _write_report(report, demo, ticks, samples)
+        print(f"demo: report written to {target}")
+
+
+def _load(spec: str) -> Dataset:
+    from producer.sources import load_source
+
+    try:
+        return load_source(spec, ProducerSettings())
+    except ProducerError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        if spec.startswith("tfds"):
+            print("demo: without internet, run it on local files instead:\n"
+                  "  make demo DATASET=<path to a GroupLens folder, e.g. ../shared/data/ml-100k>\n"
+                  "  make demo DATASET=synthetic", file=sys.stderr)  # fmt: skip
+        raise typer.Exit(2) from exc
+
+
+def _pick_samples(users: np.ndarray) -> list[Sample]:
+    """Users who keep rating through the replay: most ratings in its second half."""
+    if not len(users):
+        return []
+    later = users[len(users) // 2 :]
+    ids, counts = np.unique(later, return_counts=True)
+    chosen = ids[np.lexsort((ids, -counts))][:SAMPLE_USERS]
+    return [Sample(int(u), np.flatnonzero(users == u)) for u in chosen.tolist()]
+
+
+def _prepare(state: Path, api_port: int) -> DemoRun:
+    """A clean state folder, a fresh topic, and the environment every process gets."""
+    if state.exists():
+        shutil.rmtree(state)
+    (state / "logs").mkdir(parents=True)
+    port = api_port if _port_free(api_port) else free_tcp_port()
+    if port != api_port:
+        print(f"demo: port {api_port} is taken; the API listens on {port}")
+    demo = DemoRun(state.resolve(), f"recstream-demo-{int(time.time())}", "recstream-demo", port)
+    demo.env = {
+        **os.environ,
+        "RECSTREAM_KAFKA_TOPIC": demo.topic,
+        "RECSTREAM_REDIS_KEY_PREFIX": demo.prefix,
+        "RECSTREAM_STREAM_STATE_DIR": str(demo.state / "streaming"),
+        "RECSTREAM_SPARK_MASTER": os.environ.get("RECSTREAM_SPARK_MASTER", "local[2]"),
+        "RECSTREAM_SPARK_SHUFFLE_PARTITIONS": "4",
+        "RECSTREAM_SPARK_CHECKPOINT_DIR": str(demo.state / "spark-checkpoints"),
+        "RECSTREAM_SPARK_UI_ENABLED": "false",
+        "RECSTREAM_SPARK_CONSOLE_PROGRESS": "false",
+        # A model within seconds, then a retrain every 30 s, so versions visibly move.
+        "RECSTREAM_MODEL_MIN_RATINGS": os.environ.get("RECSTREAM_MODEL_MIN_RATINGS", "1000"),
+        "RECSTREAM_MODEL_RETRAIN_EVERY_S": os.environ.get("RECSTREAM_MODEL_RETRAIN_EVERY_S", "30"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    return demo
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _clear_prefix(prefix: str) -> None:
+    """Drop what an earlier demo left under the demo's key prefix."""
+    client = open_redis(RedisSettings(key_prefix=prefix))
+    try:
+        for key in client.scan_iter(match=f"{prefix}:*", count=1_000):
+            client.delete(key)
+    finally:
+        client.close()
+
+
+def _spawn(demo: DemoRun, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    with demo.log(name).open("ab") as log:
+        return subprocess.Popen(  # noqa: S603 - our own argv, no shell
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=demo.env,
+            start_new_session=True,  # Ctrl-C reaches the demo only; it stops them in order
+        )
+
+
+def _watch(
+    demo: DemoRun,
+    processes: dict[str, subprocess.Popen[bytes]],
+    samples: list[Sample],
+    titles: dict[int, str],
+    ticks: list[Tick],
+    began: float,
+    limit: int,
+    interval: float,
+) -> None:
+    """Print the status every ``interval`` s until the replay is in and processed."""
+    from streaming.kafka_side import TopicWatcher
+
+    watcher = TopicWatcher(KafkaSettings(topic=demo.topic))
+    try:
+        while True:
+            time.sleep(interval)
+            for name in ("job", "api"):
+                code = processes[name].poll()
+                if code is not None:
+                    msg = f"the {name} process exited with code {code}; see {demo.log(name)}"
+                    raise ServiceStartError(msg)
+            ends = watcher.end_offsets() or {}
+            replayed = sum(ends.values())
+            commits = read_commits(demo.commits_dir)
+            lag = _lag(ends, commits)
+            model = _get(demo, "/model")
+            version = model.get("version") if model else None
+            ticks.append(Tick(round(time.time() - began, 1), replayed, lag, version))
+            print(_status_line(ticks[-1], model, commits))
+            for sample in samples:
+                print(_sample_line(demo, sample, replayed, titles, ticks[-1].at_s))
+            producer_done = processes["producer"].poll() is not None
+            code = processes["producer"].returncode
+            if producer_done and code != 0:
+                msg = f"the producer exited with code {code}; see {demo.log('producer')}"
+                raise ServiceStartError(msg)
+            if producer_done and replayed >= limit and lag == 0:
+                print(f"demo: all {replayed:,} ratings replayed and processed")
+                return
+    finally:
+        watcher.close()
+
+
+def _lag(ends: dict[int, int], commits: list[BatchCommit]) -> int | None:
+    if not ends:
+        return None
+    done: dict[int, int] = {}
+    for record in commits:
+        done.update({int(p): o for p, o in record.offsets.items()})
+    return sum(max(0, end - done.get(p, 0)) for p, end in ends.items())
+
+
+def _status_line(tick: Tick, model: dict[str, Any] | None, commits: list[BatchCommit]) -> str:
+    parts = [f"[{tick.at_s:6.0f} s] replayed {tick.replayed:,}",
+             f"lag {'?' if tick.lag is None else f'{tick.lag:,}'}"]  # fmt: skip
+    if model:
+        figures = (model.get("evaluation") or {}).get("model") or {}
+        popular = (model.get("evaluation") or {}).get("popular") or {}
+        quality = ""
+        if figures:
+            quality = (f", held-out P@10 {figures['precision']:.3f} "
+                       f"(popular {popular.get('precision', 0):.3f})")  # fmt: skip
+        parts.append(f"model v{model['version']} ({model['age_s']:.0f} s old{quality})")
+    else:
+        parts.append("no model yet")
+    recent = commits[-30:]
+    checked = sum(c.checked for c in recent)
+    if checked:
+        hits = sum(c.hits_at_10 for c in recent)
+        parts.append(f"live hit@10 {hits / checked:.3f} over the last {checked:,} ratings")
+    return " · ".join(parts)
+
+
+def _sample_line(
+    demo: DemoRun, sample: Sample, replayed: int, titles: dict[int, str], at_s: float
+) -> str:
+    rated = int(np.searchsorted(sample.positions, replayed))
+    found = _get(demo, f"/users/{sample.user_id}/recommendations?n={_TOP}")
+    if not found:
+        return f"    user {sample.user_id} (rated {rated}): no list yet"
+    listed = [m.get("title") or titles.get(m["movie_id"], str(m["movie_id"]))
+              for m in found.get("movies", [])]  # fmt: skip
+    marker = ""
+    if listed != sample.last:
+        if sample.last:
+            marker = "   ← changed"
+        sample.changes.append((at_s, rated, listed))
+        sample.last = listed
+    return (f"    user {sample.user_id} (rated {rated}, {found.get('source')}): "
+            f"{'; '.join(_short(t) for t in listed)}{marker}")  # fmt: skip
+
+
+def _short(title: str, width: int = 28) -> str:
+    return title if len(title) <= width else title[: width - 1] + "…"
+
+
+def _get(demo: DemoRun, path: str) -> dict[str, Any] | None:
+    """GET a JSON document from the demo's API; None while it has no answer for it."""
+    url = f"http://127.0.0.1:{demo.api_port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            document: dict[str, Any] = json.loads(response.read())
+            return document
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def _stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    """Producer first (it flushes), then the job (between two batches), then the API."""
+    for name, signum, grace in (
+        ("producer", signal.SIGINT, 30.0),
+        ("job", signal.SIGINT, 90.0),
+        ("api", signal.SIGTERM, 15.0),
+    ):
+        process = processes.get(name)
+        if process is None or process.poll() is not None:
+            continue
+        with suppress(ProcessLookupError):
+            process.send_signal(signum)
+        try:
+            process.wait(timeout=grace)
+            print(f"demo: {name} stopped")
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            print(f"demo: {name} did not stop within {grace:.0f} s and was killed")
+
+
+@contextmanager
+def _figure(target: Path, title: str) -> Iterator[Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 3.6))
+    yield axis
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(target, dpi=90)
+    plt.close(figure)
+
+
+def _write_report(folder: Path, demo: DemoRun, ticks: list[Tick], samples: list[Sample]) -> Path:
+    """report.html with four plots from the commit records and the monitoring samples."""
+    folder.mkdir(parents=True, exist_ok=True)
+    commits = read_commits(demo.commits_dir)
+    start = demo.started_at or (commits[0].committed_at if commits else time.time())
+    plots: list[tuple[str, str]] = []
+    if commits:
+        at = np.array([c.committed_at - start for c in commits])
+        with _figure(folder / "ingested.png", "ratings ingested (valid, committed)") as axis:
+            axis.plot(at, np.cumsum([c.valid for c in commits]), label="stored by the job")
+            axis.plot([t.at_s for t in ticks], [t.replayed for t in ticks],
+                      label="in the topic (sampled)", linestyle="--")  # fmt: skip
+            axis.set_xlabel("seconds since the demo started")
+            axis.legend()
+        plots.append(("ingested.png", "Ratings ingested"))
+        with _figure(folder / "versions.png", "model version in use") as axis:
+            versions = [c.model_version or 0 for c in commits]
+            axis.step(at, versions, where="post")
+            retrained = [i for i, c in enumerate(commits) if c.retrained]
+            axis.plot(at[retrained], np.array(versions)[retrained], "o", label="retrain")
+            axis.set_xlabel("seconds since the demo started")
+            axis.set_ylabel("version")
+            axis.legend()
+        plots.append(("versions.png", "Model versions over time"))
+        fresh = [c for c in commits if c.freshness_s]
+        if fresh:
+            with _figure(folder / "freshness.png", "Kafka append → lists in Redis") as axis:
+                axis.hist([c.freshness_s[0] for c in fresh], bins=30, alpha=0.7,
+                          label="batch median")  # fmt: skip
+                axis.hist([c.freshness_s[1] for c in fresh], bins=30, alpha=0.5,
+                          label="batch oldest event")  # fmt: skip
+                axis.set_xlabel("seconds")
+                axis.set_ylabel("micro-batches")
+                axis.legend()
+            plots.append(("freshness.png", "Freshness distribution"))
+        checked = [c for c in commits if c.checked and c.rating_time]
+        if checked:
+            days = np.array([c.rating_time[1] // 86_400 for c in checked])
+            hits = np.array([c.hits_at_10 for c in checked], dtype=np.float64)
+            counts = np.array([c.checked for c in checked], dtype=np.float64)
+            order = np.unique(days)
+            rate = [hits[days == d].sum() / counts[days == d].sum() for d in order]
+            with _figure(folder / "hit_rate.png", "live hit rate@10 (test, then learn)") as axis:
+                axis.plot((order - order[0]), rate, marker=".")
+                axis.set_xlabel("day of dataset time")
+                axis.set_ylabel("next rating in the user's top 10")
+            plots.append(("hit_rate.png", "Prequential hit rate over dataset time"))
+    html = _html(demo, commits, plots, samples)
+    target = folder / "report.html"
+    target.write_text(html, encoding="utf-8")
+    return target
+
+
+def _html(
+    demo: DemoRun, commits: list[BatchCommit], plots: list[tuple[str, str]], samples: list[Sample]
+) -> str:
+    from html import escape
+
+    valid = sum(c.valid for c in commits)
+    invalid = sum(c.invalid for c in commits)
+    checked = sum(c.checked for c in commits)
+    hits = sum(c.hits_at_10 for c in commits)
+    retrains = sum(c.retrained for c in commits)
+    medians = [c.freshness_s[0] for c in commits if c.freshness_s]
+    rows = [
+        ("micro-batches", f"{len(commits):,}"),
+        ("ratings stored / dead letters", f"{valid:,} / {invalid:,}"),
+        ("retrains", f"{retrains:,}"),
+        ("live hit rate@10", f"{hits / checked:.4f} over {checked:,} ratings" if checked else "-"),
+        ("freshness, median of batch medians", f"{np.median(medians):.2f} s" if medians else "-"),
+    ]
+    parts = [
+        "<!doctype html><meta charset='utf-8'><title>recstream demo report</title>",
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+        "td,th{padding:.2em .8em;text-align:left}</style>",
+        f"<h1>recstream demo</h1><p>topic <code>{escape(demo.topic)}</code>, generated "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')}</p><table>",
+        *(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows),
+        "</table>",
+        *(
+            f"<h2>{escape(title)}</h2><img src='{name}' alt='{escape(title)}'>"
+            for name, title in plots
+        ),
+        "<h2>Sample users: their top 5 as it changed</h2>",
+    ]
+    for sample in samples:
+        parts.append(f"<h3>user {sample.user_id}</h3><table>")
+        parts.append("<tr><th>demo time</th><th>ratings replayed</th><th>top 5</th></tr>")
+        for at_s, rated, listed in sample.changes:
+            parts.append(f"<tr><td>{at_s:.0f} s</td><td>{rated}</td>"
+                         f"<td>{escape('; '.join(listed))}</td></tr>")  # fmt: skip
+        parts.append("</table>")
+    return "\n".join(parts) + "\n"
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
