@@ -35,7 +35,7 @@ from producer.dataset import Dataset
 from producer.errors import ProducerError
 from producer.settings import KafkaSettings, ProducerSettings
 from recstream_infra.cli import command_app
-from recstream_infra.local_service import ServiceStartError, free_tcp_port
+from recstream_infra.local_service import ServiceStartError, free_tcp_port, port_open
 from recstream_infra.services import LocalServices
 from serving.connection import open_redis
 from serving.settings import RedisSettings
@@ -181,7 +181,7 @@ def _prepare(state: Path, api_port: int) -> DemoRun:
     if state.exists():
         shutil.rmtree(state)
     (state / "logs").mkdir(parents=True)
-    port = api_port if _port_free(api_port) else free_tcp_port()
+    port = free_tcp_port() if port_open("127.0.0.1", api_port) else api_port
     if port != api_port:
         print(f"demo: port {api_port} is taken; the API listens on {port}")
     demo = DemoRun(state.resolve(), f"recstream-demo-{int(time.time())}", "recstream-demo", port)
@@ -201,18 +201,6 @@ def _prepare(state: Path, api_port: int) -> DemoRun:
         "PYTHONUNBUFFERED": "1",
     }
     return demo
-
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _clear_prefix(prefix: str) -> None:

@@ -18,6 +18,7 @@ __all__ = [
     "ServiceStatus",
     "StartOutcome",
     "free_tcp_port",
+    "port_open",
 ]
 
 # The services bind 127.0.0.1 (IPv4), so only names that reach it are accepted.
@@ -103,7 +104,7 @@ class LocalService(ABC):
             return "already running"
         if self.answers():
             return "external"
-        if _port_open(self.host, self.port):
+        if port_open(self.host, self.port):
             msg = (
                 f"port {self.port} on {self.host} is taken by a program that does not answer as "
                 f"{self.name}; stop it, or choose another port in the settings"
@@ -149,7 +150,8 @@ class LocalService(ABC):
             time.sleep(0.25)
 
 
-def _port_open(host: str, port: int) -> bool:
+def port_open(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections at ``host:port``."""
     try:
         with socket.create_connection((host, port), timeout=0.5):
             return True
