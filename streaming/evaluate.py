@@ -5,7 +5,8 @@
     python -m streaming.evaluate prequential [--data DIR] [--out DIR] [--window-s 1]
         [--batch-size N] [--retrain-every 10000]
     python -m streaming.evaluate search --set rank=10,30 --set implicit_prefs=true
-        --set alpha=1,10 [--train-share 0.8] [--validation-share 0.8]
+        --set alpha=1,10 [--protocol ranking|prequential] [--train-share 0.8]
+        [--validation-share 0.8]
 
 Each prints a table and writes ``<out>/<protocol>.json``; ``prequential`` also draws
 ``<out>/prequential.png``. The model is the configured
@@ -116,17 +117,24 @@ def search(
     ],
     data: DataOption = _DEFAULT_DATA,
     out: OutOption = Path("evaluation"),
+    protocol: Annotated[
+        str, typer.Option(help="ranking (validation split) or prequential (replay)")
+    ] = "ranking",
     train_share: Annotated[float, typer.Option(min=0.05, max=0.95)] = 0.8,
     validation_share: Annotated[float, typer.Option(min=0.05, max=0.95)] = 0.8,
 ) -> None:
-    """Grid search on a time-based validation split that never touches the test period.
+    """Grid search on the ratings before the test period, which it never touches.
 
-    The ratings before the ranking protocol's cutoff (``--train-share``) are split again
-    by time (``--validation-share``); each combination is scored by the ranking protocol
-    there, best NDCG@10 of known users first.
+    Only the ratings before the ranking protocol's cutoff (``--train-share``) are used.
+    ``ranking`` splits them again by time (``--validation-share``) and scores each
+    combination by NDCG@10 of the users known before that cutoff; ``prequential``
+    replays them (1 s micro-batches, a retrain every 10,000) and scores hit rate@10.
     """
-    from streaming.protocols import load_split, ranking_protocol, search_grid, time_split
+    from streaming.protocols import load_split, search_grid, time_split
 
+    if protocol not in {"ranking", "prequential"}:
+        msg = f"{protocol!r}: choose ranking or prequential"
+        raise typer.BadParameter(msg, param_hint="--protocol")
     parsed: dict[str, list[str]] = {}
     for item in grid:
         name, _, values = item.partition("=")
@@ -143,27 +151,47 @@ def search(
     rows = []
     try:
         for number, settings in enumerate(combos, start=1):
-            report = ranking_protocol(
-                spark, development, settings, train_share=validation_share, spark_default=False
-            )
             chosen = {name: getattr(settings, name) for name in sorted(parsed)}
-            known = report.known_figures
-            rows.append({"settings": chosen, "known": {k: asdict(v) for k, v in known.items()}})
-            print(f"[{number}/{len(combos)}] {chosen}: NDCG@10 {known['recstream'].ndcg:.4f} "
-                  f"(popular {known['popular'].ndcg:.4f})", flush=True)  # fmt: skip
+            ours, theirs = _search_score(spark, development, settings, protocol,
+                                         validation_share)  # fmt: skip
+            rows.append({"settings": chosen, "recstream": ours, "popular": theirs})
+            print(f"[{number}/{len(combos)}] {chosen}: NDCG@10 {ours['ndcg']:.4f} "
+                  f"(popular {theirs['ndcg']:.4f})", flush=True)  # fmt: skip
     finally:
         spark.stop()
-    rows.sort(key=lambda row: -row["known"]["recstream"]["ndcg"])
-    table = Table(title="validation split, users who rated before its cutoff, best first")
-    for column in ("settings", "P@10", "NDCG@10", "MAP@10", "NDCG / popular"):
+    headline = "precision" if protocol == "ranking" else "hit_rate"
+    rows.sort(key=lambda row: -row["recstream"]["ndcg"])
+    title = ("validation split, users who rated before its cutoff" if protocol == "ranking"
+             else "prequential replay of the period before the test cutoff")  # fmt: skip
+    table = Table(title=f"{title}, best NDCG@10 first")
+    for column in ("settings", f"{headline}@10", "NDCG@10", "NDCG / popular"):
         table.add_column(column, justify="left" if column == "settings" else "right")
     for row in rows:
-        ours, theirs = row["known"]["recstream"], row["known"]["popular"]
+        ours, theirs = row["recstream"], row["popular"]
         ratio = ours["ndcg"] / theirs["ndcg"] if theirs["ndcg"] else float("nan")
-        table.add_row(json.dumps(row["settings"]), f"{ours['precision']:.4f}",
-                      f"{ours['ndcg']:.4f}", f"{ours['map']:.4f}", f"{ratio:.2f}")  # fmt: skip
+        table.add_row(json.dumps(row["settings"]), f"{ours[headline]:.4f}",
+                      f"{ours['ndcg']:.4f}", f"{ratio:.2f}")  # fmt: skip
     Console().print(table)
-    print(f"written: {_write(out, 'search', {'protocol': 'search', 'results': rows})}")
+    document = {"protocol": "search", "scored_by": protocol, "results": rows}
+    print(f"written: {_write(out, 'search', document)}")
+
+
+def _search_score(
+    spark: Any, ratings: Any, settings: ModelSettings, protocol: str, validation_share: float
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(recstream, popular) figures of one combination under the chosen protocol."""
+    from streaming.protocols import prequential_protocol, ranking_protocol
+
+    if protocol == "ranking":
+        known = ranking_protocol(spark, ratings, settings, train_share=validation_share,
+                                 spark_default=False).known_figures  # fmt: skip
+        return asdict(known["recstream"]), asdict(known["popular"])
+    report = prequential_protocol(spark, ratings, settings, window_s=1.0)
+    figures = {
+        name: {"hit_rate": report.hit_rate[name], "ndcg": report.ndcg[name]}
+        for name in ("recstream", "popular")
+    }
+    return figures["recstream"], figures["popular"]
 
 
 @app.command()

@@ -153,3 +153,15 @@ def test_micro_batches_by_count_or_by_seconds_of_dataset_time() -> None:
         batch_bounds(stamps, None, None)
     with pytest.raises(ValueError, match="window_s"):
         batch_bounds(stamps, None, 0.0)
+
+
+def test_search_refuses_an_unknown_protocol_before_loading_anything(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from streaming.evaluate import app
+
+    result = CliRunner().invoke(
+        app, ["search", "--protocol", "fancy", "--set", "rank=5", "--data", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "choose ranking or prequential" in result.output
