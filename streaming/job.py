@@ -35,7 +35,6 @@ from serving.settings import RedisSettings
 from streaming.evaluation import CUTOFF
 from streaming.history import HISTORY_COLUMNS, RatingHistory
 from streaming.kafka_side import TopicWatcher
-from streaming.lists import lists_for
 from streaming.model import ModelVersion, load_latest_model, load_model, save_model, train_model
 from streaming.policy import RetrainPolicy
 from streaming.publisher import Publisher, PublishOutcome
@@ -245,21 +244,15 @@ class StreamingJob:
     def _check_lists(self, batch: pd.DataFrame) -> tuple[int, int]:
         """(ratings checked, hits): each rating against its user's list before the batch.
 
-        With fold-in on, ``lists_for`` over the history before the batch is exactly what
-        Redis holds for those users (the retrain's list, or the last fold-in's); a user
-        without a personal list has the popular one. Without fold-in or a model there is
-        nothing to check against.
+        With fold-in on, the lists served from the history before the batch are exactly
+        what Redis holds for those users (the retrain's list, or the last fold-in's).
+        Without fold-in or a model there is nothing to check against.
         """
         if self.model is None or not self.stream.fold_in or batch.empty:
             return 0, 0
         users = np.unique(batch["user_id"].to_numpy(dtype=np.int64))
-        fold_in = self.model.fold_in(self.model_settings)
-        lists = lists_for(self.history.of_users(users), fold_in, CUTOFF)
-        popular = {movie for movie, _ in self.model.popular[:CUTOFF]}
-        listed = {
-            user: set(lists.movies[p].tolist()) if lists.personal[p] else popular
-            for p, user in enumerate(users.tolist())
-        }
+        served = self.model.served_lists(self.history.of_users(users), self.model_settings, CUTOFF)
+        listed = {user: set(movies) for user, movies in zip(users.tolist(), served, strict=True)}
         pairs = zip(batch["user_id"].tolist(), batch["movie_id"].tolist(), strict=True)
         return len(batch), sum(movie in listed[user] for user, movie in pairs)
 

@@ -23,8 +23,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from streaming.evaluation import evaluate, holdout_cutoff, popularity
-from streaming.history import RatingHistory
-from streaming.lists import FoldIn
+from streaming.history import RatingHistory, UserRatings
+from streaming.lists import FoldIn, lists_for
 from streaming.settings import ModelSettings
 from streaming.topn import ItemIndex
 
@@ -50,6 +50,19 @@ class ModelVersion:
     def fold_in(self, settings: ModelSettings) -> FoldIn:
         """The ALS user step of this model."""
         return FoldIn(self.items, settings.reg_param, settings.implicit_prefs, settings.alpha)
+
+    def served_lists(self, users: UserRatings, settings: ModelSettings, k: int) -> list[list[int]]:
+        """What serving shows each user of ``users`` under this model, best first.
+
+        Their personal top ``k`` folded in from the given ratings, or the model's popular
+        list when none of their movies is known to the model.
+        """
+        lists = lists_for(users, self.fold_in(settings), k)
+        popular = [movie for movie, _ in self.popular[:k]]
+        return [
+            lists.movies[p].tolist() if lists.personal[p] else popular
+            for p in range(len(users.users))
+        ]
 
 
 def train_model(

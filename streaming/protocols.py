@@ -45,7 +45,7 @@ from pyspark.sql import SparkSession
 from streaming.errors import StreamingError
 from streaming.evaluation import popularity
 from streaming.history import RatingHistory
-from streaming.lists import fold_in_users, lists_for
+from streaming.lists import fold_in_users
 from streaming.metrics import RankingFigures, mae, rank_figures, rmse
 from streaming.model import ModelVersion, train_model
 from streaming.settings import ModelSettings
@@ -255,19 +255,13 @@ def ranking_protocol(
     sets = [wanted[user] for user in targets.tolist()]
     model, history = _train(spark, train, settings)
     seen = history.of_users(targets)
-    ours = lists_for(seen, model.fold_in(settings), CUTOFF)
-    popular_ids = [movie for movie, _ in model.popular]  # recstream's (may weigh recency)
     all_time = popularity(train).index.tolist()  # the baseline: all-time counts
     rated = [set(seen.of(position)[0].tolist()) for position in range(len(targets))]
 
     def popular_for(position: int) -> list[int]:
         return [m for m in all_time if m not in rated[position]][:CUTOFF]
 
-    recstream_lists = [
-        ours.movies[p].tolist() if ours.personal[p] else popular_ids[:CUTOFF]
-        for p in range(len(targets))
-    ]
-    makers = {"recstream": recstream_lists}
+    makers = {"recstream": model.served_lists(seen, settings, CUTOFF)}
     if spark_default:
         users, items = _spark_default(spark, train)
         rows, known = users.lookup(targets)
@@ -382,19 +376,13 @@ def prequential_protocol(
         popular_order = catalog[np.lexsort((catalog, -counts))]
         current: dict[int, list[int]] = {}
         fallback: dict[int, list[int]] = {}
-        if model is not None:
-            lists = lists_for(seen, model.fold_in(settings), CUTOFF)
+        served = None if model is None else model.served_lists(seen, settings, CUTOFF)
         for position, user in enumerate(users.tolist()):
             rated = seen.of(position)[0]
             head = popular_order[: CUTOFF + len(rated)]
             head = head[counts[head] > 0]
             fallback[user] = head[~np.isin(head, rated)][:CUTOFF].tolist()
-            if model is None:
-                current[user] = fallback[user]
-            elif lists.personal[position]:
-                current[user] = lists.movies[position].tolist()
-            else:
-                current[user] = [m for m, _ in model.popular[:CUTOFF]]
+            current[user] = fallback[user] if served is None else served[position]
         for user, movie, stamp in zip(user_col[first:last].tolist(), movie_col[first:last].tolist(),
                                       stamp_col[first:last].tolist(), strict=True):  # fmt: skip
             ours, theirs = current[user], fallback[user]
