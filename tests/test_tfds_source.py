@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from producer.dataset import Dataset
 from producer.errors import DatasetUnavailableError
 from producer.tfds_source import load_tfds, padded_batches, table_from_tfds_batches
 
@@ -65,3 +66,48 @@ def test_unreachable_download_host_says_to_use_local_files(
     assert "not prepared in the TFDS data folder and 127.0.0.1 is not reachable" in message
     assert "--source /path/to/ml-1m" in message
     assert "--source synthetic" in message
+
+
+@pytest.mark.slow
+def test_tfds_prepares_the_real_ml100k_like_the_local_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ml100k_dir: Path
+) -> None:
+    # The real TFDS builder and parsers prepare movielens/100k-ratings; only the
+    # download is replaced (this machine cannot reach GroupLens): it hands TFDS the
+    # official ml-100k files, exactly what the zip would have extracted to.
+    import tensorflow_datasets as tfds
+
+    from producer.grouplens import load_grouplens
+
+    extracted = tmp_path / "extracted"
+    extracted.mkdir()
+    (extracted / "ml-100k").symlink_to(ml100k_dir.resolve(), target_is_directory=True)
+    monkeypatch.setattr("producer.tfds_source._probe_download_host", lambda timeout_s: None)
+    monkeypatch.setattr(
+        tfds.download.DownloadManager, "download_and_extract", lambda self, url: str(extracted)
+    )
+    via_tfds = load_tfds("movielens/100k-ratings", tmp_path / "tfds")
+    local = load_grouplens(ml100k_dir)
+
+    assert via_tfds.name == local.name == "ml-100k"  # same source, so the same event ids
+
+    def rows(dataset: Dataset) -> list[tuple[int, int, float, int]]:
+        table = dataset.ratings
+        return sorted(
+            zip(
+                table.user_ids.tolist(),
+                table.movie_ids.tolist(),
+                table.ratings.tolist(),
+                table.timestamps.tolist(),
+                strict=True,
+            )
+        )
+
+    assert len(via_tfds.ratings.user_ids) == 100_000
+    assert rows(via_tfds) == rows(local)
+    assert [movie.movie_id for movie in via_tfds.movies] == [m.movie_id for m in local.movies]
+    # Prepared once: a second load reads the TFDS data folder and never downloads.
+    monkeypatch.setattr(
+        tfds.download.DownloadManager, "download_and_extract", lambda self, url: pytest.fail()
+    )
+    assert len(load_tfds("movielens/100k-ratings", tmp_path / "tfds").ratings.user_ids) == 100_000
