@@ -62,6 +62,9 @@ class RatingHistory:
         self._order = np.zeros((capacity, 3), dtype=np.int64)  # timestamp, batch id, offset
         self._slot: dict[int, int] = {}
         self._by_user: dict[int, list[int]] = {}
+        # (user/movie key, timestamp) -> batch id of ratings a newer one outranks: rare
+        # (a user re-rating a movie), kept so a late copy of them is still a duplicate.
+        self._outranked: dict[tuple[int, int], int] = {}
 
     def __len__(self) -> int:
         return len(self._slot)
@@ -102,12 +105,40 @@ class RatingHistory:
                 self._slot[key] = slot
                 self._by_user.setdefault(user, []).append(slot)
                 self._user[slot], self._movie[slot] = user, movie
-            elif order <= tuple(self._order[slot].tolist()):
-                continue
+            else:
+                held = tuple(self._order[slot].tolist())
+                if order[0] != held[0]:  # a re-rating: remember the one that loses
+                    loser = min(order, held)
+                    self._outranked.setdefault((key, loser[0]), loser[1])
+                if order <= held:
+                    continue
             self._rating[slot] = rating
             self._order[slot] = order
             changed.add(user)
         return np.array(sorted(changed), dtype=np.int64)
+
+    def repeats(self, frame: pd.DataFrame, batch_id: int) -> npt.NDArray[np.bool_]:
+        """Which rows of ``frame`` (batch ``batch_id``, in Kafka order) repeat an event.
+
+        A repeat has the user, movie and timestamp (hence the event id) of an earlier row
+        of ``frame`` or of a rating merged from an earlier batch. Ratings merged from
+        ``batch_id`` itself do not count: they are this batch's own first attempt.
+        """
+        keys = ["user_id", "movie_id", "timestamp"]
+        found = frame.duplicated(keys).to_numpy(copy=True)
+        columns = (frame[name].astype("int64").tolist() for name in keys)
+        for row, (user, movie, timestamp) in enumerate(zip(*columns, strict=True)):
+            if found[row]:
+                continue
+            key = (user << 32) | movie
+            slot = self._slot.get(key)
+            if slot is not None:
+                held, held_batch = int(self._order[slot, 0]), int(self._order[slot, 1])
+                if held == timestamp and held_batch < batch_id:
+                    found[row] = True
+                    continue
+            found[row] = self._outranked.get((key, timestamp), batch_id) < batch_id
+        return found
 
     def users(self) -> npt.NDArray[np.int64]:
         """Every user with at least one rating, sorted."""

@@ -2,8 +2,9 @@
 
 Each micro-batch (``foreachBatch``) runs, in order:
 
-1. validate the records; store the valid ones and the dead letters under its batch id
-   (overwrite, so a replayed batch replaces its first attempt instead of adding to it);
+1. validate the records and set aside repeats of events already held; store the valid
+   ones and the dead letters under its batch id (overwrite, so a replayed batch
+   replaces its first attempt instead of adding to it);
 2. merge the stored ratings into the driver's history;
 3. retrain when the policy says so: fit, evaluate, save the model under version
    ``batch_id + 1``; otherwise note the users who rated, for fold-in;
@@ -40,7 +41,7 @@ from streaming.policy import RetrainPolicy
 from streaming.publisher import Publisher, PublishOutcome
 from streaming.settings import ModelSettings, StreamSettings
 from streaming.store import BatchCommit, RatingStore
-from streaming.validation import parse_records, split_parsed
+from streaming.validation import DUPLICATE_REASON, parse_records, set_aside, split_parsed
 
 __all__ = ["BatchReport", "StreamingJob", "stop_between_batches"]
 
@@ -136,7 +137,7 @@ class StreamingJob:
         self.publisher = Publisher(spark, redis_settings, stream, model)
         self.watcher = TopicWatcher(kafka)
         self.history = RatingHistory()
-        self.history.add(self.store.ratings().select(*HISTORY_COLUMNS).toPandas())
+        self.history.add(self.store.stored_rows().select(*HISTORY_COLUMNS).toPandas())
         self.model: ModelVersion | None = load_latest_model(self.models_dir)
         commits = self.store.commits()
         self._offsets: dict[int, int] = {}
@@ -155,14 +156,6 @@ class StreamingJob:
         parsed = parse_records(records).persist()
         try:
             valid, invalid = split_parsed(parsed, now_s=int(time.time()))
-            rejected = invalid.select("partition", "offset", "reason").collect()
-            timings["validate"] = time.perf_counter() - began
-            began = time.perf_counter()
-            self.store.write_batch(
-                batch_id, valid.drop("kafka_timestamp"), invalid if rejected else None
-            )
-            timings["store"] = time.perf_counter() - began
-            began = time.perf_counter()
             batch = pd.DataFrame(
                 valid.select(
                     *HISTORY_COLUMNS[:-2],
@@ -171,6 +164,22 @@ class StreamingJob:
                     F.col("kafka_timestamp").cast("double").alias("appended_s"),
                 ).toPandas()
             )
+            batch = batch.sort_values(["partition", "offset"], ignore_index=True)
+            repeated = self.history.repeats(batch, batch_id)
+            if repeated.any():
+                positions = self.spark.createDataFrame(
+                    batch.loc[repeated, ["partition", "offset"]], "partition int, offset long"
+                )
+                valid, invalid = set_aside(parsed, valid, invalid, positions, DUPLICATE_REASON)
+                batch = batch.loc[~repeated].reset_index(drop=True)
+            rejected = invalid.select("partition", "offset", "reason").collect()
+            timings["validate"] = time.perf_counter() - began
+            began = time.perf_counter()
+            self.store.write_batch(
+                batch_id, valid.drop("kafka_timestamp"), invalid if rejected else None
+            )
+            timings["store"] = time.perf_counter() - began
+            began = time.perf_counter()
         finally:
             parsed.unpersist()
         offsets = _next_offsets(batch, rejected)

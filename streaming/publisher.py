@@ -5,7 +5,8 @@ whose lists changed, the catalog) and asks it to ``flush`` once per micro-batch.
 Redis fails, the work stays pending and the next attempt waits with exponential
 backoff; the job keeps accumulating ratings meanwhile, and one flush after Redis is back
 publishes everything: a pending model covers every user, so fold-in users that piled
-up behind it need no separate write.
+up behind it need no separate write. A Redis that comes back empty (restarted without
+persistence) gets the current version and the catalog again, in full.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class Publisher:
         self._clock = clock
         self._retry_at = 0.0
         self._backoff = stream.redis_retry_initial_s
+        self._catalog: list[tuple[int, str, Sequence[str]]] | None = None  # the last written
 
     def new_model(self, model: ModelVersion) -> None:
         """Publish this version in full at the next flush (it supersedes pending fold-ins)."""
@@ -136,8 +138,10 @@ class Publisher:
         client = open_redis(self.settings)
         try:
             client.ping()  # fail on the driver before any executor work starts
+            self._requeue_if_lost(client)
             if self._pending.catalog is not None:
                 publish_catalog(client, self.layout, self._pending.catalog)
+                self._catalog = self._pending.catalog
                 self._pending.catalog = None
             model = self._pending.model
             if model is not None:
@@ -151,6 +155,26 @@ class Publisher:
                 self._pending.users.clear()
         finally:
             client.close()
+
+    def _requeue_if_lost(self, client: redis.Redis) -> None:
+        """Publish the current version again if Redis came back without it.
+
+        A Redis restarted without persistence (the default here) has lost every list;
+        serving would answer "no model" until the next retrain without this.
+        """
+        if self.published is None or self._pending.model is not None:
+            return
+        if client.exists(self.layout.current):
+            return
+        _log.warning(
+            "Redis holds no published version (restarted without persistence?); "
+            "publishing version %d again in full",
+            self.published.version,
+        )
+        self._pending.model = self.published
+        self._pending.users.clear()
+        if self._pending.catalog is None:
+            self._pending.catalog = self._catalog
 
     def _publish_model(
         self, client: redis.Redis, history: RatingHistory, model: ModelVersion

@@ -90,9 +90,7 @@ class RatingStore:
 
     def ratings(self) -> DataFrame:
         """Every stored rating, the latest per (user, movie)."""
-        if not any(self.ratings_dir.glob("batch_id=*/*.parquet")):
-            return self.spark.createDataFrame([], _RATING_COLUMNS + ", batch_id int")
-        stored = self.spark.read.parquet(str(self.ratings_dir))
+        stored = self.stored_rows()
         newest_first = Window.partitionBy("user_id", "movie_id").orderBy(
             F.col("timestamp").desc(), F.col("batch_id").desc(), F.col("offset").desc()
         )
@@ -108,6 +106,8 @@ class RatingStore:
 
     def stored_rows(self) -> DataFrame:
         """Every stored event of every batch, before the latest-wins reduction."""
+        if not any(self.ratings_dir.glob("batch_id=*/*.parquet")):
+            return self.spark.createDataFrame([], _RATING_COLUMNS + ", batch_id int")
         return self.spark.read.parquet(str(self.ratings_dir))
 
     def dead_letters(self) -> DataFrame:

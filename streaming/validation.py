@@ -20,10 +20,19 @@ from pyspark.sql import types as T
 from producer.dataset import MAX_ID
 from producer.events import RATING_SCALES, SCHEMA_VERSION
 
-__all__ = ["EVENT_SCHEMA", "MAX_MESSAGE_BYTES", "parse_records", "split_parsed", "split_valid"]
+__all__ = [
+    "DUPLICATE_REASON",
+    "EVENT_SCHEMA",
+    "MAX_MESSAGE_BYTES",
+    "parse_records",
+    "set_aside",
+    "split_parsed",
+    "split_valid",
+]
 
 MAX_MESSAGE_BYTES = 64 * 1024
 FUTURE_TOLERANCE_S = 86_400
+DUPLICATE_REASON = "duplicate event (its user, movie and timestamp arrived before)"
 
 EVENT_SCHEMA = T.StructType(
     [
@@ -158,6 +167,26 @@ def split_parsed(parsed: DataFrame, *, now_s: int) -> tuple[DataFrame, DataFrame
         F.col("value").alias("raw"), "reason", "topic", "partition", "offset", "kafka_timestamp"
     )
     return valid, invalid
+
+
+def set_aside(
+    parsed: DataFrame, valid: DataFrame, invalid: DataFrame, positions: DataFrame, reason: str
+) -> tuple[DataFrame, DataFrame]:
+    """Move the valid records at ``positions`` (partition, offset) to the invalid ones.
+
+    For rules that need the job's state rather than the record alone (duplicates): the
+    moved records keep their raw bytes and Kafka position and get ``reason``.
+    """
+    kept = valid.join(positions, ["partition", "offset"], "left_anti").select(*valid.columns)
+    moved = parsed.join(positions, ["partition", "offset"]).select(
+        F.col("value").alias("raw"),
+        F.lit(reason).alias("reason"),
+        "topic",
+        "partition",
+        "offset",
+        "kafka_timestamp",
+    )
+    return kept, invalid.unionByName(moved)
 
 
 def split_valid(records: DataFrame, *, now_s: int) -> tuple[DataFrame, DataFrame]:

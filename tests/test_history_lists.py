@@ -81,3 +81,23 @@ def test_history_from_columns_keeps_the_latest_of_a_repeated_pair() -> None:
     history = RatingHistory.from_arrays([1, 2, 1], [5, 5, 5], [2.0, 3.0, 4.0], [10, 10, 20])
     assert len(history) == 2
     assert history.of_users([1]).ratings.tolist() == [4.0]
+
+
+def test_repeats_are_events_already_held_or_earlier_in_the_batch() -> None:
+    history = RatingHistory()
+    history.add(_ratings([(1, 10, 4.0, 100), (1, 11, 3.0, 101)]))
+    history.add(_ratings([(1, 10, 5.0, 200)], batch_id=1))  # a re-rating outranks timestamp 100
+    incoming = _ratings(
+        [
+            (1, 10, 4.0, 100),  # the outranked rating again
+            (1, 10, 5.0, 200),  # the held rating again
+            (1, 12, 2.0, 300),  # new
+            (1, 12, 2.0, 300),  # new, but twice in this batch: the second is the repeat
+            (2, 10, 4.0, 100),  # another user: new
+            (1, 11, 3.0, 102),  # same pair, new timestamp: a re-rating, not a repeat
+        ],
+        batch_id=2,
+    )
+    assert history.repeats(incoming, 2).tolist() == [True, True, False, True, False, False]
+    # Batch 1 run again after a crash is its own first attempt, not a repeat.
+    assert history.repeats(_ratings([(1, 10, 5.0, 200)], batch_id=1), 1).tolist() == [False]

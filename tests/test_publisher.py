@@ -73,6 +73,22 @@ def test_redis_outage_is_retried_with_backoff_and_nothing_is_lost(
             assert publisher.flush(history).fold_in_lists == 1
             assert decode_list(client.hget(layout.lists(4), "2") or b"").source == "fold-in"
             assert json.loads(client.get(layout.meta(4)) or b"{}")["last_folded_in_batch"] == 7
+            publisher.catalog([(10, "Ten (1990)", ["Drama"])])
+            assert publisher.flush(history).state == "published"
+        finally:
+            client.close()
+        # Redis restarts without persistence: everything it held is gone. The next
+        # flush (here a fold-in for one user) publishes version 4 and the catalog again.
+        server.stop()
+        assert server.start() == "started"
+        publisher.users_changed([1], batch_id=8)
+        again = publisher.flush(history)
+        assert (again.state, again.model_lists) == ("published", 3)
+        client = open_redis(settings)
+        try:
+            assert client.get(layout.current) == b"4"
+            assert set(client.hkeys(layout.lists(4))) == {b"1", b"2", b"3"}
+            assert client.hget(layout.catalog, "10") is not None
         finally:
             client.close()
     finally:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import redis
 from kafka import KafkaProducer
 from pyspark.sql import SparkSession
 
-from producer.broker import client_options, delete_topic
+from producer.broker import client_options, create_topic, delete_topic
 from producer.events import encode_event
 from producer.replay import catalog_topic
 from serving.client import RecommendationClient
@@ -26,6 +27,7 @@ from serving.layout import RedisLayout, decode_list
 from serving.settings import RedisSettings
 from streaming.job import StreamingJob
 from streaming.settings import ModelSettings, StreamSettings
+from streaming.store import BatchCommit
 from tests.conftest import Services
 
 pytestmark = pytest.mark.integration
@@ -132,65 +134,121 @@ def test_ml100k_in_two_halves_publishes_every_user_and_versions_grow(
         client.close()
 
 
-def test_bad_records_go_to_the_dead_letter_sink_and_good_ones_are_processed(
+def _altered(user: int, movie: int, **changes: object) -> bytes:
+    event = json.loads(encode_event("ml-100k", user, movie, 3.0, 880_000_000))
+    return json.dumps({**event, **changes}).encode()
+
+
+def _poison() -> list[tuple[bytes | None, bytes, str]]:
+    """(key, value, the reason it must be dead-lettered with): every kind of bad message."""
+    far_future = 4_000_000_000  # the year 2096
+    huge = 10**12
+    return [
+        (b"1", b"not json at all", "not a JSON object"),
+        (b"1", b"[1, 2, 3]", "not a JSON object"),  # JSON, but not an object
+        (b"1", b"", "empty message"),
+        (b"2", json.dumps({"schema_version": 1}).encode(), "missing field event_id"),
+        (b"2", _altered(2, 7, rating=None), "missing field rating"),
+        (b"3", _altered(3, 7, user_id="three"), "field user_id has the wrong type"),
+        (b"3", _altered(3, 7, timestamp=[1]), "field timestamp has the wrong type"),
+        (b"4", encode_event("ml-100k", 4, 5, 9.0, 880_000_000),
+         "rating 9.0 is off the scale of source ml-100k"),
+        (b"4", encode_event("ml-100k", 4, 5, 3.5, 880_000_000),
+         "rating 3.5 is off the scale of source ml-100k"),
+        (b"4", encode_event("ml-100k", 4, -7, 3.0, 880_000_000),
+         "movie_id outside 1..2147483647"),
+        (str(huge).encode(), encode_event("ml-100k", huge, 5, 3.0, 880_000_000),
+         "user_id outside 1..2147483647"),
+        (b"5", encode_event("ml-100k", 5, 5, 3.0, far_future),
+         "timestamp before 1970 or more than a day in the future"),
+        (b"5", _altered(5, 8, padding="x" * 1_000_000), "message larger than 65536 bytes"),
+        (None, encode_event("ml-100k", 5, 9, 3.0, 880_000_000),
+         "message has no key (it must be the user id)"),
+        (b"6", _altered(6, 7, schema_version=99), "unknown schema version 99"),
+        (b"6", _altered(6, 7, source="ml-50m"), "unknown source ml-50m"),
+        (b"7", encode_event("ml-100k", 8, 7, 3.0, 880_000_000), "message key is not the user id"),
+    ]  # fmt: skip
+
+
+def test_every_kind_of_bad_record_is_dead_lettered_and_the_counts_reconcile(
     spark: SparkSession,
     services: Services,
     redis_settings: RedisSettings,
-    kafka_topic: str,
     tmp_path: Path,
 ) -> None:
     good = [(user, movie, float(1 + (user * movie) % 5)) for user in range(1, 31)
             for movie in range(1, 21) if (user + movie) % 3]  # fmt: skip
-    bad = [
-        (b"1", b"not json at all"),
-        (b"2", json.dumps({"schema_version": 1}).encode()),
-        (b"3", encode_event("ml-100k", 3, 5, 9.0, 880_000_000)),  # off the 1..5 scale
-        (b"4", encode_event("ml-100k", 4, -7, 3.0, 880_000_000)),  # negative movie id
-        (None, encode_event("ml-100k", 5, 5, 3.0, 880_000_000)),  # no key
+    good_values = [
+        (str(user).encode(), encode_event("ml-100k", user, movie, rating, 880_000_000 + user))
+        for user, movie, rating in good
     ]
-    producer = KafkaProducer(**client_options(services.kafka))
-    try:
-        for user, movie, rating in good:
-            value = encode_event("ml-100k", user, movie, rating, 880_000_000 + user)
-            producer.send(kafka_topic, key=str(user).encode(), value=value)
-        for key, value in bad:
-            producer.send(kafka_topic, key=key, value=value)
-        producer.flush()
-    finally:
-        producer.close()
-    kafka = services.kafka.model_copy(update={"topic": kafka_topic})
-    job = StreamingJob(
-        spark, kafka, redis_settings, StreamSettings(state_dir=tmp_path / "state"),
-        ModelSettings(min_ratings=100, max_iter=3, rank=4),
+    duplicate = "duplicate event (its user, movie and timestamp arrived before)"
+    # The first run: good events, every kind of poison, and a good event sent twice.
+    first = [*good_values, *[(key, value) for key, value, _ in _poison()], good_values[3]]
+    expected = [*(reason for _, _, reason in _poison()), duplicate]
+    # The second run (a new job on the same state): a late copy of an event stored by
+    # the first run, a new good event, and that one again.
+    fresh = (b"31", encode_event("ml-100k", 31, 1, 4.0, 880_000_100))
+    second = [good_values[0], fresh, fresh]
+    # Kafka's default limit is 1 MB per message: this topic takes the 1 MB one too.
+    topic = f"test-poison-{uuid.uuid4().hex[:8]}"
+    create_topic(
+        services.kafka, topic, partitions=2, replication_factor=1,
+        configs={"max.message.bytes": str(2 * 1024 * 1024)},
     )  # fmt: skip
+    kafka = services.kafka.model_copy(update={"topic": topic})
+    stream = StreamSettings(state_dir=tmp_path / "state", max_offsets_per_trigger=400)
+    model = ModelSettings(min_ratings=100, max_iter=3, rank=4)
+    commits: list[BatchCommit] = []
     try:
-        job.start(available_now=True).awaitTermination()
+        for messages in (first, second):
+            _send(services, topic, messages)
+            job = StreamingJob(spark, kafka, redis_settings, stream, model)
+            try:
+                job.start(available_now=True).awaitTermination()
+            finally:
+                job.close()
+        commits = job.store.commits()
+        letters = job.store.dead_letters().collect()
     finally:
-        job.close()
-    assert sum(r.valid for r in job.reports) == len(good)
-    assert sum(r.invalid for r in job.reports) == len(bad)
-    reasons = Counter(
-        reason for commit in job.store.commits() for reason, n in commit.invalid_reasons.items()
-        for _ in range(n)
-    )  # fmt: skip
-    assert reasons == {
-        "not a JSON object": 1,
-        "missing field event_id": 1,
-        "rating 9.0 is off the scale of source ml-100k": 1,
-        "movie_id outside 1..2147483647": 1,
-        "message has no key (it must be the user id)": 1,
-    }
-    letters = {bytes(r["raw"]): r for r in job.store.dead_letters().collect()}
-    assert letters[b"not json at all"]["reason"] == "not a JSON object"
-    assert letters[b"not json at all"]["topic"] == kafka_topic
-    assert letters[b"not json at all"]["offset"] >= 0
+        delete_topic(services.kafka, topic)
+        delete_topic(services.kafka, catalog_topic(topic))
+
+    sent = len(first) + len(second)
+    valid = sum(c.valid for c in commits)
+    invalid = sum(c.invalid for c in commits)
+    assert (valid, invalid) == (len(good) + 1, len(expected) + 2)
+    assert valid + invalid == sent
+    reasons = Counter(reason for c in commits for reason, n in c.invalid_reasons.items()
+                      for _ in range(n))  # fmt: skip
+    assert reasons == Counter([*expected, duplicate, duplicate])
+    # Each dead letter keeps its raw bytes, its reason and where it came from.
+    kept = Counter((bytes(row["raw"]), row["reason"]) for row in letters)
+    assert kept == Counter(
+        [(value, reason) for (_, value, reason) in _poison()]
+        + [(good_values[3][1], duplicate), (good_values[0][1], duplicate), (fresh[1], duplicate)]
+    )
+    assert {row["topic"] for row in letters} == {topic}
+    assert all(row["offset"] >= 0 for row in letters)
+    stored = job.store.stored_rows()
+    assert stored.count() == len(good) + 1  # every good event once, no duplicate stored
     layout = RedisLayout(redis_settings.key_prefix)
     client = open_redis(redis_settings)
     try:
         version = int(client.get(layout.current) or 0)
-        assert client.hlen(layout.lists(version)) == 30  # every good user has a list
+        assert client.hlen(layout.lists(version)) == 31  # every good user has a list
     finally:
         client.close()
+
+
+def _send(services: Services, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+    producer = KafkaProducer(**client_options(services.kafka), max_request_size=2 * 1024 * 1024)
+    try:
+        for key, value in messages:
+            producer.send(topic, key=key, value=value)
+        producer.flush()
+    finally:
+        producer.close()
 
 
 @pytest.mark.slow
