@@ -125,7 +125,7 @@ class RatingHistory:
         ``batch_id`` itself do not count: they are this batch's own first attempt.
         """
         keys = ["user_id", "movie_id", "timestamp"]
-        found = frame.duplicated(keys).to_numpy(copy=True)
+        found: npt.NDArray[np.bool_] = frame.duplicated(keys).to_numpy(dtype=bool, copy=True)
         columns = (frame[name].astype("int64").tolist() for name in keys)
         for row, (user, movie, timestamp) in enumerate(zip(*columns, strict=True)):
             if found[row]:

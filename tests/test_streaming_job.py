@@ -184,12 +184,16 @@ def test_every_kind_of_bad_record_is_dead_lettered_and_the_counts_reconcile(
     ]
     duplicate = "duplicate event (its user, movie and timestamp arrived before)"
     # The first run: good events, every kind of poison, and a good event sent twice.
-    first = [*good_values, *[(key, value) for key, value, _ in _poison()], good_values[3]]
+    first: list[tuple[bytes | None, bytes]] = [
+        *good_values,
+        *[(key, value) for key, value, _ in _poison()],
+        good_values[3],
+    ]
     expected = [*(reason for _, _, reason in _poison()), duplicate]
     # The second run (a new job on the same state): a late copy of an event stored by
     # the first run, a new good event, and that one again.
     fresh = (b"31", encode_event("ml-100k", 31, 1, 4.0, 880_000_100))
-    second = [good_values[0], fresh, fresh]
+    second: list[tuple[bytes | None, bytes]] = [good_values[0], fresh, fresh]
     # Kafka's default limit is 1 MB per message: this topic takes the 1 MB one too.
     topic = f"test-poison-{uuid.uuid4().hex[:8]}"
     create_topic(
