@@ -9,7 +9,8 @@ Each micro-batch (``foreachBatch``) runs, in order:
 3. retrain when the policy says so: fit, evaluate, save the model under version
    ``batch_id + 1``; otherwise note the users who rated, for fold-in;
 4. flush to Redis (a new version in full then one atomic switch, or fold-in lists
-   into the current version), retrying with backoff while Redis is down;
+   into the current version), retrying with backoff while Redis is down; between
+   batches a thread goes on retrying, and republishes a version Redis lost;
 5. write the batch's commit record (offsets, counts, model version), last.
 
 A restart rebuilds the history from the store and loads the newest saved model; the
@@ -20,6 +21,7 @@ recorded, and steps 1-5 are idempotent for it.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -148,6 +150,11 @@ class StreamingJob:
         if self.model is not None:
             self.publisher.new_model(self.model)  # idempotent if Redis already has it
         self.reports: list[BatchReport] = []
+        # Micro-batches and the between-batch publisher share the history and the
+        # publisher; the lock keeps them apart.
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._keeper: threading.Thread | None = None
 
     def process_batch(self, records: DataFrame, batch_id: int) -> BatchReport:
         """Run one micro-batch (see the module docstring); safe to run again for the same id."""
@@ -284,13 +291,48 @@ class StreamingJob:
             writer = writer.trigger(availableNow=True)
         else:
             writer = writer.trigger(processingTime=f"{self.stream.trigger_interval_s} seconds")
+            if self._keeper is None:
+                self._keeper = threading.Thread(
+                    target=self._keep_published, name="recstream-publisher", daemon=True
+                )
+                self._keeper.start()
         return writer.start()
 
     def _run_batch(self, records: DataFrame, batch_id: int) -> None:
-        self.process_batch(records, batch_id)
+        with self._lock:
+            self.process_batch(records, batch_id)
+
+    def _keep_published(self) -> None:
+        """Between batches: retry what waits for Redis, and republish what Redis lost.
+
+        Spark runs a micro-batch only when records arrive, so on a quiet feed nothing
+        else would publish the lists that piled up while Redis was down.
+        """
+        while not self._closing.wait(self.stream.redis_retry_initial_s):
+            if not self._lock.acquire(blocking=False):
+                continue  # a micro-batch is running; it flushes itself
+            try:
+                self.publisher.verify()
+                if self.publisher.has_pending:
+                    outcome = self.publisher.flush(self.history)
+                    if outcome.state == "published":
+                        _log.info(
+                            "redis published between batches: version %s, %d model lists, "
+                            "%d fold-in lists",
+                            outcome.version,
+                            outcome.model_lists,
+                            outcome.fold_in_lists,
+                        )
+            except Exception:  # a bug here must not end the thread silently
+                _log.exception("publishing between batches failed")
+            finally:
+                self._lock.release()
 
     def close(self) -> None:
-        """Release the Kafka consumer the job holds outside Spark."""
+        """Stop the between-batch publisher; release the Kafka consumer held outside Spark."""
+        self._closing.set()
+        if self._keeper is not None:
+            self._keeper.join(timeout=60)
         self.watcher.close()
 
     def _retrain(self, batch_id: int, reason: str) -> ModelVersion:

@@ -107,6 +107,27 @@ class Publisher:
         self._pending.catalog = movies
 
     @property
+    def has_pending(self) -> bool:
+        """True while something waits to be written to Redis."""
+        return not self._pending.empty()
+
+    def verify(self) -> None:
+        """Queue the current version again if Redis lost it (a quiet check between batches).
+
+        Errors are ignored: a Redis that is down is found, and waited out, by ``flush``.
+        """
+        if self.published is None or self.has_pending:
+            return
+        try:
+            client = open_redis(self.settings)
+            try:
+                self._requeue_if_lost(client)
+            finally:
+                client.close()
+        except (redis.RedisError, OSError):
+            return
+
+    @property
     def pending_users(self) -> int:
         """Users whose refreshed lists wait for Redis."""
         return len(self._pending.users)

@@ -1,0 +1,136 @@
+"""Fault scenarios against real processes: Redis going away while the job publishes.
+
+Each test prints one ``FAULT`` line (fault, events sent, events stored, lost,
+duplicated, seconds to recover); the README's fault table is filled from those lines.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from kafka import KafkaProducer
+from pyspark.sql import SparkSession
+
+from producer.broker import client_options
+from producer.events import encode_event
+from recstream_infra.redis_local import LocalRedis
+from recstream_infra.settings import LocalServicesSettings
+from serving.api import create_app
+from serving.settings import RedisSettings
+from streaming.job import StreamingJob, stop_between_batches
+from streaming.settings import ModelSettings, StreamSettings
+from tests.conftest import Services
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+RECS = "/users/{}/recommendations"
+
+
+def fault_line(fault: str, sent: int, stored: int, distinct: int, recovered_s: float) -> str:
+    """The line a fault test prints for the README table (lost and duplicated derived)."""
+    lost, duplicated = sent - distinct, stored - distinct
+    return (
+        f"FAULT | {fault} | sent {sent} | stored {stored} | lost {lost} | "
+        f"duplicated {duplicated} | recovered in {recovered_s:.1f} s"
+    )
+
+
+def _send_ratings(services: Services, topic: str, users: range, movies: range) -> int:
+    producer = KafkaProducer(**client_options(services.kafka))
+    sent = 0
+    try:
+        for user in users:
+            for movie in movies:
+                if (user * 7 + movie) % 3:
+                    rating = float(1 + (user + movie) % 5)
+                    value = encode_event("ml-100k", user, movie, rating, 880_000_000 + sent)
+                    producer.send(topic, key=str(user).encode(), value=value)
+                    sent += 1
+        producer.flush()
+    finally:
+        producer.close()
+    return sent
+
+
+def _wait_for(check: object, what: str, timeout_s: float = 120.0) -> float:
+    began = time.monotonic()
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() - began < timeout_s, f"{what} did not happen in {timeout_s} s"
+        time.sleep(0.2)
+    return time.monotonic() - began
+
+
+def test_redis_outage_api_says_503_then_200_and_the_job_catches_up(
+    spark: SparkSession,
+    services: Services,
+    kafka_topic: str,
+    state_dir: Path,
+    free_port: int,
+    tmp_path: Path,
+) -> None:
+    redis_settings = RedisSettings(
+        url=f"redis://127.0.0.1:{free_port}/0", key_prefix="outage", socket_timeout_s=0.5
+    )
+    server = LocalRedis(LocalServicesSettings(state_dir=state_dir), redis_settings)
+    assert server.start() == "started"
+    stream = StreamSettings(
+        state_dir=tmp_path / "job",
+        trigger_interval_s=0.5,
+        redis_retry_initial_s=0.5,
+        redis_retry_max_s=2.0,
+    )
+    model = ModelSettings(min_ratings=200, max_iter=3, rank=4, retrain_every_ratings=1_000_000)
+    kafka = services.kafka.model_copy(update={"topic": kafka_topic})
+    job = StreamingJob(spark, kafka, redis_settings, stream, model)
+    query = job.start()
+    statuses: Counter[int] = Counter()
+    try:
+        with TestClient(create_app(redis_settings), raise_server_exceptions=False) as http:
+
+            def answer(user: int) -> int:
+                response = http.get(RECS.format(user))
+                statuses[response.status_code] += 1
+                if response.status_code == 503:
+                    assert response.headers["Retry-After"]
+                return response.status_code
+
+            sent = _send_ratings(services, kafka_topic, range(1, 41), range(1, 31))
+            _wait_for(lambda: answer(1) == 200, "the first list")
+
+            server.stop()  # Redis goes away for ten seconds ...
+            down_at = time.monotonic()
+            sent += _send_ratings(services, kafka_topic, range(41, 51), range(1, 31))
+            during: Counter[int] = Counter()
+            while time.monotonic() - down_at < 10:
+                during[answer(45)] += 1
+                time.sleep(0.25)
+            server.start()  # ... and comes back empty (no persistence)
+            back_at = time.monotonic()
+
+            def personal(user: int) -> bool:
+                response = http.get(RECS.format(user))
+                statuses[response.status_code] += 1
+                return response.status_code == 200 and response.json()["source"] != "popular"
+
+            recovered = _wait_for(lambda: personal(1) and personal(45), "lists after the outage")
+            _wait_for(lambda: sum(r.valid for r in job.reports) == sent, "every rating stored")
+    finally:
+        stop_between_batches(query)
+        job.close()
+        server.stop()
+
+    assert set(during) == {503}, during  # the whole outage: 503 with Retry-After
+    assert statuses[500] == 0, statuses
+    # The job kept reading and storing ratings while it could not publish them.
+    behind = [r for r in job.reports if r.publish.state in {"failed", "waiting"}]
+    assert sum(r.valid for r in behind) > 0
+    rows = job.store.stored_rows()
+    stored = rows.count()
+    distinct = rows.select("user_id", "movie_id").distinct().count()
+    assert (stored, distinct) == (sent, sent)
+    print(fault_line("Redis stopped 10 s", sent, stored, distinct, recovered))
+    assert back_at - down_at >= 10
