@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -56,9 +57,9 @@ def _send_ratings(services: Services, topic: str, users: range, movies: range) -
     return sent
 
 
-def _wait_for(check: object, what: str, timeout_s: float = 120.0) -> float:
+def _wait_for(check: Callable[[], bool], what: str, timeout_s: float = 120.0) -> float:
     began = time.monotonic()
-    while not check():  # type: ignore[operator]
+    while not check():
         assert time.monotonic() - began < timeout_s, f"{what} did not happen in {timeout_s} s"
         time.sleep(0.2)
     return time.monotonic() - began
@@ -96,7 +97,7 @@ def test_redis_outage_api_says_503_then_200_and_the_job_catches_up(
                 statuses[response.status_code] += 1
                 if response.status_code == 503:
                     assert response.headers["Retry-After"]
-                return response.status_code
+                return int(response.status_code)
 
             sent = _send_ratings(services, kafka_topic, range(1, 41), range(1, 31))
             _wait_for(lambda: answer(1) == 200, "the first list")
@@ -114,7 +115,7 @@ def test_redis_outage_api_says_503_then_200_and_the_job_catches_up(
             def personal(user: int) -> bool:
                 response = http.get(RECS.format(user))
                 statuses[response.status_code] += 1
-                return response.status_code == 200 and response.json()["source"] != "popular"
+                return bool(response.status_code == 200 and response.json()["source"] != "popular")
 
             recovered = _wait_for(lambda: personal(1) and personal(45), "lists after the outage")
             _wait_for(lambda: sum(r.valid for r in job.reports) == sent, "every rating stored")
