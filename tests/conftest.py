@@ -155,3 +155,12 @@ def ml100k_dir() -> Path:
     if not (folder / "u.data").is_file():
         pytest.skip(f"MovieLens 100K not found at {folder}; set RECSTREAM_ML100K_DIR to its folder")
     return folder
+
+
+def fault_line(fault: str, sent: int, stored: int, distinct: int, recovered_s: float) -> str:
+    """The line a fault test prints for the README table (lost and duplicated derived)."""
+    lost, duplicated = sent - distinct, stored - distinct
+    return (
+        f"FAULT | {fault} | sent {sent} | stored {stored} | lost {lost} | "
+        f"duplicated {duplicated} | recovered in {recovered_s:.1f} s"
+    )

@@ -24,20 +24,11 @@ from serving.api import create_app
 from serving.settings import RedisSettings
 from streaming.job import StreamingJob, stop_between_batches
 from streaming.settings import ModelSettings, StreamSettings
-from tests.conftest import Services
+from tests.conftest import Services, fault_line
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RECS = "/users/{}/recommendations"
-
-
-def fault_line(fault: str, sent: int, stored: int, distinct: int, recovered_s: float) -> str:
-    """The line a fault test prints for the README table (lost and duplicated derived)."""
-    lost, duplicated = sent - distinct, stored - distinct
-    return (
-        f"FAULT | {fault} | sent {sent} | stored {stored} | lost {lost} | "
-        f"duplicated {duplicated} | recovered in {recovered_s:.1f} s"
-    )
 
 
 def _send_ratings(services: Services, topic: str, users: range, movies: range) -> int:

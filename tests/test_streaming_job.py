@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -28,7 +30,7 @@ from serving.settings import RedisSettings
 from streaming.job import StreamingJob
 from streaming.settings import ModelSettings, StreamSettings
 from streaming.store import BatchCommit
-from tests.conftest import Services
+from tests.conftest import Services, fault_line
 
 pytestmark = pytest.mark.integration
 
@@ -255,8 +257,57 @@ def _send(services: Services, topic: str, messages: list[tuple[bytes | None, byt
         producer.close()
 
 
+def _job_env(
+    services: Services, redis_settings: RedisSettings, topic: str, tmp: Path
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    env.update(
+        RECSTREAM_KAFKA_BOOTSTRAP_SERVERS=services.kafka.bootstrap_servers,
+        RECSTREAM_KAFKA_TOPIC=topic,
+        RECSTREAM_REDIS_URL=redis_settings.url,
+        RECSTREAM_REDIS_KEY_PREFIX=redis_settings.key_prefix,
+        RECSTREAM_SPARK_MASTER="local[2]",
+        RECSTREAM_SPARK_SHUFFLE_PARTITIONS="2",
+        RECSTREAM_SPARK_UI_ENABLED="false",
+        RECSTREAM_SPARK_CONSOLE_PROGRESS="false",
+        RECSTREAM_SPARK_CHECKPOINT_DIR=str(tmp / "spark-checkpoints"),
+        RECSTREAM_STREAM_STATE_DIR=str(tmp / "state"),
+        RECSTREAM_STREAM_MAX_OFFSETS_PER_TRIGGER="8000",
+        RECSTREAM_STREAM_TRIGGER_INTERVAL_S="0.5",
+        RECSTREAM_MODEL_MIN_RATINGS="10000",
+        RECSTREAM_MODEL_RETRAIN_EVERY_RATINGS="25000",
+        RECSTREAM_MODEL_MAX_ITER="3",
+    )
+    if redis_settings.password is not None:
+        env["RECSTREAM_REDIS_PASSWORD"] = redis_settings.password.get_secret_value()
+    return env
+
+
+class _VersionWatch:
+    """Polls ``p:current`` in a thread and keeps every value it saw, in order."""
+
+    def __init__(self, redis_settings: RedisSettings) -> None:
+        self.seen: list[int] = []
+        self._client = open_redis(redis_settings)
+        self._key = RedisLayout(redis_settings.key_prefix).current
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.05):
+            value = self._client.get(self._key)
+            if value is not None and (not self.seen or self.seen[-1] != int(value)):
+                self.seen.append(int(value))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._client.close()
+
+
 @pytest.mark.slow
-def test_killed_job_restarts_from_its_checkpoint_and_stores_each_rating_once(
+def test_job_killed_three_times_mid_replay_loses_and_repeats_nothing(
     spark: SparkSession,
     services: Services,
     redis_settings: RedisSettings,
@@ -264,68 +315,79 @@ def test_killed_job_restarts_from_its_checkpoint_and_stores_each_rating_once(
     ratings_topic: str,
     tmp_path: Path,
 ) -> None:
-    _replay(services, ml100k_dir, ratings_topic)
-    state = tmp_path / "state"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
-    env.update(
-        RECSTREAM_KAFKA_BOOTSTRAP_SERVERS=services.kafka.bootstrap_servers,
-        RECSTREAM_KAFKA_TOPIC=ratings_topic,
-        RECSTREAM_REDIS_URL=redis_settings.url,
-        RECSTREAM_REDIS_KEY_PREFIX=redis_settings.key_prefix,
-        RECSTREAM_SPARK_MASTER="local[2]",
-        RECSTREAM_SPARK_SHUFFLE_PARTITIONS="2",
-        RECSTREAM_SPARK_UI_ENABLED="false",
-        RECSTREAM_SPARK_CONSOLE_PROGRESS="false",
-        RECSTREAM_SPARK_CHECKPOINT_DIR=str(tmp_path / "spark-checkpoints"),
-        RECSTREAM_STREAM_STATE_DIR=str(state),
-        RECSTREAM_STREAM_MAX_OFFSETS_PER_TRIGGER="8000",
-        RECSTREAM_STREAM_TRIGGER_INTERVAL_S="0.5",
-        RECSTREAM_MODEL_MIN_RATINGS="10000",
-        RECSTREAM_MODEL_RETRAIN_EVERY_RATINGS="1000000",
-        RECSTREAM_MODEL_MAX_ITER="3",
-    )
-    if redis_settings.password is not None:
-        env["RECSTREAM_REDIS_PASSWORD"] = redis_settings.password.get_secret_value()
+    env = _job_env(services, redis_settings, ratings_topic, tmp_path)
+    commits = tmp_path / "state" / "store" / "commits"
     command = [sys.executable, "-m", "streaming", "run"]
-    first = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
+    producer_env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    producer_env["RECSTREAM_KAFKA_BOOTSTRAP_SERVERS"] = services.kafka.bootstrap_servers
+    replay = subprocess.Popen(
+        [sys.executable, "-m", "producer", "replay", "--source", str(ml100k_dir), "--topic",
+         ratings_topic, "--no-progress", "--rate", "2000"],
+        env=producer_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    commits = state / "store" / "commits"
+    rng = random.Random(20261124)
+    watch = _VersionWatch(redis_settings)
+    recovery: list[float] = []
+    killed_at: float | None = None
     try:
-        deadline = time.monotonic() + 240
-        while len(list(commits.glob("*.json"))) < 3:
-            assert first.poll() is None, first.communicate()[1]
-            assert time.monotonic() < deadline, "the job committed no batches"
-            time.sleep(0.2)
+        for _ in range(3):  # run, wait a random while after its first commit, SIGKILL
+            before = len(list(commits.glob("*.json")))
+            job = subprocess.Popen(
+                command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                start_new_session=True,
+            )  # fmt: skip
+            try:
+                deadline = time.monotonic() + 240
+                while len(list(commits.glob("*.json"))) <= before:
+                    assert job.poll() is None, job.communicate()[1]
+                    assert time.monotonic() < deadline, "the job committed no batch"
+                    time.sleep(0.1)
+                if killed_at is not None:
+                    recovery.append(time.monotonic() - killed_at)
+                time.sleep(rng.uniform(0.5, 6.0))
+            finally:
+                os.killpg(job.pid, signal.SIGKILL)  # the driver and its JVM, no clean-up
+                killed_at = time.monotonic()
+                job.communicate(timeout=60)
+        assert replay.wait(timeout=300) == 0, replay.communicate()[1]
+        assert len(list(commits.glob("*.json"))) < 50, "the kills came after the end"
+        last = subprocess.run(
+            [*command, "--available-now"], env=env, capture_output=True, text=True,
+            timeout=600, check=False,
+        )  # fmt: skip
+        assert last.returncode == 0, last.stderr
+        assert "batch " in last.stderr  # one log line per micro-batch
     finally:
-        os.killpg(first.pid, signal.SIGKILL)  # the Python driver and its JVM, no clean-up
-        first.communicate(timeout=60)
-    assert len(list(commits.glob("*.json"))) < 13, "killed after it had finished"
-
-    second = subprocess.run(
-        [*command, "--available-now"], env=env, capture_output=True, text=True, timeout=600,
-        check=False,
-    )  # fmt: skip
-    assert second.returncode == 0, second.stderr
-    assert "batch " in second.stderr  # one log line per micro-batch
+        replay.kill()
+        watch.close()
 
     store = StreamingJob(
         spark,
         services.kafka.model_copy(update={"topic": ratings_topic}),
         redis_settings,
-        StreamSettings(state_dir=state),
+        StreamSettings(state_dir=tmp_path / "state"),
         ModelSettings(),
     ).store
     rows = store.stored_rows()
-    assert rows.count() == ML100K_EVENTS  # nothing stored twice, nothing lost
-    assert rows.select("user_id", "movie_id").distinct().count() == ML100K_EVENTS
+    stored = rows.count()
+    distinct = rows.select("user_id", "movie_id").distinct().count()
+    assert (stored, distinct) == (ML100K_EVENTS, ML100K_EVENTS)  # nothing lost, nothing twice
     assert store.ratings().count() == ML100K_EVENTS
     batches = [c.batch_id for c in store.commits()]
     assert batches == list(range(len(batches)))
     assert sum(c.valid for c in store.commits()) == ML100K_EVENTS
+    assert len(watch.seen) >= 2 and watch.seen == sorted(watch.seen), watch.seen
+    rated: dict[int, set[int]] = {}
+    for user, movie, _, _ in _ratings(ml100k_dir):
+        rated.setdefault(user, set()).add(movie)
     client = open_redis(redis_settings)
     try:
-        assert int(client.get(RedisLayout(redis_settings.key_prefix).current) or 0) > 0
+        assert _check_lists(client, RedisLayout(redis_settings.key_prefix), rated) == max(
+            watch.seen
+        )
     finally:
         client.close()
+    print(
+        fault_line("job SIGKILLed 3 times", ML100K_EVENTS, stored, distinct, max(recovery))
+        + f" | versions seen {watch.seen}"
+    )
