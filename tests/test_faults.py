@@ -1,4 +1,4 @@
-"""Fault scenarios against real processes: Redis going away while the job publishes.
+"""Fault scenarios against real processes: Redis or the Kafka broker going away.
 
 Each test prints one ``FAULT`` line (fault, events sent, events stored, lost,
 duplicated, seconds to recover); the README's fault table is filled from those lines.
@@ -6,6 +6,10 @@ duplicated, seconds to recover); the README's fault table is filled from those l
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -13,11 +17,14 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
 from pyspark.sql import SparkSession
 
 from producer.broker import client_options
 from producer.events import encode_event
+from producer.settings import KafkaSettings
+from recstream_infra.kafka_local import LocalKafka
+from recstream_infra.local_service import free_tcp_port
 from recstream_infra.redis_local import LocalRedis
 from recstream_infra.settings import LocalServicesSettings
 from serving.api import create_app
@@ -29,6 +36,7 @@ from tests.conftest import Services, fault_line
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RECS = "/users/{}/recommendations"
+ML100K_EVENTS = 100_000
 
 
 def _send_ratings(services: Services, topic: str, users: range, movies: range) -> int:
@@ -126,3 +134,70 @@ def test_redis_outage_api_says_503_then_200_and_the_job_catches_up(
     assert (stored, distinct) == (sent, sent)
     print(fault_line("Redis stopped 10 s", sent, stored, distinct, recovered))
     assert back_at - down_at >= 10
+
+
+def test_kafka_restart_mid_replay_keeps_every_event_once_and_the_job_catches_up(
+    spark: SparkSession, state_dir: Path, ml100k_dir: Path, tmp_path: Path
+) -> None:
+    port, controller = free_tcp_port(), free_tcp_port()
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}", topic="ratings", partitions=2)
+    broker = LocalKafka(
+        LocalServicesSettings(state_dir=state_dir, kafka_controller_port=controller), kafka
+    )
+    assert broker.start() == "started"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    env["RECSTREAM_KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
+    env["RECSTREAM_KAFKA_PARTITIONS"] = "2"
+    replay = subprocess.Popen(
+        [sys.executable, "-m", "producer", "replay", "--source", str(ml100k_dir),
+         "--no-progress", "--rate", "4000"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(8)
+        assert replay.poll() is None, "the replay ended before the broker stopped"
+        broker.stop()  # the broker goes away mid-replay ...
+        down_at = time.monotonic()
+        time.sleep(6)
+        assert broker.start() == "started"  # ... and comes back with its data
+        back_at = time.monotonic()
+        output, _ = replay.communicate(timeout=300)
+        caught_up = time.monotonic() - back_at  # until the replay had sent everything
+    finally:
+        replay.kill()
+    try:
+        assert replay.returncode == 0, output
+        assert "sent 100,000" in output, output
+        events = _read_all(kafka)
+        ids = Counter(json.loads(value)["event_id"] for value in events)
+        assert (len(events), len(ids)) == (ML100K_EVENTS, ML100K_EVENTS)  # each once
+
+        job = StreamingJob(
+            spark, kafka, RedisSettings(url="redis://127.0.0.1:1/0"),
+            StreamSettings(state_dir=tmp_path / "job", max_offsets_per_trigger=50_000),
+            ModelSettings(min_ratings=10**9),  # storing is what is checked: no model, no Redis
+        )  # fmt: skip
+        try:
+            job.start(available_now=True).awaitTermination()
+        finally:
+            job.close()
+        rows = job.store.stored_rows()
+        stored = rows.count()
+        distinct = rows.select("user_id", "movie_id").distinct().count()
+    finally:
+        broker.stop()
+    assert (stored, distinct) == (ML100K_EVENTS, ML100K_EVENTS)
+    fault = f"Kafka broker down {back_at - down_at:.0f} s mid-replay (stop, 6 s, restart)"
+    print(fault_line(fault, ML100K_EVENTS, stored, distinct, caught_up))
+    print("replay output:", output.strip().splitlines()[-3:])
+
+
+def _read_all(kafka: KafkaSettings) -> list[bytes]:
+    consumer = KafkaConsumer(
+        kafka.topic, **client_options(kafka), auto_offset_reset="earliest",
+        enable_auto_commit=False, consumer_timeout_ms=10_000,
+    )  # fmt: skip
+    try:
+        return [record.value for record in consumer]
+    finally:
+        consumer.close()
