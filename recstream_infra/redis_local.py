@@ -24,6 +24,7 @@ class LocalRedis(LocalService):
         super().__init__(redis.host, redis.port, local.state_dir / "redis", local.start_timeout_s)
         self.settings = redis
         self.persistence = local.redis_persistence
+        self.reader = (local.redis_reader_username, local.redis_reader_password)
         self._probe = redis.model_copy(update={"socket_timeout_s": 1.0})
 
     @property
@@ -59,10 +60,36 @@ class LocalRedis(LocalService):
             lines.append(f"requirepass {_quote(secret)}")
             if self.settings.username and self.settings.username != "default":
                 lines.append(f"user {self.settings.username} on {_quote('>' + secret)} ~* &* +@all")
+        lines += self._reader_lines()
         fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as conf:
             conf.write("\n".join(lines) + "\n")
         return [server, str(self.config_file)]
+
+    def _reader_lines(self) -> list[str]:
+        """The read-only ACL user for serving, if configured: GET-like commands and the
+        lookup scripts, on keys under the prefix only (scripts' writes are refused too)."""
+        name, password = self.reader
+        if name is None and password is None:
+            return []
+        if name is None or password is None:
+            msg = (
+                "set both RECSTREAM_LOCAL_REDIS_READER_USERNAME and "
+                "RECSTREAM_LOCAL_REDIS_READER_PASSWORD, or neither"
+            )
+            raise ServiceStartError(msg)
+        if self.settings.password is None:
+            msg = (
+                "a read-only Redis user needs RECSTREAM_REDIS_PASSWORD as well: without it "
+                "the default user, which may write, needs no password at all"
+            )
+            raise ServiceStartError(msg)
+        secret = _quote(">" + password.get_secret_value())
+        keys = _quote(f"%R~{self.settings.key_prefix}:*")
+        return [
+            f"user {name} on {secret} resetkeys {keys} resetchannels "
+            "-@all +@read +@connection -@dangerous +evalsha +script|load"
+        ]
 
 
 def _quote(value: str) -> str:

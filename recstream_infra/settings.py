@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["LocalServicesSettings", "StrictSettings"]
@@ -76,6 +76,14 @@ class LocalServicesSettings(StrictSettings):
     )
     redis_persistence: bool = Field(
         False, description="Keep Redis data on disk (RDB snapshots) across restarts."
+    )
+    redis_reader_username: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="ACL user the local Redis gets for serving: reads under the key prefix only.",
+    )
+    redis_reader_password: SecretStr | None = Field(
+        None, description="Password of that read-only user (needs RECSTREAM_REDIS_PASSWORD too)."
     )
     start_timeout_s: float = Field(
         90.0, gt=0, description="How long start waits for a service to answer."

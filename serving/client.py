@@ -263,13 +263,21 @@ def model_info(layout: RedisLayout, reply: Sequence[Any], now: float | None = No
 
 
 def _unavailable(settings: RedisSettings, exc: redis.RedisError) -> RedisUnavailableError:
+    hint = ""
     if isinstance(exc, redis.AuthenticationError):
-        what = "refused our credentials"
+        what = "refused the credentials"
+        hint = "; check RECSTREAM_REDIS_USERNAME and RECSTREAM_REDIS_PASSWORD"
+    elif isinstance(exc, redis.exceptions.NoPermissionError):
+        what = "refused the request (NOPERM)"
+        hint = (
+            "; the Redis user may not read these keys: check RECSTREAM_REDIS_USERNAME and "
+            "RECSTREAM_REDIS_KEY_PREFIX"
+        )
     elif isinstance(exc, redis.ResponseError):
         what = f"refused the request ({str(exc).split(' ', 1)[0]})"
     else:
         what = "did not answer"
-    msg = f"Redis at {settings.url} {what} ({type(exc).__name__})"
+    msg = f"Redis at {settings.url} {what} ({type(exc).__name__}){hint}"
     return RedisUnavailableError(msg)
 
 
