@@ -204,7 +204,7 @@ def save_model(folder: Path, model: ModelVersion) -> Path:
 
 def load_model(path: Path) -> ModelVersion:
     """Read a model written by ``save_model``."""
-    with np.load(path) as saved:
+    with np.load(path, allow_pickle=False) as saved:
         meta = json.loads(str(saved["meta"]))
         popular = [(int(movie), float(score)) for movie, score in saved["popular"].tolist()]
         prior = saved["prior"] if "prior" in saved.files else None  # before the prior

@@ -149,3 +149,11 @@ def test_a_saved_prior_comes_back_and_older_files_load_without_one(tmp_path: Pat
     np.savez(older, movie_ids=np.array([1, 2]), factors=np.ones((2, 3)),
              popular=np.zeros((0, 2)), meta=np.array('{"version": 3}'))  # fmt: skip
     assert load_model(older).items.prior.tolist() == [0.0, 0.0]
+
+
+def test_a_model_file_holding_pickled_objects_is_refused(tmp_path: Path) -> None:
+    # A planted .npz whose "meta" is a pickled object: loading must not unpickle it.
+    planted = tmp_path / "v1.npz"
+    np.savez(planted, meta=np.array([{"version": 1}], dtype=object))
+    with pytest.raises(ValueError, match="allow_pickle"):
+        load_model(planted)

@@ -236,8 +236,15 @@ def test_every_kind_of_bad_record_is_dead_lettered_and_the_counts_reconcile(
     )
     assert {row["topic"] for row in letters} == {topic}
     assert all(row["offset"] >= 0 for row in letters)
-    stored = job.store.stored_rows()
-    assert stored.count() == len(good) + 1  # every good event once, no duplicate stored
+    rows = job.store.stored_rows()
+    stored = rows.count()
+    distinct = rows.select("user_id", "movie_id").distinct().count()
+    assert stored == distinct == len(good) + 1  # every good event once, no duplicate stored
+    print(
+        f"FAULT | {len(_poison())} kinds of bad message and 3 duplicate events | sent {sent} "
+        f"| stored {stored} | dead letters {len(letters)} | lost {sent - stored - len(letters)} "
+        f"| duplicated {stored - distinct}"
+    )
     layout = RedisLayout(redis_settings.key_prefix)
     client = open_redis(redis_settings)
     try:
