@@ -67,8 +67,11 @@ class LocalRedis(LocalService):
         return [server, str(self.config_file)]
 
     def _reader_lines(self) -> list[str]:
-        """The read-only ACL user for serving, if configured: GET-like commands and the
-        lookup scripts, on keys under the prefix only (scripts' writes are refused too)."""
+        """The ACL line of the read-only serving user, if one is configured.
+
+        It may run read and connection commands and the lookup scripts, on keys under
+        the key prefix only; a script's writes are refused like any other write.
+        """
         name, password = self.reader
         if name is None and password is None:
             return []
