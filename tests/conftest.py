@@ -164,3 +164,12 @@ def fault_line(fault: str, sent: int, stored: int, distinct: int, recovered_s: f
         f"FAULT | {fault} | sent {sent} | stored {stored} | lost {lost} | "
         f"duplicated {duplicated} | recovered in {recovered_s:.1f} s"
     )
+
+
+def subprocess_env(**settings: str) -> dict[str, str]:
+    """This process's environment without any RECSTREAM_ variable, plus ``settings``.
+
+    For recstream subprocesses: they see only the settings a test gives them.
+    """
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    return {**clean, **settings}

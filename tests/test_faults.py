@@ -7,7 +7,6 @@ duplicated, seconds to recover); the README's fault table is filled from those l
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ from serving.api import create_app
 from serving.settings import RedisSettings
 from streaming.job import StreamingJob, stop_between_batches
 from streaming.settings import ModelSettings, StreamSettings
-from tests.conftest import Services, fault_line
+from tests.conftest import Services, fault_line, subprocess_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -145,7 +144,7 @@ def test_kafka_restart_mid_replay_keeps_every_event_once_and_the_job_catches_up(
         LocalServicesSettings(state_dir=state_dir, kafka_controller_port=controller), kafka
     )
     assert broker.start() == "started"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    env = subprocess_env()
     env["RECSTREAM_KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
     env["RECSTREAM_KAFKA_PARTITIONS"] = "2"
     replay = subprocess.Popen(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -12,10 +11,11 @@ import pytest
 from pydantic import ValidationError
 
 from producer.settings import ProducerSettings
+from tests.conftest import subprocess_env
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    base = subprocess_env()
     return subprocess.run(
         [sys.executable, "-m", "producer", *args], env={**base, **(env or {})},
         capture_output=True, text=True, timeout=120, check=False,

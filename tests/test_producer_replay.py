@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from producer.broker import client_options, delete_topic
 from producer.replay import catalog_topic
 from producer.settings import KafkaSettings
-from tests.conftest import Services
+from tests.conftest import Services, subprocess_env
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +73,7 @@ def _replay_command(source: Path, topic: str, *extra: str) -> list[str]:
 
 
 def _environment(services: Services) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    env = subprocess_env()
     env["RECSTREAM_KAFKA_BOOTSTRAP_SERVERS"] = services.kafka.bootstrap_servers
     return env
 

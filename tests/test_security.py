@@ -3,7 +3,6 @@ secrets that never show up in answers, errors or logs."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from serving.connection import open_redis, ping
 from serving.errors import RedisUnavailableError
 from serving.layout import RedisLayout
 from serving.settings import RedisSettings
+from tests.conftest import subprocess_env
 from tests.serving_data import publish
 
 pytestmark = pytest.mark.integration
@@ -31,7 +31,7 @@ WRONG_SECRET = "wrong-Secret-1234"
 
 
 def _cli(settings: RedisSettings, *arguments: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    env = subprocess_env()
     env.update(RECSTREAM_REDIS_URL=settings.url, RECSTREAM_REDIS_KEY_PREFIX=settings.key_prefix)
     if settings.username:
         env["RECSTREAM_REDIS_USERNAME"] = settings.username

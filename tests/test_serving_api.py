@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from hypothesis import strategies as st
 from serving.api import create_app
 from serving.layout import RedisLayout
 from serving.settings import RedisSettings
+from tests.conftest import subprocess_env
 from tests.serving_data import publish
 
 pytestmark = pytest.mark.integration
@@ -179,7 +179,7 @@ def test_fuzzed_requests_never_answer_500(
 def test_a_running_uvicorn_serves_it(
     published: RedisLayout, redis_settings: RedisSettings, free_port: int
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    env = subprocess_env()
     env["RECSTREAM_REDIS_URL"] = redis_settings.url
     env["RECSTREAM_REDIS_KEY_PREFIX"] = published.prefix
     server = subprocess.Popen(

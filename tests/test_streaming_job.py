@@ -30,7 +30,7 @@ from serving.settings import RedisSettings
 from streaming.job import StreamingJob
 from streaming.settings import ModelSettings, StreamSettings
 from streaming.store import BatchCommit
-from tests.conftest import Services, fault_line
+from tests.conftest import Services, fault_line, subprocess_env
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ ML100K_EVENTS = 100_000
 
 
 def _replay(services: Services, source: Path, topic: str, *extra: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    env = subprocess_env()
     env["RECSTREAM_KAFKA_BOOTSTRAP_SERVERS"] = services.kafka.bootstrap_servers
     done = subprocess.run(
         [sys.executable, "-m", "producer", "replay", "--source", str(source), "--topic", topic,
@@ -267,7 +267,7 @@ def _send(services: Services, topic: str, messages: list[tuple[bytes | None, byt
 def _job_env(
     services: Services, redis_settings: RedisSettings, topic: str, tmp: Path
 ) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    env = subprocess_env()
     env.update(
         RECSTREAM_KAFKA_BOOTSTRAP_SERVERS=services.kafka.bootstrap_servers,
         RECSTREAM_KAFKA_TOPIC=topic,
@@ -325,7 +325,7 @@ def test_job_killed_three_times_mid_replay_loses_and_repeats_nothing(
     env = _job_env(services, redis_settings, ratings_topic, tmp_path)
     commits = tmp_path / "state" / "store" / "commits"
     command = [sys.executable, "-m", "streaming", "run"]
-    producer_env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    producer_env = subprocess_env()
     producer_env["RECSTREAM_KAFKA_BOOTSTRAP_SERVERS"] = services.kafka.bootstrap_servers
     replay = subprocess.Popen(
         [sys.executable, "-m", "producer", "replay", "--source", str(ml100k_dir), "--topic",
