@@ -24,6 +24,7 @@ from producer.events import encode_event
 from producer.settings import KafkaSettings
 from recstream_infra.kafka_local import LocalKafka
 from recstream_infra.local_service import free_tcp_port
+from recstream_infra.processes import wait_until
 from recstream_infra.redis_local import LocalRedis
 from recstream_infra.settings import LocalServicesSettings
 from serving.api import create_app
@@ -57,9 +58,7 @@ def _send_ratings(services: Services, topic: str, users: range, movies: range) -
 
 def _wait_for(check: Callable[[], bool], what: str, timeout_s: float = 120.0) -> float:
     began = time.monotonic()
-    while not check():
-        assert time.monotonic() - began < timeout_s, f"{what} did not happen in {timeout_s} s"
-        time.sleep(0.2)
+    assert wait_until(check, timeout_s, interval_s=0.2), f"{what} did not happen in {timeout_s} s"
     return time.monotonic() - began
 
 
