@@ -7,9 +7,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
 
-__all__ = ["LocalServicesSettings", "StrictSettings"]
+__all__ = ["SECRETS_DIR_VARIABLE", "LocalServicesSettings", "StrictSettings"]
+
+SECRETS_DIR_VARIABLE = "RECSTREAM_SECRETS_DIR"
 
 
 class StrictSettings(BaseSettings):
@@ -19,6 +26,11 @@ class StrictSettings(BaseSettings):
     prefix but names no field, so a typo such as ``RECSTREAM_KAFKA_BOOTSTRAP_SERVER``
     would silently fall back to the default. This base rejects such variables,
     listing the names that are accepted.
+
+    Values may also come from files: with ``RECSTREAM_SECRETS_DIR`` set, a file in that
+    folder named like a variable (``recstream_redis_password``, any case) holds that
+    setting's value, as Docker and Kubernetes mount secrets. The environment wins
+    over a file; a file with the prefix that names no field is rejected like a variable.
     """
 
     # Inputs are kept out of pydantic's messages because one of them may be a
@@ -27,6 +39,26 @@ class StrictSettings(BaseSettings):
     model_config: ClassVar[SettingsConfigDict] = SettingsConfigDict(
         frozen=True, extra="forbid", case_sensitive=False, hide_input_in_errors=True
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments, then the environment, then files in ``RECSTREAM_SECRETS_DIR``."""
+        folder = secrets_dir()
+        if folder is None or not folder.is_dir():  # a bad folder is reported by the validator
+            return init_settings, env_settings, dotenv_settings
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            SecretsSettingsSource(settings_cls, secrets_dir=folder),
+        )
 
     @model_validator(mode="before")
     @classmethod
@@ -44,7 +76,30 @@ class StrictSettings(BaseSettings):
                 f"accepted names are {', '.join(sorted(known))}"
             )
             raise ValueError(msg)
+        folder = secrets_dir()
+        if folder is None:
+            return data
+        if not folder.is_dir():
+            msg = f"{SECRETS_DIR_VARIABLE} must name a folder of secret files, got {str(folder)!r}"
+            raise ValueError(msg)
+        strays = sorted(
+            entry.name
+            for entry in folder.iterdir()
+            if entry.name.upper().startswith(prefix) and entry.name.upper() not in known
+        )
+        if strays:
+            msg = (
+                f"unknown secret file(s) {', '.join(strays)} in {folder} for {cls.__name__}; "
+                f"accepted names are {', '.join(sorted(known))} (any case)"
+            )
+            raise ValueError(msg)
         return data
+
+
+def secrets_dir() -> Path | None:
+    """The folder ``RECSTREAM_SECRETS_DIR`` names, if set."""
+    value = os.environ.get(SECRETS_DIR_VARIABLE, "").strip()
+    return Path(value) if value else None
 
 
 class LocalServicesSettings(StrictSettings):
