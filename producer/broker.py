@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+from kafka.errors import (
+    IllegalSaslStateError,
+    KafkaError,
+    SaslAuthenticationFailedError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+    UnsupportedSaslMechanismError,
+)
 
-from producer.errors import BrokerUnavailableError
+from producer.errors import BrokerAuthenticationError, BrokerUnavailableError
 from producer.settings import KafkaSettings
 
 __all__ = ["ClusterInfo", "client_options", "create_topic", "delete_topic", "describe_cluster"]
@@ -29,28 +40,100 @@ def client_options(
 ) -> dict[str, Any]:
     """Keyword arguments shared by every kafka-python client recstream builds."""
     timeout = settings.connect_timeout_s if connect_timeout_s is None else connect_timeout_s
-    return {
+    options: dict[str, Any] = {
         "bootstrap_servers": [f"{host}:{port}" for host, port in settings.servers],
         "bootstrap_timeout_ms": int(timeout * 1000),
         "request_timeout_ms": int(settings.request_timeout_s * 1000),
         "reconnect_backoff_max_ms": 1000,
+        "security_protocol": settings.security_protocol,
     }
+    if settings.sasl and settings.sasl_password is not None:
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    return options
+
+
+_LOGIN_ERRORS = (
+    IllegalSaslStateError,
+    SaslAuthenticationFailedError,
+    UnsupportedSaslMechanismError,
+)
+
+
+class _LoginFailures(logging.Handler):
+    """Collects the SASL errors kafka-python logs while it keeps retrying a bootstrap.
+
+    kafka-python treats a refused login like an unreachable broker: it logs the error,
+    backs off and, at the deadline, raises only "Unable to bootstrap". The logged
+    error is the one place that says the broker did answer.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen: list[KafkaError] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        self.seen.extend(arg for arg in args if isinstance(arg, _LOGIN_ERRORS))
+
+
+@contextlib.contextmanager
+def _watch_logins() -> Iterator[_LoginFailures]:
+    watcher = _LoginFailures()
+    source = logging.getLogger("kafka")
+    source.addHandler(watcher)
+    # The records must be created even when the application silences kafka-python,
+    # and then reach this handler alone.
+    level, propagate = source.level, source.propagate
+    if source.getEffectiveLevel() > logging.WARNING:
+        source.setLevel(logging.WARNING)
+        source.propagate = False
+    try:
+        yield watcher
+    finally:
+        source.removeHandler(watcher)
+        source.setLevel(level)
+        source.propagate = propagate
 
 
 def _admin(settings: KafkaSettings, connect_timeout_s: float | None = None) -> KafkaAdminClient:
-    try:
-        return KafkaAdminClient(
-            **client_options(settings, connect_timeout_s=connect_timeout_s),
-            client_id="recstream-admin",
-        )
-    except KafkaError as exc:
-        timeout = settings.connect_timeout_s if connect_timeout_s is None else connect_timeout_s
+    with _watch_logins() as logins:
+        try:
+            return KafkaAdminClient(
+                **client_options(settings, connect_timeout_s=connect_timeout_s),
+                client_id="recstream-admin",
+            )
+        except KafkaError as exc:
+            failure = exc
+    if logins.seen:
         msg = (
-            f"no Kafka broker answered at {settings.bootstrap_servers} within {timeout:g} s "
-            f"({type(exc).__name__}); start the local one with `make services` or point "
-            "RECSTREAM_KAFKA_BOOTSTRAP_SERVERS at a running broker"
+            f"the Kafka broker at {settings.bootstrap_servers} refused the "
+            f"{settings.security_protocol} {settings.sasl_mechanism} login of user "
+            f"{settings.sasl_username!r} ({type(logins.seen[-1]).__name__}); check "
+            "RECSTREAM_KAFKA_SASL_USERNAME, RECSTREAM_KAFKA_SASL_PASSWORD and "
+            "RECSTREAM_KAFKA_SASL_MECHANISM"
         )
-        raise BrokerUnavailableError(msg) from exc
+        raise BrokerAuthenticationError(msg) from None
+    timeout = settings.connect_timeout_s if connect_timeout_s is None else connect_timeout_s
+    msg = (
+        f"no Kafka broker answered at {settings.bootstrap_servers} within {timeout:g} s "
+        f"({type(failure).__name__}); start the local one with `make services` or point "
+        "RECSTREAM_KAFKA_BOOTSTRAP_SERVERS at a running broker"
+    )
+    if not settings.sasl and _accepts_connections(settings):
+        msg += (
+            "; something does accept connections there: if the broker wants a SASL login, "
+            "set RECSTREAM_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT and the SASL user"
+        )
+    raise BrokerUnavailableError(msg) from failure
+
+
+def _accepts_connections(settings: KafkaSettings) -> bool:
+    for host, port in settings.servers:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return True
+    return False
 
 
 def describe_cluster(

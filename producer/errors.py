@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "BadInputError",
+    "BrokerAuthenticationError",
     "BrokerUnavailableError",
     "DatasetUnavailableError",
     "ProducerError",
@@ -18,6 +19,10 @@ class ProducerError(RuntimeError):
 
 class BrokerUnavailableError(ProducerError):
     """No Kafka broker answered at the configured bootstrap address in time."""
+
+
+class BrokerAuthenticationError(BrokerUnavailableError):
+    """A broker answered but refused the SASL login (wrong user, password or mechanism)."""
 
 
 class BadInputError(ProducerError):

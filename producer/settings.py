@@ -6,12 +6,12 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from recstream_infra.settings import StrictSettings
 
-__all__ = ["KafkaSettings", "ProducerSettings", "parse_bootstrap_servers"]
+__all__ = ["KafkaSettings", "ProducerSettings", "jaas_quote", "parse_bootstrap_servers"]
 
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
@@ -58,6 +58,16 @@ class KafkaSettings(StrictSettings):
     request_timeout_s: float = Field(
         30.0, gt=0, le=600, description="Timeout of one request to the broker."
     )
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT"] = Field(
+        "PLAINTEXT", description="PLAINTEXT, or SASL_PLAINTEXT to log in with the user below."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism (the local broker offers PLAIN)."
+    )
+    sasl_username: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._-]{1,64}$", description="SASL user name."
+    )
+    sasl_password: SecretStr | None = Field(None, description="SASL password (a secret).")
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -75,10 +85,53 @@ class KafkaSettings(StrictSettings):
             raise ValueError(msg)
         return value
 
+    @model_validator(mode="after")
+    def _check_credentials(self) -> KafkaSettings:
+        given = self.sasl_username is not None or self.sasl_password is not None
+        if self.sasl and (self.sasl_username is None or self.sasl_password is None):
+            msg = (
+                "RECSTREAM_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT needs both "
+                "RECSTREAM_KAFKA_SASL_USERNAME and RECSTREAM_KAFKA_SASL_PASSWORD"
+            )
+            raise ValueError(msg)
+        if given and not self.sasl:
+            msg = (
+                "RECSTREAM_KAFKA_SASL_USERNAME or _PASSWORD is set but the security protocol is "
+                "PLAINTEXT, so they would not be used; set RECSTREAM_KAFKA_SECURITY_PROTOCOL="
+                "SASL_PLAINTEXT or unset them"
+            )
+            raise ValueError(msg)
+        return self
+
     @property
     def servers(self) -> list[tuple[str, int]]:
         """The bootstrap servers as (host, port) pairs."""
         return parse_bootstrap_servers(self.bootstrap_servers)
+
+    @property
+    def sasl(self) -> bool:
+        """Clients log in with SASL."""
+        return self.security_protocol != "PLAINTEXT"
+
+    def jaas_config(self) -> str:
+        """The ``sasl.jaas.config`` line of a Java client: holds the password, never log it."""
+        if self.sasl_username is None or self.sasl_password is None:
+            msg = "a JAAS line needs both RECSTREAM_KAFKA_SASL_USERNAME and _PASSWORD"
+            raise ValueError(msg)
+        module = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule"
+            if self.sasl_mechanism == "PLAIN"
+            else "org.apache.kafka.common.security.scram.ScramLoginModule"
+        )
+        username = jaas_quote(self.sasl_username)
+        password = jaas_quote(self.sasl_password.get_secret_value())
+        return f"{module} required username={username} password={password};"
+
+
+def jaas_quote(value: str) -> str:
+    """``value`` as a double-quoted JAAS option value (backslash and quote escaped)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
 
 
 class ProducerSettings(StrictSettings):

@@ -10,8 +10,8 @@ import uuid
 from pathlib import Path
 
 from producer.broker import describe_cluster
-from producer.errors import BrokerUnavailableError
-from producer.settings import KafkaSettings
+from producer.errors import BrokerAuthenticationError, BrokerUnavailableError
+from producer.settings import KafkaSettings, jaas_quote
 from recstream_infra.artifacts import kafka_broker_bundle
 from recstream_infra.local_service import LocalService, ServiceStartError
 from recstream_infra.settings import LocalServicesSettings
@@ -59,6 +59,13 @@ class LocalKafka(LocalService):
         self.controller_port = local.kafka_controller_port or port + 1
         self.heap = local.kafka_heap
         self.bundle = kafka_broker_bundle(local.cache_dir, local.kafka_version)
+        self.kafka = kafka
+        if kafka.sasl and kafka.sasl_mechanism != "PLAIN":
+            msg = (
+                f"the local broker offers SASL PLAIN only, not {kafka.sasl_mechanism}; "
+                "set RECSTREAM_KAFKA_SASL_MECHANISM=PLAIN for it"
+            )
+            raise ServiceStartError(msg)
         # Probe exactly this broker, briefly: start polls it many times.
         self._probe = kafka.model_copy(
             update={"bootstrap_servers": self.address, "connect_timeout_s": 1.0}
@@ -70,9 +77,19 @@ class LocalKafka(LocalService):
         return self.folder / "server.properties"
 
     def answers(self) -> bool:
-        """A metadata request succeeds."""
+        """A metadata request succeeds.
+
+        Raises:
+            ServiceStartError: a broker answers but refuses our SASL login.
+        """
         try:
             describe_cluster(self._probe)
+        except BrokerAuthenticationError as exc:
+            msg = (
+                f"{exc}; a broker started with other credentials may be running: "
+                "`make services-down`, then start it again"
+            )
+            raise ServiceStartError(msg) from None
         except BrokerUnavailableError:
             return False
         return True
@@ -85,6 +102,9 @@ class LocalKafka(LocalService):
         data = self.folder / "data"
         log4j = self.folder / "log4j2.properties"
         log4j.write_text(_LOG4J2)
+        # With SASL the file holds the password: only its owner may read it.
+        self.config_file.touch(mode=0o600)
+        self.config_file.chmod(0o600)
         self.config_file.write_text(self._server_properties(data))
         classpath = f"{self.bundle.target.resolve()}/*"
         jvm = [
@@ -123,15 +143,17 @@ class LocalKafka(LocalService):
 
     def _server_properties(self, data: Path) -> str:
         host, port, controller = self.host, self.port, self.controller_port
+        client = self.kafka.security_protocol
         settings = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{host}:{controller}",
-            "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}",
-            "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+            "listeners": f"{client}://{host}:{port},CONTROLLER://{host}:{controller}",
+            "advertised.listeners": f"{client}://{host}:{port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": client,
+            "listener.security.protocol.map": f"{client}:{client},CONTROLLER:{client}",
+            **self._sasl_properties(),
             "log.dirs": str(data),
             "num.partitions": "1",
             "default.replication.factor": "1",
@@ -148,7 +170,49 @@ class LocalKafka(LocalService):
             # retention would delete them as soon as a segment rolls.
             "log.retention.ms": "-1",
         }
-        return "".join(f"{key}={value}\n" for key, value in settings.items())
+        return "".join(f"{key}={_escape(value)}\n" for key, value in settings.items())
+
+    def _sasl_properties(self) -> dict[str, str]:
+        """With SASL: PLAIN on both listeners, one user (the clients'), used by the broker too.
+
+        The controller listener needs a login as well, or anyone reaching its port could
+        send it admin requests.
+        """
+        kafka = self.kafka
+        if not kafka.sasl or kafka.sasl_username is None or kafka.sasl_password is None:
+            return {}
+        user = kafka.sasl_username
+        password = jaas_quote(kafka.sasl_password.get_secret_value())
+        jaas = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{user}" password={password} user_{user}={password};'
+        )
+        listener = kafka.security_protocol.lower()
+        return {
+            "sasl.enabled.mechanisms": "PLAIN",
+            "sasl.mechanism.inter.broker.protocol": "PLAIN",
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            f"listener.name.{listener}.plain.sasl.jaas.config": jaas,
+            "listener.name.controller.plain.sasl.jaas.config": jaas,
+        }
+
+
+def _escape(value: str) -> str:
+    """A value as java.util.Properties reads it back (ISO-8859-1, backslash escapes)."""
+    out = []
+    for char in value:
+        if char == "\\":
+            out.append("\\\\")
+        elif 32 <= ord(char) < 127:
+            out.append(char)
+        else:
+            out.extend(f"\\u{unit:04x}" for unit in _utf16_units(char))
+    return "".join(out)
+
+
+def _utf16_units(char: str) -> list[int]:
+    raw = char.encode("utf-16-be")
+    return [int.from_bytes(raw[i : i + 2], "big") for i in range(0, len(raw), 2)]
 
 
 def _java() -> str:

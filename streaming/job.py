@@ -37,7 +37,7 @@ from producer.settings import KafkaSettings
 from serving.settings import RedisSettings
 from streaming.evaluation import CUTOFF
 from streaming.history import HISTORY_COLUMNS, RatingHistory
-from streaming.kafka_side import TopicWatcher
+from streaming.kafka_side import TopicWatcher, spark_source_options
 from streaming.model import ModelVersion, load_latest_model, load_model, save_model, train_model
 from streaming.policy import RetrainPolicy
 from streaming.publisher import Publisher, PublishOutcome
@@ -276,7 +276,7 @@ class StreamingJob:
         """Start the query: the Kafka source, ``process_batch`` per micro-batch, the trigger."""
         reader = (
             self.spark.readStream.format("kafka")
-            .option("kafka.bootstrap.servers", self.kafka.bootstrap_servers)
+            .options(**spark_source_options(self.kafka))
             .option("subscribe", self.kafka.topic)
             .option("startingOffsets", self.stream.starting_offsets)
             .option("maxOffsetsPerTrigger", str(self.stream.max_offsets_per_trigger))

@@ -19,10 +19,26 @@ from producer.broker import client_options
 from producer.replay import catalog_topic
 from producer.settings import KafkaSettings
 
-__all__ = ["TopicWatcher"]
+__all__ = ["TopicWatcher", "spark_source_options"]
 
 _log = logging.getLogger(__name__)
 Movie = tuple[int, str, Sequence[str]]
+
+
+def spark_source_options(settings: KafkaSettings) -> dict[str, str]:
+    """The ``kafka.*`` options of Spark's Kafka source: brokers and, with SASL, the login.
+
+    The JAAS line carries the password; the session's redaction settings
+    (``streaming.session``) keep it out of plans and the UI.
+    """
+    options = {
+        "kafka.bootstrap.servers": settings.bootstrap_servers,
+        "kafka.security.protocol": settings.security_protocol,
+    }
+    if settings.sasl:
+        options["kafka.sasl.mechanism"] = settings.sasl_mechanism
+        options["kafka.sasl.jaas.config"] = settings.jaas_config()
+    return options
 
 
 class TopicWatcher:

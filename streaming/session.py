@@ -15,6 +15,9 @@ from streaming.settings import SparkSettings
 
 __all__ = ["build_spark_session", "connector_coordinate", "connector_jars"]
 
+_REDACTED_OPTIONS = "(?i)url|jaas|password|secret|token"
+_REDACTED_TEXT = r'(?i)password\s*=\s*"(?:[^"\\]|\\.)*"'
+
 
 def connector_coordinate() -> str:
     """Maven coordinate of Spark's Kafka connector matching the installed pyspark."""
@@ -59,6 +62,10 @@ def build_spark_session(settings: SparkSettings | None = None) -> SparkSession:
         .config("spark.ui.enabled", str(settings.ui_enabled).lower())
         .config("spark.ui.showConsoleProgress", str(settings.console_progress).lower())
         .config("spark.sql.session.timeZone", "UTC")
+        # Source options whose key matches are shown as *********(redacted) in plans and
+        # the UI; the Kafka source's JAAS line holds the SASL password.
+        .config("spark.sql.redaction.options.regex", _REDACTED_OPTIONS)
+        .config("spark.sql.redaction.string.regex", _REDACTED_TEXT)
     )
     if settings.connector == "cache":
         builder = builder.config(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
-from producer.settings import KafkaSettings, parse_bootstrap_servers
+from producer.broker import client_options
+from producer.settings import KafkaSettings, jaas_quote, parse_bootstrap_servers
 from recstream_infra.settings import LocalServicesSettings
 from serving.settings import RedisSettings
 from streaming.settings import SparkSettings
@@ -95,3 +98,81 @@ def test_bad_spark_choices_are_rejected() -> None:
         SparkSettings(connector="maven")
     with pytest.raises(ValidationError, match="driver_memory"):
         SparkSettings(driver_memory="lots")
+
+
+def test_kafka_sasl_settings_need_both_credentials_and_a_sasl_protocol() -> None:
+    with pytest.raises(ValidationError, match="needs both") as caught:
+        KafkaSettings(security_protocol="SASL_PLAINTEXT", sasl_username="rec")
+    with pytest.raises(ValidationError, match="would not be used"):
+        KafkaSettings(sasl_username="rec", sasl_password="Pa55-word")
+    with pytest.raises(ValidationError, match="sasl_mechanism"):
+        KafkaSettings(sasl_mechanism="GSSAPI")
+    settings = KafkaSettings(
+        security_protocol="SASL_PLAINTEXT", sasl_username="rec", sasl_password="Pa55-word"
+    )
+    assert "Pa55-word" not in repr(settings)
+    assert "Pa55-word" not in str(caught.value)
+
+
+def test_kafka_client_options_carry_the_login_only_with_sasl() -> None:
+    assert client_options(KafkaSettings())["security_protocol"] == "PLAINTEXT"
+    assert "sasl_plain_password" not in client_options(KafkaSettings())
+    settings = KafkaSettings(
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="SCRAM-SHA-256",
+        sasl_username="rec",
+        sasl_password="Pa55-word",
+    )
+    options = client_options(settings)
+    assert options["security_protocol"] == "SASL_PLAINTEXT"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-256"
+    assert (options["sasl_plain_username"], options["sasl_plain_password"]) == ("rec", "Pa55-word")
+
+
+def test_jaas_line_quotes_the_password_and_names_the_mechanism_module() -> None:
+    assert jaas_quote('a"b\\c') == '"a\\"b\\\\c"'
+    plain = KafkaSettings(
+        security_protocol="SASL_PLAINTEXT", sasl_username="rec", sasl_password='x"y'
+    )
+    assert plain.jaas_config() == (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        'username="rec" password="x\\"y";'
+    )
+    scram = plain.model_copy(update={"sasl_mechanism": "SCRAM-SHA-512"})
+    assert scram.jaas_config().startswith("org.apache.kafka.common.security.scram.ScramLoginModule")
+    with pytest.raises(ValueError, match="needs both"):
+        KafkaSettings().jaas_config()
+
+
+def test_secrets_come_from_files_in_the_secrets_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "recstream_redis_password").write_text("from-a-file\n")
+    (tmp_path / "RECSTREAM_KAFKA_SASL_PASSWORD").write_text("kafka-file")
+    monkeypatch.setenv("RECSTREAM_SECRETS_DIR", str(tmp_path))
+    password = RedisSettings().password
+    assert password is not None
+    assert password.get_secret_value() == "from-a-file"  # the trailing newline is dropped
+    monkeypatch.setenv("RECSTREAM_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("RECSTREAM_KAFKA_SASL_USERNAME", "rec")
+    kafka_password = KafkaSettings().sasl_password
+    assert kafka_password is not None
+    assert kafka_password.get_secret_value() == "kafka-file"
+    monkeypatch.setenv("RECSTREAM_REDIS_PASSWORD", "from-the-environment")
+    password = RedisSettings().password
+    assert password is not None
+    assert password.get_secret_value() == "from-the-environment"  # the environment wins
+
+
+def test_a_misnamed_secret_file_or_a_missing_secrets_dir_is_rejected(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "recstream_redis_pasword").write_text("typo")
+    (tmp_path / "unrelated.txt").write_text("ignored: no recstream prefix")
+    monkeypatch.setenv("RECSTREAM_SECRETS_DIR", str(tmp_path))
+    with pytest.raises(ValidationError, match=r"unknown secret file.*recstream_redis_pasword"):
+        RedisSettings()
+    assert KafkaSettings().topic == "ratings"  # other prefixes do not mind it
+    monkeypatch.setenv("RECSTREAM_SECRETS_DIR", str(tmp_path / "missing"))
+    with pytest.raises(ValidationError, match="RECSTREAM_SECRETS_DIR must name a folder"):
+        RedisSettings()

@@ -11,6 +11,7 @@ from pyspark.sql import DataFrame, SparkSession
 from producer.broker import client_options
 from serving.connection import open_redis
 from serving.settings import RedisSettings
+from streaming.kafka_side import spark_source_options
 from tests.conftest import Services
 
 pytestmark = pytest.mark.integration
@@ -92,7 +93,7 @@ def test_spark_kafka_source_writes_every_message_to_redis(
 
     stream = (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", services.kafka.bootstrap_servers)
+        .options(**spark_source_options(services.kafka))
         .option("subscribe", kafka_topic)
         .option("startingOffsets", "earliest")
         .load()
