@@ -1,8 +1,10 @@
-"""Security against a real Redis: a password, a read-only ACL user for serving, and
-secrets that never show up in answers, errors or logs."""
+"""Security against a real Redis and a real Kafka broker: passwords, a read-only ACL user
+for serving, a SASL login to Kafka, and secrets that never show up in answers, errors
+or logs."""
 
 from __future__ import annotations
 
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +13,11 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
+from pyspark.sql import SparkSession
 
-from recstream_infra.local_service import ServiceStartError
+from producer.settings import KafkaSettings
+from recstream_infra.kafka_local import LocalKafka
+from recstream_infra.local_service import ServiceStartError, free_tcp_port
 from recstream_infra.redis_local import LocalRedis
 from recstream_infra.settings import LocalServicesSettings
 from serving.api import create_app
@@ -20,6 +25,10 @@ from serving.connection import open_redis, ping
 from serving.errors import RedisUnavailableError
 from serving.layout import RedisLayout
 from serving.settings import RedisSettings
+from streaming.job import StreamingJob
+from streaming.kafka_side import spark_source_options
+from streaming.settings import ModelSettings, StreamSettings
+from streaming.validation import DUPLICATE_REASON
 from tests.conftest import subprocess_env
 from tests.serving_data import publish
 
@@ -28,6 +37,11 @@ pytestmark = pytest.mark.integration
 ADMIN_SECRET = "admin-Secret-4711"
 READER_SECRET = "reader-Secret-0815"
 WRONG_SECRET = "wrong-Secret-1234"
+# A quote, a backslash and a letter outside ASCII: they must survive the JAAS line and
+# the broker's properties file. The grep looks for the plain part, which any leak keeps.
+KAFKA_MARK = "kafka-Secret-2207"
+KAFKA_SECRET = KAFKA_MARK + '"\\ü'
+SASL_EVENTS = 3_000
 
 
 def _cli(settings: RedisSettings, *arguments: str) -> subprocess.CompletedProcess[str]:
@@ -122,3 +136,121 @@ def test_half_configured_reader_or_one_without_an_admin_password_is_refused(
     with pytest.raises(ServiceStartError, match="needs RECSTREAM_REDIS_PASSWORD") as caught:
         LocalRedis(no_admin, settings).start()
     assert READER_SECRET not in str(caught.value)
+
+
+def _kafka_env(kafka: KafkaSettings, password: str | None, **settings: str) -> dict[str, str]:
+    env = subprocess_env(
+        RECSTREAM_KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
+        RECSTREAM_KAFKA_TOPIC=kafka.topic,
+        RECSTREAM_KAFKA_PARTITIONS=str(kafka.partitions),
+        **settings,
+    )
+    if password is not None:
+        env.update(
+            RECSTREAM_KAFKA_SECURITY_PROTOCOL=kafka.security_protocol,
+            RECSTREAM_KAFKA_SASL_USERNAME=kafka.sasl_username or "",
+            RECSTREAM_KAFKA_SASL_PASSWORD=password,
+        )
+    return env
+
+
+def _run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *command], env=env, capture_output=True, text=True,
+        timeout=600, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_kafka_sasl_login_end_to_end_and_a_wrong_password_is_refused(
+    spark: SparkSession, redis_settings: RedisSettings, state_dir: Path, tmp_path: Path
+) -> None:
+    port, controller = free_tcp_port(), free_tcp_port()
+    kafka = KafkaSettings(
+        bootstrap_servers=f"127.0.0.1:{port}",
+        topic="ratings",
+        partitions=2,
+        security_protocol="SASL_PLAINTEXT",
+        sasl_username="recstream",
+        sasl_password=SecretStr(KAFKA_SECRET),
+    )
+    local = LocalServicesSettings(state_dir=state_dir, kafka_controller_port=controller)
+    broker = LocalKafka(local, kafka)
+    assert broker.start() == "started"
+    job_env = {
+        "RECSTREAM_REDIS_URL": redis_settings.url,
+        "RECSTREAM_REDIS_KEY_PREFIX": redis_settings.key_prefix,
+        "RECSTREAM_SPARK_MASTER": "local[2]",
+        "RECSTREAM_SPARK_SHUFFLE_PARTITIONS": "2",
+        "RECSTREAM_SPARK_UI_ENABLED": "false",
+        "RECSTREAM_SPARK_CONSOLE_PROGRESS": "false",
+        "RECSTREAM_SPARK_LOG_LEVEL": "INFO",  # Spark and the Kafka clients say all they say
+        "RECSTREAM_SPARK_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+        "RECSTREAM_STREAM_STATE_DIR": str(tmp_path / "job"),
+        "RECSTREAM_MODEL_MIN_RATINGS": "100",
+        "RECSTREAM_MODEL_MAX_ITER": "3",
+    }
+    try:
+        # The properties file holds the password: its owner alone may read it.
+        assert stat.S_IMODE(broker.config_file.stat().st_mode) == 0o600
+        replay = _run(
+            ["producer", "replay", "--source", "synthetic", "--no-progress"],
+            _kafka_env(kafka, KAFKA_SECRET, RECSTREAM_PRODUCER_SYNTHETIC_EVENTS=str(SASL_EVENTS)),
+        )
+        assert replay.returncode == 0, replay.stderr
+        assert f"sent {SASL_EVENTS:,}" in replay.stdout + replay.stderr
+        job = _run(
+            ["streaming", "run", "--available-now"], _kafka_env(kafka, KAFKA_SECRET, **job_env)
+        )
+        assert job.returncode == 0, job.stderr[-3000:]
+        assert "lag 0" in job.stderr  # kafka-python's lag reader logged in as well
+        batches = [line for line in job.stderr.splitlines() if " batch " in line]
+        assert any("retrain yes" in line for line in batches), batches
+
+        # A wrong password or a client without SASL: refused, and told what to check.
+        wrong_replay = _run(
+            ["producer", "replay", "--source", "synthetic", "--no-progress"],
+            _kafka_env(kafka, WRONG_SECRET, RECSTREAM_PRODUCER_SYNTHETIC_EVENTS="10"),
+        )
+        wrong_job = _run(
+            ["streaming", "run", "--available-now"], _kafka_env(kafka, WRONG_SECRET, **job_env)
+        )
+        for refused in (wrong_replay, wrong_job):
+            assert refused.returncode == 1, refused.stderr[-3000:]
+            assert "refused the SASL_PLAINTEXT PLAIN login of user 'recstream'" in refused.stderr
+            assert "RECSTREAM_KAFKA_SASL_PASSWORD" in refused.stderr
+        anonymous = _run(["producer", "replay", "--source", "synthetic"], _kafka_env(kafka, None))
+        assert anonymous.returncode == 1
+        assert "set RECSTREAM_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT" in anonymous.stderr
+        impostor = kafka.model_copy(update={"sasl_password": SecretStr(WRONG_SECRET)})
+        with pytest.raises(ServiceStartError, match="refused the SASL_PLAINTEXT") as caught:
+            LocalKafka(local, impostor).start()
+    finally:
+        broker.stop()
+
+    store = StreamingJob(
+        spark, kafka, redis_settings, StreamSettings(state_dir=tmp_path / "job"), ModelSettings()
+    ).store
+    # The synthetic feed rates a pair twice in the same second now and then: a duplicate.
+    reasons = {row["reason"] for row in store.dead_letters().select("reason").collect()}
+    assert reasons <= {DUPLICATE_REASON}, reasons
+    assert store.stored_rows().count() + store.dead_letters().count() == SASL_EVENTS
+    client = open_redis(redis_settings)
+    try:
+        assert client.hlen(RedisLayout(redis_settings.key_prefix).catalog) > 0  # read over SASL
+    finally:
+        client.close()
+    # Spark shows the JAAS option redacted in a query plan.
+    reader = spark.readStream.format("kafka").options(**spark_source_options(kafka))
+    plan = reader.option("subscribe", "ratings").load()._jdf.queryExecution().toString()
+    assert "kafka.sasl.jaas.config=*********(redacted)" in plan
+
+    logs = [broker.process.log_file, state_dir / "kafka" / "format.log"]
+    seen = "\n".join(
+        [replay.stdout, replay.stderr, job.stdout, job.stderr, wrong_replay.stdout,
+         wrong_replay.stderr, wrong_job.stdout, wrong_job.stderr, anonymous.stderr,
+         str(caught.value), plan, *(log.read_text() for log in logs)]
+    )  # fmt: skip
+    assert "sasl.jaas.config" in seen  # the Kafka clients did print their settings ...
+    for secret in (KAFKA_MARK, WRONG_SECRET):
+        assert secret not in seen  # ... but never the password
