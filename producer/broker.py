@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka.errors import (
-    IllegalSaslStateError,
-    KafkaError,
-    SaslAuthenticationFailedError,
-    TopicAlreadyExistsError,
-    UnknownTopicOrPartitionError,
-    UnsupportedSaslMechanismError,
-)
+from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from producer.errors import BrokerAuthenticationError, BrokerUnavailableError
+from producer.login import login_refusal
 from producer.settings import KafkaSettings
 
 __all__ = ["ClusterInfo", "client_options", "create_topic", "delete_topic", "describe_cluster"]
@@ -54,68 +46,22 @@ def client_options(
     return options
 
 
-_LOGIN_ERRORS = (
-    IllegalSaslStateError,
-    SaslAuthenticationFailedError,
-    UnsupportedSaslMechanismError,
-)
-
-
-class _LoginFailures(logging.Handler):
-    """Collects the SASL errors kafka-python logs while it keeps retrying a bootstrap.
-
-    kafka-python treats a refused login like an unreachable broker: it logs the error,
-    backs off and, at the deadline, raises only "Unable to bootstrap". The logged
-    error is the one place that says the broker did answer.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.seen: list[KafkaError] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        args = record.args if isinstance(record.args, tuple) else ()
-        self.seen.extend(arg for arg in args if isinstance(arg, _LOGIN_ERRORS))
-
-
-@contextlib.contextmanager
-def _watch_logins() -> Iterator[_LoginFailures]:
-    watcher = _LoginFailures()
-    source = logging.getLogger("kafka")
-    source.addHandler(watcher)
-    # The records must be created even when the application silences kafka-python,
-    # and then reach this handler alone.
-    level, propagate = source.level, source.propagate
-    if source.getEffectiveLevel() > logging.WARNING:
-        source.setLevel(logging.WARNING)
-        source.propagate = False
-    try:
-        yield watcher
-    finally:
-        source.removeHandler(watcher)
-        source.setLevel(level)
-        source.propagate = propagate
-
-
 def _admin(settings: KafkaSettings, connect_timeout_s: float | None = None) -> KafkaAdminClient:
-    with _watch_logins() as logins:
-        try:
-            return KafkaAdminClient(
-                **client_options(settings, connect_timeout_s=connect_timeout_s),
-                client_id="recstream-admin",
-            )
-        except KafkaError as exc:
-            failure = exc
-    if logins.seen:
+    options = client_options(settings, connect_timeout_s=connect_timeout_s)
+    try:
+        return KafkaAdminClient(**options, client_id="recstream-admin")
+    except KafkaError as exc:
+        failure = exc
+    timeout = settings.connect_timeout_s if connect_timeout_s is None else connect_timeout_s
+    refusal = login_refusal(settings, options, timeout)
+    if refusal is not None:
         msg = (
             f"the Kafka broker at {settings.bootstrap_servers} refused the "
             f"{settings.security_protocol} {settings.sasl_mechanism} login of user "
-            f"{settings.sasl_username!r} ({type(logins.seen[-1]).__name__}); check "
-            "RECSTREAM_KAFKA_SASL_USERNAME, RECSTREAM_KAFKA_SASL_PASSWORD and "
-            "RECSTREAM_KAFKA_SASL_MECHANISM"
+            f"{settings.sasl_username!r} ({refusal}); check RECSTREAM_KAFKA_SASL_USERNAME, "
+            "RECSTREAM_KAFKA_SASL_PASSWORD and RECSTREAM_KAFKA_SASL_MECHANISM"
         )
         raise BrokerAuthenticationError(msg) from None
-    timeout = settings.connect_timeout_s if connect_timeout_s is None else connect_timeout_s
     msg = (
         f"no Kafka broker answered at {settings.bootstrap_servers} within {timeout:g} s "
         f"({type(failure).__name__}); start the local one with `make services` or point "

@@ -125,11 +125,18 @@ class LocalService(ABC):
         pid = self.process.pid()
         if pid is not None:
             state: Literal["running", "stopped", "external"] = "running"
-        elif self.answers():
+        elif self._answers_or_refuses():
             state = "external"
         else:
             state = "stopped"
         return ServiceStatus(self.name, self.address, state, pid, self.process.log_file)
+
+    def _answers_or_refuses(self) -> bool:
+        """Something of our kind is there: it answers, or it refuses our credentials."""
+        try:
+            return self.answers()
+        except ServiceStartError:
+            return True
 
     def _wait_until_answering(self) -> None:
         deadline = time.monotonic() + self.start_timeout_s

@@ -15,6 +15,9 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from pyspark.sql import SparkSession
 
+from producer.broker import client_options, describe_cluster
+from producer.errors import BrokerAuthenticationError
+from producer.login import login_refusal
 from producer.settings import KafkaSettings
 from recstream_infra.kafka_local import LocalKafka
 from recstream_infra.local_service import ServiceStartError, free_tcp_port
@@ -218,10 +221,15 @@ def test_kafka_sasl_login_end_to_end_and_a_wrong_password_is_refused(
         for refused in (wrong_replay, wrong_job):
             assert refused.returncode == 1, refused.stderr[-3000:]
             assert "refused the SASL_PLAINTEXT PLAIN login of user 'recstream'" in refused.stderr
+            assert "Invalid username or password" in refused.stderr  # the broker's own words
             assert "RECSTREAM_KAFKA_SASL_PASSWORD" in refused.stderr
         anonymous = _run(["producer", "replay", "--source", "synthetic"], _kafka_env(kafka, None))
         assert anonymous.returncode == 1
         assert "set RECSTREAM_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT" in anonymous.stderr
+        assert login_refusal(kafka, client_options(kafka)) is None  # the right login passes
+        scram = kafka.model_copy(update={"sasl_mechanism": "SCRAM-SHA-256"})
+        with pytest.raises(BrokerAuthenticationError, match=r"offers PLAIN\)"):
+            describe_cluster(scram, connect_timeout_s=2)
         impostor = kafka.model_copy(update={"sasl_password": SecretStr(WRONG_SECRET)})
         with pytest.raises(ServiceStartError, match="refused the SASL_PLAINTEXT") as caught:
             LocalKafka(local, impostor).start()
