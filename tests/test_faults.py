@@ -211,8 +211,8 @@ def test_slow_consumer_lag_grows_during_a_fast_replay_then_drains_with_nothing_l
     tmp_path: Path,
 ) -> None:
     # Micro-batches of at most 10,000 ratings, ALS retrained on the whole store every
-    # 10,000: the job keeps up with about 2,500 ratings a second here, the replay sends
-    # 5,000 a second.
+    # 10,000: the job keeps up with about 2,500 ratings a second on 2 cores, the replay
+    # sends 5,000 a second.
     stream = StreamSettings(
         state_dir=tmp_path / "job", trigger_interval_s=0.5, max_offsets_per_trigger=10_000
     )
@@ -243,7 +243,7 @@ def test_slow_consumer_lag_grows_during_a_fast_replay_then_drains_with_nothing_l
     assert min(lags) >= 0, lags  # every batch knew its lag
     peak = max(lags)
     assert any(later > earlier for earlier, later in itertools.pairwise(lags)), lags  # grew
-    assert peak > 3 * stream.max_offsets_per_trigger, lags  # the job fell well behind ...
+    assert peak > stream.max_offsets_per_trigger, lags  # more than a whole batch behind ...
     assert reports[at_replay_end - 1].lag, lags  # ... was still behind when the replay ended
     assert lags[-1] == 0, lags  # ... and caught up
     for report in reports:
