@@ -146,5 +146,11 @@ def test_synthetic_feed_is_labelled_deterministic_and_skewed() -> None:
     assert top_tenth > 0.3 * len(first.ratings)  # popularity skew was planted
     catalog = {movie.movie_id for movie in first.movies}
     assert set(np.unique(first.ratings.movie_ids).tolist()) <= catalog
+    # Re-ratings are planted, but never two of one movie by one user in the same second:
+    # the streaming job would take the second for a repeated event.
+    table = first.ratings
+    events = np.stack([table.user_ids, table.movie_ids, table.timestamps], axis=1)
+    pairs = np.unique(events[:, :2], axis=0)
+    assert len(pairs) < len(table) == len(np.unique(events, axis=0))
     with pytest.raises(ValueError, match="at least 1 event"):
         synthetic_dataset(0)
