@@ -259,3 +259,9 @@ def test_kafka_sasl_login_end_to_end_and_a_wrong_password_is_refused(
     assert "sasl.jaas.config" in seen  # the Kafka clients did print their settings ...
     for secret in (KAFKA_MARK, WRONG_SECRET):
         assert secret not in seen  # ... but never the password
+    # Nor does the job write it anywhere: store, models, Spark's checkpoints.
+    written = [path for folder in ("job", "checkpoints") for path in (tmp_path / folder).rglob("*")]
+    assert len(written) > 20
+    assert not [
+        path for path in written if path.is_file() and KAFKA_MARK.encode() in path.read_bytes()
+    ]
