@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +12,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPart
 from producer.errors import BrokerAuthenticationError, BrokerUnavailableError
 from producer.login import login_refusal
 from producer.settings import KafkaSettings
+from recstream_infra.local_service import port_open
 
 __all__ = ["ClusterInfo", "client_options", "create_topic", "delete_topic", "describe_cluster"]
 
@@ -67,19 +66,12 @@ def _admin(settings: KafkaSettings, connect_timeout_s: float | None = None) -> K
         f"({type(failure).__name__}); start the local one with `make services` or point "
         "RECSTREAM_KAFKA_BOOTSTRAP_SERVERS at a running broker"
     )
-    if not settings.sasl and _accepts_connections(settings):
+    if not settings.sasl and any(port_open(host, port) for host, port in settings.servers):
         msg += (
             "; something does accept connections there: if the broker wants a SASL login, "
             "set RECSTREAM_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT and the SASL user"
         )
     raise BrokerUnavailableError(msg) from failure
-
-
-def _accepts_connections(settings: KafkaSettings) -> bool:
-    for host, port in settings.servers:
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-            return True
-    return False
 
 
 def describe_cluster(

@@ -173,3 +173,15 @@ def subprocess_env(**settings: str) -> dict[str, str]:
     """
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
     return {**clean, **settings}
+
+
+def job_settings(folder: Path) -> dict[str, str]:
+    """Settings of a small streaming-job subprocess, its state and checkpoints in ``folder``."""
+    return {
+        "RECSTREAM_SPARK_MASTER": "local[2]",
+        "RECSTREAM_SPARK_SHUFFLE_PARTITIONS": "2",
+        "RECSTREAM_SPARK_UI_ENABLED": "false",
+        "RECSTREAM_SPARK_CONSOLE_PROGRESS": "false",
+        "RECSTREAM_SPARK_CHECKPOINT_DIR": str(folder / "spark-checkpoints"),
+        "RECSTREAM_STREAM_STATE_DIR": str(folder / "state"),
+    }

@@ -31,7 +31,7 @@ from serving.settings import RedisSettings
 from streaming.job import StreamingJob
 from streaming.kafka_side import spark_source_options
 from streaming.settings import ModelSettings, StreamSettings
-from tests.conftest import subprocess_env
+from tests.conftest import job_settings, subprocess_env
 from tests.serving_data import publish
 
 pytestmark = pytest.mark.integration
@@ -179,16 +179,12 @@ def test_kafka_sasl_login_end_to_end_and_a_wrong_password_is_refused(
     local = LocalServicesSettings(state_dir=state_dir, kafka_controller_port=controller)
     broker = LocalKafka(local, kafka)
     assert broker.start() == "started"
+    run = tmp_path / "run"  # the job's state and checkpoints; state_dir holds the broker's
     job_env = {
+        **job_settings(run),
         "RECSTREAM_REDIS_URL": redis_settings.url,
         "RECSTREAM_REDIS_KEY_PREFIX": redis_settings.key_prefix,
-        "RECSTREAM_SPARK_MASTER": "local[2]",
-        "RECSTREAM_SPARK_SHUFFLE_PARTITIONS": "2",
-        "RECSTREAM_SPARK_UI_ENABLED": "false",
-        "RECSTREAM_SPARK_CONSOLE_PROGRESS": "false",
         "RECSTREAM_SPARK_LOG_LEVEL": "INFO",  # Spark and the Kafka clients say all they say
-        "RECSTREAM_SPARK_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
-        "RECSTREAM_STREAM_STATE_DIR": str(tmp_path / "job"),
         "RECSTREAM_MODEL_MIN_RATINGS": "100",
         "RECSTREAM_MODEL_MAX_ITER": "3",
     }
@@ -236,7 +232,7 @@ def test_kafka_sasl_login_end_to_end_and_a_wrong_password_is_refused(
         broker.stop()
 
     store = StreamingJob(
-        spark, kafka, redis_settings, StreamSettings(state_dir=tmp_path / "job"), ModelSettings()
+        spark, kafka, redis_settings, StreamSettings(state_dir=run / "state"), ModelSettings()
     ).store
     assert store.stored_rows().count() == SASL_EVENTS
     assert store.dead_letters().count() == 0
@@ -260,7 +256,7 @@ def test_kafka_sasl_login_end_to_end_and_a_wrong_password_is_refused(
     for secret in (KAFKA_MARK, WRONG_SECRET):
         assert secret not in seen  # ... but never the password
     # Nor does the job write it anywhere: store, models, Spark's checkpoints.
-    written = [path for folder in ("job", "checkpoints") for path in (tmp_path / folder).rglob("*")]
+    written = list(run.rglob("*"))
     assert len(written) > 20
     assert not [
         path for path in written if path.is_file() and KAFKA_MARK.encode() in path.read_bytes()

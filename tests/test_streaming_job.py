@@ -30,7 +30,7 @@ from serving.settings import RedisSettings
 from streaming.job import StreamingJob
 from streaming.settings import ModelSettings, StreamSettings
 from streaming.store import BatchCommit
-from tests.conftest import Services, fault_line, subprocess_env
+from tests.conftest import Services, fault_line, job_settings, subprocess_env
 
 pytestmark = pytest.mark.integration
 
@@ -267,18 +267,12 @@ def _send(services: Services, topic: str, messages: list[tuple[bytes | None, byt
 def _job_env(
     services: Services, redis_settings: RedisSettings, topic: str, tmp: Path
 ) -> dict[str, str]:
-    env = subprocess_env()
+    env = subprocess_env(**job_settings(tmp))
     env.update(
         RECSTREAM_KAFKA_BOOTSTRAP_SERVERS=services.kafka.bootstrap_servers,
         RECSTREAM_KAFKA_TOPIC=topic,
         RECSTREAM_REDIS_URL=redis_settings.url,
         RECSTREAM_REDIS_KEY_PREFIX=redis_settings.key_prefix,
-        RECSTREAM_SPARK_MASTER="local[2]",
-        RECSTREAM_SPARK_SHUFFLE_PARTITIONS="2",
-        RECSTREAM_SPARK_UI_ENABLED="false",
-        RECSTREAM_SPARK_CONSOLE_PROGRESS="false",
-        RECSTREAM_SPARK_CHECKPOINT_DIR=str(tmp / "spark-checkpoints"),
-        RECSTREAM_STREAM_STATE_DIR=str(tmp / "state"),
         RECSTREAM_STREAM_MAX_OFFSETS_PER_TRIGGER="8000",
         RECSTREAM_STREAM_TRIGGER_INTERVAL_S="0.5",
         RECSTREAM_MODEL_MIN_RATINGS="10000",
