@@ -108,8 +108,8 @@ class ModelSettings(StrictSettings):
     implicit_prefs: bool = Field(
         True,
         description=(
-            "Treat ratings as implicit feedback (ranks better; RMSE comes from the explicit "
-            "twin, python -m streaming.evaluate rating)."
+            "Treat ratings as implicit feedback (ranks better; the predicted stars and "
+            "their RMSE come from the rating model, RECSTREAM_MODEL_RATING_*)."
         ),
     )
     alpha: float = Field(1.0, ge=0, description="ALS alpha: confidence scale, implicit only.")
@@ -130,6 +130,25 @@ class ModelSettings(StrictSettings):
             "Weight of the popularity prior added to every model score: weight × "
             "standardised log(1 + popularity) of the movie; 0 = model scores only."
         ),
+    )
+    rating_samples: int = Field(
+        30,
+        ge=0,
+        le=1_000,
+        description=(
+            "Posterior draws the rating model (Bayesian MF, predicted stars beside each "
+            "listed movie) keeps; 0 = no rating model, lists carry no stars."
+        ),
+    )
+    rating_rank: int = Field(20, ge=1, le=200, description="Rating model: latent factors.")
+    rating_sweeps: int = Field(
+        200, ge=1, le=10_000, description="Rating model: Gibbs sweeps per retrain."
+    )
+    rating_burn_in: int = Field(
+        20, ge=0, description="Rating model: first sweeps discarded before draws are kept."
+    )
+    rating_noise_precision: float = Field(
+        2.0, gt=0, description="Rating model: precision α of the rating noise (1 / variance)."
     )
     retrain_every_ratings: int = Field(
         100_000, ge=1, description="Retrain after this many new ratings (N) ..."
@@ -160,5 +179,17 @@ class ModelSettings(StrictSettings):
     def _check_alpha(self) -> ModelSettings:
         if self.implicit_prefs and self.alpha <= 0:
             msg = f"alpha must be > 0 with implicit_prefs, got {self.alpha}"
+            raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _check_rating_draws(self) -> ModelSettings:
+        room = self.rating_sweeps - self.rating_burn_in
+        if self.rating_samples > max(room, 0):
+            msg = (
+                f"rating_samples ({self.rating_samples}) must be at most rating_sweeps - "
+                f"rating_burn_in ({self.rating_sweeps} - {self.rating_burn_in} = {room}): "
+                "raise RECSTREAM_MODEL_RATING_SWEEPS or keep fewer draws"
+            )
             raise ValueError(msg)
         return self
