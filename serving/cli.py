@@ -69,11 +69,12 @@ def recs(
         f"list updated {_when(found.updated_at)}"
     )
     table = Table(title=title, title_justify="left")
-    for column in ("#", "movie", "title", "genres", "score"):
-        table.add_column(column, justify="right" if column in {"#", "movie", "score"} else "left")
+    for column in ("#", "movie", "title", "genres", "score", "stars"):
+        table.add_column(column, justify="left" if column in {"title", "genres"} else "right")
     for rank, movie in enumerate(found.movies, start=1):
+        stars = "—" if movie.predicted_rating is None else f"{movie.predicted_rating:.1f}"
         table.add_row(str(rank), str(movie.movie_id), movie.title or "(not in the catalog)",
-                      ", ".join(movie.genres), f"{movie.score:.3f}")  # fmt: skip
+                      ", ".join(movie.genres), f"{movie.score:.3f}", stars)  # fmt: skip
     Console().print(table)
 
 

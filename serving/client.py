@@ -104,6 +104,13 @@ class RecommendedMovie(BaseModel):
     title: str | None = Field(description="None when the catalog has no entry for it.")
     genres: list[str]
     score: float
+    predicted_rating: float | None = Field(
+        None,
+        description=(
+            "The stars (1-5) the user is predicted to give the movie, from the rating "
+            "model; None when the job runs without one or it does not know the movie."
+        ),
+    )
 
 
 class Recommendations(BaseModel):
@@ -208,7 +215,8 @@ def assemble(
     listed = decode_list(raw_list, key=where)
     wanted = genre.casefold() if genre else None
     movies: list[RecommendedMovie] = []
-    for (movie, score), entry in zip(listed.items, entries, strict=False):
+    stars = listed.stars or (None,) * len(listed.items)
+    for (movie, score), star, entry in zip(listed.items, stars, entries, strict=False):
         title: str | None = None
         genres: tuple[str, ...] = ()
         if entry is not None:
@@ -216,7 +224,7 @@ def assemble(
         if wanted is not None and wanted not in (g.casefold() for g in genres):
             continue
         movies.append(RecommendedMovie(movie_id=movie, title=title, genres=list(genres),
-                                       score=score))  # fmt: skip
+                                       score=score, predicted_rating=star))  # fmt: skip
         if len(movies) == n:
             break
     return Recommendations(

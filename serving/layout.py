@@ -18,7 +18,9 @@ A version's keys are written in full before ``p:current`` points at it, so a rea
 that resolves ``p:current`` first never sees two versions mixed; fold-in updates
 write into the current version's hash. A user list is
 ``{"items":[[movie_id,score],…],"updated_at":<epoch s>,"source":"model"|"fold-in"}``
-with the best movie first and scores rounded to 4 decimals.
+with the best movie first and scores rounded to 4 decimals. With a rating model, each
+item carries a third value, the stars the user is predicted to give the movie (1-5,
+2 decimals; ``null`` when the rating model does not know the movie).
 """
 
 from __future__ import annotations
@@ -97,14 +99,24 @@ class UserList:
     items: tuple[tuple[int, float], ...]
     updated_at: float
     source: ListSource
+    stars: tuple[float | None, ...] = ()  # aligned with items; empty without a rating model
 
 
-def encode_list(items: Sequence[tuple[int, float]], updated_at: float, source: ListSource) -> bytes:
-    """The stored form of a list (compact JSON)."""
+def encode_list(
+    items: Sequence[tuple[int, float]],
+    updated_at: float,
+    source: ListSource,
+    stars: Sequence[float] | None = None,
+) -> bytes:
+    """The stored form of a list (compact JSON); ``stars`` (``nan``: none) align with items."""
     movies = [int(movie) for movie, _ in items]
     scores = np.round(np.asarray([score for _, score in items], dtype=np.float64), 4).tolist()
-    pairs = [[movie, score] for movie, score in zip(movies, scores, strict=True)]
-    document = {"items": pairs, "updated_at": round(updated_at, 3), "source": source}
+    rows: list[list[Any]] = [[movie, score] for movie, score in zip(movies, scores, strict=True)]
+    if stars is not None:
+        rounded = np.round(np.asarray(stars, dtype=np.float64), 2).tolist()
+        for row, value in zip(rows, rounded, strict=True):
+            row.append(None if value != value else value)  # nan -> null
+    document = {"items": rows, "updated_at": round(updated_at, 3), "source": source}
     return json.dumps(document, separators=(",", ":")).encode()
 
 
@@ -116,16 +128,28 @@ def decode_list(raw: bytes | str, *, key: str = "a list") -> UserList:
     """
     try:
         document = json.loads(raw)
-        items = tuple((int(movie), float(score)) for movie, score in document["items"])
+        rows = [_item(row) for row in document["items"]]
+        starred = any(len(row) == 3 for row in document["items"])
         updated_at = float(document["updated_at"])
         source = document["source"]
     except (ValueError, KeyError, TypeError) as exc:
         msg = f"{key} in Redis is not a recommendation list ({type(exc).__name__})"
         raise LayoutDecodeError(msg) from exc
+    items = tuple((movie, score) for movie, score, _ in rows)
+    stars = tuple(star for _, _, star in rows) if starred else ()
     if source not in _SOURCES:
         msg = f"{key} in Redis has unknown source {source!r}"
         raise LayoutDecodeError(msg)
-    return UserList(items, updated_at, cast(ListSource, source))
+    return UserList(items, updated_at, cast(ListSource, source), stars)
+
+
+def _item(row: Sequence[Any]) -> tuple[int, float, float | None]:
+    """(movie, score, stars or None) of one stored item: two or three values."""
+    if len(row) == 2:
+        movie, score = row
+        return int(movie), float(score), None
+    movie, score, star = row  # a wrong length raises ValueError
+    return int(movie), float(score), None if star is None else float(star)
 
 
 def encode_movie(title: str, genres: Sequence[str]) -> bytes:

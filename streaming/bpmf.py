@@ -75,10 +75,11 @@ class RatingModel:
         centred = users.ratings[known] - self.global_mean
         out = np.empty((len(users.users), self.draws, self.factors.shape[2]))
         for draw in range(self.draws):
-            out[:, draw], _ = _conditional(
+            normal, rhs = _normal_equations(
                 owner, rows[known], centred, self.factors[draw], len(users.users),
                 self.user_mean[draw], self.user_precision[draw], self.noise_precision,
             )  # fmt: skip
+            out[:, draw] = np.linalg.solve(normal, rhs[:, :, None])[:, :, 0]
         return out
 
     def predict(
@@ -158,7 +159,7 @@ def fit_rating_model(
     )
 
 
-def _conditional(
+def _normal_equations(
     owner: IntArray,
     other_rows: npt.NDArray[np.intp] | IntArray,
     values: FloatArray,
@@ -168,7 +169,7 @@ def _conditional(
     precision: FloatArray,
     alpha: float,
 ) -> tuple[FloatArray, FloatArray]:
-    """Posterior mean and Cholesky factor of the precision of ``count`` factors.
+    """(precision, right-hand side) of the conditional posterior of ``count`` factors.
 
     Factor ``i`` sees the terms whose ``owner`` is ``i`` (``owner`` sorted): precision
     ``Λ + α Σ y yᵀ``, mean ``precision⁻¹ (α Σ r y + Λ μ)``, y the rows of ``other``.
@@ -191,9 +192,7 @@ def _conditional(
             normal[at] += alpha * (block.T @ block)
         rhs[present] += alpha * np.add.reduceat(y * values[first:last, None], run_start, axis=0)
         first = last
-    chol = np.asarray(np.linalg.cholesky(normal), dtype=np.float64)
-    mean = np.asarray(np.linalg.solve(normal, rhs[:, :, None])[:, :, 0], dtype=np.float64)
-    return mean, chol
+    return normal, rhs
 
 
 def _draw(
@@ -208,7 +207,9 @@ def _draw(
     alpha: float,
 ) -> FloatArray:
     """One Gibbs draw of every factor on one side: mean + L⁻ᵀ z with precision = L Lᵀ."""
-    mean, chol = _conditional(owner, other_rows, values, other, count, mu, precision, alpha)
+    normal, rhs = _normal_equations(owner, other_rows, values, other, count, mu, precision, alpha)
+    chol = np.linalg.cholesky(normal)
+    mean = np.linalg.solve(normal, rhs[:, :, None])[:, :, 0]
     noise = rng.standard_normal(mean.shape)
     upper = np.transpose(chol, (0, 2, 1))
     return mean + np.linalg.solve(upper, noise[:, :, None])[:, :, 0]

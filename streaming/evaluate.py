@@ -57,7 +57,7 @@ def _write(out: Path, name: str, report: dict[str, Any]) -> Path:
 
 @app.command()
 def rating(data: DataOption = _DEFAULT_DATA, out: OutOption = Path("evaluation")) -> None:
-    """RMSE and MAE on ML-100K's u1..u5 splits: recstream's model and Spark's default ALS."""
+    """RMSE and MAE on ML-100K's u1..u5: the rating model, the explicit ALS twin, Spark's ALS."""
     from streaming.protocols import rating_protocol
 
     settings = ModelSettings()

@@ -2,9 +2,10 @@
 
 The newest share of the stored ratings (by timestamp) is kept out of the fit. On those:
 
-- RMSE of the model's predictions (explicit feedback only: an implicit model scores
-  preferences, not ratings), over the held-out pairs whose user and movie the model
-  knows (the rest are counted, not guessed);
+- RMSE of the predicted ratings: the rating model's stars (``streaming.bpmf``) when
+  there is one, else the ALS model's own predictions (explicit feedback only: an
+  implicit model scores preferences, not ratings); over the held-out pairs the model
+  can predict (the rest are counted, not guessed);
 - precision, recall, NDCG and MAP at 10 (``streaming.metrics``) of the lists the model
   would publish from its training data (training-rated movies excluded), a held-out
   movie rated at least the relevance threshold counting as relevant; beside the same
@@ -33,8 +34,9 @@ class Evaluation:
     """The figures of one retrain, stored with the model's metadata."""
 
     held_out: int
-    rmse: float | None  # None for an implicit model: its scores are not ratings
+    rmse: float | None  # None without predicted ratings (implicit ALS, no rating model)
     rmse_pairs: int
+    rmse_model: str | None  # "rating-model" (stars) or "als"
     ranked_users: int
     model: RankingFigures | None
     popular: RankingFigures | None
@@ -81,27 +83,36 @@ def evaluate(
     relevant_rating: float,
     *,
     predicts_ratings: bool = True,
+    stars: npt.NDArray[np.float64] | None = None,
 ) -> Evaluation:
     """Score a model (user ids and factors, item factors) on ratings it did not see.
 
-    ``predicts_ratings=False`` (implicit feedback) leaves RMSE out.
+    ``stars``, aligned with ``held_out``, are the rating model's predictions (``nan``
+    where it has none); RMSE is then theirs. Without them, ``predicts_ratings=False``
+    (implicit feedback) leaves RMSE out.
     """
     by_user = ItemIndex(*users)  # the same sorted lookup serves users
     user_ids, user_factors = by_user.movie_ids, by_user.factors
     rows, known_user = by_user.lookup(held_out["user_id"].to_numpy())
     item_rows, known_item = items.lookup(held_out["movie_id"].to_numpy())
     both = known_user & known_item
-    rmse = None
-    if predicts_ratings and both.any():
+    actual = held_out["rating"].to_numpy()
+    rmse, rmse_pairs, rmse_model = None, 0, None
+    if stars is not None:
+        predicted_pairs = ~np.isnan(stars)
+        if predicted_pairs.any():
+            rmse = float(np.sqrt(np.mean((stars - actual)[predicted_pairs] ** 2)))
+            rmse_pairs, rmse_model = int(predicted_pairs.sum()), "rating-model"
+    elif predicts_ratings and both.any():
         predicted = np.einsum("ij,ij->i", user_factors[rows[both]], items.factors[item_rows[both]])
-        rmse = float(np.sqrt(np.mean((predicted - held_out["rating"].to_numpy()[both]) ** 2)))
-    rmse_pairs = int(both.sum()) if rmse is not None else 0
+        rmse = float(np.sqrt(np.mean((predicted - actual[both]) ** 2)))
+        rmse_pairs, rmse_model = int(both.sum()), "als"
 
     relevant = held_out[held_out["rating"] >= relevant_rating]
     wanted = relevant.groupby("user_id")["movie_id"].apply(lambda movies: set(movies.tolist()))
     wanted = wanted[wanted.index.isin(user_ids)]
     if wanted.empty:
-        return Evaluation(len(held_out), rmse, rmse_pairs, 0, None, None)
+        return Evaluation(len(held_out), rmse, rmse_pairs, rmse_model, 0, None, None)
     rated = train.groupby("user_id")["movie_id"].apply(lambda movies: movies.to_numpy())
     counts = popularity(train)
     popular_items = ItemIndex(counts.index.to_numpy(), counts.to_numpy(dtype=np.float64)[:, None])
@@ -123,6 +134,7 @@ def evaluate(
         held_out=len(held_out),
         rmse=rmse,
         rmse_pairs=rmse_pairs,
+        rmse_model=rmse_model,
         ranked_users=len(targets),
         model=rank_figures(model_lists, sets, CUTOFF),
         popular=rank_figures(popular_lists, sets, CUTOFF),

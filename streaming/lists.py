@@ -7,7 +7,9 @@ Spark's own last half-step computes for a user whose ratings were all in the tra
 set, and for a user with newer ratings it folds those in too.
 
 A user none of whose movies the model knows gets no personal list (serving falls back
-to the model's popular list) until the next retrain learns those movies.
+to the model's popular list) until the next retrain learns those movies. With a rating
+model (``streaming.bpmf``), each listed movie also gets the stars the user is predicted
+to give it, from the same ratings.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from streaming.bpmf import RatingModel
 from streaming.foldin import gramian
 from streaming.history import UserRatings
 from streaming.topn import ItemIndex, top_k
@@ -42,12 +45,17 @@ class FoldIn:
 
 @dataclass(frozen=True)
 class UserLists:
-    """Top-K lists of some users; rows of users without a personal list are all ``-1``."""
+    """Top-K lists of some users; rows of users without a personal list are all ``-1``.
+
+    ``stars`` (same shape as ``movies``, ``nan`` where there is none) holds predicted
+    ratings when a rating model was given.
+    """
 
     users: npt.NDArray[np.int64]
     movies: npt.NDArray[np.int64]
     scores: npt.NDArray[np.float64]
     personal: npt.NDArray[np.bool_]
+    stars: npt.NDArray[np.float64] | None = None
 
     def pairs(self, position: int) -> list[tuple[int, float]]:
         """(movie, score) pairs of one user's list, best first, padding dropped."""
@@ -59,6 +67,13 @@ class UserLists:
                 strict=True,
             )
         )
+
+    def stars_of(self, position: int) -> list[float] | None:
+        """Predicted stars of one user's listed movies (aligned with ``pairs``), if any."""
+        if self.stars is None:
+            return None
+        chosen: list[float] = self.stars[position][self.movies[position] >= 0].tolist()
+        return chosen
 
 
 def fold_in_users(
@@ -78,8 +93,11 @@ def fold_in_users(
     return factors, solvable
 
 
-def lists_for(history: UserRatings, model: FoldIn, k: int) -> UserLists:
-    """Fold in every user of ``history``, then their best ``k`` movies they have not rated."""
+def lists_for(
+    history: UserRatings, model: FoldIn, k: int, stars: RatingModel | None = None
+) -> UserLists:
+    """Fold in every user of ``history``, then their best ``k`` movies they have not rated
+    (with the predicted stars of each when ``stars`` is given)."""
     factors, personal = fold_in_users(history, model)
     rows, known = model.items.lookup(history.movies)
     rated = [
@@ -91,7 +109,13 @@ def lists_for(history: UserRatings, model: FoldIn, k: int) -> UserLists:
     movies, scores = top_k(factors, model.items, rated, k)
     movies[~personal] = -1
     scores[~personal] = -np.inf
-    return UserLists(history.users, movies, scores, personal)
+    predicted = None
+    if stars is not None:
+        listed = movies >= 0
+        predicted = np.full(movies.shape, np.nan)
+        positions = np.repeat(np.arange(len(history.users)), movies.shape[1])[listed.ravel()]
+        predicted[listed] = stars.predict(history, positions, movies[listed])
+    return UserLists(history.users, movies, scores, personal, predicted)
 
 
 def _chunk_end(start: npt.NDArray[np.int64], first: int) -> int:

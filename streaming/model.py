@@ -22,6 +22,7 @@ from pyspark.ml.recommendation import ALS
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from streaming.bpmf import RatingModel, fit_rating_model
 from streaming.evaluation import evaluate, holdout_cutoff, popularity
 from streaming.history import RatingHistory, UserRatings
 from streaming.lists import FoldIn, lists_for
@@ -30,9 +31,11 @@ from streaming.topn import ItemIndex
 
 __all__ = [
     "ModelVersion",
+    "held_out_stars",
     "load_latest_model",
     "load_model",
     "popularity_prior",
+    "rating_model",
     "save_model",
     "train_model",
 ]
@@ -40,16 +43,30 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ModelVersion:
-    """What the job keeps of a fitted model: item factors, popular list, metadata."""
+    """What the job keeps of a fitted model: item factors, popular list, metadata, and
+    the rating model behind the predicted stars (None when ``rating_samples`` is 0)."""
 
     version: int
     items: ItemIndex
     popular: list[tuple[int, float]]
     meta: dict[str, Any] = field(default_factory=dict)
+    stars: RatingModel | None = None
 
     def fold_in(self, settings: ModelSettings) -> FoldIn:
         """The ALS user step of this model."""
         return FoldIn(self.items, settings.reg_param, settings.implicit_prefs, settings.alpha)
+
+    def popular_stars(self) -> list[float] | None:
+        """Stars of the popular list for someone with no ratings yet (the prior user)."""
+        if self.stars is None:
+            return None
+        nobody = UserRatings(
+            np.zeros(1, dtype=np.int64), np.zeros(2, dtype=np.int64),
+            np.zeros(0, dtype=np.int64), np.zeros(0),
+        )  # fmt: skip
+        movies = np.array([movie for movie, _ in self.popular], dtype=np.int64)
+        predicted: list[float] = self.stars.predict(nobody, np.zeros(len(movies)), movies).tolist()
+        return predicted
 
     def served_lists(self, users: UserRatings, settings: ModelSettings, k: int) -> list[list[int]]:
         """What serving shows each user of ``users`` under this model, best first.
@@ -111,6 +128,10 @@ def train_model(
     finally:
         training.unpersist()
     fit_s = time.perf_counter() - began
+    began = time.perf_counter()
+    fitted_on = everything if cutoff is None else everything[everything["timestamp"] < cutoff]
+    stars = rating_model(fitted_on, settings)
+    stars_s = time.perf_counter() - began
     counts = popularity(everything, settings.popularity_half_life_days)
     movie_ids = np.array([r["id"] for r in item_rows], dtype=np.int64)
     items = ItemIndex(
@@ -134,6 +155,7 @@ def train_model(
             items,
             settings.relevant_rating,
             predicts_ratings=not settings.implicit_prefs,
+            stars=None if stars is None else held_out_stars(stars, fitted_on, everything[held]),
         ).as_dict()
     evaluate_s = time.perf_counter() - began
 
@@ -160,13 +182,52 @@ def train_model(
                 "seed",
                 "popularity_half_life_days",
                 "popularity_weight",
+                "rating_samples",
+                "rating_rank",
+                "rating_sweeps",
+                "rating_burn_in",
+                "rating_noise_precision",
             }
         ),
         "evaluation": evaluation,
-        "timings_s": {"fit": round(fit_s, 3), "evaluate": round(evaluate_s, 3)},
+        "timings_s": {
+            "fit": round(fit_s, 3),
+            "rating_model": round(stars_s, 3),
+            "evaluate": round(evaluate_s, 3),
+        },
         "last_folded_in_batch": None,
     }
-    return ModelVersion(version, items, popular, meta)
+    return ModelVersion(version, items, popular, meta, stars)
+
+
+def rating_model(ratings: pd.DataFrame, settings: ModelSettings) -> RatingModel | None:
+    """The configured rating model fitted on ``ratings``; None when it is switched off."""
+    if settings.rating_samples == 0 or ratings.empty:
+        return None
+    return fit_rating_model(
+        ratings["user_id"].to_numpy(dtype=np.int64),
+        ratings["movie_id"].to_numpy(dtype=np.int64),
+        ratings["rating"].to_numpy(dtype=np.float64),
+        rank=settings.rating_rank,
+        sweeps=settings.rating_sweeps,
+        burn_in=settings.rating_burn_in,
+        samples=settings.rating_samples,
+        noise_precision=settings.rating_noise_precision,
+        seed=settings.seed,
+    )
+
+
+def held_out_stars(
+    stars: RatingModel, train: pd.DataFrame, held_out: pd.DataFrame
+) -> npt.NDArray[np.float64]:
+    """Predicted stars of the held-out pairs, each user folded in from their ``train`` ratings."""
+    history = RatingHistory.from_arrays(
+        train["user_id"].to_numpy(), train["movie_id"].to_numpy(),
+        train["rating"].to_numpy(), train["timestamp"].to_numpy(),
+    )  # fmt: skip
+    pair_users = held_out["user_id"].to_numpy(dtype=np.int64)
+    users, positions = np.unique(pair_users, return_inverse=True)
+    return stars.predict(history.of_users(users), positions, held_out["movie_id"].to_numpy())
 
 
 def popularity_prior(
@@ -197,6 +258,7 @@ def save_model(folder: Path, model: ModelVersion) -> Path:
             prior=model.items.prior,
             popular=np.array(model.popular, dtype=np.float64).reshape(-1, 2),
             meta=np.array(json.dumps(model.meta, sort_keys=True)),
+            **_rating_arrays(model.stars),
         )
     os.replace(temporary, target)
     return target
@@ -209,7 +271,30 @@ def load_model(path: Path) -> ModelVersion:
         popular = [(int(movie), float(score)) for movie, score in saved["popular"].tolist()]
         prior = saved["prior"] if "prior" in saved.files else None  # before the prior
         items = ItemIndex(saved["movie_ids"], saved["factors"], prior)
-    return ModelVersion(int(meta["version"]), items, popular, meta)
+        stars = None
+        if "rating_factors" in saved.files:  # models saved with a rating model
+            scalars = saved["rating_scalars"]
+            stars = RatingModel(
+                movie_ids=saved["rating_movie_ids"],
+                factors=saved["rating_factors"],
+                user_mean=saved["rating_user_mean"],
+                user_precision=saved["rating_user_precision"],
+                global_mean=float(scalars[0]),
+                noise_precision=float(scalars[1]),
+            )
+    return ModelVersion(int(meta["version"]), items, popular, meta, stars)
+
+
+def _rating_arrays(stars: RatingModel | None) -> dict[str, Any]:
+    if stars is None:
+        return {}
+    return {
+        "rating_movie_ids": stars.movie_ids,
+        "rating_factors": stars.factors,
+        "rating_user_mean": stars.user_mean,
+        "rating_user_precision": stars.user_precision,
+        "rating_scalars": np.array([stars.global_mean, stars.noise_precision]),
+    }
 
 
 def load_latest_model(folder: Path, *, at_most: int | None = None) -> ModelVersion | None:

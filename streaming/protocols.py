@@ -16,8 +16,10 @@ Protocols:
 
 1. ``rating``: RMSE and MAE on ML-100K's official splits u1..u5 (train ``uN.base``,
    test ``uN.test``), predictions clipped to the 1-5 scale; a pair whose user or movie
-   the training data lacks gets the training mean (counted as ``cold``). The model is
-   the explicit-feedback twin of the configured one (same settings, ratings as ratings).
+   the training data lacks gets the training mean (counted as ``cold``). ``recstream``
+   is the rating model behind the served stars (``streaming.bpmf``, each test user
+   folded in from their training ratings); ``als-explicit`` is the explicit-feedback
+   twin of the list model (same ALS settings, ratings as ratings).
 2. ``ranking``: one time split: train on the ratings before the timestamp that leaves
    ``train_share`` of them before it, test on the later ones; a test rating of at least
    ``relevant_rating`` is relevant. Precision, recall, NDCG and MAP at 10, over every
@@ -47,7 +49,7 @@ from streaming.evaluation import popularity
 from streaming.history import RatingHistory
 from streaming.lists import fold_in_users
 from streaming.metrics import RankingFigures, mae, rank_figures, rmse
-from streaming.model import ModelVersion, train_model
+from streaming.model import ModelVersion, held_out_stars, rating_model, train_model
 from streaming.settings import ModelSettings
 from streaming.topn import ItemIndex, top_k
 
@@ -87,7 +89,8 @@ def load_split(path: Path) -> pd.DataFrame:
 
 
 def _settings_for_evaluation(settings: ModelSettings) -> ModelSettings:
-    return settings.model_copy(update={"holdout_fraction": 0.0})
+    """No held-out share, and no rating model: the lists these protocols rank ignore it."""
+    return settings.model_copy(update={"holdout_fraction": 0.0, "rating_samples": 0})
 
 
 def _history(frame: pd.DataFrame) -> RatingHistory:
@@ -174,28 +177,42 @@ class RatingReport:
 def rating_protocol(
     spark: SparkSession, folder: Path, settings: ModelSettings, folds: int = 5
 ) -> RatingReport:
-    """RMSE/MAE of the configured model and of Spark's default ALS on u1..u``folds``.
+    """RMSE/MAE of the rating model, the explicit ALS twin and Spark's default ALS.
 
-    An implicit-feedback configuration scores preferences, not ratings, so its explicit
-    twin is measured: the same settings with ``implicit_prefs`` off.
+    The lists' implicit-feedback ALS scores preferences, not ratings: the stars come
+    from the rating model, so that is ``recstream`` here (left out when
+    ``rating_samples`` is 0). Its explicit twin (the same ALS settings with
+    ``implicit_prefs`` off) is measured beside it.
+
+    Raises:
+        EvaluationInputError: a split file is missing.
     """
-    settings = settings.model_copy(update={"implicit_prefs": False})
-    report = RatingReport({"recstream": [], "spark-default": []})
+    twin = settings.model_copy(update={"implicit_prefs": False, "rating_samples": 0})
+    names = ["recstream"] if settings.rating_samples else []
+    report = RatingReport({name: [] for name in [*names, "als-explicit", "spark-default"]})
     for number in range(1, folds + 1):
         train = load_split(folder / f"u{number}.base")
         test = load_split(folder / f"u{number}.test")
         mean = float(train["rating"].mean())
-        model, history = _train(spark, train, settings)
+        actual = test["rating"].to_numpy()
+        model, history = _train(spark, train, twin)
         test_users = np.unique(test["user_id"].to_numpy())
         factors, personal = fold_in_users(history.of_users(test_users),
-                                          model.fold_in(settings))  # fmt: skip
+                                          model.fold_in(twin))  # fmt: skip
         users = ItemIndex(test_users[personal], factors[personal])
-        for name, (user_index, items) in (
-            ("recstream", (users, model.items)),
-            ("spark-default", _spark_default(spark, train)),
-        ):
-            predicted, cold = _predict(user_index, items, test, mean)
-            actual = test["rating"].to_numpy()
+        predictions = {
+            name: _predict(user_index, items, test, mean)
+            for name, (user_index, items) in (
+                ("als-explicit", (users, model.items)),
+                ("spark-default", _spark_default(spark, train)),
+            )
+        }
+        stars = rating_model(train, settings)
+        if stars is not None:
+            predicted = held_out_stars(stars, train, test)
+            unknown = np.isnan(predicted)
+            predictions["recstream"] = (np.where(unknown, mean, predicted), int(unknown.sum()))
+        for name, (predicted, cold) in predictions.items():
             report.folds[name].append(
                 FoldFigures(f"u{number}", round(rmse(predicted, actual), 6),
                             round(mae(predicted, actual), 6), len(test), cold)

@@ -204,8 +204,10 @@ class Publisher:
         target = ListTarget(self.settings, model.version, "model")
         partitions = self.spark.sparkContext.defaultParallelism
         fold_in = model.fold_in(self.model_settings)
-        written = publish_histories(self.spark, history.everyone(), fold_in, k, target, partitions)
-        popular = encode_list(model.popular, time.time(), "popular")
+        written = publish_histories(
+            self.spark, history.everyone(), fold_in, k, target, partitions, model.stars
+        )
+        popular = encode_list(model.popular, time.time(), "popular", model.popular_stars())
         write_version(client, self.layout, model.version, [], popular, model.meta)
         if switch_current(client, self.layout, model.version):
             delete_expired_versions(client, self.layout, self.stream.version_grace_s)
@@ -216,10 +218,13 @@ class Publisher:
     ) -> int:
         users = sorted(self._pending.users)
         lists = lists_for(history.of_users(users), model.fold_in(self.model_settings),
-                          self.model_settings.top_k)  # fmt: skip
+                          self.model_settings.top_k, model.stars)  # fmt: skip
         now = time.time()
         encoded = (
-            (int(user), encode_list(lists.pairs(position), now, "fold-in"))
+            (
+                int(user),
+                encode_list(lists.pairs(position), now, "fold-in", lists.stars_of(position)),
+            )
             for position, user in enumerate(lists.users.tolist())
             if lists.personal[position]
         )

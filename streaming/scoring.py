@@ -22,6 +22,7 @@ from pyspark.sql import DataFrame, Row, SparkSession
 from serving.connection import open_redis
 from serving.layout import ListSource, RedisLayout, encode_list
 from serving.settings import RedisSettings
+from streaming.bpmf import RatingModel
 from streaming.history import UserRatings
 from streaming.lists import FoldIn, lists_for
 from streaming.publish import write_lists
@@ -56,7 +57,12 @@ def score_histories(
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         everyone, fold_in = shared.value
         for batch in batches:
-            found = list(_personal_lists(everyone, fold_in, k, batch["id"].to_numpy()))
+            found = [
+                (user, movies, scores)
+                for user, movies, scores, _ in _personal_lists(
+                    everyone, fold_in, None, k, batch["id"].to_numpy()
+                )
+            ]
             yield pd.DataFrame(
                 {
                     "user_id": np.array([user for user, _, _ in found], dtype=np.int32),
@@ -75,23 +81,32 @@ def publish_histories(
     k: int,
     target: ListTarget,
     partitions: int,
+    stars: RatingModel | None = None,
 ) -> int:
     """Score the users in ``history`` and write their lists, all on the executors; how many.
 
     The same work as ``score_histories`` followed by ``publish_lists``, in one pass: each
     partition ranks its users and pipelines the encoded lists straight into Redis, with
-    no DataFrame (and no Arrow or row conversion) in between.
+    no DataFrame (and no Arrow or row conversion) in between. With ``stars``, every
+    listed movie carries the rating the user is predicted to give it.
     """
-    shared = spark.sparkContext.broadcast((history, model))
+    shared = spark.sparkContext.broadcast((history, model, stars))
     written = spark.sparkContext.accumulator(0)
     updated_at = time.time()
 
     def write_partition(positions: Iterable[int]) -> None:
-        everyone, fold_in = shared.value
+        everyone, fold_in, rating_model = shared.value
         chosen = np.fromiter(positions, dtype=np.int64)
         encoded = (
-            (user, encode_list(list(zip(movies, scores, strict=True)), updated_at, target.source))
-            for user, movies, scores in _personal_lists(everyone, fold_in, k, chosen)
+            (
+                user,
+                encode_list(
+                    list(zip(movies, scores, strict=True)), updated_at, target.source, predicted
+                ),
+            )
+            for user, movies, scores, predicted in _personal_lists(
+                everyone, fold_in, rating_model, k, chosen
+            )
         )
         client = open_redis(target.settings)
         try:
@@ -127,15 +142,20 @@ def publish_lists(lists: DataFrame, target: ListTarget) -> int:
 
 
 def _personal_lists(
-    everyone: UserRatings, fold_in: FoldIn, k: int, positions: npt.NDArray[np.int64]
-) -> Iterator[tuple[int, list[int], list[float]]]:
-    """(user, movies, scores) of the users at ``positions`` who get a personal list."""
+    everyone: UserRatings,
+    fold_in: FoldIn,
+    stars: RatingModel | None,
+    k: int,
+    positions: npt.NDArray[np.int64],
+) -> Iterator[tuple[int, list[int], list[float], list[float] | None]]:
+    """(user, movies, scores, stars) of the users at ``positions`` with a personal list."""
     for first in range(0, len(positions), _BLOCK):
-        lists = lists_for(everyone.subset(positions[first : first + _BLOCK]), fold_in, k)
+        lists = lists_for(everyone.subset(positions[first : first + _BLOCK]), fold_in, k, stars)
         for row in np.flatnonzero(lists.personal).tolist():
             keep = lists.movies[row] >= 0
             yield (
                 int(lists.users[row]),
                 lists.movies[row][keep].tolist(),
                 lists.scores[row][keep].tolist(),
+                lists.stars_of(row),
             )

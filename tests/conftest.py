@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -33,7 +34,7 @@ from serving.connection import open_redis, ping
 from serving.errors import RedisUnavailableError
 from serving.settings import RedisSettings
 from streaming.session import build_spark_session
-from streaming.settings import SparkSettings
+from streaming.settings import ModelSettings, SparkSettings
 
 
 @dataclass(frozen=True)
@@ -175,9 +176,27 @@ def subprocess_env(**settings: str) -> dict[str, str]:
     return {**clean, **settings}
 
 
+LIGHT_RATING_MODEL = {
+    "rating_rank": 4,
+    "rating_sweeps": 12,
+    "rating_burn_in": 4,
+    "rating_samples": 4,
+}
+"""A rating model that costs little: tests of the job's plumbing still publish stars."""
+
+
+def model_settings(**values: Any) -> ModelSettings:
+    """Model settings for tests: the given values over ``LIGHT_RATING_MODEL``."""
+    return ModelSettings.model_validate({**LIGHT_RATING_MODEL, **values})
+
+
 def job_settings(folder: Path) -> dict[str, str]:
     """Settings of a small streaming-job subprocess, its state and checkpoints in ``folder``."""
     return {
+        **{
+            f"RECSTREAM_MODEL_{name.upper()}": str(value)
+            for name, value in LIGHT_RATING_MODEL.items()
+        },
         "RECSTREAM_SPARK_MASTER": "local[2]",
         "RECSTREAM_SPARK_SHUFFLE_PARTITIONS": "2",
         "RECSTREAM_SPARK_UI_ENABLED": "false",

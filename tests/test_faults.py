@@ -32,7 +32,7 @@ from serving.api import create_app
 from serving.settings import RedisSettings
 from streaming.job import StreamingJob, stop_between_batches
 from streaming.settings import ModelSettings, StreamSettings
-from tests.conftest import Services, fault_line, subprocess_env
+from tests.conftest import Services, fault_line, model_settings, subprocess_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -82,7 +82,7 @@ def test_redis_outage_api_says_503_then_200_and_the_job_catches_up(
         redis_retry_initial_s=0.5,
         redis_retry_max_s=2.0,
     )
-    model = ModelSettings(min_ratings=200, max_iter=3, rank=4, retrain_every_ratings=1_000_000)
+    model = model_settings(min_ratings=200, max_iter=3, rank=4, retrain_every_ratings=1_000_000)
     kafka = services.kafka.model_copy(update={"topic": kafka_topic})
     job = StreamingJob(spark, kafka, redis_settings, stream, model)
     query = job.start()
@@ -216,7 +216,7 @@ def test_slow_consumer_lag_grows_during_a_fast_replay_then_drains_with_nothing_l
     stream = StreamSettings(
         state_dir=tmp_path / "job", trigger_interval_s=0.5, max_offsets_per_trigger=10_000
     )
-    model = ModelSettings(min_ratings=1_000, retrain_every_ratings=10_000, rank=8, max_iter=3)
+    model = model_settings(min_ratings=1_000, retrain_every_ratings=10_000, rank=8, max_iter=3)
     kafka = services.kafka.model_copy(update={"topic": kafka_topic})
     job = StreamingJob(spark, kafka, redis_settings, stream, model)
     query = job.start()

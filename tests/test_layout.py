@@ -41,6 +41,16 @@ def test_list_value_is_pinned() -> None:
     assert decode_list(value) == UserList(((50, 4.9123), (181, 4.5)), 1700000000.123, "fold-in")
 
 
+def test_stars_ride_as_a_third_value_and_lists_without_them_still_decode() -> None:
+    value = encode_list([(50, 0.9), (181, 0.5)], 1.0, "model", stars=[4.4567, float("nan")])
+    assert value == b'{"items":[[50,0.9,4.46],[181,0.5,null]],"updated_at":1.0,"source":"model"}'
+    decoded = decode_list(value)
+    assert (decoded.items, decoded.stars) == (((50, 0.9), (181, 0.5)), (4.46, None))
+    assert decode_list(encode_list([(50, 0.9)], 1.0, "model")).stars == ()
+    with pytest.raises(LayoutDecodeError, match="not a recommendation list"):
+        decode_list(b'{"items": [[1, 2.0, 3.0, 4.0]], "updated_at": 1, "source": "model"}')
+
+
 def test_movie_value_is_pinned() -> None:
     value = encode_movie("Amélie (2001)", ["Comedy", "Romance"])
     assert value == '{"title": "Amélie (2001)", "genres": ["Comedy", "Romance"]}'.encode()

@@ -119,8 +119,10 @@ def test_planted_low_rank_model_brings_a_withheld_favourite_back(
     frame = pd.DataFrame(rows, columns=["user_id", "movie_id", "rating", "timestamp"])
     history = RatingHistory()
     history.add(frame.assign(batch_id=0, offset=range(len(frame))))
+    # rating_samples=0: this checks ALS's own RMSE (the planted ratings are not 1-5 stars)
     settings = ModelSettings(rank=rank, max_iter=15, reg_param=0.01, holdout_fraction=0.1,
-                             implicit_prefs=False, popularity_weight=0.0)  # fmt: skip
+                             implicit_prefs=False, popularity_weight=0.0,
+                             rating_samples=0)  # fmt: skip
     model = train_model(
         spark.createDataFrame(frame), history, settings, version=3, batch_id=2, reason="test"
     )
@@ -138,6 +140,40 @@ def test_planted_low_rank_model_brings_a_withheld_favourite_back(
     assert np.array_equal(loaded.items.prior, model.items.prior)
     assert loaded.popular == model.popular
     assert loaded.meta == model.meta
+    assert loaded.stars is None  # switched off in these settings
+
+
+def test_a_rating_model_is_fitted_scored_saved_and_loaded_with_its_version(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(3)
+    taste = rng.normal(0, 0.8, (60, 2)) @ rng.normal(0, 0.8, (2, 40))
+    rows = [(u + 1, m + 1, float(np.clip(np.round(3.2 + taste[u, m]), 1, 5)))
+            for u in range(60) for m in rng.choice(40, 20, replace=False)]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["user_id", "movie_id", "rating"])
+    frame["timestamp"] = rng.permutation(len(frame))  # held-out ratings of every user
+    history = RatingHistory()
+    history.add(frame.assign(batch_id=0, offset=range(len(frame))))
+    settings = ModelSettings(rank=3, max_iter=5, rating_rank=3, rating_sweeps=40,
+                             rating_burn_in=10, rating_samples=6)  # fmt: skip
+    model = train_model(spark.createDataFrame(frame), history, settings, version=5, batch_id=4,
+                        reason="test")  # fmt: skip
+    assert model.stars is not None and model.stars.draws == 6
+    evaluation = model.meta["evaluation"]
+    held = frame[frame["timestamp"] >= model.meta["holdout_from_timestamp"]]
+    spread = float(np.sqrt(np.mean((held["rating"] - frame["rating"].mean()) ** 2)))
+    assert evaluation["rmse_model"] == "rating-model"
+    assert 0 < evaluation["rmse"] < spread  # stars beat the mean on ratings it never saw
+    assert model.meta["timings_s"]["rating_model"] > 0
+    loaded = load_model(save_model(tmp_path, model))
+    assert loaded.stars is not None
+    for name in ("movie_ids", "factors", "user_mean", "user_precision"):
+        assert np.array_equal(getattr(loaded.stars, name), getattr(model.stars, name))
+    assert (loaded.stars.global_mean, loaded.stars.noise_precision) == (
+        model.stars.global_mean, 2.0)  # fmt: skip
+    popular = loaded.popular_stars()
+    assert popular is not None and len(popular) == len(loaded.popular)
+    assert all(1 <= star <= 5 for star in popular)
 
 
 def test_a_saved_prior_comes_back_and_older_files_load_without_one(tmp_path: Path) -> None:

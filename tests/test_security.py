@@ -30,8 +30,8 @@ from serving.layout import RedisLayout
 from serving.settings import RedisSettings
 from streaming.job import StreamingJob
 from streaming.kafka_side import spark_source_options
-from streaming.settings import ModelSettings, StreamSettings
-from tests.conftest import job_settings, subprocess_env
+from streaming.settings import StreamSettings
+from tests.conftest import job_settings, model_settings, subprocess_env
 from tests.serving_data import publish
 
 pytestmark = pytest.mark.integration
@@ -232,7 +232,11 @@ def test_kafka_sasl_login_end_to_end_and_a_wrong_password_is_refused(
         broker.stop()
 
     store = StreamingJob(
-        spark, kafka, redis_settings, StreamSettings(state_dir=run / "state"), ModelSettings()
+        spark,
+        kafka,
+        redis_settings,
+        StreamSettings(state_dir=run / "state"),
+        model_settings(),
     ).store
     assert store.stored_rows().count() == SASL_EVENTS
     assert store.dead_letters().count() == 0

@@ -48,8 +48,9 @@ def test_recommendations(http: TestClient) -> None:
     assert body["model_version"] == 3
     assert body["movies"] == [
         {"movie_id": 10, "title": "Toy Story (1995)", "genres": ["Animation", "Comedy"],
-         "score": 4.9},
-        {"movie_id": 11, "title": "Heat (1995)", "genres": ["Action", "Crime"], "score": 4.5},
+         "score": 4.9, "predicted_rating": None},
+        {"movie_id": 11, "title": "Heat (1995)", "genres": ["Action", "Crime"], "score": 4.5,
+         "predicted_rating": None},
     ]  # fmt: skip
     crime = http.get(RECS.format(1), params={"n": 10, "genre": "Crime"}).json()
     assert [m["movie_id"] for m in crime["movies"]] == [11, 13]
@@ -200,6 +201,7 @@ def test_a_running_uvicorn_serves_it(
         assert health.status_code == 200
         answer = httpx.get(f"{base}{RECS.format(2)}", timeout=5)
         assert answer.json()["source"] == "fold-in"
+        assert answer.json()["movies"][0]["predicted_rating"] == 4.26
     finally:
         server.terminate()
         server.wait(10)

@@ -35,6 +35,9 @@ def test_recs_prints_a_table_and_json(runner: CliRunner) -> None:
     assert "Toy Story (1995)" in table.output
     assert "(not in the catalog)" in table.output
     assert "source model" in table.output
+    starred = runner.invoke(app, ["recs", "2"])
+    assert starred.exit_code == 0, starred.output
+    assert "4.3" in starred.output  # the predicted stars column
     as_json = runner.invoke(app, ["recs", "1", "-n", "2", "--json", "--genre", "Crime"])
     body = json.loads(as_json.output)
     assert [m["movie_id"] for m in body["movies"]] == [11, 13]

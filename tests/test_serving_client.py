@@ -43,6 +43,8 @@ def test_fold_in_lists_say_so(client: RecommendationClient, redis_client: redis.
     found = client.recommendations(2)
     assert found.source == "fold-in"
     assert [m.movie_id for m in found.movies] == [13, 12]  # n larger than the list
+    assert [m.predicted_rating for m in found.movies] == [4.26, None]  # None: no stars for it
+    assert client.recommendations(1).movies[0].predicted_rating is None  # a list without stars
 
 
 def test_unknown_users_get_the_popular_list(

@@ -28,9 +28,9 @@ from serving.connection import open_redis
 from serving.layout import RedisLayout, decode_list
 from serving.settings import RedisSettings
 from streaming.job import StreamingJob
-from streaming.settings import ModelSettings, StreamSettings
+from streaming.settings import StreamSettings
 from streaming.store import BatchCommit
-from tests.conftest import Services, fault_line, job_settings, subprocess_env
+from tests.conftest import Services, fault_line, job_settings, model_settings, subprocess_env
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +82,7 @@ def test_ml100k_in_two_halves_publishes_every_user_and_versions_grow(
 ) -> None:
     kafka = services.kafka.model_copy(update={"topic": ratings_topic})
     stream = StreamSettings(state_dir=tmp_path / "state", max_offsets_per_trigger=30_000)
-    model = ModelSettings(retrain_every_ratings=40_000, min_ratings=1_000, max_iter=5)
+    model = model_settings(retrain_every_ratings=40_000, min_ratings=1_000, max_iter=5)
     everything = _ratings(ml100k_dir)
     layout = RedisLayout(redis_settings.key_prefix)
     client = open_redis(redis_settings)
@@ -104,10 +104,9 @@ def test_ml100k_in_two_halves_publishes_every_user_and_versions_grow(
             assert all(r.invalid == 0 for r in job.reports)
             meta = json.loads(client.get(layout.meta(versions[-1])) or b"{}")
             evaluation = meta["evaluation"]
-            if model.implicit_prefs:  # preference scores: no RMSE, lists are what count
-                assert evaluation["rmse"] is None
-            else:
-                assert evaluation["rmse"] < 1.3
+            # the stars' rating model is scored, not the lists' implicit ALS
+            assert evaluation["rmse_model"] == "rating-model"
+            assert evaluation["rmse"] < 1.3
             assert evaluation["model"]["ndcg"] > 0
             assert evaluation["popular"]["precision"] > 0
             assert client.hlen(layout.catalog) == 1682
@@ -128,6 +127,8 @@ def test_ml100k_in_two_halves_publishes_every_user_and_versions_grow(
             info = lookups.model_info()
         assert (found.model_version, found.source, len(found.movies)) == (versions[1], "model", 10)
         assert all(movie.title for movie in found.movies)  # the catalog came with the replay
+        for entry in (*found.movies, *unknown.movies):  # predicted stars beside each movie
+            assert entry.predicted_rating is not None and 1 <= entry.predicted_rating <= 5
         assert not {m.movie_id for m in found.movies} & rated[everything[0][0]]
         assert (unknown.source, len(unknown.movies)) == ("popular", 5)
         assert info.version == versions[1]
@@ -204,7 +205,7 @@ def test_every_kind_of_bad_record_is_dead_lettered_and_the_counts_reconcile(
     )  # fmt: skip
     kafka = services.kafka.model_copy(update={"topic": topic})
     stream = StreamSettings(state_dir=tmp_path / "state", max_offsets_per_trigger=400)
-    model = ModelSettings(min_ratings=100, max_iter=3, rank=4)
+    model = model_settings(min_ratings=100, max_iter=3, rank=4)
     commits: list[BatchCommit] = []
     try:
         for messages in (first, second):
@@ -367,7 +368,7 @@ def test_job_killed_three_times_mid_replay_loses_and_repeats_nothing(
         services.kafka.model_copy(update={"topic": ratings_topic}),
         redis_settings,
         StreamSettings(state_dir=tmp_path / "state"),
-        ModelSettings(),
+        model_settings(),
     ).store
     rows = store.stored_rows()
     stored = rows.count()
