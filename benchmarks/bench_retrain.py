@@ -1,8 +1,9 @@
 """Retrain cycles: where the time goes, and whether memory stays flat over many of them.
 
 Each cycle is what the streaming job does when a retrain is due: read the store, fit ALS
-on all but the newest held-out share, evaluate, then fold in, rank and publish every
-user's list from the executors. Timed per phase (fit, evaluate, top-N + publish), beside
+and the rating model on all but the newest held-out share, evaluate, then fold in, rank,
+predict the stars of and publish every user's list from the executors. Timed per phase
+(fit, rating model, evaluate, top-N + publish with the stars), beside
 the ``recommendForAllUsers`` + one SET per user baseline on the same model, on ML-100K
 when it is found and on an ML-1M-scale synthetic feed. Then ``--cycles`` retrains on
 small data, reporting the driver's memory (Python RSS and JVM heap after a GC) after 10
@@ -57,10 +58,11 @@ def cycle(
     target = ListTarget(redis, version, "model")
     publish_histories(
         spark, history.everyone(), model.fold_in(settings), settings.top_k, target,
-        spark.sparkContext.defaultParallelism,
+        spark.sparkContext.defaultParallelism, model.stars,
     )  # fmt: skip
     return {
         "fit": model.meta["timings_s"]["fit"],
+        "rating model": model.meta["timings_s"]["rating_model"],
         "evaluate": model.meta["timings_s"]["evaluate"],
         "top-N + publish": time.perf_counter() - began,
     }

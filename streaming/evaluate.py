@@ -106,6 +106,15 @@ def ranking(
             table.add_row(f"{name} ({group} users)", str(f.users), f"{f.precision:.4f}",
                           f"{f.recall:.4f}", f"{f.ndcg:.4f}", f"{f.map:.4f}")  # fmt: skip
     Console().print(table)
+    bound = report.ceiling
+    print(
+        f"ceiling: {bound['new_users']} of the test users are new; the best single list "
+        "for them, picked with the test data, has precision "
+        f"{bound['new_user_best_list_precision']:.4f}; "
+        f"then the {bound['known_users']} known users would need "
+        f"{bound['known_user_precision_needed_for_1_5x']:.4f} for 1.5x the popular precision "
+        "over all users"
+    )
     document = {**report.as_dict(), "settings": settings.model_dump()}
     print(f"written: {_write(out, 'ranking', document)}")
 

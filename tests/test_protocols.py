@@ -10,9 +10,11 @@ import pytest
 from pyspark.sql import SparkSession
 
 from producer.synthetic import synthetic_dataset
+from streaming.metrics import RankingFigures
 from streaming.protocols import (
     EvaluationInputError,
     batch_bounds,
+    cold_start_ceiling,
     load_split,
     prequential_protocol,
     ranking_protocol,
@@ -95,6 +97,21 @@ def test_ranking_protocol_figures_are_well_formed(spark: SparkSession) -> None:
     chance = np.mean([len(relevant[u] - rated[u]) / (120 - len(rated[u]))
                       for u in relevant.index if u in rated.index])  # fmt: skip
     assert report.known_figures["recstream"].precision > chance
+    bound = report.ceiling
+    assert bound["new_users"] + bound["known_users"] == report.figures["popular"].users
+    assert bound["known_users"] == report.known_figures["popular"].users
+
+
+def test_the_ceiling_is_the_best_single_list_for_new_users() -> None:
+    # three new users: movie 2 is relevant to all of them, 1 and 3 to one each, so the
+    # best list for them finds 5 relevant movies in 3 lists of 10
+    popular = RankingFigures(users=5, skipped=0, precision=0.2, recall=0, ndcg=0, map=0)
+    known = RankingFigures(users=2, skipped=0, precision=0.1, recall=0, ndcg=0, map=0)
+    bound = cold_start_ceiling([{1, 2}, {2, 3}, {2}], popular, known)
+    assert bound["new_users"] == 3 and bound["known_users"] == 2
+    assert bound["new_user_best_list_precision"] == pytest.approx(5 / 30, abs=1e-6)
+    # 1.5 × 0.2 over 5 users = 1.5 hits of precision; the new users bring 0.5 at best
+    assert bound["known_user_precision_needed_for_1_5x"] == pytest.approx(0.5, abs=1e-6)
 
 
 @pytest.mark.slow
