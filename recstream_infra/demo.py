@@ -282,12 +282,15 @@ def _status_line(tick: Tick, model: dict[str, Any] | None, commits: list[BatchCo
     parts = [f"[{tick.at_s:6.0f} s] replayed {tick.replayed:,}",
              f"lag {'?' if tick.lag is None else f'{tick.lag:,}'}"]  # fmt: skip
     if model:
-        figures = (model.get("evaluation") or {}).get("model") or {}
-        popular = (model.get("evaluation") or {}).get("popular") or {}
+        evaluation = model.get("evaluation") or {}
+        figures = evaluation.get("model") or {}
+        popular = evaluation.get("popular") or {}
         quality = ""
         if figures:
             quality = (f", held-out P@10 {figures['precision']:.3f} "
                        f"(popular {popular.get('precision', 0):.3f})")  # fmt: skip
+        if evaluation.get("rmse") is not None:
+            quality += f", stars RMSE {evaluation['rmse']:.3f}"
         parts.append(f"model v{model['version']} ({model['age_s']:.0f} s old{quality})")
     else:
         parts.append("no model yet")
@@ -306,8 +309,13 @@ def _sample_line(
     found = _get(demo, f"/users/{sample.user_id}/recommendations?n={_TOP}")
     if not found:
         return f"    user {sample.user_id} (rated {rated}): no list yet"
-    listed = [m.get("title") or titles.get(m["movie_id"], str(m["movie_id"]))
-              for m in found.get("movies", [])]  # fmt: skip
+    movies = found.get("movies", [])
+    listed = [m.get("title") or titles.get(m["movie_id"], str(m["movie_id"])) for m in movies]
+    shown = [
+        _short(title)
+        + ("" if m.get("predicted_rating") is None else f" {m['predicted_rating']:.1f}★")
+        for title, m in zip(listed, movies, strict=True)
+    ]
     marker = ""
     if listed != sample.last:
         if sample.last:
@@ -315,7 +323,7 @@ def _sample_line(
         sample.changes.append((at_s, rated, listed))
         sample.last = listed
     return (f"    user {sample.user_id} (rated {rated}, {found.get('source')}): "
-            f"{'; '.join(_short(t) for t in listed)}{marker}")  # fmt: skip
+            f"{'; '.join(shown)}{marker}")  # fmt: skip
 
 
 def _short(title: str, width: int = 28) -> str:

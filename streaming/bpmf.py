@@ -38,6 +38,7 @@ SCALE = (1.0, 5.0)
 _BETA0 = 2.0
 _RATINGS_PER_CHUNK = 50_000  # ratings whose movie factors are gathered at once
 _PAIRS_PER_CHUNK = 4_096  # pairs predicted at once: pairs × draws × rank floats
+_RATINGS_PER_GROUP = 8_192  # ratings of the users solved at once: ratings × draws × rank floats
 
 
 @dataclass(frozen=True)
@@ -68,18 +69,36 @@ class RatingModel:
         """(users, draws, rank): each user's conditional posterior mean under each draw.
 
         Ratings of movies the model does not know are left out; a user with none left
-        gets the prior mean ``μ_U`` of each draw.
+        gets the prior mean ``μ_U`` of each draw. Users are solved in groups whose
+        ratings fit ``_RATINGS_PER_GROUP`` (a user with more ratings is a group alone);
+        each user's terms are summed for every draw at once.
         """
-        rows, known = self.rows(users.movies)
-        owner = np.repeat(np.arange(len(users.users)), np.diff(users.start))[known]
-        centred = users.ratings[known] - self.global_mean
-        out = np.empty((len(users.users), self.draws, self.factors.shape[2]))
-        for draw in range(self.draws):
-            normal, rhs = _normal_equations(
-                owner, rows[known], centred, self.factors[draw], len(users.users),
-                self.user_mean[draw], self.user_precision[draw], self.noise_precision,
-            )  # fmt: skip
-            out[:, draw] = np.linalg.solve(normal, rhs[:, :, None])[:, :, 0]
+        draws, rank = self.draws, self.factors.shape[2]
+        alpha = self.noise_precision
+        prior_rhs = np.einsum("sde,se->sd", self.user_precision, self.user_mean)
+        out = np.empty((len(users.users), draws, rank))
+        first = 0
+        while first < len(users.users):
+            limit = users.start[first] + _RATINGS_PER_GROUP
+            last = int(np.searchsorted(users.start, limit, side="right")) - 1
+            last = min(max(last, first + 1), len(users.users))
+            window = slice(int(users.start[first]), int(users.start[last]))
+            rows, known = self.rows(users.movies[window])
+            counts = np.diff(users.start[first : last + 1])
+            owner = np.repeat(np.arange(last - first), counts)[known]
+            picked = self.factors[:, rows[known]]  # (draws, ratings, rank)
+            centred = users.ratings[window][known] - self.global_mean
+            normal = np.broadcast_to(self.user_precision, (last - first, draws, rank, rank)).copy()
+            rhs = np.broadcast_to(prior_rhs, (last - first, draws, rank)).copy()
+            present, run_start = np.unique(owner, return_index=True)
+            run_end = np.append(run_start[1:], len(owner))[: len(present)]
+            for at, begin, end in zip(present.tolist(), run_start.tolist(), run_end.tolist(),
+                                      strict=True):  # fmt: skip
+                block = picked[:, begin:end]  # (draws, this user's ratings, rank)
+                normal[at] += alpha * (np.transpose(block, (0, 2, 1)) @ block)
+                rhs[at] += alpha * (np.transpose(block, (0, 2, 1)) @ centred[begin:end])
+            out[first:last] = np.linalg.solve(normal, rhs[..., None])[..., 0]
+            first = last
         return out
 
     def predict(
@@ -134,8 +153,11 @@ def fit_rating_model(
     movie_ids, movie_of = np.unique(movies, return_inverse=True)
     mean = float(np.mean(ratings))
     centred = np.asarray(ratings, dtype=np.float64) - mean
-    by_user = np.argsort(user_of, kind="stable")
-    by_movie = np.argsort(movie_of, kind="stable")
+    alpha = noise_precision
+    order = np.argsort(user_of, kind="stable")  # each side's terms, grouped by owner
+    by_user = (user_of[order], movie_of[order], centred[order])
+    order = np.argsort(movie_of, kind="stable")
+    by_movie = (movie_of[order], user_of[order], centred[order])
     u = rng.normal(0.0, 0.1, (len(user_ids), rank))
     v = rng.normal(0.0, 0.1, (len(movie_ids), rank))
     keep = set(np.linspace(burn_in, sweeps - 1, samples).round().astype(int).tolist())
@@ -143,10 +165,8 @@ def fit_rating_model(
     for sweep in range(sweeps):
         mu_u, lambda_u = _hyperparameters(rng, u)
         mu_v, lambda_v = _hyperparameters(rng, v)
-        u = _draw(rng, user_of[by_user], movie_of[by_user], centred[by_user], v,
-                  len(user_ids), mu_u, lambda_u, noise_precision)  # fmt: skip
-        v = _draw(rng, movie_of[by_movie], user_of[by_movie], centred[by_movie], u,
-                  len(movie_ids), mu_v, lambda_v, noise_precision)  # fmt: skip
+        u = _draw(rng, *_normal_equations(*by_user, v, len(user_ids), mu_u, lambda_u, alpha))
+        v = _draw(rng, *_normal_equations(*by_movie, u, len(movie_ids), mu_v, lambda_v, alpha))
         if sweep in keep:
             kept.append((v.copy(), mu_u, lambda_u))
     return RatingModel(
@@ -195,24 +215,15 @@ def _normal_equations(
     return normal, rhs
 
 
-def _draw(
-    rng: np.random.Generator,
-    owner: IntArray,
-    other_rows: IntArray,
-    values: FloatArray,
-    other: FloatArray,
-    count: int,
-    mu: FloatArray,
-    precision: FloatArray,
-    alpha: float,
-) -> FloatArray:
-    """One Gibbs draw of every factor on one side: mean + L⁻ᵀ z with precision = L Lᵀ."""
-    normal, rhs = _normal_equations(owner, other_rows, values, other, count, mu, precision, alpha)
+def _draw(rng: np.random.Generator, normal: FloatArray, rhs: FloatArray) -> FloatArray:
+    """One Gibbs draw of every factor on one side, from its ``_normal_equations``:
+    mean + L⁻ᵀ z, where precision = L Lᵀ and z is standard normal."""
     chol = np.linalg.cholesky(normal)
     mean = np.linalg.solve(normal, rhs[:, :, None])[:, :, 0]
     noise = rng.standard_normal(mean.shape)
     upper = np.transpose(chol, (0, 2, 1))
-    return mean + np.linalg.solve(upper, noise[:, :, None])[:, :, 0]
+    drawn: FloatArray = mean + np.linalg.solve(upper, noise[:, :, None])[:, :, 0]
+    return drawn
 
 
 def _hyperparameters(

@@ -106,3 +106,29 @@ def test_bad_sampler_settings_are_refused_with_what_to_change() -> None:
     with pytest.raises(ValueError, match="raise RECSTREAM_MODEL_RATING_SWEEPS or keep fewer"):
         ModelSettings(rating_sweeps=30, rating_burn_in=20, rating_samples=11)
     assert ModelSettings(rating_samples=0, rating_sweeps=1, rating_burn_in=5).rating_samples == 0
+
+
+@pytest.mark.parametrize("group", [3, 8_192])  # users solved a few at a time, or all at once
+def test_user_factors_are_each_draws_conditional_mean(
+    monkeypatch: pytest.MonkeyPatch, group: int
+) -> None:
+    users, movies, ratings, _ = _planted(users=30, movies=20, per_user=8)
+    model = fit_rating_model(users, movies, ratings, **SMALL)
+    monkeypatch.setattr(bpmf, "_RATINGS_PER_GROUP", group)
+    extra = _history(np.array([4, 4, 31]), np.array([999, 5, 998]), np.array([5.0, 2.0, 3.0]))
+    everyone = _history(np.concatenate([users, extra.frame()["user_id"].to_numpy()]),
+                        np.concatenate([movies, extra.frame()["movie_id"].to_numpy()]),
+                        np.concatenate([ratings, extra.frame()["rating"].to_numpy()]))  # fmt: skip
+    ratings_of = everyone.everyone()
+    factors = model.user_factors(ratings_of)
+    alpha = model.noise_precision
+    for position in range(len(ratings_of.users)):
+        rated, given = ratings_of.of(position)
+        rows, known = model.rows(rated)  # movies 998 and 999 are unknown: left out
+        for draw in range(model.draws):
+            y = model.factors[draw][rows[known]]
+            precision = model.user_precision[draw] + alpha * y.T @ y
+            target = alpha * y.T @ (given[known] - model.global_mean)
+            target += model.user_precision[draw] @ model.user_mean[draw]
+            expected = np.linalg.solve(precision, target)
+            np.testing.assert_allclose(factors[position, draw], expected, rtol=1e-8, atol=1e-10)

@@ -82,7 +82,9 @@ def test_demo_runs_end_to_end_on_ml100k_and_lists_change(
     assert done.returncode == 0, output
     assert "all 30,000 ratings replayed and processed" in output
     assert "model v" in output
+    assert "stars RMSE" in output  # the rating model scored on the held-out ratings
     assert "← changed" in output  # a sample user's list moved after they rated
+    assert "★" in output  # each listed movie shows its predicted stars
     assert "live hit@10" in output
     assert (tmp_path / "report" / "report.html").is_file()
     assert (tmp_path / "report" / "hit_rate.png").is_file()
