@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streaming.history import UserRatings
+from streaming.topn import sorted_lookup
 
 __all__ = ["RatingModel", "fit_rating_model"]
 
@@ -39,6 +40,7 @@ _BETA0 = 2.0
 _RATINGS_PER_CHUNK = 50_000  # ratings whose movie factors are gathered at once
 _PAIRS_PER_CHUNK = 4_096  # pairs predicted at once: pairs × draws × rank floats
 _RATINGS_PER_GROUP = 8_192  # ratings of the users solved at once: ratings × draws × rank floats
+_USERS_PER_GROUP = 256  # and at most this many users: users × draws × rank² floats
 
 
 @dataclass(frozen=True)
@@ -59,19 +61,15 @@ class RatingModel:
 
     def rows(self, movie_ids: npt.ArrayLike) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
         """Row of each movie and whether the model knows it."""
-        wanted = np.asarray(movie_ids, dtype=np.int64)
-        if wanted.size == 0 or len(self.movie_ids) == 0:
-            return np.zeros(wanted.size, dtype=np.intp), np.zeros(wanted.size, dtype=np.bool_)
-        rows = np.minimum(np.searchsorted(self.movie_ids, wanted), len(self.movie_ids) - 1)
-        return rows.astype(np.intp), self.movie_ids[rows] == wanted
+        return sorted_lookup(self.movie_ids, movie_ids)
 
     def user_factors(self, users: UserRatings) -> FloatArray:
         """(users, draws, rank): each user's conditional posterior mean under each draw.
 
         Ratings of movies the model does not know are left out; a user with none left
-        gets the prior mean ``μ_U`` of each draw. Users are solved in groups whose
-        ratings fit ``_RATINGS_PER_GROUP`` (a user with more ratings is a group alone);
-        each user's terms are summed for every draw at once.
+        gets the prior mean ``μ_U`` of each draw. Users are solved in groups of at most
+        ``_USERS_PER_GROUP`` whose ratings fit ``_RATINGS_PER_GROUP`` (a user with more
+        ratings is a group alone); each user's terms are summed for every draw at once.
         """
         draws, rank = self.draws, self.factors.shape[2]
         alpha = self.noise_precision
@@ -81,7 +79,7 @@ class RatingModel:
         while first < len(users.users):
             limit = users.start[first] + _RATINGS_PER_GROUP
             last = int(np.searchsorted(users.start, limit, side="right")) - 1
-            last = min(max(last, first + 1), len(users.users))
+            last = min(max(last, first + 1), first + _USERS_PER_GROUP, len(users.users))
             window = slice(int(users.start[first]), int(users.start[last]))
             rows, known = self.rows(users.movies[window])
             counts = np.diff(users.start[first : last + 1])

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ItemIndex", "top_k"]
+__all__ = ["ItemIndex", "sorted_lookup", "top_k"]
 
 
 class ItemIndex:
@@ -51,11 +51,18 @@ class ItemIndex:
         self, movie_ids: Sequence[int] | npt.NDArray[np.int64]
     ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
         """Row of each movie (aligned with the input) and whether the model knows it."""
-        wanted = np.asarray(movie_ids, dtype=np.int64)
-        if wanted.size == 0 or len(self.movie_ids) == 0:
-            return np.zeros(wanted.size, dtype=np.intp), np.zeros(wanted.size, dtype=np.bool_)
-        rows = np.minimum(np.searchsorted(self.movie_ids, wanted), len(self.movie_ids) - 1)
-        return rows.astype(np.intp), self.movie_ids[rows] == wanted
+        return sorted_lookup(self.movie_ids, movie_ids)
+
+
+def sorted_lookup(
+    sorted_ids: npt.NDArray[np.int64], wanted_ids: npt.ArrayLike
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
+    """Row of each wanted id in ``sorted_ids`` (ascending) and whether it is there."""
+    wanted = np.asarray(wanted_ids, dtype=np.int64)
+    if wanted.size == 0 or len(sorted_ids) == 0:
+        return np.zeros(wanted.size, dtype=np.intp), np.zeros(wanted.size, dtype=np.bool_)
+    rows = np.minimum(np.searchsorted(sorted_ids, wanted), len(sorted_ids) - 1)
+    return rows.astype(np.intp), sorted_ids[rows] == wanted
 
 
 def top_k(
