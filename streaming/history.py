@@ -85,6 +85,14 @@ class RatingHistory:
         history.add(frame.assign(batch_id=0, offset=np.arange(len(frame))))
         return history
 
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> RatingHistory:
+        """``from_arrays`` of a frame's user_id, movie_id, rating and timestamp columns."""
+        return cls.from_arrays(
+            frame["user_id"].to_numpy(), frame["movie_id"].to_numpy(),
+            frame["rating"].to_numpy(), frame["timestamp"].to_numpy(),
+        )  # fmt: skip
+
     def add(self, frame: pd.DataFrame) -> npt.NDArray[np.int64]:
         """Merge ratings (``HISTORY_COLUMNS``); the users whose history changed, sorted."""
         if frame.empty:

@@ -221,10 +221,7 @@ def held_out_stars(
     stars: RatingModel, train: pd.DataFrame, held_out: pd.DataFrame
 ) -> npt.NDArray[np.float64]:
     """Predicted stars of the held-out pairs, each user folded in from their ``train`` ratings."""
-    history = RatingHistory.from_arrays(
-        train["user_id"].to_numpy(), train["movie_id"].to_numpy(),
-        train["rating"].to_numpy(), train["timestamp"].to_numpy(),
-    )  # fmt: skip
+    history = RatingHistory.from_frame(train)
     pair_users = held_out["user_id"].to_numpy(dtype=np.int64)
     users, positions = np.unique(pair_users, return_inverse=True)
     return stars.predict(history.of_users(users), positions, held_out["movie_id"].to_numpy())

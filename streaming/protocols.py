@@ -94,17 +94,10 @@ def _settings_for_evaluation(settings: ModelSettings) -> ModelSettings:
     return settings.model_copy(update={"holdout_fraction": 0.0, "rating_samples": 0})
 
 
-def _history(frame: pd.DataFrame) -> RatingHistory:
-    return RatingHistory.from_arrays(
-        frame["user_id"].to_numpy(), frame["movie_id"].to_numpy(),
-        frame["rating"].to_numpy(), frame["timestamp"].to_numpy(),
-    )  # fmt: skip
-
-
 def _train(
     spark: SparkSession, train: pd.DataFrame, settings: ModelSettings
 ) -> tuple[ModelVersion, RatingHistory]:
-    history = _history(train)
+    history = RatingHistory.from_frame(train)
     frame = spark.createDataFrame(history.frame()).cache()
     try:
         model = train_model(frame, history, _settings_for_evaluation(settings),
