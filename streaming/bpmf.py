@@ -22,6 +22,7 @@ user gets what the sampler would. Movies the model has not seen get no predictio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,7 @@ import numpy.typing as npt
 from streaming.history import UserRatings
 from streaming.topn import sorted_lookup
 
-__all__ = ["RatingModel", "fit_rating_model"]
+__all__ = ["FitCancelledError", "RatingModel", "fit_rating_model"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -41,6 +42,10 @@ _RATINGS_PER_CHUNK = 50_000  # ratings whose movie factors are gathered at once
 _PAIRS_PER_CHUNK = 4_096  # pairs predicted at once: pairs × draws × rank floats
 _RATINGS_PER_GROUP = 8_192  # ratings of the users solved at once: ratings × draws × rank floats
 _USERS_PER_GROUP = 256  # and at most this many users: users × draws × rank² floats
+
+
+class FitCancelledError(Exception):
+    """The sampler was asked to stop (``should_stop``) before its last sweep."""
 
 
 @dataclass(frozen=True)
@@ -131,11 +136,15 @@ def fit_rating_model(
     samples: int,
     noise_precision: float,
     seed: int,
+    should_stop: Callable[[], bool] | None = None,
 ) -> RatingModel:
     """Run the Gibbs sampler on (user, movie, rating) triples and keep ``samples`` draws.
 
+    ``should_stop`` is asked before each sweep; when it answers True the fit ends.
+
     Raises:
         ValueError: no ratings, or ``samples`` does not fit in ``sweeps - burn_in``.
+        FitCancelledError: ``should_stop`` answered True.
     """
     if len(ratings) == 0:
         msg = "the rating model needs at least one rating to fit"
@@ -161,6 +170,9 @@ def fit_rating_model(
     keep = set(np.linspace(burn_in, sweeps - 1, samples).round().astype(int).tolist())
     kept: list[tuple[FloatArray, FloatArray, FloatArray]] = []
     for sweep in range(sweeps):
+        if should_stop is not None and should_stop():
+            msg = f"rating model fit stopped at sweep {sweep} of {sweeps}"
+            raise FitCancelledError(msg)
         mu_u, lambda_u = _hyperparameters(rng, u)
         mu_v, lambda_v = _hyperparameters(rng, v)
         u = _draw(rng, *_normal_equations(*by_user, v, len(user_ids), mu_u, lambda_u, alpha))

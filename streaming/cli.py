@@ -103,8 +103,10 @@ def run(
         "none yet" if job.model is None else f"v{job.model.version}",
     )
     query = job.start(available_now=available_now)
+    settle = False  # an interrupted or failed run does not wait for the rating model
     try:
         query.awaitTermination()
+        settle = query.exception() is None
     except KeyboardInterrupt:
         _log.info("interrupted: stopping after the current micro-batch")
         if not stop_between_batches(query):
@@ -112,7 +114,7 @@ def run(
                          "cancelled and is replayed at the next start")  # fmt: skip
         raise typer.Exit(130) from None
     finally:
-        job.close()
+        job.close(settle=settle)
     if query.exception() is not None:
         _fail(f"the streaming query failed: {query.exception()}", 1)
 

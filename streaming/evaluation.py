@@ -23,7 +23,7 @@ import pandas as pd
 from streaming.metrics import RankingFigures, rank_figures
 from streaming.topn import ItemIndex, top_k
 
-__all__ = ["Evaluation", "evaluate", "holdout_cutoff", "popularity"]
+__all__ = ["Evaluation", "evaluate", "holdout_cutoff", "popularity", "stars_rmse"]
 
 CUTOFF = 10
 _USERS_PER_BLOCK = 1024
@@ -75,6 +75,17 @@ def popularity(frame: pd.DataFrame, half_life_days: float = 0.0) -> pd.Series:
     return counts.iloc[order]
 
 
+def stars_rmse(
+    stars: npt.NDArray[np.float64], actual: npt.NDArray[np.float64]
+) -> tuple[float | None, int]:
+    """(RMSE, pairs) of predicted stars against the actual ratings, over the pairs with a
+    prediction (``stars`` is ``nan`` where the rating model has none); (None, 0) for none."""
+    predicted = ~np.isnan(stars)
+    if not predicted.any():
+        return None, 0
+    return float(np.sqrt(np.mean((stars - actual)[predicted] ** 2))), int(predicted.sum())
+
+
 def evaluate(
     train: pd.DataFrame,
     held_out: pd.DataFrame,
@@ -99,10 +110,8 @@ def evaluate(
     actual = held_out["rating"].to_numpy()
     rmse, rmse_pairs, rmse_model = None, 0, None
     if stars is not None:
-        predicted_pairs = ~np.isnan(stars)
-        if predicted_pairs.any():
-            rmse = float(np.sqrt(np.mean((stars - actual)[predicted_pairs] ** 2)))
-            rmse_pairs, rmse_model = int(predicted_pairs.sum()), "rating-model"
+        rmse, rmse_pairs = stars_rmse(stars, actual)
+        rmse_model = "rating-model" if rmse_pairs else None
     elif predicts_ratings and both.any():
         predicted = np.einsum("ij,ij->i", user_factors[rows[both]], items.factors[item_rows[both]])
         rmse = float(np.sqrt(np.mean((predicted - actual[both]) ** 2)))

@@ -7,7 +7,9 @@ Each micro-batch (``foreachBatch``) runs, in order:
    replaces its first attempt instead of adding to it);
 2. merge the stored ratings into the driver's history;
 3. retrain when the policy says so: fit, evaluate, save the model under version
-   ``batch_id + 1``; otherwise note the users who rated, for fold-in;
+   ``batch_id + 1`` (its rating model, for the predicted stars, is fitted beside the
+   stream by ``streaming.stars`` and adopted when ready); otherwise note the users who
+   rated, for fold-in;
 4. flush to Redis (a new version in full then one atomic switch, or fold-in lists
    into the current version), retrying with backoff while Redis is down; between
    batches a thread goes on retrying, and republishes a version Redis lost;
@@ -24,7 +26,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -38,10 +40,19 @@ from serving.settings import RedisSettings
 from streaming.evaluation import CUTOFF
 from streaming.history import HISTORY_COLUMNS, RatingHistory
 from streaming.kafka_side import TopicWatcher, spark_source_options
-from streaming.model import ModelVersion, load_latest_model, load_model, save_model, train_model
+from streaming.model import (
+    ModelVersion,
+    load_latest_model,
+    load_model,
+    save_model,
+    stars_version,
+    train_model,
+    training_split,
+)
 from streaming.policy import RetrainPolicy
 from streaming.publisher import Publisher, PublishOutcome
 from streaming.settings import ModelSettings, StreamSettings
+from streaming.stars import FittedStars, StarsFitter
 from streaming.store import BatchCommit, RatingStore
 from streaming.validation import DUPLICATE_REASON, parse_records, set_aside, split_parsed
 
@@ -138,6 +149,7 @@ class StreamingJob:
         self.models_dir = stream.state_dir / "models"
         self.publisher = Publisher(spark, redis_settings, stream, model)
         self.watcher = TopicWatcher(kafka)
+        self.fitter = StarsFitter(model)
         self.history = RatingHistory()
         self.history.add(self.store.stored_rows().select(*HISTORY_COLUMNS).toPandas())
         self.model: ModelVersion | None = load_latest_model(self.models_dir)
@@ -149,6 +161,7 @@ class StreamingJob:
         self._new_since_model = sum(c.valid for c in commits if c.batch_id > trained_in)
         if self.model is not None:
             self.publisher.new_model(self.model)  # idempotent if Redis already has it
+            self._ask_for_stars(self.model)  # its own were not ready before the stop
         self.reports: list[BatchReport] = []
         # Micro-batches and the between-batch publisher share the history and the
         # publisher; the lock keeps them apart.
@@ -159,6 +172,7 @@ class StreamingJob:
     def process_batch(self, records: DataFrame, batch_id: int) -> BatchReport:
         """Run one micro-batch (see the module docstring); safe to run again for the same id."""
         timings: dict[str, float] = {}
+        self._adopt_stars()
         began = time.perf_counter()
         parsed = parse_records(records).persist()
         try:
@@ -312,6 +326,7 @@ class StreamingJob:
             if not self._lock.acquire(blocking=False):
                 continue  # a micro-batch is running; it flushes itself
             try:
+                self._adopt_stars()
                 self.publisher.verify()
                 if self.publisher.has_pending:
                     outcome = self.publisher.flush(self.history)
@@ -328,12 +343,69 @@ class StreamingJob:
             finally:
                 self._lock.release()
 
-    def close(self) -> None:
-        """Stop the between-batch publisher; release the Kafka consumer held outside Spark."""
+    def close(self, *, settle: bool = True, settle_timeout_s: float = 900.0) -> None:
+        """Stop the between-batch publisher; release the Kafka consumer held outside Spark.
+
+        With ``settle`` (a run that ended by itself, such as ``available_now``), first wait
+        up to ``settle_timeout_s`` for the rating model being fitted and publish its stars;
+        without (an interrupted run), cancel the fit: the next start fits it again.
+        """
+        if settle and self.model is not None:
+            if self.fitter.busy:
+                _log.info("waiting for the rating model before stopping")
+            if not self.fitter.wait(settle_timeout_s):
+                _log.warning("the rating model was not ready within %.0f s; the next start "
+                             "fits it again", settle_timeout_s)  # fmt: skip
+            with self._lock:
+                self._adopt_stars()
+                if self.publisher.has_pending:
+                    outcome = self.publisher.flush(self.history)
+                    _log.info("redis %s at stop: version %s, %d model lists", outcome.state,
+                              outcome.version, outcome.model_lists)  # fmt: skip
         self._closing.set()
         if self._keeper is not None:
             self._keeper.join(timeout=60)
+        self.fitter.close()
         self.watcher.close()
+
+    def _ask_for_stars(self, model: ModelVersion) -> None:
+        """Have the rating model for ``model`` fitted beside the stream, unless it has it."""
+        settings = self.model_settings
+        if settings.rating_samples == 0 or not settings.rating_in_background:
+            return
+        if stars_version(model) == model.version:
+            return
+        training, held_out = training_split(
+            self.history.frame(), model.meta.get("holdout_from_timestamp")
+        )
+        if len(training):
+            self.fitter.request(model.version, training, held_out)
+
+    def _adopt_stars(self) -> None:
+        """Give the current version a rating model that finished fitting, and republish it.
+
+        Called with the lock held (or before the query starts). A fit for an older
+        version than the current one's stars is dropped; one for a newer version than
+        the stars it carries replaces them.
+        """
+        fitted = self.fitter.take()
+        if fitted is None or self.model is None:
+            return
+        if fitted.model is None:
+            if fitted.error:
+                _log.error("rating model for version %d failed (%s); lists keep the stars "
+                           "they have", fitted.version, fitted.error)  # fmt: skip
+            return
+        current = stars_version(self.model)
+        if current is not None and fitted.version <= current:
+            return
+        self.model = _with_stars(self.model, fitted)
+        save_model(self.models_dir, self.model)
+        self.publisher.new_model(self.model)
+        rmse = "" if fitted.rmse is None else f", held-out RMSE {fitted.rmse:.3f}"
+        _log.info("rating model of version %d ready after %.1f s%s: version %d republished "
+                  "with its stars", fitted.version, fitted.seconds, rmse,
+                  self.model.version)  # fmt: skip
 
     def _retrain(self, batch_id: int, reason: str) -> ModelVersion:
         version = batch_id + 1
@@ -341,6 +413,7 @@ class StreamingJob:
         if saved.is_file():  # this batch ran before a crash and already trained it
             model = load_model(saved)
         else:
+            background = self.model_settings.rating_in_background
             model = train_model(
                 self.store.ratings(),
                 self.history,
@@ -348,7 +421,28 @@ class StreamingJob:
                 version=version,
                 batch_id=batch_id,
                 reason=reason,
+                fit_stars=not background,
             )
+            if background and self.model is not None and self.model.stars is not None:
+                meta = {**model.meta, "stars_from_version": stars_version(self.model)}
+                model = replace(model, stars=self.model.stars, meta=meta)
             save_model(self.models_dir, model)
         self.publisher.new_model(model)
+        self._ask_for_stars(model)
         return model
+
+
+def _with_stars(model: ModelVersion, fitted: FittedStars) -> ModelVersion:
+    """``model`` with the rating model of ``fitted``; its RMSE goes into the evaluation
+    when it was fitted on this version's own training ratings."""
+    meta = {**model.meta, "stars_from_version": fitted.version}
+    meta["timings_s"] = {**meta.get("timings_s", {}), "rating_model": round(fitted.seconds, 3)}
+    evaluation = meta.get("evaluation")
+    if fitted.version == model.version and evaluation is not None:
+        meta["evaluation"] = {
+            **evaluation,
+            "rmse": fitted.rmse,
+            "rmse_pairs": fitted.rmse_pairs,
+            "rmse_model": "rating-model" if fitted.rmse_pairs else None,
+        }
+    return replace(model, stars=fitted.model, meta=meta)

@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,9 @@ __all__ = [
     "popularity_prior",
     "rating_model",
     "save_model",
+    "stars_version",
     "train_model",
+    "training_split",
 ]
 
 
@@ -90,8 +93,13 @@ def train_model(
     version: int,
     batch_id: int,
     reason: str,
+    fit_stars: bool = True,
 ) -> ModelVersion:
     """Fit ALS on the stored ratings minus the most recent held-out share, and evaluate it.
+
+    With ``fit_stars`` (and ``rating_samples`` above 0) the rating model is fitted here
+    too; without, the version comes without stars, for the caller to fit them elsewhere
+    (``streaming.stars``) on ``training_split``'s ratings.
 
     Args:
         ratings: the store's ratings (latest per user and movie), the fit's input.
@@ -129,8 +137,8 @@ def train_model(
         training.unpersist()
     fit_s = time.perf_counter() - began
     began = time.perf_counter()
-    fitted_on = everything if cutoff is None else everything[everything["timestamp"] < cutoff]
-    stars = rating_model(fitted_on, settings)
+    fitted_on, held_out = training_split(everything, cutoff)
+    stars = rating_model(fitted_on, settings) if fit_stars else None
     stars_s = time.perf_counter() - began
     counts = popularity(everything, settings.popularity_half_life_days)
     movie_ids = np.array([r["id"] for r in item_rows], dtype=np.int64)
@@ -143,19 +151,18 @@ def train_model(
     began = time.perf_counter()
     evaluation = None
     if cutoff is not None:
-        held = everything["timestamp"] >= cutoff
         users = (
             np.array([r["id"] for r in user_rows], dtype=np.int64),
             np.array([r["features"] for r in user_rows]).reshape(len(user_rows), settings.rank),
         )
         evaluation = evaluate(
-            everything[~held],
-            everything[held],
+            fitted_on,
+            held_out,
             users,
             items,
             settings.relevant_rating,
             predicts_ratings=not settings.implicit_prefs,
-            stars=None if stars is None else held_out_stars(stars, fitted_on, everything[held]),
+            stars=None if stars is None else held_out_stars(stars, fitted_on, held_out),
         ).as_dict()
     evaluate_s = time.perf_counter() - began
 
@@ -190,6 +197,7 @@ def train_model(
             }
         ),
         "evaluation": evaluation,
+        "stars_from_version": None if stars is None else version,
         "timings_s": {
             "fit": round(fit_s, 3),
             "rating_model": round(stars_s, 3),
@@ -200,8 +208,15 @@ def train_model(
     return ModelVersion(version, items, popular, meta, stars)
 
 
-def rating_model(ratings: pd.DataFrame, settings: ModelSettings) -> RatingModel | None:
-    """The configured rating model fitted on ``ratings``; None when it is switched off."""
+def rating_model(
+    ratings: pd.DataFrame,
+    settings: ModelSettings,
+    should_stop: Callable[[], bool] | None = None,
+) -> RatingModel | None:
+    """The configured rating model fitted on ``ratings``; None when it is switched off.
+
+    ``should_stop`` can end the fit early (``FitCancelledError``), asked once per sweep.
+    """
     if settings.rating_samples == 0 or ratings.empty:
         return None
     return fit_rating_model(
@@ -214,7 +229,29 @@ def rating_model(ratings: pd.DataFrame, settings: ModelSettings) -> RatingModel 
         samples=settings.rating_samples,
         noise_precision=settings.rating_noise_precision,
         seed=settings.seed,
+        should_stop=should_stop,
     )
+
+
+def training_split(
+    everything: pd.DataFrame, cutoff: int | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(fitted on, held out): the ratings before the holdout cutoff and those from it on."""
+    if cutoff is None:
+        return everything, everything.iloc[:0]
+    before = everything["timestamp"] < cutoff
+    return everything[before], everything[~before]
+
+
+def stars_version(model: ModelVersion) -> int | None:
+    """The version whose training ratings fitted ``model``'s stars; None without stars.
+
+    A version published before its own rating model was ready carries an earlier
+    version's; models saved before this was recorded carry their own.
+    """
+    if model.stars is None:
+        return None
+    return int(model.meta.get("stars_from_version") or model.version)
 
 
 def held_out_stars(

@@ -150,6 +150,14 @@ class ModelSettings(StrictSettings):
     rating_noise_precision: float = Field(
         2.0, gt=0, description="Rating model: precision α of the rating noise (1 / variance)."
     )
+    rating_in_background: bool = Field(
+        True,
+        description=(
+            "Fit the rating model in a thread beside the stream: a retrain publishes its "
+            "lists at once with the newest stars already fitted, then again with its own "
+            "when they are ready; false = the retrain waits for the fit."
+        ),
+    )
     retrain_every_ratings: int = Field(
         100_000, ge=1, description="Retrain after this many new ratings (N) ..."
     )

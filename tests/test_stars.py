@@ -1,0 +1,123 @@
+"""The rating model fitted beside the stream: one fit at a time, newest first, cancellable."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from streaming.job import _with_stars
+from streaming.model import ModelVersion, held_out_stars, rating_model, stars_version
+from streaming.stars import FittedStars, StarsFitter
+from streaming.topn import ItemIndex
+
+from .conftest import model_settings
+from .test_bpmf import _planted
+
+
+def _frames(seed: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    users, movies, ratings, _ = _planted(users=80, movies=40, per_user=20, seed=seed)
+    frame = pd.DataFrame({"user_id": users, "movie_id": movies, "rating": ratings,
+                          "timestamp": np.arange(len(users), dtype=np.int64)})  # fmt: skip
+    held = np.random.default_rng(seed).random(len(frame)) < 0.1
+    return frame[~held], frame[held]
+
+
+def test_a_fit_in_the_background_equals_the_same_fit_in_the_retrain() -> None:
+    settings = model_settings()
+    training, held_out = _frames()
+    fitter = StarsFitter(settings)
+    try:
+        fitter.request(7, training, held_out)
+        assert fitter.wait(60)
+        fitted = fitter.take()
+    finally:
+        fitter.close()
+    assert fitted is not None and fitted.model is not None and fitted.error is None
+    assert fitted.version == 7 and fitted.seconds > 0
+    direct = rating_model(training, settings)
+    assert direct is not None
+    np.testing.assert_array_equal(fitted.model.factors, direct.factors)  # same seed, same draws
+    expected = held_out_stars(direct, training, held_out)
+    rmse = np.sqrt(np.mean((expected - held_out["rating"].to_numpy()) ** 2))
+    assert fitted.rmse is not None and abs(fitted.rmse - rmse) < 1e-12
+    assert fitted.rmse_pairs == len(held_out)
+    assert fitter.take() is None  # taken once
+
+
+def test_requests_during_a_fit_queue_and_only_the_newest_runs_next() -> None:
+    slow = model_settings(rating_sweeps=400, rating_burn_in=10, rating_samples=4)
+    training, held_out = _frames()
+    fitter = StarsFitter(slow)
+    try:
+        fitter.request(1, training, held_out)
+        time.sleep(0.05)  # version 1 is fitting
+        fitter.request(2, training, held_out)
+        fitter.request(3, training, held_out)  # replaces 2 in the queue
+        assert fitter.busy
+        seen = []
+        deadline = time.monotonic() + 120
+        while (not seen or seen[-1] != 3) and time.monotonic() < deadline:
+            fitted = fitter.take()
+            if fitted is not None:
+                seen.append(fitted.version)
+            time.sleep(0.01)
+    finally:
+        fitter.close()
+    assert 2 not in seen
+    assert seen[-1] == 3
+    assert not fitter.busy
+
+
+def test_close_stops_a_running_fit_between_sweeps() -> None:
+    endless = model_settings(rating_sweeps=10_000, rating_burn_in=10, rating_samples=4)
+    training, held_out = _frames()
+    fitter = StarsFitter(endless)
+    fitter.request(1, training, held_out)
+    time.sleep(0.2)
+    began = time.monotonic()
+    fitter.close()
+    assert time.monotonic() - began < 5  # 10,000 sweeps would take far longer
+    assert not fitter.busy
+    assert fitter.take() is None  # a cancelled fit delivers nothing
+    fitter.request(2, training, held_out)  # a closed fitter takes no more work
+    assert not fitter.busy
+
+
+def test_a_failing_fit_is_reported_not_lost() -> None:
+    training, held_out = _frames()
+    fitter = StarsFitter(model_settings())
+    try:
+        fitter.request(4, training.drop(columns="rating"), held_out)
+        assert fitter.wait(30)
+        failed = fitter.take()
+        fitter.request(5, training, held_out)  # the thread lives on
+        assert fitter.wait(60)
+        good = fitter.take()
+    finally:
+        fitter.close()
+    assert failed is not None and failed.model is None
+    assert failed.error is not None and "rating" in failed.error
+    assert good is not None and good.version == 5 and good.model is not None
+
+
+def test_adopted_stars_score_the_version_only_when_fitted_on_its_own_ratings() -> None:
+    training, _ = _frames()
+    stars = rating_model(training, model_settings())
+    assert stars is not None
+    items = ItemIndex(np.array([1, 2]), np.ones((2, 3)))
+    meta = {"evaluation": {"rmse": None, "rmse_pairs": 0, "rmse_model": None, "held_out": 9},
+            "timings_s": {"fit": 1.0}}  # fmt: skip
+    model = ModelVersion(6, items, [(1, 2.0)], meta)
+    assert stars_version(model) is None
+    own = _with_stars(model, FittedStars(6, stars, 0.91, 9, 2.5))
+    older = _with_stars(model, FittedStars(4, stars, 0.88, 7, 2.0))
+    assert (stars_version(own), stars_version(older)) == (6, 4)
+    assert own.meta["evaluation"] == {
+        "rmse": 0.91, "rmse_pairs": 9, "rmse_model": "rating-model", "held_out": 9}  # fmt: skip
+    assert older.meta["evaluation"] == meta["evaluation"]  # not this version's fit
+    assert own.meta["timings_s"] == {"fit": 1.0, "rating_model": 2.5}
+    assert model.stars is None and model.meta is meta  # the published version is untouched
+    legacy = ModelVersion(3, items, [(1, 2.0)], {}, stars)  # saved before the field existed
+    assert stars_version(legacy) == 3
