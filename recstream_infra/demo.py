@@ -47,6 +47,7 @@ app = command_app("Run recstream end to end on this machine and watch it work.")
 
 SAMPLE_USERS = 3
 _TOP = 5
+_STARS_WAIT_S = 600.0  # how long the end of the demo waits for the last rating model
 
 
 @dataclass
@@ -239,6 +240,7 @@ def _watch(
     from streaming.kafka_side import TopicWatcher
 
     watcher = TopicWatcher(KafkaSettings(topic=demo.topic))
+    stars_since: float | None = None  # when the demo began to wait for the stars
     try:
         while True:
             time.sleep(interval)
@@ -263,10 +265,27 @@ def _watch(
                 msg = f"the producer exited with code {code}; see {demo.log('producer')}"
                 raise ServiceStartError(msg)
             if producer_done and replayed >= limit and lag == 0:
+                if _stars_pending(model):
+                    if stars_since is None:
+                        stars_since = time.monotonic()
+                        print(f"demo: all {replayed:,} ratings processed; waiting for the "
+                              f"rating model of v{version} (its predicted stars)")  # fmt: skip
+                    if time.monotonic() - stars_since < _STARS_WAIT_S:
+                        continue
+                    print(f"demo: the rating model of v{version} was not ready within "
+                          f"{_STARS_WAIT_S:.0f} s; see {demo.log('job')}")  # fmt: skip
                 print(f"demo: all {replayed:,} ratings replayed and processed")
                 return
     finally:
         watcher.close()
+
+
+def _stars_pending(model: dict[str, Any] | None) -> bool:
+    """True while the current version's own rating model is still being fitted beside
+    the stream (its lists carry an earlier version's stars, or none)."""
+    if not model or not model.get("hyperparameters", {}).get("rating_samples"):
+        return False
+    return bool(model.get("stars_from_version") != model.get("version"))
 
 
 def _lag(ends: dict[int, int], commits: list[BatchCommit]) -> int | None:

@@ -143,6 +143,13 @@ class ModelInfo(BaseModel):
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     evaluation: dict[str, Any] | None = None
     last_folded_in_batch: int | None = None
+    stars_from_version: int | None = Field(
+        None,
+        description=(
+            "The version whose training ratings fitted the predicted stars in the lists: "
+            "this version once its own rating model is ready, an earlier one before."
+        ),
+    )
 
 
 class Health(BaseModel):
@@ -267,6 +274,7 @@ def model_info(layout: RedisLayout, reply: Sequence[Any], now: float | None = No
         hyperparameters=hyper if isinstance(hyper, dict) else {},
         evaluation=evaluation if isinstance(evaluation, dict) else None,
         last_folded_in_batch=count("last_folded_in_batch"),
+        stars_from_version=count("stars_from_version"),
     )
 
 

@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recstream_infra.demo import DemoRun, Sample, Tick, _lag, _pick_samples, _write_report
+from recstream_infra.demo import (
+    DemoRun,
+    Sample,
+    Tick,
+    _lag,
+    _pick_samples,
+    _stars_pending,
+    _write_report,
+)
 from recstream_infra.local_service import free_tcp_port
 from streaming.store import BatchCommit
 
@@ -37,6 +45,15 @@ def test_lag_is_end_offsets_minus_what_the_job_committed() -> None:
     ]
     assert _lag({0: 30, 1: 4, 2: 7}, commits) == 5 + 0 + 7
     assert _lag({}, commits) is None
+
+
+def test_the_demo_waits_for_a_version_s_own_stars_only_when_it_has_a_rating_model() -> None:
+    with_model = {"hyperparameters": {"rating_samples": 30}, "version": 5}
+    assert _stars_pending({**with_model, "stars_from_version": None})  # first version
+    assert _stars_pending({**with_model, "stars_from_version": 3})  # carried stars
+    assert not _stars_pending({**with_model, "stars_from_version": 5})
+    assert not _stars_pending({"hyperparameters": {"rating_samples": 0}, "version": 5})
+    assert not _stars_pending(None)
 
 
 def test_the_report_draws_its_four_plots_from_commit_records(tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ def test_requests_during_a_fit_queue_and_only_the_newest_runs_next() -> None:
         fitter.request(2, training, held_out)
         fitter.request(3, training, held_out)  # replaces 2 in the queue
         assert fitter.busy
-        seen = []
+        seen: list[int] = []
         deadline = time.monotonic() + 120
         while (not seen or seen[-1] != 3) and time.monotonic() < deadline:
             fitted = fitter.take()
