@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 
 import pandas as pd
-from harness import ML100K, bench_spark, drop_prefix, local_services
+from harness import ML100K, bench_spark, drop_prefix, history_of, local_services
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import SparkSession
 
@@ -36,12 +36,6 @@ from streaming.history import RatingHistory
 from streaming.model import train_model
 from streaming.scoring import ListTarget, publish_histories
 from streaming.settings import ModelSettings
-
-
-def _history(table: RatingTable) -> RatingHistory:
-    return RatingHistory.from_arrays(
-        table.user_ids, table.movie_ids, table.ratings, table.timestamps
-    )
 
 
 def cycle(
@@ -123,7 +117,7 @@ def run(args: argparse.Namespace) -> None:
                 ("synthetic 1M", synthetic_dataset(1_000_000, users=6040, movies=3706).ratings)
             )
         for name, table in feeds:
-            history = _history(table)
+            history = history_of(table)
             cycle(spark, history, settings, redis, version=1)  # warm-up
             phases = cycle(spark, history, settings, redis, version=2)
             base = min(baseline(spark, table, redis, settings.top_k) for _ in range(2))
@@ -133,7 +127,7 @@ def run(args: argparse.Namespace) -> None:
             print(f"  baseline recommendForAllUsers + SET {base:.2f} s; ratio {base / ours:.1f}x")
 
         small = synthetic_dataset(20_000, users=500, movies=400).ratings
-        history = _history(small)
+        history = history_of(small)
         light = settings.model_copy(update={"max_iter": 5})
         marks: dict[int, tuple[float, float]] = {}
         began = time.perf_counter()

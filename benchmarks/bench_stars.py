@@ -28,10 +28,9 @@ from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
-from harness import ML100K, bench_spark, drop_prefix, local_services
+from harness import ML100K, bench_spark, drop_prefix, history_of, local_services
 from pyspark.sql import SparkSession
 
-from producer.dataset import RatingTable
 from producer.grouplens import load_grouplens
 from producer.synthetic import synthetic_dataset
 from serving.settings import RedisSettings
@@ -41,11 +40,6 @@ from streaming.model import ModelVersion, train_model, training_split
 from streaming.scoring import ListTarget, publish_histories
 from streaming.settings import ModelSettings
 from streaming.stars import StarsFitter
-
-
-def _history(table: RatingTable) -> RatingHistory:
-    return RatingHistory.from_arrays(table.user_ids, table.movie_ids, table.ratings,
-                                     table.timestamps)  # fmt: skip
 
 
 def _publish(spark: SparkSession, history: RatingHistory, model: ModelVersion,
@@ -132,10 +126,10 @@ def main() -> None:
         try:
             if (ML100K / "u.data").is_file():
                 table = load_grouplens(ML100K).ratings
-                measure(spark, "ML-100K", _history(table), redis)
+                measure(spark, "ML-100K", history_of(table), redis)
             if not args.skip_large:
                 table = synthetic_dataset(1_000_000, users=6040, movies=3706).ratings
-                measure(spark, "synthetic 1M", _history(table), redis)
+                measure(spark, "synthetic 1M", history_of(table), redis)
         finally:
             drop_prefix(redis)
             spark.stop()

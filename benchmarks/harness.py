@@ -22,11 +22,13 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from producer.broker import create_topic, delete_topic
+from producer.dataset import RatingTable
 from producer.replay import catalog_topic
 from producer.settings import KafkaSettings
 from recstream_infra.services import LocalServices
 from serving.connection import open_redis
 from serving.settings import RedisSettings
+from streaming.history import RatingHistory
 from streaming.job import StreamingJob
 from streaming.session import build_spark_session
 from streaming.settings import ModelSettings, SparkSettings, StreamSettings
@@ -160,3 +162,10 @@ def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(share * len(ordered)))
     return ordered[rank - 1]
+
+
+def history_of(table: RatingTable) -> RatingHistory:
+    """The driver's rating history of a whole rating table, as the streaming job keeps it."""
+    return RatingHistory.from_arrays(
+        table.user_ids, table.movie_ids, table.ratings, table.timestamps
+    )
