@@ -1,14 +1,16 @@
 """``python -m streaming.evaluate``: offline evaluation of the lists recstream publishes.
 
-    python -m streaming.evaluate rating  [--data DIR] [--out DIR]
-    python -m streaming.evaluate ranking [--data DIR] [--out DIR] [--train-share 0.8]
-    python -m streaming.evaluate prequential [--data DIR] [--out DIR] [--window-s 1]
-        [--batch-size N] [--retrain-every 10000]
-    python -m streaming.evaluate search --set rank=10,30 --set implicit_prefs=true
-        --set alpha=1,10 [--protocol ranking|prequential] [--train-share 0.8]
-        [--validation-share 0.8]
+    python -m streaming.evaluate rating  [--source SPEC] [--out DIR]
+    python -m streaming.evaluate ranking [--source SPEC] [--out DIR] [--train-share 0.8]
+    python -m streaming.evaluate prequential [--source SPEC] [--out DIR] [--window-s 1]
+        [--batch-size N] [--retrain-every 10000] [--part all|first-80]
+    python -m streaming.evaluate search --set rank=10,30 --set transition_weight=0.5,1
+        [--protocol ranking|prequential] [--train-share 0.8] [--validation-share 0.8]
 
-Each prints a table and writes ``<out>/<protocol>.json``; ``prequential`` also draws
+``--source`` takes what ``producer replay --source`` takes: ``tfds:<name>``, a GroupLens
+folder or zip (ml-100k, ml-1m, ml-10m or ml-latest layout) or ``synthetic``; the
+default is the team's ML-100K folder when it is there, else ``synthetic``. Each
+command prints a table and writes ``<out>/<protocol>.json``; ``prequential`` also draws
 ``<out>/prequential.png``. The model is the configured
 one (``RECSTREAM_MODEL_*``, the defaults the streaming job uses); see
 ``streaming.protocols`` for what each protocol measures.
@@ -22,6 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -32,9 +35,36 @@ from streaming.settings import ModelSettings, SparkSettings
 __all__ = ["app"]
 
 app = command_app("Offline evaluation of recstream's lists, and a hyperparameter search.")
-_DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
-DataOption = Annotated[Path, typer.Option(help="ML-100K folder (u.data, u1..u5 splits)")]
+_TEAM_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
+_DEFAULT_SOURCE = str(_TEAM_DATA) if _TEAM_DATA.is_dir() else "synthetic"
+SourceOption = Annotated[
+    str,
+    typer.Option(help="tfds:<name>, a GroupLens folder or zip, or synthetic (as producer replay)"),
+]
 OutOption = Annotated[Path, typer.Option(help="Where the JSON reports go")]
+
+
+def load_ratings(source: str) -> pd.DataFrame:
+    """The ratings of ``source`` (as ``producer replay --source``) as a frame.
+
+    Raises:
+        typer.BadParameter: the source cannot be loaded (the message says why).
+    """
+    from producer.errors import ProducerError
+    from producer.settings import ProducerSettings
+    from producer.sources import load_source
+
+    try:
+        dataset = load_source(source, ProducerSettings())
+    except (ProducerError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--source") from exc
+    table = dataset.ratings
+    print(f"source: {dataset.label}: {len(table):,} ratings", flush=True)
+    if dataset.bad_records:
+        print(f"source: {len(dataset.bad_records):,} unusable lines left out, first: "
+              f"{dataset.bad_records[0].describe()}")  # fmt: skip
+    return pd.DataFrame({"user_id": table.user_ids, "movie_id": table.movie_ids,
+                         "rating": table.ratings, "timestamp": table.timestamps})  # fmt: skip
 
 
 def _spark() -> Any:
@@ -56,17 +86,20 @@ def _write(out: Path, name: str, report: dict[str, Any]) -> Path:
 
 
 @app.command()
-def rating(data: DataOption = _DEFAULT_DATA, out: OutOption = Path("evaluation")) -> None:
-    """RMSE and MAE on ML-100K's u1..u5: the rating model, the explicit ALS twin, Spark's ALS."""
-    from streaming.protocols import rating_protocol
+def rating(source: SourceOption = _DEFAULT_SOURCE, out: OutOption = Path("evaluation")) -> None:
+    """RMSE and MAE over 5 folds (ML-100K's u1..u5 where present): the rating model, the
+    explicit ALS twin, Spark's default ALS."""
+    from streaming.protocols import rating_folds, rating_protocol
 
     settings = ModelSettings()
+    folds = rating_folds(load_ratings(source), Path(source), seed=settings.seed)
     spark = _spark()
     try:
-        report = rating_protocol(spark, data, settings)
+        report = rating_protocol(spark, folds, settings)
     finally:
         spark.stop()
-    table = Table(title="rating prediction, ML-100K u1..u5 (mean ± std over the folds)")
+    table = Table(title=f"rating prediction, folds {', '.join(f[0] for f in folds)} "
+                  "(mean ± std over the folds)")  # fmt: skip
     for column in ("model", "RMSE", "MAE", "RMSE per fold"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, figures in report.summary().items():
@@ -81,15 +114,15 @@ def rating(data: DataOption = _DEFAULT_DATA, out: OutOption = Path("evaluation")
 
 @app.command()
 def ranking(
-    data: DataOption = _DEFAULT_DATA,
+    source: SourceOption = _DEFAULT_SOURCE,
     out: OutOption = Path("evaluation"),
     train_share: Annotated[float, typer.Option(min=0.05, max=0.95)] = 0.8,
 ) -> None:
     """Precision, recall, NDCG and MAP at 10 on a time split: model, Spark default, popular."""
-    from streaming.protocols import load_split, ranking_protocol
+    from streaming.protocols import ranking_protocol
 
     settings = ModelSettings()
-    ratings = load_split(data / "u.data")
+    ratings = load_ratings(source)
     spark = _spark()
     try:
         report = ranking_protocol(spark, ratings, settings, train_share=train_share)
@@ -124,22 +157,26 @@ def search(
     grid: Annotated[
         list[str], typer.Option("--set", help="name=v1,v2,… of a model setting; repeatable")
     ],
-    data: DataOption = _DEFAULT_DATA,
+    source: SourceOption = _DEFAULT_SOURCE,
     out: OutOption = Path("evaluation"),
     protocol: Annotated[
         str, typer.Option(help="ranking (validation split) or prequential (replay)")
     ] = "ranking",
     train_share: Annotated[float, typer.Option(min=0.05, max=0.95)] = 0.8,
     validation_share: Annotated[float, typer.Option(min=0.05, max=0.95)] = 0.8,
+    window_s: Annotated[float, typer.Option(min=0.001)] = 1.0,
+    retrain_every: Annotated[int, typer.Option(min=1)] = 10_000,
 ) -> None:
     """Grid search on the ratings before the test period, which it never touches.
 
-    Only the ratings before the ranking protocol's cutoff (``--train-share``) are used.
-    ``ranking`` splits them again by time (``--validation-share``) and scores each
-    combination by NDCG@10 of the users known before that cutoff; ``prequential``
-    replays them (1 s micro-batches, a retrain every 10,000) and scores hit rate@10.
+    Only the ratings before the cutoff that leaves ``--train-share`` of them before it
+    are used. ``ranking`` splits them again by time (``--validation-share``) and scores
+    each combination by NDCG@10 of the users known before that cutoff; ``prequential``
+    replays them (``--window-s`` micro-batches, a retrain every ``--retrain-every``)
+    and scores NDCG@10 of the next rating. Models are fitted once per distinct ALS
+    setting: combinations that differ only in the blend share them.
     """
-    from streaming.protocols import load_split, search_grid, time_split
+    from streaming.protocols import search_grid, time_split
 
     if protocol not in {"ranking", "prequential"}:
         msg = f"{protocol!r}: choose ranking or prequential"
@@ -155,14 +192,16 @@ def search(
         combos = search_grid(parsed, ModelSettings())
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--set") from exc
-    development, _, _ = time_split(load_split(data / "u.data"), train_share)
+    development, _, _ = time_split(load_ratings(source), train_share)
     spark = _spark()
     rows = []
+    fits: dict[str, Any] = {}
     try:
         for number, settings in enumerate(combos, start=1):
             chosen = {name: getattr(settings, name) for name in sorted(parsed)}
             ours, theirs = _search_score(spark, development, settings, protocol,
-                                         validation_share)  # fmt: skip
+                                         validation_share, window_s, retrain_every,
+                                         fits)  # fmt: skip
             rows.append({"settings": chosen, "recstream": ours, "popular": theirs})
             print(f"[{number}/{len(combos)}] {chosen}: NDCG@10 {ours['ndcg']:.4f} "
                   f"(popular {theirs['ndcg']:.4f})", flush=True)  # fmt: skip
@@ -185,17 +224,41 @@ def search(
     print(f"written: {_write(out, 'search', document)}")
 
 
+_ALS_SETTINGS = ("rank", "max_iter", "reg_param", "implicit_prefs", "alpha", "nonnegative",
+                 "seed", "popularity_half_life_days", "popularity_weight")  # fmt: skip
+
+
 def _search_score(
-    spark: Any, ratings: Any, settings: ModelSettings, protocol: str, validation_share: float
+    spark: Any,
+    ratings: pd.DataFrame,
+    settings: ModelSettings,
+    protocol: str,
+    validation_share: float,
+    window_s: float,
+    retrain_every: int,
+    fits: dict[str, Any],
 ) -> tuple[dict[str, float], dict[str, float]]:
     """(recstream, popular) figures of one combination under the chosen protocol."""
-    from streaming.protocols import prequential_protocol, ranking_protocol
+    from streaming.prequential import prequential_protocol
+    from streaming.protocols import fit_for_evaluation, ranking_protocol
 
     if protocol == "ranking":
         known = ranking_protocol(spark, ratings, settings, train_share=validation_share,
                                  spark_default=False).known_figures  # fmt: skip
         return asdict(known["recstream"]), asdict(known["popular"])
-    report = prequential_protocol(spark, ratings, settings, window_s=1.0)
+    als = json.dumps(settings.model_dump(include=set(_ALS_SETTINGS)), sort_keys=True)
+    if als not in fits:  # the blend does not change the fit: one model per ALS setting
+        fit = fit_for_evaluation(spark, settings)
+        models: dict[int, Any] = {}
+
+        def cached(frame: pd.DataFrame) -> Any:
+            if len(frame) not in models:
+                models[len(frame)] = fit(frame)
+            return models[len(frame)]
+
+        fits[als] = cached
+    report = prequential_protocol(ratings, settings, fits[als], window_s=window_s,
+                                  retrain_every=retrain_every)  # fmt: skip
     figures = {
         name: {"hit_rate": report.hit_rate[name], "ndcg": report.ndcg[name]}
         for name in ("recstream", "popular")
@@ -205,7 +268,7 @@ def _search_score(
 
 @app.command()
 def prequential(
-    data: DataOption = _DEFAULT_DATA,
+    source: SourceOption = _DEFAULT_SOURCE,
     out: OutOption = Path("evaluation"),
     window_s: Annotated[
         float, typer.Option(min=0.001, help="Seconds of dataset time per micro-batch")
@@ -215,28 +278,51 @@ def prequential(
         typer.Option(min=1, help="Ratings per micro-batch instead (a feed faster than real time)"),
     ] = None,
     retrain_every: Annotated[int, typer.Option(min=1, help="Ratings between retrains")] = 10_000,
+    part: Annotated[
+        str,
+        typer.Option(help="all, or first-80 (the search's period: the first 80 % of the timeline)"),
+    ] = "all",
 ) -> None:
-    """Test-then-learn replay: hit rate and NDCG at 10 of each next rating, vs popular."""
-    from streaming.protocols import load_split, prequential_protocol
+    """Test-then-learn replay: hit rate and NDCG at 10 of each next rating, beside the
+    popular, recency-weighted popular and transition lists."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+    from streaming.prequential import prequential_protocol
+    from streaming.protocols import fit_for_evaluation, time_split
+
+    if part not in {"all", "first-80"}:
+        msg = f"{part!r}: choose all or first-80"
+        raise typer.BadParameter(msg, param_hint="--part")
     settings = ModelSettings()
-    ratings = load_split(data / "u.data")
+    ratings = load_ratings(source)
+    if part == "first-80":
+        ratings = time_split(ratings, 0.8)[0]
     spark = _spark()
     try:
-        report = prequential_protocol(
-            spark, ratings, settings, retrain_every=retrain_every,
-            **({"batch_size": batch_size} if batch_size else {"window_s": window_s}),
-        )  # fmt: skip
+        with Progress(*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn()) as bar:  # fmt: skip
+            task = bar.add_task("replay (ratings)", total=len(ratings))
+            report = prequential_protocol(
+                ratings, settings, fit_for_evaluation(spark, settings),
+                retrain_every=retrain_every,
+                progress=lambda done, _total: bar.update(task, completed=done),
+                **({"batch_size": batch_size} if batch_size else {"window_s": window_s}),
+            )  # fmt: skip
     finally:
         spark.stop()
     table = Table(title=f"prequential replay of {report.ratings:,} ratings in {report.batches:,} "
                   f"micro-batches of {report.batching} ({report.retrains} retrains)")  # fmt: skip
-    for column in ("lists", "hit rate@10", "NDCG@10"):
+    columns = ("lists", "hit rate@10", "NDCG@10", "hit / popular", "hit, 1st half",
+               "hit, 2nd half")  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="left" if column == "lists" else "right")
     for name in report.hit_rate:
-        table.add_row(name, f"{report.hit_rate[name]:.4f}", f"{report.ndcg[name]:.4f}")
+        table.add_row(name, f"{report.hit_rate[name]:.4f}", f"{report.ndcg[name]:.4f}",
+                      f"{report.ratio(name):.2f}x",
+                      *(f"{half['hit_rate'][name]:.4f}" for half in report.halves))  # fmt: skip
     Console().print(table)
-    document = {**report.as_dict(), "settings": settings.model_dump()}
+    print(f"replayed in {report.seconds:.1f} s")
+    document = {**report.as_dict(), "source": source, "settings": settings.model_dump()}
     print(f"written: {_write(out, 'prequential', document)}")
     print(f"written: {_plot(out, report.days)}")
 

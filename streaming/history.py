@@ -148,6 +148,23 @@ class RatingHistory:
             found[row] = self._outranked.get((key, timestamp), batch_id) < batch_id
         return found
 
+    def unseen(self, frame: pd.DataFrame) -> npt.NDArray[np.bool_]:
+        """Which rows of ``frame`` are a user's first rating of the movie (not held yet,
+        and the first such row of ``frame``)."""
+        users = frame["user_id"].astype("int64").tolist()
+        movies = frame["movie_id"].astype("int64").tolist()
+        keys = [(user << 32) | movie for user, movie in zip(users, movies, strict=True)]
+        first = ~pd.Series(keys, dtype="int64").duplicated().to_numpy(dtype=bool)
+        held = np.array([key in self._slot for key in keys], dtype=np.bool_)
+        return first & ~held if len(keys) else np.zeros(0, dtype=np.bool_)
+
+    def arrival_order(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """(users, movies) of every held rating by (batch id, offset): each user's in the
+        order they arrived (a re-rated movie at its latest rating)."""
+        count = len(self._slot)
+        order = np.lexsort((self._order[:count, 2], self._order[:count, 1]))
+        return self._user[:count][order], self._movie[:count][order]
+
     def users(self) -> npt.NDArray[np.int64]:
         """Every user with at least one rating, sorted."""
         return np.array(sorted(self._by_user), dtype=np.int64)

@@ -5,7 +5,8 @@ Each micro-batch (``foreachBatch``) runs, in order:
 1. validate the records and set aside repeats of events already held; store the valid
    ones and the dead letters under its batch id (overwrite, so a replayed batch
    replaces its first attempt instead of adding to it);
-2. merge the stored ratings into the driver's history;
+2. merge the stored ratings into the driver's history, and count each user's first
+   ratings of a movie into the short-term transitions (``streaming.transitions``);
 3. retrain when the policy says so: fit, evaluate, save the model under version
    ``batch_id + 1`` (its rating model, for the predicted stars, is fitted beside the
    stream by ``streaming.stars`` and adopted when ready); otherwise note the users who
@@ -15,9 +16,9 @@ Each micro-batch (``foreachBatch``) runs, in order:
    batches a thread goes on retrying, and republishes a version Redis lost;
 5. write the batch's commit record (offsets, counts, model version), last.
 
-A restart rebuilds the history from the store and loads the newest saved model; the
-Structured Streaming checkpoint then replays any batch whose commit Spark had not
-recorded, and steps 1-5 are idempotent for it.
+A restart rebuilds the history (and the transitions, from it) from the store and loads
+the newest saved model; the Structured Streaming checkpoint then replays any batch
+whose commit Spark had not recorded, and steps 1-5 are idempotent for it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pyspark.sql.streaming.query import StreamingQuery
 
 from producer.settings import KafkaSettings
 from serving.settings import RedisSettings
+from streaming.blend import ShortTerm, transition_counts
 from streaming.evaluation import CUTOFF
 from streaming.history import HISTORY_COLUMNS, RatingHistory
 from streaming.kafka_side import TopicWatcher, spark_source_options
@@ -152,6 +154,11 @@ class StreamingJob:
         self.fitter = StarsFitter(model)
         self.history = RatingHistory()
         self.history.add(self.store.stored_rows().select(*HISTORY_COLUMNS).toPandas())
+        # Short-term state derived from the history, then counted batch by batch.
+        self.transitions = transition_counts(model)
+        self.transitions.observe(*self.history.arrival_order())
+        self.short_term = ShortTerm.of(self.transitions, model)
+        self.publisher.short_term = self.short_term
         self.model: ModelVersion | None = load_latest_model(self.models_dir)
         commits = self.store.commits()
         self._offsets: dict[int, int] = {}
@@ -208,7 +215,10 @@ class StreamingJob:
         self._offsets.update(offsets)
         batch["batch_id"] = batch_id
         checked, hits = self._check_lists(batch)
+        first_ratings = self.history.unseen(batch)
         changed = self.history.add(batch[list(HISTORY_COLUMNS)])
+        self.transitions.observe(batch["user_id"].to_numpy()[first_ratings],
+                                 batch["movie_id"].to_numpy()[first_ratings])  # fmt: skip
         self._new_since_model += len(batch)
         timings["history"] = time.perf_counter() - began
 
@@ -281,7 +291,8 @@ class StreamingJob:
         if self.model is None or not self.stream.fold_in or batch.empty:
             return 0, 0
         users = np.unique(batch["user_id"].to_numpy(dtype=np.int64))
-        served = self.model.served_lists(self.history.of_users(users), self.model_settings, CUTOFF)
+        served = self.model.served_lists(self.history.of_users(users), self.model_settings,
+                                         CUTOFF, self.short_term)  # fmt: skip
         listed = {user: set(movies) for user, movies in zip(users.tolist(), served, strict=True)}
         pairs = zip(batch["user_id"].tolist(), batch["movie_id"].tolist(), strict=True)
         return len(batch), sum(movie in listed[user] for user, movie in pairs)

@@ -15,14 +15,16 @@ to give it, from the same ratings.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
 
+from streaming.blend import ShortTerm, blend
 from streaming.bpmf import RatingModel
 from streaming.foldin import gramian
 from streaming.history import UserRatings
-from streaming.topn import ItemIndex, top_k
+from streaming.topn import ItemIndex, best_k
 
 __all__ = ["FoldIn", "UserLists", "fold_in_users", "lists_for"]
 
@@ -38,8 +40,9 @@ class FoldIn:
     implicit: bool = False
     alpha: float = 1.0
 
+    @cached_property
     def item_gramian(self) -> npt.NDArray[np.float64]:
-        """``YᵀY`` over all items (implicit feedback only needs it)."""
+        """``YᵀY`` over all items (implicit feedback only needs it); computed once."""
         return gramian(self.items.factors)
 
 
@@ -84,7 +87,7 @@ def fold_in_users(
     users = len(history.users)
     factors = np.zeros((users, rank))
     solvable = np.zeros(users, dtype=np.bool_)
-    base = model.item_gramian() if model.implicit else None
+    base = model.item_gramian if model.implicit else None
     first = 0
     while first < users:
         last = _chunk_end(history.start, first)
@@ -94,11 +97,24 @@ def fold_in_users(
 
 
 def lists_for(
-    history: UserRatings, model: FoldIn, k: int, stars: RatingModel | None = None
+    history: UserRatings,
+    model: FoldIn,
+    k: int,
+    stars: RatingModel | None = None,
+    short_term: ShortTerm | None = None,
 ) -> UserLists:
     """Fold in every user of ``history``, then their best ``k`` movies they have not rated
-    (with the predicted stars of each when ``stars`` is given)."""
+    (with the predicted stars of each when ``stars`` is given).
+
+    With ``short_term``, movies are ranked by the hybrid score (``streaming.blend``),
+    and a user the model cannot fold in still gets a personal list when their recent
+    movies were followed by any movie of the model.
+    """
     factors, personal = fold_in_users(history, model)
+    transitions = None
+    if short_term is not None and short_term.weight > 0:
+        transitions = short_term.scores(history.users, model.items)
+        personal = personal | (transitions.max(axis=1, initial=0.0) > 0)
     rows, known = model.items.lookup(history.movies)
     rated = [
         rows[history.start[u] : history.start[u + 1]][
@@ -106,7 +122,9 @@ def lists_for(
         ]
         for u in range(len(history.users))
     ]
-    movies, scores = top_k(factors, model.items, rated, k)
+    scores = blend(factors @ model.items.factors.T, model.items.prior, transitions,
+                   0.0 if short_term is None else short_term.weight)  # fmt: skip
+    movies, scores = best_k(scores, model.items, rated, k)
     movies[~personal] = -1
     scores[~personal] = -np.inf
     predicted = None
@@ -141,7 +159,7 @@ def _solve_chunk(
     rank = y.shape[1]
     count = last - first
     if model.implicit:
-        gram = model.item_gramian() if base is None else base
+        gram = model.item_gramian if base is None else base
         confidence = model.alpha * np.abs(r)
         weight, target = confidence, np.where(r > 0, 1.0 + confidence, 0.0)
         counted = (r > 0).astype(np.float64)

@@ -23,6 +23,7 @@ from pyspark.ml.recommendation import ALS
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from streaming.blend import ShortTerm
 from streaming.bpmf import RatingModel, fit_rating_model
 from streaming.evaluation import evaluate, holdout_cutoff, popularity
 from streaming.history import RatingHistory, UserRatings
@@ -71,13 +72,20 @@ class ModelVersion:
         predicted: list[float] = self.stars.predict(nobody, np.zeros(len(movies)), movies).tolist()
         return predicted
 
-    def served_lists(self, users: UserRatings, settings: ModelSettings, k: int) -> list[list[int]]:
+    def served_lists(
+        self,
+        users: UserRatings,
+        settings: ModelSettings,
+        k: int,
+        short_term: ShortTerm | None = None,
+    ) -> list[list[int]]:
         """What serving shows each user of ``users`` under this model, best first.
 
-        Their personal top ``k`` folded in from the given ratings, or the model's popular
-        list when none of their movies is known to the model.
+        Their personal top ``k`` folded in from the given ratings (blended with the
+        short-term transitions when given), or the model's popular list when the
+        model has nothing personal on them.
         """
-        lists = lists_for(users, self.fold_in(settings), k)
+        lists = lists_for(users, self.fold_in(settings), k, short_term=short_term)
         popular = [movie for movie, _ in self.popular[:k]]
         return [
             lists.movies[p].tolist() if lists.personal[p] else popular

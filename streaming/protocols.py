@@ -34,6 +34,7 @@ Protocols:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,14 +56,13 @@ from streaming.topn import ItemIndex, top_k
 
 __all__ = [
     "FoldFigures",
-    "PrequentialReport",
     "RankingReport",
     "RatingReport",
-    "batch_bounds",
     "cold_start_ceiling",
+    "fit_for_evaluation",
     "load_split",
-    "prequential_protocol",
     "ranking_protocol",
+    "rating_folds",
     "rating_protocol",
     "search_grid",
 ]
@@ -107,6 +107,17 @@ def _train(
     return model, history
 
 
+def fit_for_evaluation(
+    spark: SparkSession, settings: ModelSettings
+) -> Callable[[pd.DataFrame], ModelVersion]:
+    """The job's retrain as a function of the ratings so far (for the prequential replay)."""
+
+    def fit(ratings: pd.DataFrame) -> ModelVersion:
+        return _train(spark, ratings, settings)[0]
+
+    return fit
+
+
 def _spark_default(spark: SparkSession, train: pd.DataFrame) -> tuple[ItemIndex, ItemIndex]:
     """Spark's ALS with its defaults: (users as an index of factors, items)."""
     frame = spark.createDataFrame(train[["user_id", "movie_id", "rating"]])
@@ -120,7 +131,11 @@ def _spark_default(spark: SparkSession, train: pd.DataFrame) -> tuple[ItemIndex,
 
 
 def _predict(
-    users: ItemIndex, items: ItemIndex, test: pd.DataFrame, fallback: float
+    users: ItemIndex,
+    items: ItemIndex,
+    test: pd.DataFrame,
+    fallback: float,
+    scale: tuple[float, float] = SCALE,
 ) -> tuple[npt.NDArray[np.float64], int]:
     user_rows, known_user = users.lookup(test["user_id"].to_numpy())
     item_rows, known_item = items.lookup(test["movie_id"].to_numpy())
@@ -129,7 +144,7 @@ def _predict(
     predicted[both] = np.einsum(
         "ij,ij->i", users.factors[user_rows[both]], items.factors[item_rows[both]]
     )
-    return np.clip(predicted, *SCALE), int((~both).sum())
+    return np.clip(predicted, *scale), int((~both).sum())
 
 
 @dataclass(frozen=True)
@@ -168,25 +183,48 @@ class RatingReport:
         }
 
 
+def rating_folds(
+    ratings: pd.DataFrame, folder: Path | None = None, folds: int = 5, seed: int = 42
+) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
+    """(name, train, test) of each fold: the official ``uN.base``/``uN.test`` splits when
+    ``folder`` holds them (ML-100K), else a seeded split of ``ratings`` into ``folds``
+    equal parts, each the test set once."""
+    if folder is not None and (folder / "u1.base").is_file():
+        return [
+            (f"u{n}", load_split(folder / f"u{n}.base"), load_split(folder / f"u{n}.test"))
+            for n in range(1, folds + 1)
+        ]
+    if folds < 2 or len(ratings) < folds:
+        msg = f"a {folds}-fold split needs at least {max(folds, 2)} ratings, got {len(ratings)}"
+        raise EvaluationInputError(msg)
+    part = np.random.default_rng(seed).permutation(len(ratings)) % folds
+    return [
+        (f"fold{n + 1}", ratings[part != n].reset_index(drop=True),
+         ratings[part == n].reset_index(drop=True))
+        for n in range(folds)
+    ]  # fmt: skip
+
+
 def rating_protocol(
-    spark: SparkSession, folder: Path, settings: ModelSettings, folds: int = 5
+    spark: SparkSession,
+    folds: list[tuple[str, pd.DataFrame, pd.DataFrame]],
+    settings: ModelSettings,
 ) -> RatingReport:
     """RMSE/MAE of the rating model, the explicit ALS twin and Spark's default ALS.
 
     The lists' implicit-feedback ALS scores preferences, not ratings: the stars come
     from the rating model, so that is ``recstream`` here (left out when
     ``rating_samples`` is 0). Its explicit twin (the same ALS settings with
-    ``implicit_prefs`` off) is measured beside it.
-
-    Raises:
-        EvaluationInputError: a split file is missing.
+    ``implicit_prefs`` off) is measured beside it. ``folds`` come from ``rating_folds``.
     """
     twin = settings.model_copy(update={"implicit_prefs": False, "rating_samples": 0})
     names = ["recstream"] if settings.rating_samples else []
     report = RatingReport({name: [] for name in [*names, "als-explicit", "spark-default"]})
-    for number in range(1, folds + 1):
-        train = load_split(folder / f"u{number}.base")
-        test = load_split(folder / f"u{number}.test")
+    scale = (
+        float(min(fold[1]["rating"].min() for fold in folds)),
+        float(max(fold[1]["rating"].max() for fold in folds)),
+    )
+    for fold_name, train, test in folds:
         mean = float(train["rating"].mean())
         actual = test["rating"].to_numpy()
         model, history = _train(spark, train, twin)
@@ -195,7 +233,7 @@ def rating_protocol(
                                           model.fold_in(twin))  # fmt: skip
         users = ItemIndex(test_users[personal], factors[personal])
         predictions = {
-            name: _predict(user_index, items, test, mean)
+            name: _predict(user_index, items, test, mean, scale)
             for name, (user_index, items) in (
                 ("als-explicit", (users, model.items)),
                 ("spark-default", _spark_default(spark, train)),
@@ -208,7 +246,7 @@ def rating_protocol(
             predictions["recstream"] = (np.where(unknown, mean, predicted), int(unknown.sum()))
         for name, (predicted, cold) in predictions.items():
             report.folds[name].append(
-                FoldFigures(f"u{number}", round(rmse(predicted, actual), 6),
+                FoldFigures(fold_name, round(rmse(predicted, actual), 6),
                             round(mae(predicted, actual), 6), len(test), cold)
             )  # fmt: skip
     return report
@@ -331,138 +369,6 @@ def cold_start_ceiling(
         "new_user_best_list_precision": round(best_precision, 6),
         "known_user_precision_needed_for_1_5x": round(needed, 6),
     }
-
-
-@dataclass
-class PrequentialReport:
-    """Test-then-learn figures of the replay: overall and per day of dataset time."""
-
-    ratings: int
-    batching: str
-    batches: int
-    retrain_every: int
-    retrains: int
-    hit_rate: dict[str, float]
-    ndcg: dict[str, float]
-    days: list[dict[str, Any]]
-    seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"protocol": "prequential", **asdict(self)}
-
-
-def _gain(listed: list[int], movie: int) -> float:
-    """NDCG@10 of one next rating: 1/log2(rank + 1) when it is in the list, else 0."""
-    return 1.0 / float(np.log2(listed.index(movie) + 2)) if movie in listed else 0.0
-
-
-def batch_bounds(
-    stamps: npt.NDArray[np.int64], batch_size: int | None, window_s: float | None
-) -> npt.NDArray[np.int64]:
-    """Start rows of the micro-batches (plus the end): by count, or by dataset time."""
-    if (batch_size is None) == (window_s is None):
-        msg = "give exactly one of batch_size (ratings per batch) and window_s (seconds)"
-        raise ValueError(msg)
-    if batch_size is not None:
-        if batch_size < 1:
-            msg = f"batch_size must be at least 1, got {batch_size}"
-            raise ValueError(msg)
-        return np.append(np.arange(0, len(stamps), batch_size), len(stamps))
-    if window_s is None or window_s <= 0:
-        msg = f"window_s must be > 0, got {window_s}"
-        raise ValueError(msg)
-    slot = np.floor((stamps - stamps[0]) / window_s).astype(np.int64) if len(stamps) else stamps
-    changes = np.flatnonzero(np.diff(slot)) + 1
-    return np.concatenate([[0], changes, [len(stamps)]]).astype(np.int64)
-
-
-def prequential_protocol(
-    spark: SparkSession,
-    ratings: pd.DataFrame,
-    settings: ModelSettings,
-    *,
-    window_s: float | None = None,
-    batch_size: int | None = None,
-    retrain_every: int = 10_000,
-) -> PrequentialReport:
-    """Replay in timestamp order, in micro-batches as the job sees them.
-
-    A micro-batch is every rating of one ``window_s`` of dataset time (the job's trigger
-    interval when the feed arrives at its real pace: at 1 s a user's list is refreshed
-    between two ratings unless both came in the same second), or ``batch_size`` ratings
-    (a job fed faster than real time). Exactly one of the two is given.
-
-    Before a batch updates anything, each of its ratings is checked against the list its
-    user had then: recstream's (the current model, the user folded in from every earlier
-    rating, rated movies excluded; the model's popular list while the user cannot be
-    folded in, or before the first model), and the popular list of every earlier rating
-    (the user's rated movies excluded). Then the batch joins the history; a retrain
-    follows every ``retrain_every`` ratings, once ``settings.min_ratings`` are in.
-    """
-    began = time.perf_counter()
-    ordered = ratings.sort_values(["timestamp", "user_id", "movie_id"], kind="stable")
-    ordered = ordered.reset_index(drop=True)
-    user_col = ordered["user_id"].to_numpy(dtype=np.int64)
-    movie_col = ordered["movie_id"].to_numpy(dtype=np.int64)
-    stamp_col = ordered["timestamp"].to_numpy(dtype=np.int64)
-    bounds = batch_bounds(stamp_col, batch_size, window_s)
-    history = RatingHistory()
-    counts = np.zeros(int(movie_col.max(initial=0)) + 1, dtype=np.int64)
-    catalog = np.arange(len(counts))
-    model: ModelVersion | None = None
-    since_retrain, retrains = 0, 0
-    rows: list[tuple[int, float, float, float, float]] = []  # day, hit and gain of both
-    for number, (first, last) in enumerate(
-        zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
-    ):
-        users = np.unique(user_col[first:last])
-        seen = history.of_users(users)
-        popular_order = catalog[np.lexsort((catalog, -counts))]
-        current: dict[int, list[int]] = {}
-        fallback: dict[int, list[int]] = {}
-        served = None if model is None else model.served_lists(seen, settings, CUTOFF)
-        for position, user in enumerate(users.tolist()):
-            rated = seen.of(position)[0]
-            head = popular_order[: CUTOFF + len(rated)]
-            head = head[counts[head] > 0]
-            fallback[user] = head[~np.isin(head, rated)][:CUTOFF].tolist()
-            current[user] = fallback[user] if served is None else served[position]
-        for user, movie, stamp in zip(user_col[first:last].tolist(), movie_col[first:last].tolist(),
-                                      stamp_col[first:last].tolist(), strict=True):  # fmt: skip
-            ours, theirs = current[user], fallback[user]
-            rows.append((stamp // 86_400, float(movie in ours), _gain(ours, movie),
-                         float(movie in theirs), _gain(theirs, movie)))  # fmt: skip
-        batch = ordered.iloc[first:last]
-        history.add(batch[_COLUMNS].assign(batch_id=number, offset=np.arange(last - first)))
-        np.add.at(counts, movie_col[first:last], 1)
-        since_retrain += last - first
-        enough = len(history) >= settings.min_ratings
-        if enough and (model is None or since_retrain >= retrain_every):
-            model, _ = _train(spark, history.frame(), settings)
-            since_retrain, retrains = 0, retrains + 1
-    table = pd.DataFrame(rows, columns=["day", "hit", "gain", "pop_hit", "pop_gain"])
-    days = table.groupby("day").agg(
-        ratings=("hit", "size"), hit_rate=("hit", "mean"), ndcg=("gain", "mean"),
-        popular_hit_rate=("pop_hit", "mean"), popular_ndcg=("pop_gain", "mean"),
-    )  # fmt: skip
-    day_rows = [
-        {"day": int(day), **{k: (int(v) if k == "ratings" else round(float(v), 6))
-                             for k, v in values.items()}}
-        for day, values in days.iterrows()
-    ]  # fmt: skip
-    return PrequentialReport(
-        ratings=len(table),
-        batching=f"{batch_size:,} ratings" if batch_size else f"{window_s:g} s of dataset time",
-        batches=len(bounds) - 1,
-        retrain_every=retrain_every,
-        retrains=retrains,
-        hit_rate={"recstream": round(float(table["hit"].mean()), 6),
-                  "popular": round(float(table["pop_hit"].mean()), 6)},
-        ndcg={"recstream": round(float(table["gain"].mean()), 6),
-              "popular": round(float(table["pop_gain"].mean()), 6)},
-        days=day_rows,
-        seconds=round(time.perf_counter() - began, 1),
-    )  # fmt: skip
 
 
 def search_grid(grid: dict[str, list[str]], base: ModelSettings) -> list[ModelSettings]:

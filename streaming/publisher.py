@@ -25,6 +25,7 @@ from pyspark.sql import SparkSession
 from serving.connection import open_redis
 from serving.layout import RedisLayout, encode_list
 from serving.settings import RedisSettings
+from streaming.blend import ShortTerm
 from streaming.history import RatingHistory
 from streaming.lists import lists_for
 from streaming.model import ModelVersion
@@ -86,6 +87,8 @@ class Publisher:
         self.stream = stream
         self.model_settings = model_settings
         self.published: ModelVersion | None = None
+        # The hybrid's short-term part; the job updates its counts in place every batch.
+        self.short_term: ShortTerm | None = None
         self._pending = _Pending()
         self._clock = clock
         self._retry_at = 0.0
@@ -204,9 +207,8 @@ class Publisher:
         target = ListTarget(self.settings, model.version, "model")
         partitions = self.spark.sparkContext.defaultParallelism
         fold_in = model.fold_in(self.model_settings)
-        written = publish_histories(
-            self.spark, history.everyone(), fold_in, k, target, partitions, model.stars
-        )
+        written = publish_histories(self.spark, history.everyone(), fold_in, k, target,
+                                    partitions, model.stars, self.short_term)  # fmt: skip
         popular = encode_list(model.popular, time.time(), "popular", model.popular_stars())
         write_version(client, self.layout, model.version, [], popular, model.meta)
         if switch_current(client, self.layout, model.version):
@@ -218,7 +220,7 @@ class Publisher:
     ) -> int:
         users = sorted(self._pending.users)
         lists = lists_for(history.of_users(users), model.fold_in(self.model_settings),
-                          self.model_settings.top_k, model.stars)  # fmt: skip
+                          self.model_settings.top_k, model.stars, self.short_term)  # fmt: skip
         now = time.time()
         encoded = (
             (

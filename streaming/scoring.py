@@ -1,11 +1,12 @@
 """Top-K lists for every user, computed and published on the executors.
 
-The model's item factors and every user's history (compressed rows, ≈ 12 bytes per
-rating) are broadcast once per publication; a range of user positions is split into
-partitions, and each partition folds its users in and ranks the movies with vectorised
-numpy (``streaming.lists``) inside ``mapInPandas``, then writes its lists to Redis with
-pipelined HSETs from the executor. No shuffle, and nothing per user passes through the
-driver, so a cluster spreads both the scoring and the publishing.
+The model's item factors, every user's history (compressed rows, ≈ 12 bytes per
+rating) and the short-term transition counts are broadcast once per publication; a
+range of user positions is split into partitions, and each partition folds its users
+in and ranks the movies with vectorised numpy (``streaming.lists``) inside
+``mapInPandas``, then writes its lists to Redis with pipelined HSETs from the executor.
+No shuffle, and nothing per user passes through the driver, so a cluster spreads both
+the scoring and the publishing.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pyspark.sql import DataFrame, Row, SparkSession
 from serving.connection import open_redis
 from serving.layout import ListSource, RedisLayout, encode_list
 from serving.settings import RedisSettings
+from streaming.blend import ShortTerm
 from streaming.bpmf import RatingModel
 from streaming.history import UserRatings
 from streaming.lists import FoldIn, lists_for
@@ -82,6 +84,7 @@ def publish_histories(
     target: ListTarget,
     partitions: int,
     stars: RatingModel | None = None,
+    short_term: ShortTerm | None = None,
 ) -> int:
     """Score the users in ``history`` and write their lists, all on the executors; how many.
 
@@ -90,12 +93,12 @@ def publish_histories(
     no DataFrame (and no Arrow or row conversion) in between. With ``stars``, every
     listed movie carries the rating the user is predicted to give it.
     """
-    shared = spark.sparkContext.broadcast((history, model, stars))
+    shared = spark.sparkContext.broadcast((history, model, stars, short_term))
     written = spark.sparkContext.accumulator(0)
     updated_at = time.time()
 
     def write_partition(positions: Iterable[int]) -> None:
-        everyone, fold_in, rating_model = shared.value
+        everyone, fold_in, rating_model, recent = shared.value
         chosen = np.fromiter(positions, dtype=np.int64)
         encoded = (
             (
@@ -105,7 +108,7 @@ def publish_histories(
                 ),
             )
             for user, movies, scores, predicted in _personal_lists(
-                everyone, fold_in, rating_model, k, chosen
+                everyone, fold_in, rating_model, k, chosen, recent
             )
         )
         client = open_redis(target.settings)
@@ -147,10 +150,12 @@ def _personal_lists(
     stars: RatingModel | None,
     k: int,
     positions: npt.NDArray[np.int64],
+    short_term: ShortTerm | None = None,
 ) -> Iterator[tuple[int, list[int], list[float], list[float] | None]]:
     """(user, movies, scores, stars) of the users at ``positions`` with a personal list."""
     for first in range(0, len(positions), _BLOCK):
-        lists = lists_for(everyone.subset(positions[first : first + _BLOCK]), fold_in, k, stars)
+        chosen = everyone.subset(positions[first : first + _BLOCK])
+        lists = lists_for(chosen, fold_in, k, stars, short_term)
         for row in np.flatnonzero(lists.personal).tolist():
             keep = lists.movies[row] >= 0
             yield (

@@ -131,6 +131,41 @@ class ModelSettings(StrictSettings):
             "standardised log(1 + popularity) of the movie; 0 = model scores only."
         ),
     )
+    transition_weight: float = Field(
+        1.0,
+        ge=0,
+        description=(
+            "Hybrid lists: what a user's best short-term candidate (the movie that most "
+            "often followed their recent movies) gains over ALS + prior; 0 = ALS only."
+        ),
+    )
+    transition_window: int = Field(
+        10, ge=1, le=100, description="A rating counts as following the user's previous N movies."
+    )
+    transition_reverse: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="Weight with which a rating also counts as preceding those N movies.",
+    )
+    transition_memory: int = Field(
+        20, ge=1, le=200, description="The user's last N movies score the short-term candidates."
+    )
+    transition_decay: float = Field(
+        0.85,
+        gt=0,
+        le=1,
+        description="Weight of a user's k-th most recent movie: decay^k (newest 1).",
+    )
+    transition_source_norm: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description=(
+            "Counts out of a movie divided by their total^β (0 = raw counts, 1 = shares), "
+            "so a much-rated movie does not drown the others."
+        ),
+    )
     rating_samples: int = Field(
         30,
         ge=0,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ItemIndex", "sorted_lookup", "top_k"]
+__all__ = ["ItemIndex", "best_k", "sorted_lookup", "top_k"]
 
 
 class ItemIndex:
@@ -77,6 +77,16 @@ def top_k(
     the slots that remain.
     """
     scores = np.asarray(user_factors, dtype=np.float64) @ items.factors.T + items.prior
+    return best_k(scores, items, rated_rows, k)
+
+
+def best_k(
+    scores: npt.NDArray[np.float64],
+    items: ItemIndex,
+    rated_rows: Sequence[npt.NDArray[np.intp]],
+    k: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """``top_k`` of scores already computed (``users × items``, changed in place)."""
     for user, rows in enumerate(rated_rows):
         scores[user, rows] = -np.inf
     width = min(k, len(items))

@@ -11,13 +11,14 @@ from pyspark.sql import SparkSession
 
 from producer.synthetic import synthetic_dataset
 from streaming.metrics import RankingFigures
+from streaming.prequential import LIST_MAKERS, batch_bounds, prequential_protocol
 from streaming.protocols import (
     EvaluationInputError,
-    batch_bounds,
     cold_start_ceiling,
+    fit_for_evaluation,
     load_split,
-    prequential_protocol,
     ranking_protocol,
+    rating_folds,
     rating_protocol,
     search_grid,
     time_split,
@@ -67,7 +68,7 @@ def test_rating_protocol_figures_are_well_formed_and_beat_the_mean(
         test_rows = rng.random(len(ratings)) < 0.2
         _write_split(ratings[~test_rows], tmp_path / f"u{fold}.base")
         _write_split(ratings[test_rows], tmp_path / f"u{fold}.test")
-    report = rating_protocol(spark, tmp_path, SETTINGS, folds=2)
+    report = rating_protocol(spark, rating_folds(ratings, tmp_path, folds=2), SETTINGS)
     summary = report.summary()
     assert set(summary) == {"recstream", "als-explicit", "spark-default"}
     for figures in (*report.folds["recstream"], *report.folds["als-explicit"]):
@@ -75,7 +76,7 @@ def test_rating_protocol_figures_are_well_formed_and_beat_the_mean(
         spread = float(np.sqrt(np.mean((test["rating"] - test["rating"].mean()) ** 2)))
         assert 0 < figures.rmse < spread  # better than predicting the mean
         assert 0 < figures.mae <= figures.rmse
-    again = rating_protocol(spark, tmp_path, SETTINGS, folds=2)
+    again = rating_protocol(spark, rating_folds(ratings, tmp_path, folds=2), SETTINGS)
     assert again.summary()["recstream"] == summary["recstream"]  # same seed, same figures
 
 
@@ -117,14 +118,17 @@ def test_the_ceiling_is_the_best_single_list_for_new_users() -> None:
 @pytest.mark.slow
 def test_prequential_replay_is_well_formed_and_beats_random_lists(spark: SparkSession) -> None:
     ratings = _planted(movies=600)  # users rate a small share of the catalog, as in MovieLens
-    report = prequential_protocol(spark, ratings, SETTINGS, batch_size=500, retrain_every=3_000)
+    report = prequential_protocol(ratings, SETTINGS, fit_for_evaluation(spark, SETTINGS),
+                                  batch_size=500, retrain_every=3_000)  # fmt: skip
     assert report.ratings == len(ratings)
+    assert set(report.hit_rate) == set(LIST_MAKERS) == set(report.ndcg)
+    assert [half["ratings"] for half in report.halves] == [6_000, 6_000]
     assert report.retrains == 4  # the first model at 1,000 ratings, then every 3,000
     assert sum(day["ratings"] for day in report.days) == len(ratings)
     for day in report.days:
         for name in ("hit_rate", "ndcg", "popular_hit_rate", "popular_ndcg"):
             assert 0.0 <= day[name] <= 1.0
-    for name in ("recstream", "popular"):
+    for name in LIST_MAKERS:
         assert 0.0 < report.ndcg[name] <= report.hit_rate[name] <= 1.0
     # a random list of 10 movies the user had not rated before the batch hits the next
     # rating with chance 10 / (movies not yet rated)
@@ -141,6 +145,22 @@ def _random_hit_rate(ratings: pd.DataFrame, batch_size: int) -> float:
     before = ordered.merge(new, on=["user_id", "batch"], how="left")["before"].to_numpy()
     unrated = np.maximum(ratings["movie_id"].nunique() - before, 1)
     return float(np.mean(np.minimum(1.0, 10 / unrated)))
+
+
+def test_without_official_splits_the_folds_are_a_seeded_partition() -> None:
+    ratings = _planted(events=1_000)
+    folds = rating_folds(ratings, None, folds=5, seed=7)
+    assert [name for name, _, _ in folds] == ["fold1", "fold2", "fold3", "fold4", "fold5"]
+    tests = pd.concat([test for _, _, test in folds])
+    assert len(tests) == len(ratings)  # each rating is tested exactly once
+    assert not tests.duplicated().any()
+    for _, train, test in folds:
+        assert len(train) + len(test) == len(ratings)
+        assert 190 <= len(test) <= 210
+    again = rating_folds(ratings, None, folds=5, seed=7)
+    assert all(a[2].equals(b[2]) for a, b in zip(folds, again, strict=True))
+    with pytest.raises(EvaluationInputError, match="5-fold split needs at least 5 ratings"):
+        rating_folds(ratings.head(3), None)
 
 
 def test_search_grid_builds_every_combination_over_the_base() -> None:
@@ -178,7 +198,7 @@ def test_search_refuses_an_unknown_protocol_before_loading_anything(tmp_path: Pa
     from streaming.evaluate import app
 
     result = CliRunner().invoke(
-        app, ["search", "--protocol", "fancy", "--set", "rank=5", "--data", str(tmp_path)]
+        app, ["search", "--protocol", "fancy", "--set", "rank=5", "--source", str(tmp_path)]
     )
     assert result.exit_code == 2
     assert "choose ranking or prequential" in result.output

@@ -1,0 +1,82 @@
+"""The hybrid list score: long-term taste (ALS), short-term transitions, popularity.
+
+A listed movie's score for a user is
+
+    score = als + prior + transition_weight · transitions / max(transitions)
+
+- ``als``: the user's folded-in ALS factor times the movie's factor (0 for a user the
+  model cannot fold in: none of their movies is known to it);
+- ``prior``: the model's popularity prior of the movie (``streaming.model.popularity_prior``,
+  weight ``RECSTREAM_MODEL_POPULARITY_WEIGHT``), which also ranks the fill-in for users
+  with neither of the two personal signals;
+- ``transitions``: the user's transition score of the movie
+  (``streaming.transitions.TransitionCounts.scores``), divided by the user's largest so
+  that the weight reads the same for a user with three ratings and one with three
+  hundred: the best transition candidate gains exactly ``transition_weight``.
+
+Another signal (genres, say) joins the same way: one more term with its own weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from streaming.settings import ModelSettings
+from streaming.topn import ItemIndex
+from streaming.transitions import TransitionCounts
+
+__all__ = ["ShortTerm", "blend", "transition_counts"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class ShortTerm:
+    """The transition part of the lists: the counts and how they are read and weighed."""
+
+    counts: TransitionCounts
+    weight: float
+    decay: float = 0.85
+    source_norm: float = 0.0
+
+    @classmethod
+    def of(cls, counts: TransitionCounts, settings: ModelSettings) -> ShortTerm:
+        """The short-term part the settings describe, over ``counts``."""
+        return cls(counts, settings.transition_weight, settings.transition_decay,
+                   settings.transition_source_norm)  # fmt: skip
+
+    def scores(self, users: npt.NDArray[np.int64], items: ItemIndex) -> FloatArray:
+        """Transition scores of ``users`` (rows) over the model's movies (columns)."""
+        return self.counts.scores(users, items.movie_ids, self.decay, self.source_norm)
+
+
+def transition_counts(settings: ModelSettings) -> TransitionCounts:
+    """Empty counts kept the way the settings say (window, reverse weight, memory)."""
+    return TransitionCounts(settings.transition_window, settings.transition_memory,
+                            reverse=settings.transition_reverse)  # fmt: skip
+
+
+def blend(
+    als: FloatArray,
+    prior: FloatArray,
+    transitions: FloatArray | None = None,
+    transition_weight: float = 0.0,
+) -> FloatArray:
+    """The hybrid score of every (user, movie): ``users × movies`` (see the module doc).
+
+    Args:
+        als: ALS scores, ``users × movies``; rows of users without a factor are zeros.
+        prior: the popularity prior of each movie.
+        transitions: transition scores, ``users × movies`` (non-negative), or None.
+        transition_weight: what the user's best transition candidate gains.
+    """
+    score = als + prior
+    if transitions is None or transition_weight == 0:
+        return score
+    top = transitions.max(axis=1, initial=0.0, keepdims=True)
+    share = np.divide(transitions, top, out=np.zeros_like(transitions), where=top > 0)
+    blended: FloatArray = score + transition_weight * share
+    return blended

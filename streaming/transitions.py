@@ -1,0 +1,154 @@
+"""The short-term part of the hybrid lists: which movie followed which, kept current per batch.
+
+People rate in sessions: the movie someone rates next is often one that others rated
+soon after the movies this person just rated. ``TransitionCounts`` keeps, over every
+user's ratings in the order they arrived, how often movie ``b`` followed movie ``a``:
+each new rating counts once as following each of the user's previous ``window``
+movies. A user's transition score of a movie is then the decayed sum, over their last
+``memory`` movies (the newest weighted 1, the one before ``decay``, then ``decay²`` …),
+of the counts out of those movies into it.
+
+Only a user's first rating of a movie counts (a re-rating moves nothing), so counting
+the ratings a micro-batch added to the history is exactly-once whenever the history is:
+a batch replayed after a crash adds nothing new to the history, hence nothing here.
+Counts live in one sorted row per movie (numpy arrays: the movies that followed it and
+how often); memory grows with the distinct pairs seen,
+and the recent movies kept per user are at most ``memory``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from streaming.topn import sorted_lookup
+
+__all__ = ["TransitionCounts"]
+
+_PENDING_PER_ROW = 64
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+
+class TransitionCounts:
+    """Movie → next-movie counts and each user's most recent movies.
+
+    Each source movie's row is a pair of sorted arrays (the movies that followed it,
+    their counts) plus a small dict of increments not merged yet; a row's dict is
+    merged into its arrays once it holds ``_PENDING_PER_ROW`` movies, so an update is a
+    dict operation and a read is one vectorised pass.
+    """
+
+    def __init__(self, window: int = 5, memory: int = 20, reverse: float = 0.0) -> None:
+        if window < 1 or memory < 1:
+            msg = f"window and memory must be at least 1, got {window} and {memory}"
+            raise ValueError(msg)
+        self.window = window
+        self.memory = memory
+        self.reverse = reverse
+        self._rows: dict[int, tuple[IntArray, FloatArray]] = {}
+        self._pending: dict[int, dict[int, float]] = {}
+        self._totals: dict[int, float] = {}  # every count out of a movie
+        self._recent: dict[int, list[int]] = {}  # oldest first, at most max(window, memory)
+        self.pairs = 0  # transitions counted so far
+
+    def observe(self, users: npt.ArrayLike, movies: npt.ArrayLike) -> None:
+        """Count ratings given in arrival order (the caller passes first ratings only)."""
+        keep = max(self.window, self.memory)
+        for user, movie in zip(
+            np.asarray(users, dtype=np.int64).tolist(),
+            np.asarray(movies, dtype=np.int64).tolist(),
+            strict=True,
+        ):
+            recent = self._recent.setdefault(user, [])
+            for earlier in recent[-self.window :]:
+                self._count(earlier, movie, 1.0)
+                if self.reverse:
+                    self._count(movie, earlier, self.reverse)
+            recent.append(movie)
+            if len(recent) > keep:
+                del recent[0]
+
+    def recent(self, user: int) -> list[int]:
+        """The user's last ``memory`` movies, newest first."""
+        return self._recent.get(int(user), [])[::-1][: self.memory]
+
+    def following(self, movie: int) -> tuple[IntArray, FloatArray]:
+        """Movies that followed ``movie`` (ascending) and how often."""
+        self._flush(int(movie))
+        return self._rows.get(int(movie), (np.zeros(0, dtype=np.int64), np.zeros(0)))
+
+    def scores(
+        self,
+        users: Sequence[int] | IntArray,
+        movie_ids: IntArray,
+        decay: float,
+        source_norm: float = 0.0,
+    ) -> FloatArray:
+        """Each user's transition score of each movie of ``movie_ids`` (ascending ids).
+
+        Row ``u``, column ``j``: Σ_k decay^k · count(m_k → movie_ids[j]) / total(m_k)^β
+        over the user's recent movies m_0 (newest), m_1, …, where total(m) is every
+        count out of m and β is ``source_norm`` (0: raw counts; 1: the share of what
+        followed m); zero for movies that never followed them.
+        """
+        out = np.zeros((len(users), len(movie_ids)))
+        for position, user in enumerate(np.asarray(users, dtype=np.int64).tolist()):
+            targets: list[IntArray] = []
+            weights: list[FloatArray] = []
+            for age, movie in enumerate(self.recent(user)):
+                total = self._totals.get(movie)
+                if not total:
+                    continue
+                scale = decay**age / total**source_norm
+                held = self._rows.get(movie)
+                if held is not None:
+                    targets.append(held[0])
+                    weights.append(held[1] * scale)
+                pending = self._pending.get(movie)
+                if pending:
+                    targets.append(np.fromiter(pending.keys(), np.int64, len(pending)))
+                    weights.append(np.fromiter(pending.values(), np.float64, len(pending)) * scale)
+            if not targets:
+                continue
+            columns, known = sorted_lookup(movie_ids, np.concatenate(targets))
+            out[position] = np.bincount(
+                columns[known], np.concatenate(weights)[known], minlength=len(movie_ids)
+            )
+        return out
+
+    def _count(self, source: int, target: int, weight: float) -> None:
+        self.pairs += 1
+        self._totals[source] = self._totals.get(source, 0.0) + weight
+        row = self._pending.setdefault(source, {})
+        row[target] = row.get(target, 0.0) + weight
+        if len(row) >= _PENDING_PER_ROW:
+            self._flush(source)
+
+    def _flush(self, source: int) -> None:
+        """Merge a row's pending increments into its sorted arrays."""
+        pending = self._pending.pop(source, None)
+        if not pending:
+            return
+        new_targets = np.fromiter(pending.keys(), dtype=np.int64, count=len(pending))
+        new_counts = np.fromiter(pending.values(), dtype=np.float64, count=len(pending))
+        order = np.argsort(new_targets)
+        new_targets, new_counts = new_targets[order], new_counts[order]
+        held = self._rows.get(source)
+        if held is None:
+            self._rows[source] = (new_targets, new_counts)
+            return
+        held_targets, held_counts = held
+        slots = np.searchsorted(held_targets, new_targets)
+        present = slots < len(held_targets)
+        present[present] = held_targets[slots[present]] == new_targets[present]
+        held_counts[slots[present]] += new_counts[present]
+        if not present.all():
+            absent = ~present
+            self._rows[source] = (
+                np.insert(held_targets, slots[absent], new_targets[absent]),
+                np.insert(held_counts, slots[absent], new_counts[absent]),
+            )

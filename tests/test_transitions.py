@@ -1,0 +1,123 @@
+"""The short-term transitions and the hybrid blend, against hand-computed examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from streaming.blend import ShortTerm, blend
+from streaming.history import RatingHistory
+from streaming.lists import FoldIn, lists_for
+from streaming.topn import ItemIndex
+from streaming.transitions import TransitionCounts
+
+
+def test_a_rating_follows_each_of_the_previous_window_movies() -> None:
+    counts = TransitionCounts(window=2, memory=3)
+    counts.observe([1, 1, 1, 2], [10, 20, 30, 10])
+    assert counts.following(10)[0].tolist() == [20, 30]  # 30 follows 20 and 10
+    assert counts.following(20)[0].tolist() == [30]
+    assert counts.following(30)[0].tolist() == []  # never followed by anything
+    assert counts.pairs == 3  # user 2 has one rating: nothing follows it yet
+    assert counts.recent(1) == [30, 20, 10]  # newest first
+    assert counts.recent(2) == [10]
+    assert counts.recent(99) == []
+
+
+def test_scores_decay_with_age_and_can_be_normalised_by_the_source() -> None:
+    counts = TransitionCounts(window=1, memory=2)
+    counts.observe([1, 1, 2, 2, 3, 3], [10, 20, 10, 20, 10, 30])  # 10→20 twice, 10→30 once
+    counts.observe([4, 4], [40, 20])  # 40→20
+    counts.observe([5, 5], [10, 40])  # user 5: newest 40, then 10
+    movies = np.array([10, 20, 30, 40], dtype=np.int64)
+    raw = counts.scores([5], movies, decay=0.5)
+    # from 40 (age 0, weight 1): 20 ×1; from 10 (age 1, weight 0.5): 20 ×2, 30 ×1, 40 ×1
+    assert raw[0].tolist() == pytest.approx([0.0, 1.0 + 1.0, 0.5, 0.5])
+    shares = counts.scores([5], movies, decay=0.5, source_norm=1.0)
+    # out of 10 there are 4 counts, out of 40 one
+    assert shares[0].tolist() == pytest.approx([0.0, 1.0 + 0.5 * 2 / 4, 0.5 / 4, 0.5 / 4])
+    assert counts.scores([99], movies, decay=0.5).tolist() == [[0.0, 0.0, 0.0, 0.0]]
+
+
+def test_reverse_counts_the_earlier_movie_as_following_too() -> None:
+    counts = TransitionCounts(window=1, memory=1, reverse=0.5)
+    counts.observe([1, 1], [10, 20])
+    assert counts.following(10)[1].tolist() == [1.0]
+    assert counts.following(20)[0].tolist() == [10]
+    assert counts.following(20)[1].tolist() == [0.5]
+
+
+def test_pending_increments_read_the_same_as_merged_ones() -> None:
+    rng = np.random.default_rng(1)
+    users = rng.integers(1, 30, 3_000)
+    movies = rng.integers(1, 200, 3_000)
+    incremental = TransitionCounts(window=3, memory=5)
+    for first in range(0, 3_000, 7):  # many small batches, rows flushed at different times
+        incremental.observe(users[first : first + 7], movies[first : first + 7])
+    whole = TransitionCounts(window=3, memory=5)
+    whole.observe(users, movies)
+    catalog = np.arange(1, 200, dtype=np.int64)
+    every = np.arange(1, 30)
+    assert np.allclose(incremental.scores(every, catalog, 0.8, 0.5),
+                       whole.scores(every, catalog, 0.8, 0.5))  # fmt: skip
+    for movie in (1, 50, 199):
+        assert incremental.following(movie)[0].tolist() == whole.following(movie)[0].tolist()
+
+
+def test_the_blend_adds_the_transition_share_to_als_and_prior() -> None:
+    als = np.array([[0.2, 0.1, 0.0], [0.0, 0.0, 0.0]])
+    prior = np.array([0.0, 0.05, 0.1])
+    transitions = np.array([[0.0, 2.0, 4.0], [0.0, 0.0, 0.0]])
+    scores = blend(als, prior, transitions, transition_weight=1.0)
+    assert scores[0].tolist() == pytest.approx([0.2, 0.1 + 0.05 + 0.5, 0.1 + 1.0])
+    assert scores[1].tolist() == pytest.approx(prior.tolist())  # no transitions: ALS + prior
+    assert np.allclose(blend(als, prior), als + prior)
+    assert np.allclose(blend(als, prior, transitions, 0.0), als + prior)
+
+
+def test_ties_in_the_blend_rank_by_ascending_movie_id() -> None:
+    items = ItemIndex([3, 1, 2], np.zeros((3, 2)))
+    history = RatingHistory.from_arrays([1], [9], [4.0], [0])  # a movie the model lacks
+    counts = TransitionCounts(window=1, memory=1)
+    counts.observe([7, 7, 8, 8], [9, 1, 9, 3])  # 9 was followed by 1 and by 3, once each
+    counts.observe([1], [9])
+    lists = lists_for(history.of_users([1]), FoldIn(items, 0.1, implicit=True), 3,
+                      short_term=ShortTerm(counts, weight=1.0))  # fmt: skip
+    assert lists.personal.tolist() == [True]  # personal through transitions alone
+    assert lists.pairs(0) == [(1, 1.0), (3, 1.0), (2, 0.0)]
+
+
+def test_a_first_rating_counts_once_even_when_its_batch_is_replayed() -> None:
+    history = RatingHistory()
+    batch = pd.DataFrame({"user_id": [1, 1, 1], "movie_id": [10, 20, 10], "rating": [4.0] * 3,
+                          "timestamp": [1, 2, 3], "batch_id": [0] * 3, "offset": [0, 1, 2]})  # fmt: skip
+    assert history.unseen(batch).tolist() == [True, True, False]  # 10 again: a re-rating
+    history.add(batch)
+    assert history.unseen(batch).tolist() == [False, False, False]  # the replay adds nothing
+    users, movies = history.arrival_order()
+    assert users.tolist() == [1, 1] and movies.tolist() == [20, 10]  # 10 at its re-rating
+
+
+def test_the_hybrid_puts_the_session_successor_first_where_als_alone_does_not() -> None:
+    # Taste: everyone likes movies 1-5 (ALS ranks them high). Sessions: whoever rates 20
+    # rates 21 right after it, a pattern only the transitions see.
+    rng = np.random.default_rng(0)
+    users, movies = [], []
+    for user in range(1, 41):
+        liked = rng.permutation([1, 2, 3, 4, 5])[:3].tolist()
+        session = [20, 21] if user <= 30 else []
+        for movie in [*liked, *session]:
+            users.append(user)
+            movies.append(movie)
+    counts = TransitionCounts(window=1, memory=3)
+    counts.observe(users, movies)
+    popular = np.bincount(movies, minlength=30)[1:]
+    items = ItemIndex(np.arange(1, 30), np.c_[popular, np.ones(29)] / 40.0)
+    probe = RatingHistory.from_arrays([99, 99], [1, 20], [5.0, 5.0], [0, 1])
+    counts.observe([99, 99], [1, 20])
+    model = FoldIn(items, 0.1, implicit=True)
+    als_only = lists_for(probe.of_users([99]), model, 3)
+    hybrid = lists_for(probe.of_users([99]), model, 3, short_term=ShortTerm(counts, 1.0))
+    assert als_only.pairs(0)[0][0] != 21
+    assert hybrid.pairs(0)[0][0] == 21
