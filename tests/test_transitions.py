@@ -90,8 +90,9 @@ def test_ties_in_the_blend_rank_by_ascending_movie_id() -> None:
 
 def test_a_first_rating_counts_once_even_when_its_batch_is_replayed() -> None:
     history = RatingHistory()
-    batch = pd.DataFrame({"user_id": [1, 1, 1], "movie_id": [10, 20, 10], "rating": [4.0] * 3,
-                          "timestamp": [1, 2, 3], "batch_id": [0] * 3, "offset": [0, 1, 2]})  # fmt: skip
+    batch = pd.DataFrame({"user_id": [1, 1, 1], "movie_id": [10, 20, 10],
+                          "rating": [4.0] * 3, "timestamp": [1, 2, 3], "batch_id": [0] * 3,
+                          "offset": [0, 1, 2]})  # fmt: skip
     assert history.unseen(batch).tolist() == [True, True, False]  # 10 again: a re-rating
     history.add(batch)
     assert history.unseen(batch).tolist() == [False, False, False]  # the replay adds nothing
