@@ -25,7 +25,6 @@ import numpy as np
 import numpy.typing as npt
 
 from streaming.settings import ModelSettings
-from streaming.topn import ItemIndex
 from streaming.transitions import TransitionCounts
 
 __all__ = ["ShortTerm", "blend", "transition_counts"]
@@ -48,9 +47,9 @@ class ShortTerm:
         return cls(counts, settings.transition_weight, settings.transition_decay,
                    settings.transition_source_norm)  # fmt: skip
 
-    def scores(self, users: npt.NDArray[np.int64], items: ItemIndex) -> FloatArray:
-        """Transition scores of ``users`` (rows) over the model's movies (columns)."""
-        return self.counts.scores(users, items.movie_ids, self.decay, self.source_norm)
+    def scores(self, users: npt.NDArray[np.int64], movie_ids: npt.NDArray[np.int64]) -> FloatArray:
+        """Transition scores of ``users`` (rows) over ``movie_ids`` (ascending; columns)."""
+        return self.counts.scores(users, movie_ids, self.decay, self.source_norm)
 
 
 def transition_counts(settings: ModelSettings) -> TransitionCounts:

@@ -113,7 +113,7 @@ def lists_for(
     factors, personal = fold_in_users(history, model)
     transitions = None
     if short_term is not None and short_term.weight > 0:
-        transitions = short_term.scores(history.users, model.items)
+        transitions = short_term.scores(history.users, model.items.movie_ids)
         personal = personal | (transitions.max(axis=1, initial=0.0) > 0)
     rows, known = model.items.lookup(history.movies)
     rated = [

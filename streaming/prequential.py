@@ -182,8 +182,12 @@ def prequential_protocol(
                     gains[row, maker] = 1.0 / np.log2(found[0] + 2.0)
         # learn: the batch joins every state, first ratings of a movie only for transitions
         batch_users, batch_rows = users_col[first:last], rows_col[first:last]
-        fresh = [row for row in range(first, last)
-                 if int(rows_col[row]) not in rated_sets.get(int(users_col[row]), ())]  # fmt: skip
+        fresh, pairs = [], set()  # first ratings of a movie, as RatingHistory.unseen finds
+        for row in range(first, last):
+            pair = (int(users_col[row]), int(rows_col[row]))
+            if pair not in pairs and pair[1] not in rated_sets.get(pair[0], ()):
+                fresh.append(row)
+            pairs.add(pair)
         for counts in (shipped.counts, plain):
             counts.observe(users_col[fresh], movies_col[fresh])
         for user, row, value in zip(batch_users.tolist(), batch_rows.tolist(),
@@ -223,7 +227,7 @@ def _lists(
     popular_order = seen[np.lexsort((seen, -counts[seen]))]
     recent_order = seen[np.lexsort((seen, -popularity.recent[seen]))]
     plain_scores = plain.scores(users, movie_ids, _PLAIN_DECAY)
-    own_scores = shipped.counts.scores(users, movie_ids, shipped.decay, shipped.source_norm)
+    own_scores = shipped.scores(users, movie_ids)
     ours = None
     if model is not None:
         lengths = np.array([len(rows) for rows in known], dtype=np.int64)
