@@ -317,7 +317,9 @@ def _status_line(tick: Tick, model: dict[str, Any] | None, commits: list[BatchCo
     checked = sum(c.checked for c in recent)
     if checked:
         hits = sum(c.hits_at_10 for c in recent)
-        parts.append(f"live hit@10 {hits / checked:.3f} over the last {checked:,} ratings")
+        popular = sum(c.popular_hits_at_10 for c in recent)
+        parts.append(f"live hit@10 {hits / checked:.3f} (popular list {popular / checked:.3f}) "
+                     f"over the last {checked:,} ratings")  # fmt: skip
     return " · ".join(parts)
 
 
@@ -458,6 +460,7 @@ def _html(
     invalid = sum(c.invalid for c in commits)
     checked = sum(c.checked for c in commits)
     hits = sum(c.hits_at_10 for c in commits)
+    popular = sum(c.popular_hits_at_10 for c in commits)
     retrains = sum(c.retrained for c in commits)
     medians = [c.freshness_s[0] for c in commits if c.freshness_s]
     rows = [
@@ -465,6 +468,7 @@ def _html(
         ("ratings stored / dead letters", f"{valid:,} / {invalid:,}"),
         ("retrains", f"{retrains:,}"),
         ("live hit rate@10", f"{hits / checked:.4f} over {checked:,} ratings" if checked else "-"),
+        ("the same, popular list", f"{popular / checked:.4f}" if checked else "-"),
         ("freshness, median of batch medians", f"{np.median(medians):.2f} s" if medians else "-"),
     ]
     parts = [

@@ -214,7 +214,7 @@ class StreamingJob:
         reasons = dict(Counter(str(row["reason"]) for row in rejected))
         self._offsets.update(offsets)
         batch["batch_id"] = batch_id
-        checked, hits = self._check_lists(batch)
+        checked, hits, popular_hits = self._check_lists(batch)
         first_ratings = self.history.unseen(batch)
         changed = self.history.add(batch[list(HISTORY_COLUMNS)])
         self.transitions.observe(batch["user_id"].to_numpy()[first_ratings],
@@ -256,6 +256,7 @@ class StreamingJob:
                 retrained=reason is not None,
                 checked=checked,
                 hits_at_10=hits,
+                popular_hits_at_10=popular_hits,
                 rating_time=[int(batch["timestamp"].min()), int(batch["timestamp"].max())]
                 if len(batch)
                 else [],
@@ -281,21 +282,30 @@ class StreamingJob:
         _log.info("%s", report.line)
         return report
 
-    def _check_lists(self, batch: pd.DataFrame) -> tuple[int, int]:
-        """(ratings checked, hits): each rating against its user's list before the batch.
+    def _check_lists(self, batch: pd.DataFrame) -> tuple[int, int, int]:
+        """(ratings checked, hits, popular hits): each rating against its user's list
+        before the batch, and against the model's popular list less the user's rated
+        movies (the baseline the lists must beat).
 
         With fold-in on, the lists served from the history before the batch are exactly
         what Redis holds for those users (the retrain's list, or the last fold-in's).
         Without fold-in or a model there is nothing to check against.
         """
         if self.model is None or not self.stream.fold_in or batch.empty:
-            return 0, 0
+            return 0, 0, 0
         users = np.unique(batch["user_id"].to_numpy(dtype=np.int64))
-        served = self.model.served_lists(self.history.of_users(users), self.model_settings,
-                                         CUTOFF, self.short_term)  # fmt: skip
-        listed = {user: set(movies) for user, movies in zip(users.tolist(), served, strict=True)}
-        pairs = zip(batch["user_id"].tolist(), batch["movie_id"].tolist(), strict=True)
-        return len(batch), sum(movie in listed[user] for user, movie in pairs)
+        histories = self.history.of_users(users)
+        served = self.model.served_lists(histories, self.model_settings, CUTOFF,
+                                         self.short_term)  # fmt: skip
+        popular = [movie for movie, _ in self.model.popular]
+        listed, baseline = {}, {}
+        for position, user in enumerate(users.tolist()):
+            listed[user] = set(served[position])
+            rated = set(histories.of(position)[0].tolist())
+            baseline[user] = set([m for m in popular if m not in rated][:CUTOFF])
+        pairs = list(zip(batch["user_id"].tolist(), batch["movie_id"].tolist(), strict=True))
+        return (len(batch), sum(movie in listed[user] for user, movie in pairs),
+                sum(movie in baseline[user] for user, movie in pairs))  # fmt: skip
 
     def start(self, *, available_now: bool = False) -> StreamingQuery:
         """Start the query: the Kafka source, ``process_batch`` per micro-batch, the trigger."""

@@ -52,9 +52,11 @@ class BatchCommit:
     committed_at: float = 0.0
     # Test-then-learn, live: of the batch's ratings checked against the list their user
     # had before the batch (fold-in on and a model present), how many it listed in the
-    # top 10; and the dataset time the batch's ratings span (epoch seconds).
+    # top 10, and how many the model's popular list (less the user's rated movies) did;
+    # and the dataset time the batch's ratings span (epoch seconds).
     checked: int = 0
     hits_at_10: int = 0
+    popular_hits_at_10: int = 0
     rating_time: list[int] = field(default_factory=list)  # [first, last], or empty
     # Seconds from the Kafka append of the batch's valid events to this record: p50, max.
     freshness_s: list[float] = field(default_factory=list)

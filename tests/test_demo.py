@@ -65,6 +65,7 @@ def test_the_report_draws_its_four_plots_from_commit_records(tmp_path: Path) -> 
             batch_id=batch, offsets={"0": 100 * (batch + 1)}, valid=100, invalid=batch % 2,
             model_version=1 if batch < 3 else 4, retrained=batch in (0, 3),
             committed_at=1_000.0 + batch, checked=100 if batch else 0, hits_at_10=batch * 3,
+            popular_hits_at_10=batch,
             rating_time=[batch * day, batch * day + 10], freshness_s=[0.5 + batch, 2.0 + batch],
         )  # fmt: skip
         (demo.commits_dir / f"{batch}.json").write_text(json.dumps(asdict(record)))
@@ -77,6 +78,7 @@ def test_the_report_draws_its_four_plots_from_commit_records(tmp_path: Path) -> 
         assert image in html
     assert "600 / 3" in html  # stored / dead letters
     assert f"{(3 + 6 + 9 + 12 + 15) / 500:.4f} over 500 ratings" in html
+    assert f"<th>the same, popular list</th><td>{(1 + 2 + 3 + 4 + 5) / 500:.4f}</td>" in html
     assert "C &lt;&amp;&gt;" in html  # titles are escaped
 
 
