@@ -2,7 +2,8 @@
 
 Every protocol measures what the streaming job would publish: a model trained by
 ``streaming.model.train_model`` (the retrain code, with no held-out share), each user's
-factor folded in from their own ratings (the ALS user step the job runs), lists of
+factor folded in from their own ratings (the ALS user step the job runs), blended with
+the short-term transitions of the ratings so far (``streaming.blend``), lists of
 movies they have not rated, ties by ascending movie id. Users the model cannot fold in
 get the model's popular list, as serving gives them (recency-weighted when
 ``popularity_half_life_days`` is set). Beside it:
@@ -26,9 +27,9 @@ Protocols:
    user with a relevant test rating and over those of them who also rated before the
    cutoff (on ML-100K, two users in three of the test period are new: every list maker
    can only give them a popular list).
-3. ``prequential``: test-then-learn over the whole feed in timestamp order (see
-   ``prequential_protocol``): hit rate and NDCG at 10 of the next rating, overall and
-   per day of dataset time, beside a popular list updated the same way.
+3. ``prequential``: test-then-learn over the whole feed in timestamp order, in
+   ``streaming.prequential`` beside the popular, recency-weighted popular and
+   transition lists.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import pandas as pd
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import SparkSession
 
+from streaming.blend import ShortTerm, transition_counts
 from streaming.errors import StreamingError
 from streaming.evaluation import popularity
 from streaming.history import RatingHistory
@@ -311,7 +313,12 @@ def ranking_protocol(
     def popular_for(position: int) -> list[int]:
         return [m for m in all_time if m not in rated[position]][:CUTOFF]
 
-    makers = {"recstream": model.served_lists(seen, settings, CUTOFF)}
+    counts = transition_counts(settings)  # the short-term part as of the cutoff
+    in_order = train.sort_values(["timestamp", "user_id", "movie_id"], kind="stable")
+    first = ~in_order.duplicated(["user_id", "movie_id"])
+    counts.observe(in_order["user_id"][first], in_order["movie_id"][first])
+    short_term = ShortTerm.of(counts, settings)
+    makers = {"recstream": model.served_lists(seen, settings, CUTOFF, short_term)}
     if spark_default:
         users, items = _spark_default(spark, train)
         rows, known = users.lookup(targets)
