@@ -132,7 +132,7 @@ class ModelSettings(StrictSettings):
         ),
     )
     transition_weight: float = Field(
-        1.0,
+        10.0,
         ge=0,
         description=(
             "Hybrid lists: what a user's best short-term candidate (the movie that most "
