@@ -7,7 +7,7 @@ For each feed (ML-100K when found, an ML-1M-scale synthetic one), measured in on
   The micro-batch, and so every fold-in, waits for all of it.
 - **beside** (the default): fit ALS, evaluate, publish with the previous version's
   stars; the stream is held for that long only. Then the rating model fits in the
-  ``StarsFitter`` thread while the driver goes on with micro-batch-sized work (fold in,
+  ``StarsFitter``'s process while the driver goes on with micro-batch-sized work (fold in,
   rank and predict stars for 300 users, and store them as a Spark action), and the
   version is published again when its stars land.
 
@@ -107,6 +107,8 @@ def measure(spark: SparkSession, name: str, history: RatingHistory, redis: Redis
     republish_s = time.perf_counter() - began
 
     print(f"{name}: {len(history):,} ratings")
+    print(f"  rating model fit (inside the retrain): "
+          f"{previous.meta['timings_s']['rating_model']:.2f} s")  # fmt: skip
     print(f"  stream held by a retrain: rating model inside {inside_s:.2f} s, beside "
           f"{beside_s:.2f} s; ratio {inside_s / beside_s:.1f}x")  # fmt: skip
     print(f"  beside: stars landed {landed_s:.2f} s after the retrain published "

@@ -2,7 +2,7 @@
 
 The newest share of the stored ratings (by timestamp) is kept out of the fit. On those:
 
-- RMSE of the predicted ratings: the rating model's stars (``streaming.bpmf``) when
+- RMSE of the predicted ratings: the rating model's stars (``streaming.fm``) when
   there is one, else the ALS model's own predictions (explicit feedback only: an
   implicit model scores preferences, not ratings); over the held-out pairs the model
   can predict (the rest are counted, not guessed);

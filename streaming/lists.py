@@ -8,7 +8,7 @@ set, and for a user with newer ratings it folds those in too.
 
 A user none of whose movies the model knows gets no personal list (serving falls back
 to the model's popular list) until the next retrain learns those movies. With a rating
-model (``streaming.bpmf``), each listed movie also gets the stars the user is predicted
+model (``streaming.fm``), each listed movie also gets the stars the user is predicted
 to give it, from the same ratings.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streaming.blend import ShortTerm, blend
-from streaming.bpmf import RatingModel
+from streaming.fm import RatingModel
 from streaming.foldin import gramian
 from streaming.history import UserRatings
 from streaming.topn import ItemIndex, best_k

@@ -24,8 +24,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from streaming.blend import ShortTerm
-from streaming.bpmf import RatingModel, fit_rating_model
 from streaming.evaluation import evaluate, holdout_cutoff, popularity
+from streaming.fm import RatingModel, fit_in_process, fit_rating_model
 from streaming.history import RatingHistory, UserRatings
 from streaming.lists import FoldIn, lists_for
 from streaming.settings import ModelSettings
@@ -43,6 +43,8 @@ __all__ = [
     "train_model",
     "training_split",
 ]
+
+_STARS = "stars_"  # prefix of the rating model's arrays in a saved version
 
 
 @dataclass(frozen=True)
@@ -201,7 +203,6 @@ def train_model(
                 "rating_rank",
                 "rating_sweeps",
                 "rating_burn_in",
-                "rating_noise_precision",
             }
         ),
         "evaluation": evaluation,
@@ -220,25 +221,32 @@ def rating_model(
     ratings: pd.DataFrame,
     settings: ModelSettings,
     should_stop: Callable[[], bool] | None = None,
+    *,
+    separate_process: bool = False,
 ) -> RatingModel | None:
     """The configured rating model fitted on ``ratings``; None when it is switched off.
 
-    ``should_stop`` can end the fit early (``FitCancelledError``), asked once per sweep.
+    ``should_stop`` can end the fit early (``FitCancelledError``), asked once per sweep,
+    or every 0.2 s with ``separate_process`` (the fit runs in a spawned process, which
+    is ended at once, so this one's GIL stays free for the stream).
     """
     if settings.rating_samples == 0 or ratings.empty:
         return None
-    return fit_rating_model(
+    columns = (
         ratings["user_id"].to_numpy(dtype=np.int64),
         ratings["movie_id"].to_numpy(dtype=np.int64),
         ratings["rating"].to_numpy(dtype=np.float64),
-        rank=settings.rating_rank,
-        sweeps=settings.rating_sweeps,
-        burn_in=settings.rating_burn_in,
-        samples=settings.rating_samples,
-        noise_precision=settings.rating_noise_precision,
-        seed=settings.seed,
-        should_stop=should_stop,
     )
+    options: dict[str, Any] = {
+        "rank": settings.rating_rank,
+        "sweeps": settings.rating_sweeps,
+        "burn_in": settings.rating_burn_in,
+        "samples": settings.rating_samples,
+        "seed": settings.seed,
+    }
+    if separate_process:
+        return fit_in_process(*columns, should_stop=should_stop or (lambda: False), **options)
+    return fit_rating_model(*columns, should_stop=should_stop, **options)
 
 
 def training_split(
@@ -314,29 +322,19 @@ def load_model(path: Path) -> ModelVersion:
         prior = saved["prior"] if "prior" in saved.files else None  # before the prior
         items = ItemIndex(saved["movie_ids"], saved["factors"], prior)
         stars = None
-        if "rating_factors" in saved.files:  # models saved with a rating model
-            scalars = saved["rating_scalars"]
-            stars = RatingModel(
-                movie_ids=saved["rating_movie_ids"],
-                factors=saved["rating_factors"],
-                user_mean=saved["rating_user_mean"],
-                user_precision=saved["rating_user_precision"],
-                global_mean=float(scalars[0]),
-                noise_precision=float(scalars[1]),
-            )
+        if _STARS + "movie_bias" in saved.files:  # saved with a rating model (models of
+            # the earlier sampler carry none: their stars come back with the next fit)
+            stars = RatingModel.from_arrays(
+                {name[len(_STARS) :]: saved[name] for name in saved.files
+                 if name.startswith(_STARS)}
+            )  # fmt: skip
     return ModelVersion(int(meta["version"]), items, popular, meta, stars)
 
 
 def _rating_arrays(stars: RatingModel | None) -> dict[str, Any]:
     if stars is None:
         return {}
-    return {
-        "rating_movie_ids": stars.movie_ids,
-        "rating_factors": stars.factors,
-        "rating_user_mean": stars.user_mean,
-        "rating_user_precision": stars.user_precision,
-        "rating_scalars": np.array([stars.global_mean, stars.noise_precision]),
-    }
+    return {_STARS + name: array for name, array in stars.arrays().items()}
 
 
 def load_latest_model(folder: Path, *, at_most: int | None = None) -> ModelVersion | None:

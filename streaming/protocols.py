@@ -18,7 +18,7 @@ Protocols:
 1. ``rating``: RMSE and MAE on ML-100K's official splits u1..u5 (train ``uN.base``,
    test ``uN.test``), predictions clipped to the 1-5 scale; a pair whose user or movie
    the training data lacks gets the training mean (counted as ``cold``). ``recstream``
-   is the rating model behind the served stars (``streaming.bpmf``, each test user
+   is the rating model behind the served stars (``streaming.fm``, each test user
    folded in from their training ratings); ``als-explicit`` is the explicit-feedback
    twin of the list model (same ALS settings, ratings as ratings).
 2. ``ranking``: one time split: train on the ratings before the timestamp that leaves

@@ -24,7 +24,7 @@ from serving.connection import open_redis
 from serving.layout import ListSource, RedisLayout, encode_list
 from serving.settings import RedisSettings
 from streaming.blend import ShortTerm
-from streaming.bpmf import RatingModel
+from streaming.fm import RatingModel
 from streaming.history import UserRatings
 from streaming.lists import FoldIn, lists_for
 from streaming.publish import write_lists

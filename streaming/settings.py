@@ -167,28 +167,27 @@ class ModelSettings(StrictSettings):
         ),
     )
     rating_samples: int = Field(
-        30,
+        25,
         ge=0,
         le=1_000,
         description=(
-            "Posterior draws the rating model (Bayesian MF, predicted stars beside each "
-            "listed movie) keeps; 0 = no rating model, lists carry no stars."
+            "Posterior draws the rating model (a Bayesian factorization machine, myfm; "
+            "predicted stars beside each listed movie) keeps; 0 = no rating model, lists "
+            "carry no stars."
         ),
     )
-    rating_rank: int = Field(20, ge=1, le=200, description="Rating model: latent factors.")
+    rating_rank: int = Field(10, ge=1, le=200, description="Rating model: latent factors.")
     rating_sweeps: int = Field(
-        200, ge=1, le=10_000, description="Rating model: Gibbs sweeps per retrain."
+        60, ge=1, le=10_000, description="Rating model: Gibbs sweeps per retrain."
     )
     rating_burn_in: int = Field(
-        20, ge=0, description="Rating model: first sweeps discarded before draws are kept."
-    )
-    rating_noise_precision: float = Field(
-        2.0, gt=0, description="Rating model: precision α of the rating noise (1 / variance)."
+        10, ge=0, description="Rating model: first sweeps discarded before draws are kept."
     )
     rating_in_background: bool = Field(
         True,
         description=(
-            "Fit the rating model in a thread beside the stream: a retrain publishes its "
+            "Fit the rating model in a separate process beside the stream: a retrain "
+            "publishes its "
             "lists at once with the newest stars already fitted, then again with its own "
             "when they are ready; false = the retrain waits for the fit."
         ),

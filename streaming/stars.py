@@ -1,9 +1,10 @@
 """The rating model fitted beside the stream, so that a retrain does not wait for the stars.
 
-The rating model (``streaming.bpmf``) costs several times the ALS fit: about 45 s
-against 14 s on ML-1M-sized data on 2 cores. Fitted inside the retrain, it held up the
-micro-batch, and every user's fold-in with it, for that long. Here a thread of the
-driver fits it instead, and the retrain publishes its lists at once.
+The rating model (``streaming.fm``) costs several times the ALS fit on ML-1M-sized data
+on 2 cores. Fitted inside the retrain, it would hold up the micro-batch, and every
+user's fold-in with it, for that long. Here a thread of the driver has it fitted in a
+spawned process instead (``myfm`` holds the GIL while it samples, so a thread alone
+would stall the micro-batches), and the retrain publishes its lists at once.
 
 Any fitted rating model serves any version's lists, because a user's stars are solved
 from their ratings at publication. So a new version carries the newest rating model
@@ -12,7 +13,7 @@ saves the version again and republishes it in full, with those stars and their h
 RMSE. A movie the carried model does not know has no stars until then.
 
 One fit runs at a time. A retrain during a fit queues its inputs, replacing anything
-queued before, so the newest data wins. ``close`` cancels a running fit between sweeps.
+queued before, so the newest data wins. ``close`` ends a running fit's process.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from streaming.bpmf import FitCancelledError, RatingModel
 from streaming.evaluation import stars_rmse
+from streaming.fm import FitCancelledError, RatingModel
 from streaming.model import held_out_stars, rating_model
 from streaming.settings import ModelSettings
 
@@ -127,7 +128,9 @@ class StarsFitter:
     def _fit(self, request: _Request) -> FittedStars | None:
         began = time.perf_counter()
         try:
-            model = rating_model(request.training, self._settings, self._stop.is_set)
+            model = rating_model(
+                request.training, self._settings, self._stop.is_set, separate_process=True
+            )
             rmse, pairs = None, 0
             if model is not None and len(request.held_out):
                 predicted = held_out_stars(model, request.training, request.held_out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 
 import numpy as np
@@ -13,7 +14,7 @@ from streaming.stars import FittedStars, StarsFitter
 from streaming.topn import ItemIndex
 
 from .conftest import model_settings
-from .test_bpmf import _planted
+from .test_fm import _planted
 
 
 def _frames(seed: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -38,7 +39,8 @@ def test_a_fit_in_the_background_equals_the_same_fit_in_the_retrain() -> None:
     assert fitted.version == 7 and fitted.seconds > 0
     direct = rating_model(training, settings)
     assert direct is not None
-    np.testing.assert_array_equal(fitted.model.factors, direct.factors)  # same seed, same draws
+    for name, array in direct.arrays().items():  # same seed, same draws, in either process
+        np.testing.assert_array_equal(getattr(fitted.model, name), array)
     expected = held_out_stars(direct, training, held_out)
     rmse = np.sqrt(np.mean((expected - held_out["rating"].to_numpy()) ** 2))
     assert fitted.rmse is not None and abs(fitted.rmse - rmse) < 1e-12
@@ -70,15 +72,21 @@ def test_requests_during_a_fit_queue_and_only_the_newest_runs_next() -> None:
     assert not fitter.busy
 
 
-def test_close_stops_a_running_fit_between_sweeps() -> None:
+def test_the_fit_runs_in_its_own_process_and_close_ends_it() -> None:
     endless = model_settings(rating_sweeps=10_000, rating_burn_in=10, rating_samples=4)
     training, held_out = _frames()
     fitter = StarsFitter(endless)
     fitter.request(1, training, held_out)
-    time.sleep(0.2)
+    deadline = time.monotonic() + 30
+    while not multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    names = [child.name for child in multiprocessing.active_children()]
+    assert names == ["recstream-rating-model"]  # not a thread holding the job's GIL
+    time.sleep(1.0)
     began = time.monotonic()
     fitter.close()
     assert time.monotonic() - began < 5  # 10,000 sweeps would take far longer
+    assert not multiprocessing.active_children()
     assert not fitter.busy
     assert fitter.take() is None  # a cancelled fit delivers nothing
     fitter.request(2, training, held_out)  # a closed fitter takes no more work
