@@ -19,12 +19,13 @@ Another signal (genres, say) joins the same way: one more term with its own weig
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from streaming.settings import ModelSettings
+from streaming.topn import sorted_lookup
 from streaming.transitions import TransitionCounts
 
 __all__ = ["ShortTerm", "blend", "transition_counts"]
@@ -47,9 +48,29 @@ class ShortTerm:
         return cls(counts, settings.transition_weight, settings.transition_decay,
                    settings.transition_source_norm)  # fmt: skip
 
+    _last: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled (broadcast to executors) without the kept answer."""
+        return {**self.__dict__, "_last": {}}
+
     def scores(self, users: npt.NDArray[np.int64], movie_ids: npt.NDArray[np.int64]) -> FloatArray:
-        """Transition scores of ``users`` (rows) over ``movie_ids`` (ascending; columns)."""
-        return self.counts.scores(users, movie_ids, self.decay, self.source_norm)
+        """Transition scores of ``users`` (rows) over ``movie_ids`` (ascending; columns).
+
+        The last answer is kept: asked again for the same users before the counts
+        change, over the same movies or a subset of them, it is read, not recomputed
+        (a micro-batch's lists and its check ask for the same users).
+        """
+        key = (self.counts.observed, np.asarray(users, dtype=np.int64).tobytes())
+        held = self._last.get("entry")  # one tuple, replaced whole: safe across threads
+        if isinstance(held, tuple) and held[0] == key:
+            rows, known = sorted_lookup(held[1], movie_ids)
+            if known.all():
+                taken: FloatArray = held[2][:, rows]
+                return taken
+        fresh = self.counts.scores(users, movie_ids, self.decay, self.source_norm)
+        self._last["entry"] = (key, np.array(movie_ids, dtype=np.int64), fresh)
+        return fresh
 
 
 def transition_counts(settings: ModelSettings) -> TransitionCounts:

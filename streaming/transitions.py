@@ -18,7 +18,7 @@ and the recent movies kept per user are at most ``memory``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +31,25 @@ _PENDING_PER_ROW = 64
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+
+
+def _column_lookup(movie_ids: IntArray) -> Callable[[IntArray], IntArray]:
+    """A function from movie ids to their position in ``movie_ids`` (ascending), -1 where
+    absent: one gather through a dense table when the ids are dense enough, else a
+    binary search."""
+    if len(movie_ids) == 0:
+        return lambda wanted: np.full(len(wanted), -1, dtype=np.int64)
+    top = int(movie_ids[-1])
+    if movie_ids[0] < 0 or top > 8 * len(movie_ids) + 1_024:
+
+        def search(wanted: IntArray) -> IntArray:
+            rows, known = sorted_lookup(movie_ids, wanted)
+            return np.where(known, rows, -1)
+
+        return search
+    table = np.full(top + 2, -1, dtype=np.int64)  # the last slot answers every id above top
+    table[movie_ids] = np.arange(len(movie_ids))
+    return lambda wanted: table[np.minimum(wanted, top + 1)]
 
 
 class TransitionCounts:
@@ -54,6 +73,7 @@ class TransitionCounts:
         self._totals: dict[int, float] = {}  # every count out of a movie
         self._recent: dict[int, list[int]] = {}  # oldest first, at most max(window, memory)
         self.pairs = 0  # transitions counted so far
+        self.observed = 0  # ratings observed so far (each changes a user's recent movies)
 
     def observe(self, users: npt.ArrayLike, movies: npt.ArrayLike) -> None:
         """Count ratings given in arrival order (the caller passes first ratings only)."""
@@ -69,6 +89,7 @@ class TransitionCounts:
                 if self.reverse:
                     self._count(movie, earlier, self.reverse)
             recent.append(movie)
+            self.observed += 1
             if len(recent) > keep:
                 del recent[0]
 
@@ -96,6 +117,7 @@ class TransitionCounts:
         followed m); zero for movies that never followed them.
         """
         out = np.zeros((len(users), len(movie_ids)))
+        column = _column_lookup(movie_ids)
         for position, user in enumerate(np.asarray(users, dtype=np.int64).tolist()):
             targets: list[IntArray] = []
             weights: list[FloatArray] = []
@@ -114,7 +136,8 @@ class TransitionCounts:
                     weights.append(np.fromiter(pending.values(), np.float64, len(pending)) * scale)
             if not targets:
                 continue
-            columns, known = sorted_lookup(movie_ids, np.concatenate(targets))
+            columns = column(np.concatenate(targets))
+            known = columns >= 0
             out[position] = np.bincount(
                 columns[known], np.concatenate(weights)[known], minlength=len(movie_ids)
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -122,3 +124,31 @@ def test_the_hybrid_puts_the_session_successor_first_where_als_alone_does_not() 
     hybrid = lists_for(probe.of_users([99]), model, 3, short_term=ShortTerm(counts, 1.0))
     assert als_only.pairs(0)[0][0] != 21
     assert hybrid.pairs(0)[0][0] == 21
+
+
+def test_the_short_term_part_rereads_its_last_answer_only_until_the_counts_change() -> None:
+    short = ShortTerm(TransitionCounts(window=2, memory=3), weight=1.0, decay=0.5)
+    short.counts.observe([1, 1, 2], [10, 20, 10])
+    users, movies = np.array([1, 2]), np.array([10, 20, 30])
+    first = short.scores(users, movies)
+    np.testing.assert_array_equal(short.scores(users, movies[1:]), first[:, 1:])  # a subset
+    short.counts.observe([3, 3], [10, 30])  # 30 now follows 10: user 2's row changes
+    after = short.scores(users, movies)
+    expected = short.counts.scores(users, movies, 0.5)
+    np.testing.assert_array_equal(after, expected)
+    assert after[1, 2] > 0 and first[1, 2] == 0
+    short.counts.observe([4], [10])  # a first rating: no pair counted, but a recent movie
+    np.testing.assert_array_equal(short.scores(np.array([4]), movies), [[0.0, 1.0, 1.0]])
+    copy = pickle.loads(pickle.dumps(short))  # noqa: S301 - our own bytes
+    assert copy._last == {}  # broadcast without the answer
+
+
+def test_one_rating_scores_what_followed_it_and_a_never_followed_movie_scores_zero() -> None:
+    counts = TransitionCounts(window=1, memory=5)
+    counts.observe([1, 1, 2, 3], [7, 8, 7, 9])  # 8 followed 7 once; 9 never followed a thing
+    dense = counts.scores([2, 3, 4], np.array([7, 8, 9]), decay=0.9)
+    assert dense.tolist() == [[0.0, 1.0, 0.0],  # user 2's one rating (7): 8 followed it
+                              [0.0, 0.0, 0.0],  # user 3's one rating (9): nothing followed
+                              [0.0, 0.0, 0.0]]  # user 4: no ratings  # fmt: skip
+    sparse_ids = np.array([7, 8, 9, 5_000_000])  # ids far apart: looked up by binary search
+    np.testing.assert_array_equal(counts.scores([2, 3, 4], sparse_ids, 0.9)[:, :3], dense)
