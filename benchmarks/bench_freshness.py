@@ -6,9 +6,10 @@ the rest of ML-100K at a steady rate while this script sends probes: every so of
 random user rates the movie at the top of their current list in Redis. A list never
 holds a movie its user rated, so the probe is reflected once that movie has left the
 user's list; the script polls Redis every 50 ms and records the time from just before
-the send to the first poll that sees it gone. The same run with fold-in on and with
-fold-in off (lists then change only when a retrain publishes a new version), side by
-side, with the same retrain policy.
+the send to the first poll that sees it gone. The same run with fold-in on and the
+hybrid lists (the default), with fold-in on and ALS-only lists (transition weight 0, the
+lists before the hybrid), and with fold-in off (lists then change only when a retrain
+publishes a new version), side by side, with the same retrain policy.
 
     .venv/bin/python benchmarks/bench_freshness.py [--rate 300] [--seconds 120]
         [--probes-per-s 2] [--retrain-every-s 30]
@@ -79,14 +80,14 @@ class Look:
 
 @dataclass
 class Outcome:
-    fold_in: bool
+    label: str
     probes: list[Probe]
     reports: list[BatchReport]
 
     def line(self) -> str:
         seen = [p for p in self.probes if p.seen_at is not None]
         waits = [p.seen_at - p.sent_at for p in seen if p.seen_at is not None]
-        label = "fold-in on " if self.fold_in else "fold-in off"
+        label = self.label
         if not waits:
             return f"{label}: no probe reflected ({len(self.probes)} sent)"
         late = len(self.probes) - len(seen)
@@ -203,9 +204,19 @@ def probe(
     return probes
 
 
-def measure(spark: SparkSession, fold_in: bool, args: argparse.Namespace) -> Outcome:
-    stream = {"trigger_interval_s": 1.0, "fold_in": fold_in}
-    model = {"retrain_every_s": args.retrain_every_s}
+VARIANTS = {  # label: (fold-in, hybrid weight of the short-term part)
+    "fold-in on, hybrid lists": (True, None),
+    "fold-in on, ALS lists   ": (True, 0.0),
+    "fold-in off             ": (False, None),
+}
+
+
+def measure(spark: SparkSession, label: str, args: argparse.Namespace) -> Outcome:
+    fold_in, weight = VARIANTS[label]
+    stream: dict[str, object] = {"trigger_interval_s": 1.0, "fold_in": fold_in}
+    model: dict[str, object] = {"retrain_every_s": args.retrain_every_s}
+    if weight is not None:
+        model["transition_weight"] = weight
     dataset = load_grouplens(ML100K)
     stamp = int(dataset.ratings.timestamps.max())
     with fresh_run(spark, stream, model) as run:
@@ -243,7 +254,7 @@ def measure(spark: SparkSession, fold_in: bool, args: argparse.Namespace) -> Out
             producer.close()
             client.close()
             stop_between_batches(query)
-        return Outcome(fold_in, probes, list(job.reports))
+        return Outcome(label, probes, list(job.reports))
 
 
 def main() -> None:
@@ -267,8 +278,8 @@ def main() -> None:
     with local_services():
         spark = bench_spark()
         try:
-            for fold_in in (True, False):
-                print(measure(spark, fold_in, args).line(), flush=True)
+            for label in VARIANTS:
+                print(measure(spark, label, args).line(), flush=True)
         finally:
             spark.stop()
 

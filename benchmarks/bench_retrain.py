@@ -2,12 +2,13 @@
 
 Each cycle is what the streaming job does when a retrain is due: read the store, fit ALS
 and the rating model on all but the newest held-out share, evaluate, then fold in, rank,
-predict the stars of and publish every user's list from the executors. Timed per phase
+predict the stars of and publish every user's hybrid list from the executors. Timed per phase
 (fit, rating model, evaluate, top-N + publish with the stars), beside
 the ``recommendForAllUsers`` + one SET per user baseline on the same model, on ML-100K
-when it is found and on an ML-1M-scale synthetic feed. Then ``--cycles`` retrains on
-small data, reporting the driver's memory (Python RSS and JVM heap after a GC) after 10
-and after all of them.
+when it is found and on an ML-1M-scale synthetic feed; then the model side of a
+500-rating micro-batch with ALS-only lists and with the hybrid lists, interleaved.
+Then ``--cycles`` retrains on small data, reporting the driver's memory (Python RSS and
+JVM heap after a GC) after 10 and after all of them.
 
     .venv/bin/python benchmarks/bench_retrain.py [--cycles 100] [--skip-large]
 """
@@ -17,10 +18,12 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import statistics
 import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from harness import ML100K, bench_spark, drop_prefix, history_of, local_services
 from pyspark.ml.recommendation import ALS
@@ -32,17 +35,19 @@ from producer.synthetic import synthetic_dataset
 from serving.connection import open_redis
 from serving.layout import encode_list
 from serving.settings import RedisSettings
+from streaming.blend import ShortTerm, transition_counts
 from streaming.history import RatingHistory
-from streaming.model import train_model
+from streaming.model import ModelVersion, train_model
 from streaming.scoring import ListTarget, publish_histories
 from streaming.settings import ModelSettings
 
 
 def cycle(
     spark: SparkSession, history: RatingHistory, settings: ModelSettings, redis: RedisSettings,
-    version: int,
-) -> dict[str, float]:  # fmt: skip
-    """One retrain as the job runs it; seconds per phase."""
+    version: int, short_term: ShortTerm | None = None,
+) -> tuple[ModelVersion, dict[str, float]]:  # fmt: skip
+    """One retrain as the job runs it (the hybrid lists when ``short_term`` is given):
+    the model and seconds per phase."""
     ratings = spark.createDataFrame(history.frame()).cache()
     ratings.count()
     model = train_model(ratings, history, settings, version=version, batch_id=version - 1,
@@ -52,14 +57,51 @@ def cycle(
     target = ListTarget(redis, version, "model")
     publish_histories(
         spark, history.everyone(), model.fold_in(settings), settings.top_k, target,
-        spark.sparkContext.defaultParallelism, model.stars,
+        spark.sparkContext.defaultParallelism, model.stars, short_term,
     )  # fmt: skip
-    return {
+    return model, {
         "fit": model.meta["timings_s"]["fit"],
         "rating model": model.meta["timings_s"]["rating_model"],
         "evaluate": model.meta["timings_s"]["evaluate"],
         "top-N + publish": time.perf_counter() - began,
     }
+
+
+def micro_batch(
+    spark: SparkSession, history: RatingHistory, model: ModelVersion, settings: ModelSettings,
+    short_term: ShortTerm | None, batch: pd.DataFrame,
+) -> float:  # fmt: skip
+    """Seconds of the model side of one micro-batch as the job does it: count the batch's
+    first ratings (hybrid only), fold in and rank its users with their stars, and store
+    the lists as a Spark action."""
+    began = time.perf_counter()
+    if short_term is not None:
+        short_term.counts.observe(batch["user_id"].to_numpy(), batch["movie_id"].to_numpy())
+    users = np.unique(batch["user_id"].to_numpy())
+    lists = model.served_lists(history.of_users(users), settings, settings.top_k, short_term)
+    rows = [(int(u), int(lists.movies[p][0])) for p, u in enumerate(lists.users.tolist())]
+    spark.createDataFrame(rows, "user_id long, movie_id long").count()
+    return time.perf_counter() - began
+
+
+def hybrid_cost(
+    spark: SparkSession, history: RatingHistory, model: ModelVersion, settings: ModelSettings,
+    table: RatingTable,
+) -> tuple[float, float]:  # fmt: skip
+    """Median seconds of a 500-rating micro-batch with ALS-only lists and with the hybrid,
+    interleaved, over the newest ratings of the feed (counts built from all before)."""
+    order = np.argsort(table.timestamps, kind="stable")
+    split = len(order) - 20 * 500
+    counts = transition_counts(settings)
+    counts.observe(table.user_ids[order[:split]], table.movie_ids[order[:split]])
+    short_term = ShortTerm.of(counts, settings)
+    alone, hybrid = [], []
+    for first in range(split, len(order), 500):
+        rows = order[first : first + 500]
+        batch = pd.DataFrame({"user_id": table.user_ids[rows], "movie_id": table.movie_ids[rows]})
+        alone.append(micro_batch(spark, history, model, settings, None, batch))
+        hybrid.append(micro_batch(spark, history, model, settings, short_term, batch))
+    return statistics.median(alone), statistics.median(hybrid)
 
 
 def baseline(spark: SparkSession, table: RatingTable, redis: RedisSettings, k: int) -> float:
@@ -118,13 +160,19 @@ def run(args: argparse.Namespace) -> None:
             )
         for name, table in feeds:
             history = history_of(table)
+            counts = transition_counts(settings)
+            counts.observe(*history.arrival_order())
+            short_term = ShortTerm.of(counts, settings)
             cycle(spark, history, settings, redis, version=1)  # warm-up
-            phases = cycle(spark, history, settings, redis, version=2)
+            model, phases = cycle(spark, history, settings, redis, 2, short_term)
             base = min(baseline(spark, table, redis, settings.top_k) for _ in range(2))
             ours = phases["top-N + publish"]
             split = ", ".join(f"{phase} {seconds:.2f} s" for phase, seconds in phases.items())
             print(f"{name}: {len(table):,} ratings; {split}")
             print(f"  baseline recommendForAllUsers + SET {base:.2f} s; ratio {base / ours:.1f}x")
+            alone, hybrid = hybrid_cost(spark, history, model, settings, table)
+            print(f"  500-rating micro-batch (median of 20): ALS-only lists {alone:.3f} s, "
+                  f"hybrid {hybrid:.3f} s; the hybrid adds {hybrid / alone - 1:+.0%}")  # fmt: skip
 
         small = synthetic_dataset(20_000, users=500, movies=400).ratings
         history = history_of(small)
@@ -132,7 +180,7 @@ def run(args: argparse.Namespace) -> None:
         marks: dict[int, tuple[float, float]] = {}
         began = time.perf_counter()
         for number in range(1, args.cycles + 1):
-            cycle(spark, history, light, redis, version=100 + number)
+            cycle(spark, history, light, redis, 100 + number)
             if number in (10, args.cycles):
                 marks[number] = memory(spark)
         spent = time.perf_counter() - began

@@ -110,6 +110,10 @@ def rating(source: SourceOption = _DEFAULT_SOURCE, out: OutOption = Path("evalua
     Console().print(table)
     document = {**report.as_dict(), "settings": settings.model_dump()}
     print(f"written: {_write(out, 'rating', document)}")
+    summary = report.summary()
+    bars = {"RMSE": {n: f["rmse_mean"] for n, f in summary.items()},
+            "MAE": {n: f["mae_mean"] for n, f in summary.items()}}  # fmt: skip
+    print(f"written: {_bars(out, 'rating', 'rating prediction (mean over the folds)', bars)}")
 
 
 @app.command()
@@ -150,6 +154,9 @@ def ranking(
     )
     document = {**report.as_dict(), "settings": settings.model_dump()}
     print(f"written: {_write(out, 'ranking', document)}")
+    bars = {metric: {name: getattr(f, metric.lower()) for name, f in report.figures.items()}
+            for metric in ("precision", "recall", "NDCG", "MAP")}  # fmt: skip
+    print(f"written: {_bars(out, 'ranking', 'ranking at 10, all test users', bars)}")
 
 
 @app.command()
@@ -325,6 +332,31 @@ def prequential(
     document = {**report.as_dict(), "source": source, "settings": settings.model_dump()}
     print(f"written: {_write(out, 'prequential', document)}")
     print(f"written: {_plot(out, report.days)}")
+
+
+def _bars(out: Path, name: str, title: str, groups: dict[str, dict[str, float]]) -> Path:
+    """``<out>/<name>.png``: one group of bars per figure, one bar per model or list."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = list(dict.fromkeys(label for values in groups.values() for label in values))
+    width = 0.8 / max(len(series), 1)
+    figure, axis = plt.subplots(figsize=(9, 4.5))
+    for index, label in enumerate(series):
+        heights = [values.get(label, 0.0) for values in groups.values()]
+        axis.bar([g + index * width for g in range(len(groups))], heights, width, label=label)
+    axis.set_xticks([g + width * (len(series) - 1) / 2 for g in range(len(groups))],
+                    list(groups))  # fmt: skip
+    axis.set_title(title)
+    axis.legend()
+    figure.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{name}.png"
+    figure.savefig(target, dpi=100)
+    plt.close(figure)
+    return target
 
 
 def _plot(out: Path, days: list[dict[str, Any]]) -> Path:
