@@ -37,6 +37,7 @@ from serving.layout import encode_list
 from serving.settings import RedisSettings
 from streaming.blend import ShortTerm, transition_counts
 from streaming.history import RatingHistory
+from streaming.lists import lists_for
 from streaming.model import ModelVersion, train_model
 from streaming.scoring import ListTarget, publish_histories
 from streaming.settings import ModelSettings
@@ -78,7 +79,8 @@ def micro_batch(
     if short_term is not None:
         short_term.counts.observe(batch["user_id"].to_numpy(), batch["movie_id"].to_numpy())
     users = np.unique(batch["user_id"].to_numpy())
-    lists = model.served_lists(history.of_users(users), settings, settings.top_k, short_term)
+    lists = lists_for(history.of_users(users), model.fold_in(settings), settings.top_k,
+                      model.stars, short_term)  # fmt: skip
     rows = [(int(u), int(lists.movies[p][0])) for p, u in enumerate(lists.users.tolist())]
     spark.createDataFrame(rows, "user_id long, movie_id long").count()
     return time.perf_counter() - began

@@ -29,10 +29,11 @@ The fit holds the Python GIL for its whole run, so the job fits in a separate pr
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import multiprocessing
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -240,19 +241,35 @@ def fit_rating_model(
         return False, None
 
     fm = myfm.MyFMRegressor(rank=rank, random_seed=seed)
-    fm.fit(
-        None,
-        np.asarray(ratings, dtype=np.float64),
-        X_rel=[myfm.RelationBlock(user_of, user_block), myfm.RelationBlock(movie_of, movie_block)],
-        n_iter=sweeps,
-        n_kept_samples=1,
-        group_shapes=[n_users, n_movies, n_movies, n_users],
-        callback=after_sweep,
-    )
+    with _quiet(myfm):
+        fm.fit(
+            None,
+            np.asarray(ratings, dtype=np.float64),
+            X_rel=[
+                myfm.RelationBlock(user_of, user_block),
+                myfm.RelationBlock(movie_of, movie_block),
+            ],
+            n_iter=sweeps,
+            n_kept_samples=1,
+            group_shapes=[n_users, n_movies, n_movies, n_users],
+            callback=after_sweep,
+        )
     if stopped:
         msg = f"rating model fit stopped at sweep {stopped[0] + 1} of {sweeps}"
         raise FitCancelledError(msg)
     return _split(kept, n_users, movie_ids, raters)
+
+
+@contextlib.contextmanager
+def _quiet(myfm: Any) -> Iterator[None]:
+    """Without myfm's progress bar (its ``fit`` has no switch for it): the job logs its
+    own lines, and a bar per retrain would fill them."""
+    shown = myfm.base.tqdm
+    myfm.base.tqdm = functools.partial(shown, disable=True)
+    try:
+        yield
+    finally:
+        myfm.base.tqdm = shown
 
 
 def _implicit(owner: IntArray, other: IntArray, shape: tuple[int, int]) -> sparse.csr_matrix:
@@ -312,50 +329,59 @@ def fit_in_process(
     **options: Any,
 ) -> RatingModel:
     """``fit_rating_model`` in a fresh (spawned) process, so the fit does not hold this
-    process's GIL; ``should_stop`` is asked every ``poll_s`` and ends the child at once.
+    process's GIL. ``should_stop`` is asked every ``poll_s``; when it answers True the
+    child is told to stop after its current sweep (and ended if it has not within 5 s).
 
     Raises:
         FitCancelledError: ``should_stop`` answered True.
         RuntimeError: the fit failed (its error) or its process died (its exit code).
     """
     context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
+    ours, theirs = context.Pipe()
     child = context.Process(
-        target=_fit_and_send, args=(sender, users, movies, ratings, options),
+        target=_fit_and_send, args=(theirs, users, movies, ratings, options),
         name="recstream-rating-model", daemon=True,
     )  # fmt: skip
     child.start()
-    sender.close()
+    theirs.close()
+    stopped = False
     try:
-        while not receiver.poll(poll_s):
+        while not ours.poll(poll_s):
             if should_stop():
-                msg = "rating model fit stopped: its process was ended"
-                raise FitCancelledError(msg)
-            if not child.is_alive() and not receiver.poll(0):
+                stopped = True
+                ours.send("stop")
+                break
+            if not child.is_alive() and not ours.poll(0):
                 msg = f"the rating model's process exited with code {child.exitcode}"
                 raise RuntimeError(msg)
-        outcome, value = receiver.recv()
+        outcome, value = ("stopped", {}) if stopped else ours.recv()
     finally:
+        child.join(5.0)
         if child.is_alive():
             child.terminate()
-        child.join(5.0)
-        receiver.close()
+            child.join(5.0)
+        ours.close()
+    if stopped:
+        msg = "rating model fit stopped: its process was told to end"
+        raise FitCancelledError(msg)
     if outcome != "model":
         raise RuntimeError(value)
     return RatingModel.from_arrays(value)
 
 
 def _fit_and_send(
-    sender: Any, users: IntArray, movies: IntArray, ratings: FloatArray, options: dict[str, Any]
+    parent: Any, users: IntArray, movies: IntArray, ratings: FloatArray, options: dict[str, Any]
 ) -> None:
-    os.environ["TQDM_DISABLE"] = "1"  # myfm's progress bar; read when tqdm is imported
+    """The child's side: fit, stopping when the parent says so, and send what came of it."""
     began = time.perf_counter()
     try:
-        model = fit_rating_model(users, movies, ratings, **options)
+        model = fit_rating_model(users, movies, ratings, should_stop=parent.poll, **options)
+    except FitCancelledError:
+        pass  # the parent asked for it and expects nothing
     except Exception as exc:  # sent back and raised in the job, never lost in the child
         seconds = time.perf_counter() - began
-        sender.send(("error", f"{type(exc).__name__}: {exc} (after {seconds:.1f} s)"))
+        parent.send(("error", f"{type(exc).__name__}: {exc} (after {seconds:.1f} s)"))
     else:
-        sender.send(("model", model.arrays()))
+        parent.send(("model", model.arrays()))
     finally:
-        sender.close()
+        parent.close()

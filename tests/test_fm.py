@@ -176,7 +176,7 @@ def test_a_cancelled_fit_raises_in_this_process_and_in_a_spawned_one() -> None:
 
     with pytest.raises(FitCancelledError, match="stopped at sweep 3 of 60"):
         fit_rating_model(users, movies, ratings, should_stop=after_three, **SMALL)
-    with pytest.raises(FitCancelledError, match="process was ended"):
+    with pytest.raises(FitCancelledError, match="process was told to end"):
         fit_in_process(users, movies, ratings, should_stop=lambda: True, **SMALL)
 
 
