@@ -28,6 +28,8 @@ from streaming.topn import sorted_lookup
 __all__ = ["TransitionCounts"]
 
 _PENDING_PER_ROW = 64
+_USERS_FOR_PRODUCT = 16  # from this many users on, scores are one matrix product
+_CELLS_PER_CHUNK = 4_000_000  # dense source rows scored at once: sources × movies floats
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -118,30 +120,59 @@ class TransitionCounts:
         """
         out = np.zeros((len(users), len(movie_ids)))
         column = _column_lookup(movie_ids)
-        for position, user in enumerate(np.asarray(users, dtype=np.int64).tolist()):
-            targets: list[IntArray] = []
-            weights: list[FloatArray] = []
+        asked = np.asarray(users, dtype=np.int64).tolist()
+        if len(asked) < _USERS_FOR_PRODUCT:  # a few users: one pass over each one's rows
+            for position, user in enumerate(asked):
+                followers: list[IntArray] = []
+                amounts: list[FloatArray] = []
+                for age, movie in enumerate(self.recent(user)):
+                    total = self._totals.get(movie)
+                    if total:
+                        scale = decay**age / total**source_norm
+                        for part_targets, part_counts in self._parts(movie):
+                            followers.append(part_targets)
+                            amounts.append(part_counts * scale)
+                if followers:
+                    columns = column(np.concatenate(followers))
+                    known = columns >= 0
+                    out[position] = np.bincount(columns[known], np.concatenate(amounts)[known],
+                                                minlength=len(movie_ids))  # fmt: skip
+            return out
+        uses: dict[int, tuple[list[int], list[float]]] = {}  # source movie → rows, scales
+        for position, user in enumerate(asked):
             for age, movie in enumerate(self.recent(user)):
                 total = self._totals.get(movie)
-                if not total:
-                    continue
-                scale = decay**age / total**source_norm
-                held = self._rows.get(movie)
-                if held is not None:
-                    targets.append(held[0])
-                    weights.append(held[1] * scale)
-                pending = self._pending.get(movie)
-                if pending:
-                    targets.append(np.fromiter(pending.keys(), np.int64, len(pending)))
-                    weights.append(np.fromiter(pending.values(), np.float64, len(pending)) * scale)
-            if not targets:
-                continue
-            columns = column(np.concatenate(targets))
-            known = columns >= 0
-            out[position] = np.bincount(
-                columns[known], np.concatenate(weights)[known], minlength=len(movie_ids)
-            )
+                if total:
+                    rows, scales = uses.setdefault(movie, ([], []))
+                    rows.append(position)
+                    scales.append(decay**age / total**source_norm)
+        sources = list(uses)
+        step = max(1, _CELLS_PER_CHUNK // max(len(movie_ids), 1))
+        for first in range(0, len(sources), step):  # out += W @ R, a chunk of sources at a time
+            chunk = sources[first : first + step]
+            counts_of = np.zeros((len(chunk), len(movie_ids)))  # R: each source's row, dense
+            weights = np.zeros((len(out), len(chunk)))  # W: each user's scale of each source
+            for at, movie in enumerate(chunk):  # each source's row is read once per call
+                for targets, counts in self._parts(movie):  # targets unique within a part
+                    columns = column(targets)
+                    known = columns >= 0
+                    counts_of[at, columns[known]] += counts[known]
+                rows, scales = uses[movie]
+                np.add.at(weights[:, at], rows, scales)
+            out += weights @ counts_of
         return out
+
+    def _parts(self, movie: int) -> list[tuple[IntArray, FloatArray]]:
+        """The counts out of ``movie`` as (targets, counts) parts: merged, then pending."""
+        parts = []
+        held = self._rows.get(movie)
+        if held is not None:
+            parts.append(held)
+        pending = self._pending.get(movie)
+        if pending:
+            parts.append((np.fromiter(pending.keys(), np.int64, len(pending)),
+                          np.fromiter(pending.values(), np.float64, len(pending))))  # fmt: skip
+        return parts
 
     def _count(self, source: int, target: int, weight: float) -> None:
         self.pairs += 1

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from streaming import transitions
 from streaming.blend import ShortTerm, blend
 from streaming.history import RatingHistory
 from streaming.lists import FoldIn, lists_for
@@ -152,3 +153,22 @@ def test_one_rating_scores_what_followed_it_and_a_never_followed_movie_scores_ze
                               [0.0, 0.0, 0.0]]  # user 4: no ratings  # fmt: skip
     sparse_ids = np.array([7, 8, 9, 5_000_000])  # ids far apart: looked up by binary search
     np.testing.assert_array_equal(counts.scores([2, 3, 4], sparse_ids, 0.9)[:, :3], dense)
+
+
+def test_many_users_at_once_score_as_each_one_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From 16 users on the scores are one matrix product over the sources' rows; they
+    must equal each user's own pass, pending increments and merged rows alike."""
+    rng = np.random.default_rng(4)
+    counts = TransitionCounts(window=3, memory=6, reverse=0.5)
+    for _ in range(40):  # some rows merged (64 pending), others still pending
+        users = rng.integers(1, 30, 25)
+        movies = rng.integers(1, 90, 25)
+        first = pd.DataFrame({"u": users, "m": movies}).drop_duplicates()
+        counts.observe(first["u"].to_numpy(), first["m"].to_numpy())
+    asked, movie_ids = np.arange(1, 31), np.arange(5, 80)
+    together = counts.scores(asked, movie_ids, 0.8, 0.5)
+    alone = np.vstack([counts.scores([int(user)], movie_ids, 0.8, 0.5) for user in asked])
+    np.testing.assert_allclose(together, alone, rtol=1e-12, atol=1e-12)
+    assert together.any(axis=1).sum() > 20
+    monkeypatch.setattr(transitions, "_CELLS_PER_CHUNK", 100)  # one source row per product
+    np.testing.assert_allclose(counts.scores(asked, movie_ids, 0.8, 0.5), together, rtol=1e-12)
