@@ -138,7 +138,7 @@ def test_a_whole_prequential_command_on_a_generated_ml_latest_zip(tmp_path: Path
     out = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, "-m", "streaming.evaluate", "prequential", "--source", str(archive),
-         "--out", str(out), "--batch-size", "200", "--retrain-every", "1000"],
+         "--out", str(out), "--batch-size", "200", "--retrain-every", "5000"],
         cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
