@@ -349,7 +349,8 @@ def fit_in_process(
         while not ours.poll(poll_s):
             if should_stop():
                 stopped = True
-                ours.send("stop")
+                with contextlib.suppress(OSError):  # the child may have just ended
+                    ours.send("stop")
                 break
             if not child.is_alive() and not ours.poll(0):
                 msg = f"the rating model's process exited with code {child.exitcode}"

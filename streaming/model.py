@@ -227,8 +227,8 @@ def rating_model(
     """The configured rating model fitted on ``ratings``; None when it is switched off.
 
     ``should_stop`` can end the fit early (``FitCancelledError``), asked once per sweep,
-    or every 0.2 s with ``separate_process`` (the fit runs in a spawned process, which
-    is ended at once, so this one's GIL stays free for the stream).
+    or every 0.2 s with ``separate_process`` (the fit runs in a spawned process, told to
+    stop after its current sweep, so this process's GIL stays free for the stream).
     """
     if settings.rating_samples == 0 or ratings.empty:
         return None
