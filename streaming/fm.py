@@ -91,10 +91,7 @@ class RatingModel:
         count, movies = len(users.users), len(self.movie_ids)
         owner = np.repeat(np.arange(count), np.diff(users.start))
         rows, known = self.rows(users.movies)
-        pairs = np.unique(owner[known] * movies + rows[known])
-        owner, rows = pairs // movies, pairs % movies
-        norm = 1.0 / np.sqrt(np.maximum(np.bincount(owner, minlength=count), 1))
-        rated = sparse.csr_matrix((norm[owner], (owner, rows)), shape=(count, movies))
+        rated = _implicit(owner[known], rows[known].astype(np.int64), (count, movies))
         squared = rated.multiply(rated).tocsr()
         summed = np.empty((count, self.draws, self.movie_factors.shape[2]))
         own = np.empty((count, self.draws))
