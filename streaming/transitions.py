@@ -18,6 +18,7 @@ and the recent movies kept per user are at most ``memory``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -121,31 +122,30 @@ class TransitionCounts:
         out = np.zeros((len(users), len(movie_ids)))
         column = _column_lookup(movie_ids)
         asked = np.asarray(users, dtype=np.int64).tolist()
+        reads = [  # (row of the answer, source movie, its weight) for each recent movie
+            (position, movie, decay**age / total**source_norm)
+            for position, user in enumerate(asked)
+            for age, movie in enumerate(self.recent(user))
+            if (total := self._totals.get(movie))
+        ]
         if len(asked) < _USERS_FOR_PRODUCT:  # a few users: one pass over each one's rows
-            for position, user in enumerate(asked):
+            for position, group in itertools.groupby(reads, key=lambda read: read[0]):
                 followers: list[IntArray] = []
                 amounts: list[FloatArray] = []
-                for age, movie in enumerate(self.recent(user)):
-                    total = self._totals.get(movie)
-                    if total:
-                        scale = decay**age / total**source_norm
-                        for part_targets, part_counts in self._parts(movie):
-                            followers.append(part_targets)
-                            amounts.append(part_counts * scale)
-                if followers:
-                    columns = column(np.concatenate(followers))
-                    known = columns >= 0
-                    out[position] = np.bincount(columns[known], np.concatenate(amounts)[known],
-                                                minlength=len(movie_ids))  # fmt: skip
+                for _, movie, scale in group:
+                    for part_targets, part_counts in self._parts(movie):
+                        followers.append(part_targets)
+                        amounts.append(part_counts * scale)
+                columns = column(np.concatenate(followers))
+                known = columns >= 0
+                out[position] = np.bincount(columns[known], np.concatenate(amounts)[known],
+                                            minlength=len(movie_ids))  # fmt: skip
             return out
         uses: dict[int, tuple[list[int], list[float]]] = {}  # source movie → rows, scales
-        for position, user in enumerate(asked):
-            for age, movie in enumerate(self.recent(user)):
-                total = self._totals.get(movie)
-                if total:
-                    rows, scales = uses.setdefault(movie, ([], []))
-                    rows.append(position)
-                    scales.append(decay**age / total**source_norm)
+        for position, movie, scale in reads:
+            rows, scales = uses.setdefault(movie, ([], []))
+            rows.append(position)
+            scales.append(scale)
         sources = list(uses)
         step = max(1, _CELLS_PER_CHUNK // max(len(movie_ids), 1))
         for first in range(0, len(sources), step):  # out += W @ R, a chunk of sources at a time
