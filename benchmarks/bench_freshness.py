@@ -11,8 +11,14 @@ hybrid lists (the default), with fold-in on and ALS-only lists (transition weigh
 lists before the hybrid), and with fold-in off (lists then change only when a retrain
 publishes a new version), side by side, with the same retrain policy.
 
+Order matters on a fresh JVM: the same hybrid variant measured 3.83 s per micro-batch
+when it ran first and 1.61 s when it ran third (2026-11-27). So a short unreported
+warm-up run comes first, and with ``--rounds N`` the variants take turns going first;
+the pooled figures, with the median time of each stage of a micro-batch, come last.
+
     .venv/bin/python benchmarks/bench_freshness.py [--rate 300] [--seconds 120]
-        [--probes-per-s 2] [--retrain-every-s 30]
+        [--probes-per-s 2] [--retrain-every-s 30] [--rounds 1]
+        [--warm-up-s 20]
 """
 
 from __future__ import annotations
@@ -105,6 +111,19 @@ class Outcome:
             f"{statistics.median(busy) if busy else 0:.2f} s without a retrain; "
             f"{retrains} retrains"
         )
+
+    def stages(self) -> str:
+        """Median seconds of each stage of the micro-batches without a retrain."""
+        steady = [r for r in self.reports[1:] if r.retrain is None]
+        names = sorted({name for r in steady for name in r.timings_s})
+        return ", ".join(
+            f"{name} {statistics.median(r.timings_s.get(name, 0.0) for r in steady):.2f} s"
+            for name in names
+        )
+
+    def merged(self, other: Outcome) -> Outcome:
+        """This outcome and another run of the same variant as one."""
+        return Outcome(self.label, self.probes + other.probes, self.reports + other.reports[1:])
 
 
 class Watch:
@@ -263,6 +282,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=120, help="how long to send probes")
     parser.add_argument("--probes-per-s", type=float, default=2)
     parser.add_argument("--retrain-every-s", type=float, default=30)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every variant this many times, each round starting with the next variant "
+        "(so none is always the first, on a cold JVM); figures pool the rounds",
+    )
+    parser.add_argument(
+        "--warm-up-s",
+        type=float,
+        default=20,
+        help="first run the first variant this long, unreported, so that no measured run "
+        "pays for a cold JVM and Python (0 = none)",
+    )
     parser.add_argument("--log", action="store_true", help="print the job's batch lines")
     args = parser.parse_args()
     if args.log:
@@ -278,8 +311,25 @@ def main() -> None:
     with local_services():
         spark = bench_spark()
         try:
-            for label in VARIANTS:
-                print(measure(spark, label, args).line(), flush=True)
+            labels = list(VARIANTS)
+            if args.warm_up_s > 0:
+                warm = measure(
+                    spark,
+                    labels[0],
+                    argparse.Namespace(**{**vars(args), "seconds": args.warm_up_s}),
+                )
+                print(f"warm-up (not counted): {warm.line()}", flush=True)
+            pooled: dict[str, Outcome] = {}
+            for round_ in range(args.rounds):
+                order = labels[round_ % len(labels) :] + labels[: round_ % len(labels)]
+                for label in order:
+                    outcome = measure(spark, label, args)
+                    print(f"round {round_ + 1}: {outcome.line()}", flush=True)
+                    held = pooled.get(label)
+                    pooled[label] = outcome if held is None else held.merged(outcome)
+            print(f"pooled over {args.rounds} round(s):")
+            for label in labels:
+                print(f"{pooled[label].line()}\n    stages: {pooled[label].stages()}", flush=True)
         finally:
             spark.stop()
 
