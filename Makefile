@@ -47,10 +47,11 @@ DEMO_RATE ?= 400
 demo: setup ## Everything end to end: services, job, API, a replay; prints live, writes demo-report/ (DATASET=, DEMO_SECONDS=, DEMO_RATE=)
 	@$(PY) -m recstream_infra.demo --dataset "$(DATASET)" --seconds "$(DEMO_SECONDS)" --rate "$(DEMO_RATE)"
 
-lint: $(INSTALLED) ## ruff (lint and format check) and mypy
+lint: $(INSTALLED) ## ruff (lint and format check), mypy, and the import layers (import-linter)
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
 	@$(PY) -m mypy
+	@$(VENV)/bin/lint-imports
 
 test: setup lint ## Lint, then the whole pytest suite (unit and integration, against real services)
 	@$(PY) -m pytest

@@ -35,11 +35,11 @@ from producer.synthetic import synthetic_dataset
 from serving.connection import open_redis
 from serving.layout import encode_list
 from serving.settings import RedisSettings
-from streaming.blend import ShortTerm, transition_counts
-from streaming.history import RatingHistory
-from streaming.lists import lists_for
-from streaming.model import ModelVersion, train_model
-from streaming.scoring import ListTarget, publish_histories
+from streaming.ingest.history import RatingHistory
+from streaming.model.blend import ShortTerm, transition_counts
+from streaming.model.lists import lists_for
+from streaming.model.versions import ModelVersion, train_model
+from streaming.publish.executors import ListTarget, publish_histories
 from streaming.settings import ModelSettings
 
 

@@ -40,7 +40,7 @@ from recstream_infra.local_service import free_tcp_port
 from serving.connection import open_redis
 from serving.layout import RedisLayout, encode_list
 from serving.settings import RedisSettings
-from streaming.publish import publish_catalog, switch_current, write_version
+from streaming.publish.writes import publish_catalog, switch_current, write_version
 
 USERS, MOVIES, K = 6040, 3706, 100
 GENRES = ["Action", "Comedy", "Drama", "Thriller", "Romance", "Sci-Fi", "Children's", "Crime"]

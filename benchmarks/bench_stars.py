@@ -34,12 +34,12 @@ from pyspark.sql import SparkSession
 from producer.grouplens import load_grouplens
 from producer.synthetic import synthetic_dataset
 from serving.settings import RedisSettings
-from streaming.history import RatingHistory
-from streaming.lists import lists_for
-from streaming.model import ModelVersion, train_model, training_split
-from streaming.scoring import ListTarget, publish_histories
+from streaming.ingest.history import RatingHistory
+from streaming.model.lists import lists_for
+from streaming.model.versions import ModelVersion, train_model, training_split
+from streaming.publish.executors import ListTarget, publish_histories
+from streaming.rating.fitter import StarsFitter
 from streaming.settings import ModelSettings
-from streaming.stars import StarsFitter
 
 
 def _publish(spark: SparkSession, history: RatingHistory, model: ModelVersion,

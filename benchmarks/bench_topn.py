@@ -1,7 +1,7 @@
 """Top-N for every user plus publishing: recstream's executor path against the baseline.
 
 Baseline: ``ALSModel.recommendForAllUsers(K)`` collected to the driver, then one Redis
-SET per user. recstream: ``streaming.scoring`` (item factors and every user's history
+SET per user. recstream: ``streaming.publish.executors`` (item factors and every user's history
 broadcast, each partition folds its users in and ranks with vectorised numpy inside
 ``mapInPandas``, rated movies excluded) and pipelined HSETs from the executors.
 Same model, same K, same Redis, one run; on an ML-1M-scale synthetic
@@ -25,10 +25,10 @@ from producer.synthetic import synthetic_dataset
 from serving.connection import open_redis
 from serving.layout import encode_list
 from serving.settings import RedisSettings
-from streaming.history import RatingHistory
-from streaming.lists import FoldIn
-from streaming.scoring import ListTarget, publish_histories
-from streaming.topn import ItemIndex
+from streaming.ingest.history import RatingHistory
+from streaming.model.lists import FoldIn
+from streaming.model.topn import ItemIndex
+from streaming.publish.executors import ListTarget, publish_histories
 
 
 def baseline_cycle(

@@ -28,7 +28,7 @@ from producer.settings import KafkaSettings
 from recstream_infra.services import LocalServices
 from serving.connection import open_redis
 from serving.settings import RedisSettings
-from streaming.history import RatingHistory
+from streaming.ingest.history import RatingHistory
 from streaming.job import StreamingJob
 from streaming.session import build_spark_session
 from streaming.settings import ModelSettings, SparkSettings, StreamSettings

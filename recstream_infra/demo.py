@@ -39,7 +39,7 @@ from recstream_infra.local_service import ServiceStartError, free_tcp_port, port
 from recstream_infra.services import LocalServices
 from serving.connection import open_redis
 from serving.settings import RedisSettings
-from streaming.store import BatchCommit, read_commits
+from streaming.ingest.store import BatchCommit, read_commits
 
 __all__ = ["app"]
 
@@ -237,7 +237,7 @@ def _watch(
     interval: float,
 ) -> None:
     """Print the status every ``interval`` s until the replay is in and processed."""
-    from streaming.kafka_side import TopicWatcher
+    from streaming.ingest.topics import TopicWatcher
 
     watcher = TopicWatcher(KafkaSettings(topic=demo.topic))
     stars_since: float | None = None  # when the demo began to wait for the stars

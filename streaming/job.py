@@ -6,10 +6,10 @@ Each micro-batch (``foreachBatch``) runs, in order:
    ones and the dead letters under its batch id (overwrite, so a replayed batch
    replaces its first attempt instead of adding to it);
 2. merge the stored ratings into the driver's history, and count each user's first
-   ratings of a movie into the short-term transitions (``streaming.transitions``);
+   ratings of a movie into the short-term transitions (``streaming.model.transitions``);
 3. retrain when the policy says so: fit, evaluate, save the model under version
    ``batch_id + 1`` (its rating model, for the predicted stars, is fitted beside the
-   stream by ``streaming.stars`` and adopted when ready); otherwise note the users who
+   stream by ``streaming.rating.fitter`` and adopted when ready); otherwise note the users who
    rated, for fold-in;
 4. flush to Redis (a new version in full then one atomic switch, or fold-in lists
    into the current version), retrying with backoff while Redis is down; between
@@ -38,11 +38,14 @@ from pyspark.sql.streaming.query import StreamingQuery
 
 from producer.settings import KafkaSettings
 from serving.settings import RedisSettings
-from streaming.blend import ShortTerm, transition_counts
-from streaming.evaluation import CUTOFF
-from streaming.history import HISTORY_COLUMNS, RatingHistory
-from streaming.kafka_side import TopicWatcher, spark_source_options
-from streaming.model import (
+from streaming.ingest.history import HISTORY_COLUMNS, RatingHistory
+from streaming.ingest.store import BatchCommit, RatingStore
+from streaming.ingest.topics import TopicWatcher, spark_source_options
+from streaming.ingest.validation import DUPLICATE_REASON, parse_records, set_aside, split_parsed
+from streaming.model.blend import ShortTerm, transition_counts
+from streaming.model.holdout import CUTOFF
+from streaming.model.policy import RetrainPolicy
+from streaming.model.versions import (
     ModelVersion,
     load_latest_model,
     load_model,
@@ -51,12 +54,9 @@ from streaming.model import (
     train_model,
     training_split,
 )
-from streaming.policy import RetrainPolicy
-from streaming.publisher import Publisher, PublishOutcome
+from streaming.publish.publisher import Publisher, PublishOutcome
+from streaming.rating.fitter import FittedStars, StarsFitter
 from streaming.settings import ModelSettings, StreamSettings
-from streaming.stars import FittedStars, StarsFitter
-from streaming.store import BatchCommit, RatingStore
-from streaming.validation import DUPLICATE_REASON, parse_records, set_aside, split_parsed
 
 __all__ = ["BatchReport", "StreamingJob", "stop_between_batches"]
 

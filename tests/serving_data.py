@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 
 from serving.layout import RedisLayout, encode_list
-from streaming.publish import publish_catalog, switch_current, write_version
+from streaming.publish.writes import publish_catalog, switch_current, write_version
 
 CATALOG = [
     (10, "Toy Story (1995)", ["Animation", "Comedy"]),

@@ -22,7 +22,7 @@ from recstream_infra.demo import (
     _write_report,
 )
 from recstream_infra.local_service import free_tcp_port
-from streaming.store import BatchCommit
+from streaming.ingest.store import BatchCommit
 
 from .conftest import Services
 

@@ -1,4 +1,4 @@
-"""``streaming.evaluate --source`` on every local layout the producer reads, from files
+"""``streaming.evaluation.cli --source`` on every local layout the producer reads, from files
 the tests write: ml-latest CSV with half stars, ml-1m ``::``, ml-100k with its u1..u5
 splits, and a zip; the folds each one gets; one whole command on a generated folder."""
 
@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streaming.evaluate import load_ratings
-from streaming.protocols import rating_folds
+from streaming.evaluation.cli import load_ratings
+from streaming.evaluation.protocols import rating_folds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,14 +137,18 @@ def test_a_whole_prequential_command_on_a_generated_ml_latest_zip(tmp_path: Path
     archive = _zipped(folder, tmp_path / "ml-latest-small.zip")
     out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-m", "streaming.evaluate", "prequential", "--source", str(archive),
+        [sys.executable, "-m", "streaming.evaluation", "prequential", "--source", str(archive),
          "--out", str(out), "--batch-size", "200", "--retrain-every", "5000"],
         cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "recent-pop" in done.stdout and "transitions" in done.stdout  # the table
+    assert "returning users (" in done.stdout and "new users (" in done.stdout
+    assert "on returning users for 1.5x / 2x / 2.5x popular overall" in done.stdout
     report = json.loads((out / "prequential.json").read_text())
     assert report["ratings"] == len(frame)
     for figure in ("hit_rate", "ndcg"):
         assert {"recstream", "popular", "recent-popular", "transitions"} <= set(report[figure])
+    assert [group["users"] for group in report["users"]] == ["returning", "new"]
+    assert sum(group["ratings"] for group in report["users"]) == len(frame)
     assert (out / "prequential.png").stat().st_size > 1_000

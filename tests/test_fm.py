@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sparse
 
-from streaming.fm import (
+from streaming.ingest.history import RatingHistory, UserRatings
+from streaming.rating.fm import (
     FitCancelledError,
     FloatArray,
     IntArray,
@@ -17,7 +18,6 @@ from streaming.fm import (
     fit_in_process,
     fit_rating_model,
 )
-from streaming.history import RatingHistory, UserRatings
 from streaming.settings import ModelSettings
 
 SMALL: dict[str, Any] = {"rank": 3, "sweeps": 60, "burn_in": 20, "samples": 10, "seed": 5}
@@ -61,7 +61,7 @@ def test_held_out_ratings_are_predicted_far_better_than_the_mean() -> None:
 
 
 def _blocks(users: IntArray, movies: IntArray, with_user_ids: bool) -> tuple[list[Any], list[int]]:
-    """myfm's relation blocks for the pairs, as ``streaming.fm`` lays them out."""
+    """myfm's relation blocks for the pairs, as ``streaming.rating.fm`` lays them out."""
     user_ids, user_of = np.unique(users, return_inverse=True)
     movie_ids, movie_of = np.unique(movies, return_inverse=True)
     rated = sparse.csr_matrix((np.ones(len(users)), (user_of, movie_of)))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from pyspark.sql import SparkSession
 
-from streaming.foldin import fold_in_user, gramian
-from streaming.topn import ItemIndex, top_k
+from streaming.model.foldin import fold_in_user, gramian
+from streaming.model.topn import ItemIndex, top_k
 
 RNG = np.random.default_rng(11)
 

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streaming.foldin import fold_in_user, gramian
-from streaming.history import RatingHistory
-from streaming.lists import FoldIn, fold_in_users, lists_for
-from streaming.topn import ItemIndex
+from streaming.ingest.history import RatingHistory
+from streaming.model.foldin import fold_in_user, gramian
+from streaming.model.lists import FoldIn, fold_in_users, lists_for
+from streaming.model.topn import ItemIndex
 
 RNG = np.random.default_rng(5)
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from streaming.metrics import RankingFigures, mae, rank_figures, rmse
-from streaming.topn import ItemIndex, top_k
+from streaming.model.metrics import RankingFigures, mae, rank_figures, rmse
+from streaming.model.topn import ItemIndex, top_k
 
 
 def test_one_list_worked_by_hand() -> None:

@@ -9,10 +9,12 @@ import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 
-from streaming.evaluation import evaluate, holdout_cutoff, popularity
-from streaming.history import RatingHistory
-from streaming.lists import lists_for
-from streaming.model import (
+from streaming.ingest.history import RatingHistory
+from streaming.model.holdout import evaluate, holdout_cutoff, popularity
+from streaming.model.lists import lists_for
+from streaming.model.policy import RetrainPolicy
+from streaming.model.topn import ItemIndex
+from streaming.model.versions import (
     ModelVersion,
     load_latest_model,
     load_model,
@@ -20,9 +22,7 @@ from streaming.model import (
     save_model,
     train_model,
 )
-from streaming.policy import RetrainPolicy
 from streaming.settings import ModelSettings
-from streaming.topn import ItemIndex
 
 POLICY = RetrainPolicy(every_ratings=100, every_s=60.0, min_ratings=50)
 

@@ -10,9 +10,13 @@ import pytest
 from pyspark.sql import SparkSession
 
 from producer.synthetic import synthetic_dataset
-from streaming.metrics import RankingFigures
-from streaming.prequential import LIST_MAKERS, batch_bounds, prequential_protocol
-from streaming.protocols import (
+from streaming.evaluation.prequential import (
+    LIST_MAKERS,
+    PrequentialReport,
+    batch_bounds,
+    prequential_protocol,
+)
+from streaming.evaluation.protocols import (
     EvaluationInputError,
     cold_start_ceiling,
     fit_for_evaluation,
@@ -23,6 +27,7 @@ from streaming.protocols import (
     search_grid,
     time_split,
 )
+from streaming.model.metrics import RankingFigures
 from streaming.settings import ModelSettings
 
 SETTINGS = ModelSettings(rank=4, max_iter=5, top_k=20)
@@ -124,6 +129,7 @@ def test_prequential_replay_is_well_formed_and_beats_random_lists(spark: SparkSe
     assert set(report.hit_rate) == set(LIST_MAKERS) == set(report.ndcg)
     assert [half["ratings"] for half in report.halves] == [6_000, 6_000]
     assert report.retrains == 4  # the first model at 1,000 ratings, then every 3,000
+    assert 0.0 < report.fit_seconds < report.seconds
     assert sum(day["ratings"] for day in report.days) == len(ratings)
     for day in report.days:
         for name in ("hit_rate", "ndcg", "popular_hit_rate", "popular_ndcg"):
@@ -134,6 +140,30 @@ def test_prequential_replay_is_well_formed_and_beats_random_lists(spark: SparkSe
     # rating with chance 10 / (movies not yet rated)
     assert report.hit_rate["recstream"] > _random_hit_rate(ratings, batch_size=500)
     assert report.hit_rate["popular"] > _random_hit_rate(ratings, batch_size=500)
+    # new users: those whose first rating is in the batch being checked
+    ordered = ratings.sort_values(["timestamp", "user_id", "movie_id"], kind="stable")
+    batch = np.arange(len(ordered)) // 500
+    first_batch = pd.Series(batch).groupby(ordered["user_id"].to_numpy()).transform("min")
+    groups = {group["users"]: group for group in report.users}
+    assert groups["new"]["ratings"] == int((first_batch.to_numpy() == batch).sum())
+    assert groups["new"]["ratings"] + groups["returning"]["ratings"] == len(ratings)
+    for name in LIST_MAKERS:  # the two groups' figures average to the overall one
+        pooled = sum(group["ratings"] * group["hit_rate"][name] for group in report.users)
+        assert pooled / len(ratings) == pytest.approx(report.hit_rate[name], abs=1e-5)
+
+
+def test_needed_on_returning_users_solves_the_mix_for_the_target() -> None:
+    # 40 % new users' ratings at 0.05 (the lists recstream could give them), popular 0.1
+    # overall: 2x popular = 0.2 needs 0.4 * 0.05 + 0.6 * x = 0.2, x = 0.3
+    group = {"ndcg": {}}
+    report = PrequentialReport(
+        ratings=1_000, batching="100 ratings", batches=10, retrain_every=100, retrains=1,
+        hit_rate={"recstream": 0.15, "popular": 0.1}, ndcg={}, halves=[], days=[], seconds=1.0,
+        users=[{**group, "users": "returning", "ratings": 600, "hit_rate": {"recstream": 0.2}},
+               {**group, "users": "new", "ratings": 400, "hit_rate": {"recstream": 0.05}}],
+    )  # fmt: skip
+    assert report.needed_on_returning(2.0) == pytest.approx(0.3)
+    assert np.isnan(PrequentialReport(**{**report.__dict__, "users": []}).needed_on_returning(2.0))
 
 
 def _random_hit_rate(ratings: pd.DataFrame, batch_size: int) -> float:
@@ -195,7 +225,7 @@ def test_micro_batches_by_count_or_by_seconds_of_dataset_time() -> None:
 def test_search_refuses_an_unknown_protocol_before_loading_anything(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from streaming.evaluate import app
+    from streaming.evaluation.cli import app
 
     result = CliRunner().invoke(
         app, ["search", "--protocol", "fancy", "--set", "rank=5", "--source", str(tmp_path)]

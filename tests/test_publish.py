@@ -11,7 +11,7 @@ import redis
 from serving.connection import open_redis
 from serving.layout import RedisLayout, decode_list, decode_movie, encode_list
 from serving.settings import RedisSettings
-from streaming.publish import (
+from streaming.publish.writes import (
     current_version,
     delete_expired_versions,
     publish_catalog,

@@ -15,11 +15,11 @@ from recstream_infra.settings import LocalServicesSettings
 from serving.connection import open_redis
 from serving.layout import RedisLayout, decode_list
 from serving.settings import RedisSettings
-from streaming.history import RatingHistory
-from streaming.model import ModelVersion
-from streaming.publisher import Publisher
+from streaming.ingest.history import RatingHistory
+from streaming.model.topn import ItemIndex
+from streaming.model.versions import ModelVersion
+from streaming.publish.publisher import Publisher
 from streaming.settings import ModelSettings, StreamSettings
-from streaming.topn import ItemIndex
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,15 @@ from pyspark.sql import SparkSession
 from serving.connection import open_redis
 from serving.layout import RedisLayout, decode_list
 from serving.settings import RedisSettings
-from streaming.history import RatingHistory
-from streaming.lists import FoldIn, lists_for
-from streaming.scoring import ListTarget, publish_histories, publish_lists, score_histories
-from streaming.topn import ItemIndex
+from streaming.ingest.history import RatingHistory
+from streaming.model.lists import FoldIn, lists_for
+from streaming.model.topn import ItemIndex
+from streaming.publish.executors import (
+    ListTarget,
+    publish_histories,
+    publish_lists,
+    score_histories,
+)
 
 pytestmark = pytest.mark.integration
 

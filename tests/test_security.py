@@ -28,8 +28,8 @@ from serving.connection import open_redis, ping
 from serving.errors import RedisUnavailableError
 from serving.layout import RedisLayout
 from serving.settings import RedisSettings
+from streaming.ingest.topics import spark_source_options
 from streaming.job import StreamingJob
-from streaming.kafka_side import spark_source_options
 from streaming.settings import StreamSettings
 from tests.conftest import job_settings, model_settings, subprocess_env
 from tests.serving_data import publish

@@ -12,7 +12,7 @@ from serving.client import RecommendationClient
 from serving.errors import NoModelError, RedisUnavailableError
 from serving.layout import LayoutDecodeError, encode_list
 from serving.settings import RedisSettings
-from streaming.publish import switch_current, write_lists, write_version
+from streaming.publish.writes import switch_current, write_lists, write_version
 from tests.serving_data import META, publish
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from pyspark.sql import DataFrame, SparkSession
 from producer.broker import client_options
 from serving.connection import open_redis
 from serving.settings import RedisSettings
-from streaming.kafka_side import spark_source_options
+from streaming.ingest.topics import spark_source_options
 from tests.conftest import Services
 
 pytestmark = pytest.mark.integration

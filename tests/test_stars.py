@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 
 from streaming.job import _with_stars
-from streaming.model import ModelVersion, held_out_stars, rating_model, stars_version
-from streaming.stars import FittedStars, StarsFitter
-from streaming.topn import ItemIndex
+from streaming.model.topn import ItemIndex
+from streaming.model.versions import ModelVersion, stars_version
+from streaming.rating.fitter import FittedStars, StarsFitter, held_out_stars, rating_model
 
 from .conftest import model_settings
 from .test_fm import _planted

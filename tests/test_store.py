@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
-from streaming.store import BatchCommit, RatingStore
+from streaming.ingest.store import BatchCommit, RatingStore
 
 COLUMNS = (
     "event_id string, source string, user_id int, movie_id int, rating double, "

@@ -27,9 +27,9 @@ from serving.client import RecommendationClient
 from serving.connection import open_redis
 from serving.layout import RedisLayout, decode_list
 from serving.settings import RedisSettings
+from streaming.ingest.store import BatchCommit
 from streaming.job import StreamingJob
 from streaming.settings import StreamSettings
-from streaming.store import BatchCommit
 from tests.conftest import Services, fault_line, job_settings, model_settings, subprocess_env
 
 pytestmark = pytest.mark.integration

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streaming import transitions
-from streaming.blend import ShortTerm, blend
-from streaming.history import RatingHistory
-from streaming.lists import FoldIn, lists_for
-from streaming.topn import ItemIndex
-from streaming.transitions import TransitionCounts
+from streaming.ingest.history import RatingHistory
+from streaming.model import transitions
+from streaming.model.blend import ShortTerm, blend
+from streaming.model.lists import FoldIn, lists_for
+from streaming.model.topn import ItemIndex
+from streaming.model.transitions import TransitionCounts
 
 
 def test_a_rating_follows_each_of_the_previous_window_movies() -> None:

@@ -8,7 +8,7 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 
 from producer.events import encode_event
-from streaming.validation import MAX_MESSAGE_BYTES, split_valid
+from streaming.ingest.validation import MAX_MESSAGE_BYTES, split_valid
 
 NOW = 1_700_000_000
 

@@ -1,7 +1,7 @@
 """Top-K movies for a block of users: vectorised numpy, deterministic ties, rated movies out.
 
 Scores are user factors times item factors, plus an optional per-item prior (the
-model's popularity prior, ``streaming.model``; zero when none is set). Items are held
+model's popularity prior, ``streaming.model.versions``; zero when none is set). Items are held
 sorted by movie id, and the ranking sorts by score with a stable sort, so equal scores
 rank by ascending movie id, the same on every run and every machine.
 """
@@ -13,7 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ItemIndex", "best_k", "sorted_lookup", "top_k"]
+from streaming.ids import sorted_lookup
+
+__all__ = ["ItemIndex", "best_k", "top_k"]
 
 
 class ItemIndex:
@@ -52,17 +54,6 @@ class ItemIndex:
     ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
         """Row of each movie (aligned with the input) and whether the model knows it."""
         return sorted_lookup(self.movie_ids, movie_ids)
-
-
-def sorted_lookup(
-    sorted_ids: npt.NDArray[np.int64], wanted_ids: npt.ArrayLike
-) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
-    """Row of each wanted id in ``sorted_ids`` (ascending) and whether it is there."""
-    wanted = np.asarray(wanted_ids, dtype=np.int64)
-    if wanted.size == 0 or len(sorted_ids) == 0:
-        return np.zeros(wanted.size, dtype=np.intp), np.zeros(wanted.size, dtype=np.bool_)
-    rows = np.minimum(np.searchsorted(sorted_ids, wanted), len(sorted_ids) - 1)
-    return rows.astype(np.intp), sorted_ids[rows] == wanted
 
 
 def top_k(

@@ -11,7 +11,6 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,21 +22,20 @@ from pyspark.ml.recommendation import ALS
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from streaming.blend import ShortTerm
-from streaming.evaluation import evaluate, holdout_cutoff, popularity
-from streaming.fm import RatingModel, fit_in_process, fit_rating_model
-from streaming.history import RatingHistory, UserRatings
-from streaming.lists import FoldIn, lists_for
+from streaming.ingest.history import RatingHistory, UserRatings
+from streaming.model.blend import ShortTerm
+from streaming.model.holdout import evaluate, holdout_cutoff, popularity
+from streaming.model.lists import FoldIn, lists_for
+from streaming.model.topn import ItemIndex
+from streaming.rating.fitter import held_out_stars, rating_model
+from streaming.rating.fm import RatingModel
 from streaming.settings import ModelSettings
-from streaming.topn import ItemIndex
 
 __all__ = [
     "ModelVersion",
-    "held_out_stars",
     "load_latest_model",
     "load_model",
     "popularity_prior",
-    "rating_model",
     "save_model",
     "stars_version",
     "train_model",
@@ -109,7 +107,7 @@ def train_model(
 
     With ``fit_stars`` (and ``rating_samples`` above 0) the rating model is fitted here
     too; without, the version comes without stars, for the caller to fit them elsewhere
-    (``streaming.stars``) on ``training_split``'s ratings.
+    (``streaming.rating.fitter``) on ``training_split``'s ratings.
 
     Args:
         ratings: the store's ratings (latest per user and movie), the fit's input.
@@ -217,38 +215,6 @@ def train_model(
     return ModelVersion(version, items, popular, meta, stars)
 
 
-def rating_model(
-    ratings: pd.DataFrame,
-    settings: ModelSettings,
-    should_stop: Callable[[], bool] | None = None,
-    *,
-    separate_process: bool = False,
-) -> RatingModel | None:
-    """The configured rating model fitted on ``ratings``; None when it is switched off.
-
-    ``should_stop`` can end the fit early (``FitCancelledError``), asked once per sweep,
-    or every 0.2 s with ``separate_process`` (the fit runs in a spawned process, told to
-    stop after its current sweep, so this process's GIL stays free for the stream).
-    """
-    if settings.rating_samples == 0 or ratings.empty:
-        return None
-    columns = (
-        ratings["user_id"].to_numpy(dtype=np.int64),
-        ratings["movie_id"].to_numpy(dtype=np.int64),
-        ratings["rating"].to_numpy(dtype=np.float64),
-    )
-    options: dict[str, Any] = {
-        "rank": settings.rating_rank,
-        "sweeps": settings.rating_sweeps,
-        "burn_in": settings.rating_burn_in,
-        "samples": settings.rating_samples,
-        "seed": settings.seed,
-    }
-    if separate_process:
-        return fit_in_process(*columns, should_stop=should_stop or (lambda: False), **options)
-    return fit_rating_model(*columns, should_stop=should_stop, **options)
-
-
 def training_split(
     everything: pd.DataFrame, cutoff: int | None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -268,16 +234,6 @@ def stars_version(model: ModelVersion) -> int | None:
     if model.stars is None:
         return None
     return int(model.meta.get("stars_from_version") or model.version)
-
-
-def held_out_stars(
-    stars: RatingModel, train: pd.DataFrame, held_out: pd.DataFrame
-) -> npt.NDArray[np.float64]:
-    """Predicted stars of the held-out pairs, each user folded in from their ``train`` ratings."""
-    history = RatingHistory.from_frame(train)
-    pair_users = held_out["user_id"].to_numpy(dtype=np.int64)
-    users, positions = np.unique(pair_users, return_inverse=True)
-    return stars.predict(history.of_users(users), positions, held_out["movie_id"].to_numpy())
 
 
 def popularity_prior(

@@ -9,7 +9,7 @@ list its user had then, from each list maker:
 - ``recstream``: what the job publishes: the current model (retrained every
   ``retrain_every`` ratings once ``min_ratings`` are in), the user folded in from every
   earlier rating, the short-term transitions as of the batch before, blended
-  (``streaming.blend``); the model's popular list for a user it has nothing on, and the
+  (``streaming.model.blend``); the model's popular list for a user it has nothing on, and the
   all-time popular list before the first model;
 - ``popular``: the most-rated movies so far (all-time counts);
 - ``recent-popular``: the same with each rating weighted ``2^(-age / half-life)``
@@ -19,29 +19,31 @@ list its user had then, from each list maker:
 - ``short-term``: the shipped settings' own transition part alone, popular fill.
 
 A user's rated movies are never listed. Hit rate@10 and NDCG@10 of the next rating,
-overall, per day of dataset time and per half of the timeline.
+overall, per day of dataset time, per half of the timeline, and apart for returning
+users (some rating before the batch) and new users (none: every list maker can only
+show them a list made without them, so they bound what any personal list can add).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from streaming.blend import ShortTerm, transition_counts
-from streaming.history import UserRatings
-from streaming.model import ModelVersion
+from streaming.model.blend import ShortTerm, transition_counts
+from streaming.ingest.history import UserRatings
+from streaming.model.holdout import CUTOFF
+from streaming.model.versions import ModelVersion
 from streaming.settings import ModelSettings
-from streaming.transitions import TransitionCounts
+from streaming.model.transitions import TransitionCounts
 
 __all__ = ["LIST_MAKERS", "PrequentialReport", "batch_bounds", "prequential_protocol"]
 
-CUTOFF = 10
 LIST_MAKERS = ("recstream", "popular", "recent-popular", "transitions", "short-term")
 Fit = Callable[[pd.DataFrame], ModelVersion]
 Progress = Callable[[int, int], None]  # (ratings done, ratings in all)
@@ -63,6 +65,22 @@ class PrequentialReport:
     halves: list[dict[str, Any]]
     days: list[dict[str, Any]]
     seconds: float
+    users: list[dict[str, Any]] = field(default_factory=list)
+    fit_seconds: float = 0.0  # of ``seconds``, in the retrains
+
+    def needed_on_returning(self, target: float, figure: str = "hit_rate") -> float:
+        """The figure ``recstream`` would need on returning users' ratings for the whole
+        replay to reach ``target`` × popular, given that a new user's list can only be
+        what ``recstream`` served them (nan without both groups)."""
+        groups = {group["users"]: group for group in self.users}
+        if set(groups) != {"returning", "new"} or not self.ratings:
+            return float("nan")
+        share = float(groups["returning"]["ratings"]) / self.ratings
+        if share == 0:
+            return float("nan")
+        new_part = (1 - share) * float(groups["new"][figure]["recstream"])
+        overall: dict[str, float] = getattr(self, figure)
+        return (target * overall["popular"] - new_part) / share
 
     def ratio(self, name: str, baseline: str = "popular", figure: str = "hit_rate") -> float:
         """``name``'s figure over ``baseline``'s (nan when the baseline scored 0)."""
@@ -147,7 +165,7 @@ def prequential_protocol(
     """Replay ``ratings`` (user_id, movie_id, rating, timestamp) test-then-learn.
 
     ``fit`` trains the model on every rating so far (the job's retrain:
-    ``streaming.protocols.fit_for_evaluation``); exactly one of ``window_s`` and
+    ``streaming.evaluation.protocols.fit_for_evaluation``); exactly one of ``window_s`` and
     ``batch_size`` is given.
     """
     began = time.perf_counter()
@@ -166,15 +184,17 @@ def prequential_protocol(
     rated_values: dict[int, list[float]] = {}
     rated_sets: dict[int, set[int]] = {}
     model: ModelVersion | None = None
-    since_retrain, retrains = 0, 0
+    since_retrain, retrains, fit_seconds = 0, 0, 0.0
     hits = np.zeros((len(ordered), len(LIST_MAKERS)))
     gains = np.zeros_like(hits)
+    returning = np.zeros(len(ordered), dtype=np.bool_)
     for first, last in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         users = np.unique(users_col[first:last])
         known = [np.asarray(rated_rows.get(user, []), dtype=np.int64) for user in users.tolist()]
         lists = _lists(users, known, rated_values, movie_ids, popularity, shipped, plain,
                        model, settings)  # fmt: skip
         for row in range(first, last):
+            returning[row] = int(users_col[row]) in rated_rows
             for maker, listed in enumerate(lists[int(users_col[row])]):
                 found = np.flatnonzero(listed == rows_col[row])
                 if len(found):
@@ -202,12 +222,16 @@ def prequential_protocol(
         popularity.add(batch_rows, stamps[first:last])
         since_retrain += last - first
         if last >= settings.min_ratings and (model is None or since_retrain >= retrain_every):
+            fit_began = time.perf_counter()
             model = fit(ordered.iloc[:last])
+            fit_seconds += time.perf_counter() - fit_began
             since_retrain, retrains = 0, retrains + 1
         if progress is not None:
             progress(last, len(ordered))
-    return _report(ordered, stamps, hits, gains, bounds, batch_size, window_s, retrain_every,
-                   retrains, time.perf_counter() - began)  # fmt: skip
+    report = _report(ordered, stamps, hits, gains, returning, bounds, batch_size, window_s,
+                     retrain_every, retrains, time.perf_counter() - began)  # fmt: skip
+    report.fit_seconds = round(fit_seconds, 1)
+    return report
 
 
 def _lists(
@@ -266,6 +290,7 @@ def _report(
     stamps: IntArray,
     hits: npt.NDArray[np.float64],
     gains: npt.NDArray[np.float64],
+    returning: npt.NDArray[np.bool_],
     bounds: IntArray,
     batch_size: int | None,
     window_s: float | None,
@@ -287,14 +312,22 @@ def _report(
             "popular_hit_rate": round(float(hits[chosen, 1].mean()), 6),
             "popular_ndcg": round(float(gains[chosen, 1].mean()), 6),
         })  # fmt: skip
+
+    def figures(chosen: npt.NDArray[np.bool_]) -> dict[str, Any]:
+        return {
+            "ratings": int(chosen.sum()),
+            "hit_rate": {n: round(float(table[n][chosen].mean()), 6) if chosen.any() else 0.0
+                         for n in names},
+            "ndcg": {n: round(float(table_gain[n][chosen].mean()), 6) if chosen.any() else 0.0
+                     for n in names},
+        }  # fmt: skip
+
     middle = len(ordered) // 2
-    halves = []
-    for label, part in (("first", slice(0, middle)), ("second", slice(middle, None))):
-        halves.append({
-            "half": label, "ratings": len(table.iloc[part]),
-            "hit_rate": {n: round(float(table[n].iloc[part].mean()), 6) for n in names},
-            "ndcg": {n: round(float(table_gain[n].iloc[part].mean()), 6) for n in names},
-        })  # fmt: skip
+    position = np.arange(len(ordered))
+    halves = [{"half": "first", **figures(position < middle)},
+              {"half": "second", **figures(position >= middle)}]  # fmt: skip
+    users = [{"users": "returning", **figures(returning)},
+             {"users": "new", **figures(~returning)}]  # fmt: skip
     return PrequentialReport(
         ratings=len(ordered),
         batching=f"{batch_size:,} ratings" if batch_size else f"{window_s:g} s of dataset time",
@@ -306,4 +339,5 @@ def _report(
         halves=halves,
         days=days,
         seconds=round(seconds, 1),
+        users=users,
     )

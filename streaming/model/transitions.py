@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from streaming.topn import sorted_lookup
+from streaming.ids import sorted_lookup
 
 __all__ = ["TransitionCounts"]
 

@@ -41,8 +41,8 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sparse
 
-from streaming.history import UserRatings
-from streaming.topn import sorted_lookup
+from streaming.ids import sorted_lookup
+from streaming.ingest.history import UserRatings
 
 __all__ = ["FitCancelledError", "RatingModel", "fit_in_process", "fit_rating_model"]
 

@@ -2,11 +2,11 @@
 
 The newest share of the stored ratings (by timestamp) is kept out of the fit. On those:
 
-- RMSE of the predicted ratings: the rating model's stars (``streaming.fm``) when
+- RMSE of the predicted ratings: the rating model's stars (``streaming.rating.fm``) when
   there is one, else the ALS model's own predictions (explicit feedback only: an
   implicit model scores preferences, not ratings); over the held-out pairs the model
   can predict (the rest are counted, not guessed);
-- precision, recall, NDCG and MAP at 10 (``streaming.metrics``) of the lists the model
+- precision, recall, NDCG and MAP at 10 (``streaming.model.metrics``) of the lists the model
   would publish from its training data (training-rated movies excluded), a held-out
   movie rated at least the relevance threshold counting as relevant; beside the same
   figures of a most-popular list built from the training data (all-time counts).
@@ -20,10 +20,11 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from streaming.metrics import RankingFigures, rank_figures
-from streaming.topn import ItemIndex, top_k
+from streaming.model.metrics import RankingFigures, rank_figures
+from streaming.model.topn import ItemIndex, top_k
+from streaming.rating.fitter import stars_rmse
 
-__all__ = ["Evaluation", "evaluate", "holdout_cutoff", "popularity", "stars_rmse"]
+__all__ = ["Evaluation", "evaluate", "holdout_cutoff", "popularity"]
 
 CUTOFF = 10
 _USERS_PER_BLOCK = 1024
@@ -73,17 +74,6 @@ def popularity(frame: pd.DataFrame, half_life_days: float = 0.0) -> pd.Series:
         counts = frame.groupby("movie_id").size()
     order = np.lexsort((counts.index.to_numpy(), -counts.to_numpy()))
     return counts.iloc[order]
-
-
-def stars_rmse(
-    stars: npt.NDArray[np.float64], actual: npt.NDArray[np.float64]
-) -> tuple[float | None, int]:
-    """(RMSE, pairs) of predicted stars against the actual ratings, over the pairs with a
-    prediction (``stars`` is ``nan`` where the rating model has none); (None, 0) for none."""
-    predicted = ~np.isnan(stars)
-    if not predicted.any():
-        return None, 0
-    return float(np.sqrt(np.mean((stars - actual)[predicted] ** 2))), int(predicted.sum())
 
 
 def evaluate(

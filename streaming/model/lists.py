@@ -1,14 +1,14 @@
 """Lists from histories: fold every given user in against fixed item factors, then top-K.
 
 A retrain publishes, and a micro-batch refreshes, lists the same way: each user's factor
-is the exact ALS user step (``streaming.foldin``) over their whole accumulated history,
+is the exact ALS user step (``streaming.model.foldin``) over their whole accumulated history,
 solved for many users at once as a stack of small systems. After a fit that is what
 Spark's own last half-step computes for a user whose ratings were all in the training
 set, and for a user with newer ratings it folds those in too.
 
 A user none of whose movies the model knows gets no personal list (serving falls back
 to the model's popular list) until the next retrain learns those movies. With a rating
-model (``streaming.fm``), each listed movie also gets the stars the user is predicted
+model (``streaming.rating.fm``), each listed movie also gets the stars the user is predicted
 to give it, from the same ratings.
 """
 
@@ -20,11 +20,11 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
-from streaming.blend import ShortTerm, blend
-from streaming.fm import RatingModel
-from streaming.foldin import gramian
-from streaming.history import UserRatings
-from streaming.topn import ItemIndex, best_k
+from streaming.ingest.history import UserRatings
+from streaming.model.blend import ShortTerm, blend
+from streaming.model.foldin import gramian
+from streaming.model.topn import ItemIndex, best_k
+from streaming.rating.fm import RatingModel
 
 __all__ = ["FoldIn", "UserLists", "fold_in_users", "lists_for"]
 
@@ -106,7 +106,7 @@ def lists_for(
     """Fold in every user of ``history``, then their best ``k`` movies they have not rated
     (with the predicted stars of each when ``stars`` is given).
 
-    With ``short_term``, movies are ranked by the hybrid score (``streaming.blend``),
+    With ``short_term``, movies are ranked by the hybrid score (``streaming.model.blend``),
     and a user the model cannot fold in still gets a personal list when their recent
     movies were followed by any movie of the model.
     """

@@ -1,9 +1,9 @@
-"""Offline evaluation protocols of recstream's lists (``python -m streaming.evaluate``).
+"""Offline evaluation protocols of recstream's lists (``python -m streaming.model.holdout``).
 
 Every protocol measures what the streaming job would publish: a model trained by
-``streaming.model.train_model`` (the retrain code, with no held-out share), each user's
+``streaming.model.versions.train_model`` (the retrain code, with no held-out share), each user's
 factor folded in from their own ratings (the ALS user step the job runs), blended with
-the short-term transitions of the ratings so far (``streaming.blend``), lists of
+the short-term transitions of the ratings so far (``streaming.model.blend``), lists of
 movies they have not rated, ties by ascending movie id. Users the model cannot fold in
 get the model's popular list, as serving gives them (recency-weighted when
 ``popularity_half_life_days`` is set). Beside it:
@@ -18,7 +18,7 @@ Protocols:
 1. ``rating``: RMSE and MAE on ML-100K's official splits u1..u5 (train ``uN.base``,
    test ``uN.test``), predictions clipped to the 1-5 scale; a pair whose user or movie
    the training data lacks gets the training mean (counted as ``cold``). ``recstream``
-   is the rating model behind the served stars (``streaming.fm``, each test user
+   is the rating model behind the served stars (``streaming.rating.fm``, each test user
    folded in from their training ratings); ``als-explicit`` is the explicit-feedback
    twin of the list model (same ALS settings, ratings as ratings).
 2. ``ranking``: one time split: train on the ratings before the timestamp that leaves
@@ -28,7 +28,7 @@ Protocols:
    cutoff (on ML-100K, two users in three of the test period are new: every list maker
    can only give them a popular list).
 3. ``prequential``: test-then-learn over the whole feed in timestamp order, in
-   ``streaming.prequential`` beside the popular, recency-weighted popular and
+   ``streaming.evaluation.prequential`` beside the popular, recency-weighted popular and
    transition lists.
 """
 
@@ -46,15 +46,17 @@ import pandas as pd
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import SparkSession
 
-from streaming.blend import ShortTerm, transition_counts
+from streaming.model.blend import ShortTerm, transition_counts
 from streaming.errors import StreamingError
-from streaming.evaluation import popularity
-from streaming.history import RatingHistory
-from streaming.lists import fold_in_users
-from streaming.metrics import RankingFigures, mae, rank_figures, rmse
-from streaming.model import ModelVersion, held_out_stars, rating_model, train_model
+from streaming.model.holdout import CUTOFF, popularity
+from streaming.rating.fm import SCALE
+from streaming.ingest.history import RatingHistory
+from streaming.model.lists import fold_in_users
+from streaming.model.metrics import RankingFigures, mae, rank_figures, rmse
+from streaming.model.versions import ModelVersion, train_model
+from streaming.rating.fitter import held_out_stars, rating_model
 from streaming.settings import ModelSettings
-from streaming.topn import ItemIndex, top_k
+from streaming.model.topn import ItemIndex, top_k
 
 __all__ = [
     "FoldFigures",
@@ -69,8 +71,6 @@ __all__ = [
     "search_grid",
 ]
 
-CUTOFF = 10
-SCALE = (1.0, 5.0)
 _COLUMNS = ["user_id", "movie_id", "rating", "timestamp"]
 
 

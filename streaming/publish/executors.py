@@ -3,7 +3,7 @@
 The model's item factors, every user's history (compressed rows, ≈ 12 bytes per
 rating) and the short-term transition counts are broadcast once per publication; a
 range of user positions is split into partitions, and each partition folds its users
-in and ranks the movies with vectorised numpy (``streaming.lists``) inside
+in and ranks the movies with vectorised numpy (``streaming.model.lists``) inside
 ``mapInPandas``, then writes its lists to Redis with pipelined HSETs from the executor.
 No shuffle, and nothing per user passes through the driver, so a cluster spreads both
 the scoring and the publishing.
@@ -23,11 +23,11 @@ from pyspark.sql import DataFrame, Row, SparkSession
 from serving.connection import open_redis
 from serving.layout import ListSource, RedisLayout, encode_list
 from serving.settings import RedisSettings
-from streaming.blend import ShortTerm
-from streaming.fm import RatingModel
-from streaming.history import UserRatings
-from streaming.lists import FoldIn, lists_for
-from streaming.publish import write_lists
+from streaming.ingest.history import UserRatings
+from streaming.model.blend import ShortTerm
+from streaming.model.lists import FoldIn, lists_for
+from streaming.publish.writes import write_lists
+from streaming.rating.fm import RatingModel
 
 __all__ = ["LIST_SCHEMA", "ListTarget", "publish_histories", "publish_lists", "score_histories"]
 

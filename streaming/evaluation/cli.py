@@ -1,10 +1,10 @@
-"""``python -m streaming.evaluate``: offline evaluation of the lists recstream publishes.
+"""``python -m streaming.model.holdout``: offline evaluation of the lists recstream publishes.
 
-    python -m streaming.evaluate rating  [--source SPEC] [--out DIR]
-    python -m streaming.evaluate ranking [--source SPEC] [--out DIR] [--train-share 0.8]
-    python -m streaming.evaluate prequential [--source SPEC] [--out DIR] [--window-s 1]
+    python -m streaming.model.holdout rating  [--source SPEC] [--out DIR]
+    python -m streaming.model.holdout ranking [--source SPEC] [--out DIR] [--train-share 0.8]
+    python -m streaming.model.holdout prequential [--source SPEC] [--out DIR] [--window-s 1]
         [--batch-size N] [--retrain-every 10000] [--part all|first-80]
-    python -m streaming.evaluate search --set rank=10,30 --set transition_weight=0.5,1
+    python -m streaming.model.holdout search --set rank=10,30 --set transition_weight=0.5,1
         [--protocol ranking|prequential] [--train-share 0.8] [--validation-share 0.8]
 
 ``--source`` takes what ``producer replay --source`` takes: ``tfds:<name>``, a GroupLens
@@ -13,7 +13,7 @@ default is the team's ML-100K folder when it is there, else ``synthetic``. Each
 command prints a table and writes ``<out>/<protocol>.json``; ``prequential`` also draws
 ``<out>/prequential.png``. The model is the configured
 one (``RECSTREAM_MODEL_*``, the defaults the streaming job uses); see
-``streaming.protocols`` for what each protocol measures.
+``streaming.evaluation.protocols`` for what each protocol measures.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def _write(out: Path, name: str, report: dict[str, Any]) -> Path:
 def rating(source: SourceOption = _DEFAULT_SOURCE, out: OutOption = Path("evaluation")) -> None:
     """RMSE and MAE over 5 folds (ML-100K's u1..u5 where present): the rating model, the
     explicit ALS twin, Spark's default ALS."""
-    from streaming.protocols import rating_folds, rating_protocol
+    from streaming.evaluation.protocols import rating_folds, rating_protocol
 
     settings = ModelSettings()
     folds = rating_folds(load_ratings(source), Path(source), seed=settings.seed)
@@ -123,7 +123,7 @@ def ranking(
     train_share: Annotated[float, typer.Option(min=0.05, max=0.95)] = 0.8,
 ) -> None:
     """Precision, recall, NDCG and MAP at 10 on a time split: model, Spark default, popular."""
-    from streaming.protocols import ranking_protocol
+    from streaming.evaluation.protocols import ranking_protocol
 
     settings = ModelSettings()
     ratings = load_ratings(source)
@@ -183,7 +183,7 @@ def search(
     and scores NDCG@10 of the next rating. Models are fitted once per distinct ALS
     setting: combinations that differ only in the blend share them.
     """
-    from streaming.protocols import search_grid, time_split
+    from streaming.evaluation.protocols import search_grid, time_split
 
     if protocol not in {"ranking", "prequential"}:
         msg = f"{protocol!r}: choose ranking or prequential"
@@ -246,8 +246,8 @@ def _search_score(
     fits: dict[str, Any],
 ) -> tuple[dict[str, float], dict[str, float]]:
     """(recstream, popular) figures of one combination under the chosen protocol."""
-    from streaming.prequential import prequential_protocol
-    from streaming.protocols import fit_for_evaluation, ranking_protocol
+    from streaming.evaluation.prequential import prequential_protocol
+    from streaming.evaluation.protocols import fit_for_evaluation, ranking_protocol
 
     if protocol == "ranking":
         known = ranking_protocol(spark, ratings, settings, train_share=validation_share,
@@ -294,8 +294,8 @@ def prequential(
     popular, recency-weighted popular and transition lists."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from streaming.prequential import prequential_protocol
-    from streaming.protocols import fit_for_evaluation, time_split
+    from streaming.evaluation.prequential import prequential_protocol
+    from streaming.evaluation.protocols import fit_for_evaluation, time_split
 
     if part not in {"all", "first-80"}:
         msg = f"{part!r}: choose all or first-80"
@@ -328,7 +328,14 @@ def prequential(
                       f"{report.ratio(name):.2f}x",
                       *(f"{half['hit_rate'][name]:.4f}" for half in report.halves))  # fmt: skip
     Console().print(table)
-    print(f"replayed in {report.seconds:.1f} s")
+    for group in report.users:
+        shares = ", ".join(f"{name} {group['hit_rate'][name]:.4f}" for name in report.hit_rate)
+        print(f"{group['users']} users ({group['ratings']:,} ratings): hit rate@10 {shares}")
+    needed = " / ".join(f"{report.needed_on_returning(times):.4f}" for times in (1.5, 2.0, 2.5))
+    print(f"recstream would need hit rate@10 {needed} on returning users for 1.5x / 2x / 2.5x "
+          "popular overall (new users' lists cannot know them)")  # fmt: skip
+    print(f"replayed in {report.seconds:.1f} s, of which {report.fit_seconds:.1f} s in the "
+          f"{report.retrains} retrains")  # fmt: skip
     document = {**report.as_dict(), "source": source, "settings": settings.model_dump()}
     print(f"written: {_write(out, 'prequential', document)}")
     print(f"written: {_plot(out, report.days)}")

@@ -25,18 +25,18 @@ from pyspark.sql import SparkSession
 from serving.connection import open_redis
 from serving.layout import RedisLayout, encode_list
 from serving.settings import RedisSettings
-from streaming.blend import ShortTerm
-from streaming.history import RatingHistory
-from streaming.lists import lists_for
-from streaming.model import ModelVersion
-from streaming.publish import (
+from streaming.ingest.history import RatingHistory
+from streaming.model.blend import ShortTerm
+from streaming.model.lists import lists_for
+from streaming.model.versions import ModelVersion
+from streaming.publish.executors import ListTarget, publish_histories
+from streaming.publish.writes import (
     delete_expired_versions,
     publish_catalog,
     switch_current,
     write_lists,
     write_version,
 )
-from streaming.scoring import ListTarget, publish_histories
 from streaming.settings import ModelSettings, StreamSettings
 
 __all__ = ["PublishOutcome", "Publisher"]

@@ -6,11 +6,12 @@ A listed movie's score for a user is
 
 - ``als``: the user's folded-in ALS factor times the movie's factor (0 for a user the
   model cannot fold in: none of their movies is known to it);
-- ``prior``: the model's popularity prior of the movie (``streaming.model.popularity_prior``,
-  weight ``RECSTREAM_MODEL_POPULARITY_WEIGHT``), which also ranks the fill-in for users
-  with neither of the two personal signals;
+- ``prior``: the model's popularity prior of the movie
+  (``streaming.model.versions.popularity_prior``, weight
+  ``RECSTREAM_MODEL_POPULARITY_WEIGHT``), which also ranks the fill-in for users with
+  neither of the two personal signals;
 - ``transitions``: the user's transition score of the movie
-  (``streaming.transitions.TransitionCounts.scores``), divided by the user's largest so
+  (``streaming.model.transitions.TransitionCounts.scores``), divided by the user's largest so
   that the weight reads the same for a user with three ratings and one with three
   hundred: the best transition candidate gains exactly ``transition_weight``.
 
@@ -24,9 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from streaming.ids import sorted_lookup
+from streaming.model.transitions import TransitionCounts
 from streaming.settings import ModelSettings
-from streaming.topn import sorted_lookup
-from streaming.transitions import TransitionCounts
 
 __all__ = ["ShortTerm", "blend", "transition_counts"]
 

@@ -1,6 +1,6 @@
 """The rating model fitted beside the stream, so that a retrain does not wait for the stars.
 
-The rating model (``streaming.fm``) costs more than the ALS fit on ML-1M-sized data on
+The rating model (``streaming.rating.fm``) costs more than the ALS fit on ML-1M-sized data on
 2 cores (29 s against 18 s). Fitted inside the retrain, it would hold up the
 micro-batch, and every user's fold-in with it, for that long. Here a thread of the
 driver has it fitted in a spawned process instead (``myfm`` holds the GIL while it
@@ -22,16 +22,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
-from streaming.evaluation import stars_rmse
-from streaming.fm import FitCancelledError, RatingModel
-from streaming.model import held_out_stars, rating_model
+from streaming.ingest.history import RatingHistory
+from streaming.rating.fm import FitCancelledError, RatingModel, fit_in_process, fit_rating_model
 from streaming.settings import ModelSettings
 
-__all__ = ["FittedStars", "StarsFitter"]
+__all__ = ["FittedStars", "StarsFitter", "held_out_stars", "rating_model", "stars_rmse"]
 
 _log = logging.getLogger(__name__)
 
@@ -143,3 +146,56 @@ class StarsFitter:
             return FittedStars(request.version, None, None, 0, time.perf_counter() - began,
                                f"{type(exc).__name__}: {exc}")  # fmt: skip
         return FittedStars(request.version, model, rmse, pairs, time.perf_counter() - began)
+
+
+def rating_model(
+    ratings: pd.DataFrame,
+    settings: ModelSettings,
+    should_stop: Callable[[], bool] | None = None,
+    *,
+    separate_process: bool = False,
+) -> RatingModel | None:
+    """The configured rating model fitted on ``ratings``; None when it is switched off.
+
+    ``should_stop`` can end the fit early (``FitCancelledError``), asked once per sweep,
+    or every 0.2 s with ``separate_process`` (the fit runs in a spawned process, told to
+    stop after its current sweep, so this process's GIL stays free for the stream).
+    """
+    if settings.rating_samples == 0 or ratings.empty:
+        return None
+    columns = (
+        ratings["user_id"].to_numpy(dtype=np.int64),
+        ratings["movie_id"].to_numpy(dtype=np.int64),
+        ratings["rating"].to_numpy(dtype=np.float64),
+    )
+    options: dict[str, Any] = {
+        "rank": settings.rating_rank,
+        "sweeps": settings.rating_sweeps,
+        "burn_in": settings.rating_burn_in,
+        "samples": settings.rating_samples,
+        "seed": settings.seed,
+    }
+    if separate_process:
+        return fit_in_process(*columns, should_stop=should_stop or (lambda: False), **options)
+    return fit_rating_model(*columns, should_stop=should_stop, **options)
+
+
+def held_out_stars(
+    stars: RatingModel, train: pd.DataFrame, held_out: pd.DataFrame
+) -> npt.NDArray[np.float64]:
+    """Predicted stars of the held-out pairs, each user folded in from their ``train`` ratings."""
+    history = RatingHistory.from_frame(train)
+    pair_users = held_out["user_id"].to_numpy(dtype=np.int64)
+    users, positions = np.unique(pair_users, return_inverse=True)
+    return stars.predict(history.of_users(users), positions, held_out["movie_id"].to_numpy())
+
+
+def stars_rmse(
+    stars: npt.NDArray[np.float64], actual: npt.NDArray[np.float64]
+) -> tuple[float | None, int]:
+    """(RMSE, pairs) of predicted stars against the actual ratings, over the pairs with a
+    prediction (``stars`` is ``nan`` where the rating model has none); (None, 0) for none."""
+    predicted = ~np.isnan(stars)
+    if not predicted.any():
+        return None, 0
+    return float(np.sqrt(np.mean((stars - actual)[predicted] ** 2))), int(predicted.sum())
