@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help setup system-packages jars services services-down services-status services-check demo test lint bench clean
+.PHONY: help setup system-packages jars services services-down services-status services-check demo test lint docs bench clean
 
 help: ## Show this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -53,7 +53,10 @@ lint: $(INSTALLED) ## ruff (lint and format check), mypy, and the import layers 
 	@$(PY) -m mypy
 	@$(VENV)/bin/lint-imports
 
-test: setup lint ## Lint, then the whole pytest suite (unit and integration, against real services)
+docs: $(INSTALLED) ## Build the docs site into site/ (MkDocs, strict: a broken link fails)
+	@NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+test: setup lint docs ## Lint, the docs build, then the whole pytest suite (unit and integration, against real services)
 	@$(PY) -m pytest
 
 bench: setup ## Run the benchmarks under benchmarks/

@@ -1,6 +1,6 @@
 """The configuration reference: every setting as a markdown table row.
 
-``python -m recstream_infra.config_table`` prints the table that the README carries
+``python -m recstream_infra.config_table`` prints the table that docs/configuration.md carries
 between its ``config-table`` markers; a test keeps the two identical.
 """
 

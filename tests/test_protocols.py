@@ -155,7 +155,7 @@ def test_prequential_replay_is_well_formed_and_beats_random_lists(spark: SparkSe
 def test_needed_on_returning_users_solves_the_mix_for_the_target() -> None:
     # 40 % new users' ratings at 0.05 (the lists recstream could give them), popular 0.1
     # overall: 2x popular = 0.2 needs 0.4 * 0.05 + 0.6 * x = 0.2, x = 0.3
-    group = {"ndcg": {}}
+    group: dict[str, object] = {"ndcg": {}}
     report = PrequentialReport(
         ratings=1_000, batching="100 ratings", batches=10, retrain_every=100, retrains=1,
         hit_rate={"recstream": 0.15, "popular": 0.1}, ndcg={}, halves=[], days=[], seconds=1.0,

@@ -1,10 +1,10 @@
-"""``python -m streaming.model.holdout``: offline evaluation of the lists recstream publishes.
+"""``python -m streaming.evaluation``: offline evaluation of the lists recstream publishes.
 
-    python -m streaming.model.holdout rating  [--source SPEC] [--out DIR]
-    python -m streaming.model.holdout ranking [--source SPEC] [--out DIR] [--train-share 0.8]
-    python -m streaming.model.holdout prequential [--source SPEC] [--out DIR] [--window-s 1]
+    python -m streaming.evaluation rating  [--source SPEC] [--out DIR]
+    python -m streaming.evaluation ranking [--source SPEC] [--out DIR] [--train-share 0.8]
+    python -m streaming.evaluation prequential [--source SPEC] [--out DIR] [--window-s 1]
         [--batch-size N] [--retrain-every 10000] [--part all|first-80]
-    python -m streaming.model.holdout search --set rank=10,30 --set transition_weight=0.5,1
+    python -m streaming.evaluation search --set rank=10,30 --set transition_weight=0.5,1
         [--protocol ranking|prequential] [--train-share 0.8] [--validation-share 0.8]
 
 ``--source`` takes what ``producer replay --source`` takes: ``tfds:<name>``, a GroupLens

@@ -1,4 +1,4 @@
-"""Offline evaluation protocols of recstream's lists (``python -m streaming.model.holdout``).
+"""Offline evaluation protocols of recstream's lists (``python -m streaming.evaluation``).
 
 Every protocol measures what the streaming job would publish: a model trained by
 ``streaming.model.versions.train_model`` (the retrain code, with no held-out share), each user's
