@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help setup system-packages jars services services-down services-status services-check demo test lint docs bench clean
+.PHONY: help setup system-packages jars services services-down services-status services-check demo test test-ml100k lint docs bench clean
 
 help: ## Show this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ docs: $(INSTALLED) ## Build the docs site into site/ (MkDocs, strict: a broken l
 
 test: setup lint docs ## Lint, the docs build, then the whole pytest suite (unit and integration, against real services)
 	@$(PY) -m pytest
+
+test-ml100k: setup ## The end-to-end tests again on the real MovieLens 100K (RECSTREAM_ML100K_DIR, else ../shared/data/ml-100k)
+	@RECSTREAM_TEST_MOVIELENS=real $(PY) -m pytest tests/test_streaming_job.py tests/test_faults.py tests/test_demo.py tests/test_notebook.py tests/test_producer_replay.py tests/test_tfds_source.py
 
 bench: setup ## Run the benchmarks under benchmarks/
 	@shopt -s nullglob; benches=(benchmarks/bench_*.py); \

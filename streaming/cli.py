@@ -58,7 +58,7 @@ def run(
 ) -> None:
     """Read the ratings topic and keep every user's list in Redis fresh.
 
-    Every option defaults to its setting (see the README's configuration table).
+    Every option defaults to its setting (see docs/configuration.md).
     """
     options = locals()
     logging.basicConfig(

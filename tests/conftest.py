@@ -35,6 +35,7 @@ from serving.errors import RedisUnavailableError
 from serving.settings import RedisSettings
 from streaming.session import build_spark_session
 from streaming.settings import ModelSettings, SparkSettings
+from tests.movielens_like import write_ml100k_like
 
 
 @dataclass(frozen=True)
@@ -149,17 +150,27 @@ def state_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ml100k_dir() -> Path:
-    """The real MovieLens 100K (``RECSTREAM_ML100K_DIR``, else ``../shared/data/ml-100k``)."""
+def ml100k_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MovieLens 100K for the end-to-end tests.
+
+    By default a folder generated in its layout and shape (``tests/movielens_like.py``),
+    so the tests run on any clone. With ``RECSTREAM_TEST_MOVIELENS=real`` (``make
+    test-ml100k``) the real one: ``RECSTREAM_ML100K_DIR``, else ``../shared/data/ml-100k``.
+    """
+    wanted = os.environ.get("RECSTREAM_TEST_MOVIELENS", "generated")
+    if wanted == "generated":
+        return write_ml100k_like(tmp_path_factory.mktemp("movielens") / "ml-100k")
+    if wanted != "real":
+        pytest.fail(f"RECSTREAM_TEST_MOVIELENS={wanted!r}: choose generated (default) or real")
     default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
     folder = Path(os.environ.get("RECSTREAM_ML100K_DIR", default))
     if not (folder / "u.data").is_file():
-        pytest.skip(f"MovieLens 100K not found at {folder}; set RECSTREAM_ML100K_DIR to its folder")
+        pytest.fail(f"MovieLens 100K not found at {folder}; set RECSTREAM_ML100K_DIR to its folder")
     return folder
 
 
 def fault_line(fault: str, sent: int, stored: int, distinct: int, recovered_s: float) -> str:
-    """The line a fault test prints for the README table (lost and duplicated derived)."""
+    """The line a fault test prints for the docs' fault table (lost and duplicated derived)."""
     lost, duplicated = sent - distinct, stored - distinct
     return (
         f"FAULT | {fault} | sent {sent} | stored {stored} | lost {lost} | "

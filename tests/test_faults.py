@@ -1,7 +1,8 @@
 """Fault scenarios against real processes: Redis or the Kafka broker going away.
 
 Each test prints one ``FAULT`` line (fault, events sent, events stored, lost,
-duplicated, seconds to recover); the README's fault table is filled from those lines.
+duplicated, seconds to recover); the fault table of docs/faults-security.md is filled
+from those lines.
 """
 
 from __future__ import annotations

@@ -391,7 +391,7 @@ def search_grid(grid: dict[str, list[str]], base: ModelSettings) -> list[ModelSe
 
     unknown = sorted(set(grid) - set(ModelSettings.model_fields))
     if unknown:
-        msg = f"not model settings: {', '.join(unknown)}; see RECSTREAM_MODEL_* in the README"
+        msg = f"not model settings: {', '.join(unknown)}; see RECSTREAM_MODEL_* in docs/configuration.md"
         raise ValueError(msg)
     names = sorted(grid)
     combos = []
