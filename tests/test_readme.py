@@ -35,9 +35,9 @@ def test_the_readme_stays_short() -> None:
 @pytest.mark.parametrize("page", sorted(TEXT))
 def test_every_make_target_a_page_names_exists(page: str) -> None:
     makefile = (ROOT / "Makefile").read_text()
-    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, flags=re.MULTILINE))
-    named = set(re.findall(r"`make ([a-z][a-z-]*)", TEXT[page])) | set(
-        re.findall(r"^make ([a-z][a-z-]*)", TEXT[page], flags=re.MULTILINE)
+    targets = set(re.findall(r"^([a-z][a-z0-9-]*):", makefile, flags=re.MULTILINE))
+    named = set(re.findall(r"`make ([a-z][a-z0-9-]*)", TEXT[page])) | set(
+        re.findall(r"^make ([a-z][a-z0-9-]*)", TEXT[page], flags=re.MULTILINE)
     )
     assert named <= targets, f"{page} names missing make targets: {sorted(named - targets)}"
 
