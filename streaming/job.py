@@ -57,10 +57,13 @@ from streaming.model.versions import (
 from streaming.publish.publisher import Publisher, PublishOutcome
 from streaming.rating.fitter import FittedStars, StarsFitter
 from streaming.settings import ModelSettings, StreamSettings
+from streaming.timing import timed
 
-__all__ = ["BatchReport", "StreamingJob", "stop_between_batches"]
+__all__ = ["REPORTS_KEPT", "BatchReport", "StreamingJob", "keep_newest", "stop_between_batches"]
 
 _log = logging.getLogger("recstream.streaming")
+# The newest micro-batches' reports kept in memory (the commit records keep them all).
+REPORTS_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,17 @@ def _freshness(appended_s: npt.NDArray[np.float64]) -> list[float]:
         return []
     ages = time.time() - appended_s
     return [round(float(np.median(ages)), 3), round(float(ages.max()), 3)]
+
+
+def keep_newest(reports: list[BatchReport], report: BatchReport, kept: int) -> None:
+    """Append ``report``; past ``2 × kept`` reports, drop all but the newest ``kept``.
+
+    Trimming by halves keeps appends cheap, and a list (unlike a bounded deque) can be
+    read by another thread while a micro-batch appends to it.
+    """
+    reports.append(report)
+    if len(reports) > 2 * kept:
+        del reports[: len(reports) - kept]
 
 
 def stop_between_batches(query: StreamingQuery, timeout_s: float = 60.0) -> bool:
@@ -180,49 +194,28 @@ class StreamingJob:
         """Run one micro-batch (see the module docstring); safe to run again for the same id."""
         timings: dict[str, float] = {}
         self._adopt_stars()
-        began = time.perf_counter()
         parsed = parse_records(records).persist()
         try:
-            valid, invalid = split_parsed(parsed, now_s=int(time.time()))
-            batch = pd.DataFrame(
-                valid.select(
-                    *HISTORY_COLUMNS[:-2],
-                    "partition",
-                    "offset",
-                    F.col("kafka_timestamp").cast("double").alias("appended_s"),
-                ).toPandas()
-            )
-            batch = batch.sort_values(["partition", "offset"], ignore_index=True)
-            repeated = self.history.repeats(batch, batch_id)
-            if repeated.any():
-                positions = self.spark.createDataFrame(
-                    batch.loc[repeated, ["partition", "offset"]], "partition int, offset long"
+            with timed(timings, "validate"):
+                batch, valid, invalid, rejected = self._validate(parsed, batch_id)
+            with timed(timings, "store"):
+                self.store.write_batch(
+                    batch_id, valid.drop("kafka_timestamp"), invalid if rejected else None
                 )
-                valid, invalid = set_aside(parsed, valid, invalid, positions, DUPLICATE_REASON)
-                batch = batch.loc[~repeated].reset_index(drop=True)
-            rejected = invalid.select("partition", "offset", "reason").collect()
-            timings["validate"] = time.perf_counter() - began
-            began = time.perf_counter()
-            self.store.write_batch(
-                batch_id, valid.drop("kafka_timestamp"), invalid if rejected else None
-            )
-            timings["store"] = time.perf_counter() - began
-            began = time.perf_counter()
         finally:
             parsed.unpersist()
         offsets = _next_offsets(batch, rejected)
         reasons = dict(Counter(str(row["reason"]) for row in rejected))
         self._offsets.update(offsets)
         batch["batch_id"] = batch_id
-        checked, hits, popular_hits = self._check_lists(batch)
-        first_ratings = self.history.unseen(batch)
-        changed = self.history.add(batch[list(HISTORY_COLUMNS)])
-        self.transitions.observe(batch["user_id"].to_numpy()[first_ratings],
-                                 batch["movie_id"].to_numpy()[first_ratings])  # fmt: skip
-        self._new_since_model += len(batch)
-        timings["history"] = time.perf_counter() - began
+        with timed(timings, "history"):
+            checked, hits, popular_hits = self._check_lists(batch)
+            first_ratings = self.history.unseen(batch)
+            changed = self.history.add(batch[list(HISTORY_COLUMNS)])
+            self.transitions.observe(batch["user_id"].to_numpy()[first_ratings],
+                                     batch["movie_id"].to_numpy()[first_ratings])  # fmt: skip
+            self._new_since_model += len(batch)
 
-        began = time.perf_counter()
         reason = self.policy.reason(
             stored=len(self.history),
             new_since=self._new_since_model,
@@ -232,14 +225,14 @@ class StreamingJob:
             has_model=self.model is not None,
         )
         if reason is not None:
-            self.model = self._retrain(batch_id, reason)
-            self._new_since_model = 0
-            movies, bad = self.watcher.catalog()
-            if movies:
-                self.publisher.catalog(movies)
-            if bad:
-                _log.warning("catalog: %d unusable entries skipped", bad)
-            timings["retrain"] = time.perf_counter() - began
+            with timed(timings, "retrain"):
+                self.model = self._retrain(batch_id, reason)
+                self._new_since_model = 0
+                movies, bad = self.watcher.catalog()
+                if movies:
+                    self.publisher.catalog(movies)
+                if bad:
+                    _log.warning("catalog: %d unusable entries skipped", bad)
         elif self.stream.fold_in and len(changed):
             self.publisher.users_changed(changed.tolist(), batch_id)
 
@@ -278,9 +271,34 @@ class StreamingJob:
             publish=outcome,
             timings_s={name: round(s, 3) for name, s in timings.items()},
         )
-        self.reports.append(report)
+        keep_newest(self.reports, report, REPORTS_KEPT)
         _log.info("%s", report.line)
         return report
+
+    def _validate(
+        self, parsed: DataFrame, batch_id: int
+    ) -> tuple[pd.DataFrame, DataFrame, DataFrame, list[Row]]:
+        """The batch's valid ratings in the driver (partition/offset order, repeats of
+        events already held set aside), the valid and invalid frames to store, and the
+        rejected records' positions and reasons."""
+        valid, invalid = split_parsed(parsed, now_s=int(time.time()))
+        batch = pd.DataFrame(
+            valid.select(
+                *HISTORY_COLUMNS[:-2],
+                "partition",
+                "offset",
+                F.col("kafka_timestamp").cast("double").alias("appended_s"),
+            ).toPandas()
+        )
+        batch = batch.sort_values(["partition", "offset"], ignore_index=True)
+        repeated = self.history.repeats(batch, batch_id)
+        if repeated.any():
+            positions = self.spark.createDataFrame(
+                batch.loc[repeated, ["partition", "offset"]], "partition int, offset long"
+            )
+            valid, invalid = set_aside(parsed, valid, invalid, positions, DUPLICATE_REASON)
+            batch = batch.loc[~repeated].reset_index(drop=True)
+        return batch, valid, invalid, invalid.select("partition", "offset", "reason").collect()
 
     def _check_lists(self, batch: pd.DataFrame) -> tuple[int, int, int]:
         """(ratings checked, hits, popular hits): each rating against its user's list

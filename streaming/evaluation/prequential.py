@@ -40,6 +40,7 @@ from streaming.ingest.history import UserRatings
 from streaming.model.holdout import CUTOFF
 from streaming.model.versions import ModelVersion
 from streaming.settings import ModelSettings
+from streaming.timing import timed
 from streaming.model.transitions import TransitionCounts
 
 __all__ = ["LIST_MAKERS", "PrequentialReport", "batch_bounds", "prequential_protocol"]
@@ -184,7 +185,8 @@ def prequential_protocol(
     rated_values: dict[int, list[float]] = {}
     rated_sets: dict[int, set[int]] = {}
     model: ModelVersion | None = None
-    since_retrain, retrains, fit_seconds = 0, 0, 0.0
+    since_retrain, retrains = 0, 0
+    timings: dict[str, float] = {}
     hits = np.zeros((len(ordered), len(LIST_MAKERS)))
     gains = np.zeros_like(hits)
     returning = np.zeros(len(ordered), dtype=np.bool_)
@@ -222,15 +224,14 @@ def prequential_protocol(
         popularity.add(batch_rows, stamps[first:last])
         since_retrain += last - first
         if last >= settings.min_ratings and (model is None or since_retrain >= retrain_every):
-            fit_began = time.perf_counter()
-            model = fit(ordered.iloc[:last])
-            fit_seconds += time.perf_counter() - fit_began
+            with timed(timings, "fit"):
+                model = fit(ordered.iloc[:last])
             since_retrain, retrains = 0, retrains + 1
         if progress is not None:
             progress(last, len(ordered))
     report = _report(ordered, stamps, hits, gains, returning, bounds, batch_size, window_s,
                      retrain_every, retrains, time.perf_counter() - began)  # fmt: skip
-    report.fit_seconds = round(fit_seconds, 1)
+    report.fit_seconds = round(timings.get("fit", 0.0), 1)
     return report
 
 

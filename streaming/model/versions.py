@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from pyspark.ml.recommendation import ALS
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
 
 from streaming.ingest.history import RatingHistory, UserRatings
@@ -30,6 +30,7 @@ from streaming.model.topn import ItemIndex
 from streaming.rating.fitter import held_out_stars, rating_model
 from streaming.rating.fm import RatingModel
 from streaming.settings import ModelSettings
+from streaming.timing import timed
 
 __all__ = [
     "ModelVersion",
@@ -117,37 +118,15 @@ def train_model(
         batch_id: the micro-batch that triggered the retrain.
         reason: why it was due (from the retrain policy).
     """
-    began = time.perf_counter()
-    everything = history.frame()
-    cutoff = holdout_cutoff(everything["timestamp"].to_numpy(), settings.holdout_fraction)
-    training = ratings if cutoff is None else ratings.where(F.col("timestamp") < cutoff)
-    training = training.select("user_id", "movie_id", "rating").cache()
-    als = ALS(
-        rank=settings.rank,
-        maxIter=settings.max_iter,
-        regParam=settings.reg_param,
-        implicitPrefs=settings.implicit_prefs,
-        alpha=settings.alpha,
-        nonnegative=settings.nonnegative,
-        seed=settings.seed,
-        userCol="user_id",
-        itemCol="movie_id",
-        ratingCol="rating",
-        checkpointInterval=5,
-    )
-    try:
-        fitted = als.fit(training)
-        item_rows = fitted.itemFactors.collect()
-        user_rows = fitted.userFactors.collect()
-        fitted.itemFactors.unpersist()
-        fitted.userFactors.unpersist()
-    finally:
-        training.unpersist()
-    fit_s = time.perf_counter() - began
-    began = time.perf_counter()
-    fitted_on, held_out = training_split(everything, cutoff)
-    stars = rating_model(fitted_on, settings) if fit_stars else None
-    stars_s = time.perf_counter() - began
+    timings: dict[str, float] = {}
+    with timed(timings, "fit"):
+        everything = history.frame()
+        cutoff = holdout_cutoff(everything["timestamp"].to_numpy(), settings.holdout_fraction)
+        training = ratings if cutoff is None else ratings.where(F.col("timestamp") < cutoff)
+        item_rows, user_rows = _fit_als(training.select("user_id", "movie_id", "rating"), settings)
+    with timed(timings, "rating_model"):
+        fitted_on, held_out = training_split(everything, cutoff)
+        stars = rating_model(fitted_on, settings) if fit_stars else None
     counts = popularity(everything, settings.popularity_half_life_days)
     movie_ids = np.array([r["id"] for r in item_rows], dtype=np.int64)
     items = ItemIndex(
@@ -156,23 +135,22 @@ def train_model(
         popularity_prior(counts, movie_ids, settings.popularity_weight),
     )
 
-    began = time.perf_counter()
     evaluation = None
-    if cutoff is not None:
-        users = (
-            np.array([r["id"] for r in user_rows], dtype=np.int64),
-            np.array([r["features"] for r in user_rows]).reshape(len(user_rows), settings.rank),
-        )
-        evaluation = evaluate(
-            fitted_on,
-            held_out,
-            users,
-            items,
-            settings.relevant_rating,
-            predicts_ratings=not settings.implicit_prefs,
-            stars=None if stars is None else held_out_stars(stars, fitted_on, held_out),
-        ).as_dict()
-    evaluate_s = time.perf_counter() - began
+    with timed(timings, "evaluate"):
+        if cutoff is not None:
+            users = (
+                np.array([r["id"] for r in user_rows], dtype=np.int64),
+                np.array([r["features"] for r in user_rows]).reshape(len(user_rows), settings.rank),
+            )
+            evaluation = evaluate(
+                fitted_on,
+                held_out,
+                users,
+                items,
+                settings.relevant_rating,
+                predicts_ratings=not settings.implicit_prefs,
+                stars=None if stars is None else held_out_stars(stars, fitted_on, held_out),
+            ).as_dict()
 
     head = counts.head(settings.top_k)
     popular = list(zip(head.index.tolist(), head.to_numpy(dtype=float).tolist(), strict=True))
@@ -206,13 +184,40 @@ def train_model(
         "evaluation": evaluation,
         "stars_from_version": None if stars is None else version,
         "timings_s": {
-            "fit": round(fit_s, 3),
-            "rating_model": round(stars_s, 3),
-            "evaluate": round(evaluate_s, 3),
+            "fit": round(timings["fit"], 3),
+            "rating_model": round(timings["rating_model"], 3),
+            "evaluate": round(timings["evaluate"], 3),
         },
         "last_folded_in_batch": None,
     }
     return ModelVersion(version, items, popular, meta, stars)
+
+
+def _fit_als(training: DataFrame, settings: ModelSettings) -> tuple[list[Row], list[Row]]:
+    """ALS fitted on (user_id, movie_id, rating): its item and user factor rows."""
+    training = training.cache()
+    als = ALS(
+        rank=settings.rank,
+        maxIter=settings.max_iter,
+        regParam=settings.reg_param,
+        implicitPrefs=settings.implicit_prefs,
+        alpha=settings.alpha,
+        nonnegative=settings.nonnegative,
+        seed=settings.seed,
+        userCol="user_id",
+        itemCol="movie_id",
+        ratingCol="rating",
+        checkpointInterval=5,
+    )
+    try:
+        fitted = als.fit(training)
+        item_rows = fitted.itemFactors.collect()
+        user_rows = fitted.userFactors.collect()
+        fitted.itemFactors.unpersist()
+        fitted.userFactors.unpersist()
+    finally:
+        training.unpersist()
+    return item_rows, user_rows
 
 
 def training_split(
