@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from pyspark.sql import SparkSession
 
 from producer.broker import client_options
@@ -154,7 +154,8 @@ def test_kafka_restart_mid_replay_keeps_every_event_once_and_the_job_catches_up(
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        time.sleep(8)
+        # mid-replay: a fifth of the events are in, and the replay is still sending
+        _wait_for(lambda: _events_in(kafka) >= ML100K_EVENTS // 5, "20,000 events in Kafka", 120)
         assert replay.poll() is None, "the replay ended before the broker stopped"
         broker.stop()  # the broker goes away mid-replay ...
         down_at = time.monotonic()
@@ -190,6 +191,17 @@ def test_kafka_restart_mid_replay_keeps_every_event_once_and_the_job_catches_up(
     fault = f"Kafka broker down {back_at - down_at:.0f} s mid-replay (stop, 6 s, restart)"
     print(fault_line(fault, ML100K_EVENTS, stored, distinct, caught_up))
     print("replay output:", output.strip().splitlines()[-3:])
+
+
+def _events_in(kafka: KafkaSettings) -> int:
+    """Events in the topic so far (0 while it does not exist yet)."""
+    consumer = KafkaConsumer(**client_options(kafka))
+    try:
+        partitions = consumer.partitions_for_topic(kafka.topic) or set()
+        ends = consumer.end_offsets([TopicPartition(kafka.topic, p) for p in partitions])
+        return sum(ends.values()) if ends else 0
+    finally:
+        consumer.close()
 
 
 def _read_all(kafka: KafkaSettings) -> list[bytes]:

@@ -54,7 +54,10 @@ def test_requests_during_a_fit_queue_and_only_the_newest_runs_next() -> None:
     fitter = StarsFitter(slow)
     try:
         fitter.request(1, training, held_out)
-        time.sleep(0.05)  # version 1 is fitting
+        deadline = time.monotonic() + 30
+        while not multiprocessing.active_children():  # version 1 is fitting
+            assert time.monotonic() < deadline, "the fit of version 1 did not start"
+            time.sleep(0.01)
         fitter.request(2, training, held_out)
         fitter.request(3, training, held_out)  # replaces 2 in the queue
         assert fitter.busy
