@@ -1,0 +1,5 @@
+"""``python -m streaming.evaluation``."""
+
+from streaming.evaluation.cli import app
+
+app()
