@@ -35,13 +35,13 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from streaming.model.blend import ShortTerm, transition_counts
 from streaming.ingest.history import UserRatings
+from streaming.model.blend import ShortTerm, transition_counts
 from streaming.model.holdout import CUTOFF
+from streaming.model.transitions import TransitionCounts
 from streaming.model.versions import ModelVersion
 from streaming.settings import ModelSettings
 from streaming.timing import timed
-from streaming.model.transitions import TransitionCounts
 
 __all__ = ["LIST_MAKERS", "PrequentialReport", "batch_bounds", "prequential_protocol"]
 

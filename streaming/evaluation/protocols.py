@@ -46,17 +46,17 @@ import pandas as pd
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import SparkSession
 
-from streaming.model.blend import ShortTerm, transition_counts
 from streaming.errors import StreamingError
-from streaming.model.holdout import CUTOFF, popularity
-from streaming.rating.fm import SCALE
 from streaming.ingest.history import RatingHistory
+from streaming.model.blend import ShortTerm, transition_counts
+from streaming.model.holdout import CUTOFF, popularity
 from streaming.model.lists import fold_in_users
 from streaming.model.metrics import RankingFigures, mae, rank_figures, rmse
+from streaming.model.topn import ItemIndex, top_k
 from streaming.model.versions import ModelVersion, train_model
 from streaming.rating.fitter import held_out_stars, rating_model
+from streaming.rating.fm import SCALE
 from streaming.settings import ModelSettings
-from streaming.model.topn import ItemIndex, top_k
 
 __all__ = [
     "FoldFigures",
@@ -391,7 +391,10 @@ def search_grid(grid: dict[str, list[str]], base: ModelSettings) -> list[ModelSe
 
     unknown = sorted(set(grid) - set(ModelSettings.model_fields))
     if unknown:
-        msg = f"not model settings: {', '.join(unknown)}; see RECSTREAM_MODEL_* in docs/configuration.md"
+        msg = (
+            f"not model settings: {', '.join(unknown)}; "
+            "see RECSTREAM_MODEL_* in docs/configuration.md"
+        )
         raise ValueError(msg)
     names = sorted(grid)
     combos = []
