@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streaming.ingest.history import UserRatings
+from streaming.linalg import add_grouped
 from streaming.model.blend import ShortTerm, blend
 from streaming.model.foldin import gramian
 from streaming.model.topn import ItemIndex, best_k
@@ -28,7 +29,7 @@ from streaming.rating.fm import RatingModel
 
 __all__ = ["FoldIn", "UserLists", "fold_in_users", "lists_for"]
 
-_RATINGS_PER_CHUNK = 50_000  # bounds the stacked outer products (ratings × rank² floats)
+_RATINGS_PER_CHUNK = 50_000  # users solved at once: those whose ratings fit in this many
 
 
 @dataclass(frozen=True)
@@ -167,13 +168,8 @@ def _solve_chunk(
     else:
         weight, target, counted = np.ones_like(r), r, np.ones_like(r)
         normal = np.zeros((count, rank, rank))
-    # owner is sorted, so each user's terms are one contiguous run: reduceat sums them.
-    present, run_start = np.unique(owner, return_index=True)
     rhs = np.zeros((count, rank))
-    if len(owner):
-        outer = (y * weight[:, None])[:, :, None] * y[:, None, :]
-        normal[present] += np.add.reduceat(outer, run_start, axis=0)
-        rhs[present] = np.add.reduceat(y * target[:, None], run_start, axis=0)
+    add_grouped(normal, rhs, owner, lambda part: (y[part], weight[part], target[part]))
     n = np.bincount(owner, weights=counted, minlength=count)
     ok = n > 0
     normal[ok] += model.reg_param * n[ok, None, None] * np.eye(rank)

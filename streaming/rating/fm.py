@@ -43,6 +43,7 @@ import scipy.sparse as sparse
 
 from streaming.ids import sorted_lookup
 from streaming.ingest.history import UserRatings
+from streaming.linalg import Terms, add_grouped
 
 __all__ = ["FitCancelledError", "RatingModel", "fit_in_process", "fit_rating_model"]
 
@@ -51,7 +52,6 @@ IntArray = npt.NDArray[np.int64]
 
 SCALE = (1.0, 5.0)
 _PAIRS_PER_CHUNK = 4_096  # pairs predicted at once: pairs × draws × rank floats
-_RATINGS_PER_CHUNK = 8_192  # ratings folded in at once: ratings × draws × rank floats
 
 
 class FitCancelledError(Exception):
@@ -124,23 +124,20 @@ class RatingModel:
         owner = np.repeat(np.arange(count), np.diff(users.start))
         rows, known = self.rows(users.movies)
         owner, rows, given = owner[known], rows[known], users.ratings[known]
-        alpha = self.noise_precision[:, None]
-        for first in range(0, len(owner), _RATINGS_PER_CHUNK):
-            part = slice(first, first + _RATINGS_PER_CHUNK)
+        alpha = self.noise_precision
+
+        def terms(part: slice) -> Terms:
+            # Per draw and rating: the regressors (1, P + q_m) of the user's own terms
+            # (w, v) and what the rest of the draw leaves to explain, weighted by α.
             at, row = owner[part], rows[part]
             q = self.movie_factors[:, row]  # (draws, ratings, rank)
             p = np.transpose(summed[at], (1, 0, 2))
             design = np.concatenate([np.ones((draws, len(at), 1)), p + q], axis=2)
             rest = self.movie_bias[:, row] + own[at].T + np.einsum("srd,srd->sr", p, q)
-            target = alpha * (given[part][None, :] - rest)  # (draws, ratings)
-            scaled = alpha[..., None] * design  # (draws, ratings, rank + 1)
-            present, starts = np.unique(at, return_index=True)  # ratings come grouped by user
-            ends = np.append(starts[1:], len(at))
-            for user, begin, end in zip(present.tolist(), starts.tolist(), ends.tolist(),
-                                        strict=True):  # fmt: skip
-                block = design[:, begin:end]
-                normal[user] += np.transpose(scaled[:, begin:end], (0, 2, 1)) @ block
-                rhs[user] += np.einsum("srd,sr->sd", block, target[:, begin:end])
+            weight = np.broadcast_to(alpha[:, None], (draws, len(at)))
+            return design, weight, weight * (given[part][None, :] - rest)
+
+        add_grouped(normal, rhs, owner, terms)
         solved = np.linalg.solve(normal, rhs[..., None])[..., 0]  # (users, draws, rank + 1)
         weight, vector = solved[..., 0], solved[..., 1:]
         scalar = np.mean(own + weight + np.einsum("udr,udr->ud", vector, summed), axis=1)
