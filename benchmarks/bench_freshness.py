@@ -54,7 +54,8 @@ from producer.replay import open_producer
 from producer.settings import ProducerSettings
 from serving.connection import open_redis
 from serving.layout import RedisLayout, decode_list
-from streaming.job import BatchReport, stop_between_batches
+from streaming.job import stop_between_batches
+from streaming.pipeline import BatchReport
 
 SEED = 40_000
 POLL_S = 0.05

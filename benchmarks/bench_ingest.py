@@ -34,7 +34,8 @@ from harness import (
 )
 from pyspark.sql import SparkSession
 
-from streaming.job import BatchReport, stop_between_batches
+from streaming.job import stop_between_batches
+from streaming.pipeline import BatchReport
 
 RETRAIN_EVERY = 100_000
 CAUGHT_UP_S = 3.0

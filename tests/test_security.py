@@ -28,10 +28,9 @@ from serving.connection import open_redis, ping
 from serving.errors import RedisUnavailableError
 from serving.layout import RedisLayout
 from serving.settings import RedisSettings
+from streaming.ingest.store import RatingStore
 from streaming.ingest.topics import spark_source_options
-from streaming.job import StreamingJob
-from streaming.settings import StreamSettings
-from tests.conftest import job_settings, model_settings, subprocess_env
+from tests.conftest import job_settings, subprocess_env
 from tests.serving_data import publish
 
 pytestmark = pytest.mark.integration
@@ -231,13 +230,7 @@ def test_kafka_sasl_login_end_to_end_and_a_wrong_password_is_refused(
     finally:
         broker.stop()
 
-    store = StreamingJob(
-        spark,
-        kafka,
-        redis_settings,
-        StreamSettings(state_dir=run / "state"),
-        model_settings(),
-    ).store
+    store = RatingStore(spark, run / "state" / "store")
     assert store.stored_rows().count() == SASL_EVENTS
     assert store.dead_letters().count() == 0
     client = open_redis(redis_settings)

@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from streaming.job import _with_stars
 from streaming.model.topn import ItemIndex
 from streaming.model.versions import ModelVersion, stars_version
+from streaming.pipeline import with_stars
 from streaming.rating.fitter import FittedStars, StarsFitter, held_out_stars, rating_model
 
 from .conftest import model_settings
@@ -122,8 +122,8 @@ def test_adopted_stars_score_the_version_only_when_fitted_on_its_own_ratings() -
             "timings_s": {"fit": 1.0}}  # fmt: skip
     model = ModelVersion(6, items, [(1, 2.0)], meta)
     assert stars_version(model) is None
-    own = _with_stars(model, FittedStars(6, stars, 0.91, 9, 2.5))
-    older = _with_stars(model, FittedStars(4, stars, 0.88, 7, 2.0))
+    own = with_stars(model, FittedStars(6, stars, 0.91, 9, 2.5))
+    older = with_stars(model, FittedStars(4, stars, 0.88, 7, 2.0))
     assert (stars_version(own), stars_version(older)) == (6, 4)
     assert own.meta["evaluation"] == {
         "rmse": 0.91, "rmse_pairs": 9, "rmse_model": "rating-model", "held_out": 9}  # fmt: skip

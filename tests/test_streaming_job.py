@@ -27,7 +27,7 @@ from serving.client import RecommendationClient
 from serving.connection import open_redis
 from serving.layout import RedisLayout, decode_list
 from serving.settings import RedisSettings
-from streaming.ingest.store import BatchCommit
+from streaming.ingest.store import BatchCommit, RatingStore
 from streaming.job import StreamingJob
 from streaming.settings import StreamSettings
 from tests.conftest import Services, fault_line, job_settings, model_settings, subprocess_env
@@ -370,13 +370,7 @@ def test_job_killed_three_times_mid_replay_loses_and_repeats_nothing(
         replay.kill()
         watch.close()
 
-    store = StreamingJob(
-        spark,
-        services.kafka.model_copy(update={"topic": ratings_topic}),
-        redis_settings,
-        StreamSettings(state_dir=tmp_path / "state"),
-        model_settings(),
-    ).store
+    store = RatingStore(spark, tmp_path / "state" / "store")
     rows = store.stored_rows()
     stored = rows.count()
     distinct = rows.select("user_id", "movie_id").distinct().count()

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from streaming.job import BatchReport, keep_newest
+from streaming.pipeline import BatchReport, keep_newest
 from streaming.publish.publisher import PublishOutcome
 from streaming.timing import timed
 

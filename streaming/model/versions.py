@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from streaming.settings import ModelSettings
 from streaming.timing import timed
 
 __all__ = [
+    "ModelFolder",
     "ModelVersion",
     "load_latest_model",
     "load_model",
@@ -306,3 +308,34 @@ def load_latest_model(folder: Path, *, at_most: int | None = None) -> ModelVersi
         if path.stem[1:].isdigit() and (at_most is None or int(path.stem[1:]) <= at_most)
     )
     return load_model(folder / f"v{versions[-1]}.npz") if versions else None
+
+
+class ModelFolder:
+    """The versions saved in ``folder``, and new ones fitted on ``ratings()`` (the store's
+    ratings, latest per user and movie): the pipeline's ``Models`` on Spark."""
+
+    def __init__(self, folder: Path, ratings: Callable[[], DataFrame], settings: ModelSettings):
+        self.folder = folder
+        self.ratings = ratings
+        self.settings = settings
+
+    def latest(self) -> ModelVersion | None:
+        """The highest saved version, if any."""
+        return load_latest_model(self.folder)
+
+    def saved(self, version: int) -> ModelVersion | None:
+        """The version saved under ``version``, if any."""
+        path = self.folder / f"v{version}.npz"
+        return load_model(path) if path.is_file() else None
+
+    def train(
+        self, history: RatingHistory, *, version: int, batch_id: int, reason: str,
+        fit_stars: bool,
+    ) -> ModelVersion:  # fmt: skip
+        """Fit and evaluate a new version (``train_model``) on the store's ratings."""
+        return train_model(self.ratings(), history, self.settings, version=version,
+                           batch_id=batch_id, reason=reason, fit_stars=fit_stars)  # fmt: skip
+
+    def save(self, model: ModelVersion) -> None:
+        """Save ``model`` (``save_model``)."""
+        save_model(self.folder, model)

@@ -1,0 +1,456 @@
+"""The ``foreachBatch`` body: one micro-batch through every stage, over narrow interfaces.
+
+Each micro-batch runs, in order:
+
+1. **intake** (``BatchStore.take``): validate the records, set aside repeats of events
+   already held, store the valid ones and the dead letters under the batch id
+   (overwriting, so a replayed batch replaces its first attempt instead of adding to it);
+2. **history**: check each rating against the list its user was served (the live hit
+   rate), merge the ratings into the driver's history, and count each user's first
+   ratings of a movie into the short-term transitions (``streaming.model.transitions``);
+3. **retrain** when the policy says so: fit, evaluate, save the model under version
+   ``batch_id + 1`` (its rating model, for the predicted stars, is fitted beside the
+   stream and adopted when ready); otherwise note the users who rated, for fold-in;
+4. **publish** (``ListPublisher.flush``): a new version in full then one atomic switch,
+   or fold-in lists into the current version; what Redis refuses waits for the next
+   flush;
+5. **commit** (``BatchStore.commit``): the batch's record (offsets, counts, model
+   version, live hit rate), last.
+
+A batch run again under the same id (after a crash) finds its ratings in the history
+(step 1 sets them aside only against *other* batches) and its model saved (step 3
+loads it), so steps 1-5 are idempotent. The collaborators are protocols: the job wires
+Spark, Kafka and Redis (``streaming.job``); unit tests wire in-memory ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from streaming.ingest.history import HISTORY_COLUMNS, RatingHistory
+from streaming.ingest.intake import Repeats, TakenBatch
+from streaming.ingest.store import BatchCommit
+from streaming.model.blend import ShortTerm, transition_counts
+from streaming.model.holdout import CUTOFF
+from streaming.model.policy import RetrainPolicy
+from streaming.model.versions import ModelVersion, stars_version, training_split
+from streaming.publish.publisher import PublishOutcome
+from streaming.rating.fitter import FittedStars
+from streaming.settings import ModelSettings, StreamSettings
+from streaming.timing import timed
+
+__all__ = [
+    "REPORTS_KEPT",
+    "BatchPipeline",
+    "BatchReport",
+    "BatchStore",
+    "ListPublisher",
+    "Models",
+    "StarsFitting",
+    "Topic",
+    "keep_newest",
+    "latest_offsets",
+    "ratings_since",
+    "with_stars",
+]
+
+_log = logging.getLogger("recstream.streaming")
+# The newest micro-batches' reports kept in memory (the commit records keep them all).
+REPORTS_KEPT = 10_000
+
+
+class BatchStore(Protocol):
+    """Where a batch's records go: validated and stored, then its commit record."""
+
+    def take(self, records: Any, batch_id: int, repeats: Repeats) -> TakenBatch:
+        """Validate and store ``records`` under ``batch_id``; the valid ratings."""
+        ...
+
+    def commit(self, record: BatchCommit) -> None:
+        """Write the batch's commit record (last, once everything else is done)."""
+        ...
+
+
+class Models(Protocol):
+    """Saved model versions, and new ones fitted on the stored ratings."""
+
+    def saved(self, version: int) -> ModelVersion | None:
+        """The version saved under ``version``, if any."""
+        ...
+
+    def train(
+        self, history: RatingHistory, *, version: int, batch_id: int, reason: str,
+        fit_stars: bool,
+    ) -> ModelVersion:  # fmt: skip
+        """Fit and evaluate a new version on everything stored."""
+        ...
+
+    def save(self, model: ModelVersion) -> None:
+        """Save ``model`` (replacing a saved one of the same version)."""
+        ...
+
+
+class ListPublisher(Protocol):
+    """Where the lists go (Redis): queued work, flushed once a batch."""
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether anything waits to be published."""
+        ...
+
+    def new_model(self, model: ModelVersion) -> None:
+        """Queue ``model``'s lists for every user and the switch to it."""
+        ...
+
+    def users_changed(self, users: Sequence[int], batch_id: int) -> None:
+        """Queue fold-in lists for ``users`` (who rated in ``batch_id``)."""
+        ...
+
+    def catalog(self, movies: list[Any]) -> None:
+        """Queue the movie catalog."""
+        ...
+
+    def verify(self) -> None:
+        """Queue the current version again if the lists' store lost it."""
+        ...
+
+    def flush(self, history: RatingHistory) -> PublishOutcome:
+        """Publish what is queued; what fails stays queued."""
+        ...
+
+
+class Topic(Protocol):
+    """What the job reads from Kafka outside the stream."""
+
+    def catalog(self) -> tuple[list[Any], int]:
+        """The movie catalog and how many of its entries were unusable."""
+        ...
+
+    def end_offsets(self) -> dict[int, int] | None:
+        """The ratings topic's end offset per partition; None when unknown."""
+        ...
+
+
+class StarsFitting(Protocol):
+    """The rating model's fits beside the stream (``streaming.rating.fitter``)."""
+
+    def request(self, version: int, training: pd.DataFrame, held_out: pd.DataFrame) -> None:
+        """Start fitting the rating model of ``version``."""
+        ...
+
+    def take(self) -> FittedStars | None:
+        """A finished fit not taken yet."""
+        ...
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """What one micro-batch did; its ``line`` is the job's log line."""
+
+    batch_id: int
+    records: int
+    valid: int
+    invalid: int
+    lag: int | None
+    retrain: str | None
+    fold_in_users: int
+    publish: PublishOutcome
+    timings_s: dict[str, float]
+
+    @property
+    def line(self) -> str:
+        """One log line: counts, lag, fold-in, retrain, publishing, durations."""
+        lag = "?" if self.lag is None else f"{self.lag:,}"
+        retrain = f"yes ({self.retrain})" if self.retrain else "no"
+        times = " ".join(f"{name} {seconds:.2f}s" for name, seconds in self.timings_s.items())
+        publish = self.publish.state
+        if self.publish.error:
+            publish += f" ({self.publish.error})"
+        return (
+            f"batch {self.batch_id}: {self.records:,} records, {self.valid:,} valid, "
+            f"{self.invalid:,} invalid, lag {lag}, fold-in {self.fold_in_users:,} users, "
+            f"retrain {retrain}, redis {publish}, {times}"
+        )
+
+
+def keep_newest(reports: list[BatchReport], report: BatchReport, kept: int) -> None:
+    """Append ``report``; past ``2 × kept`` reports, drop all but the newest ``kept``.
+
+    Trimming by halves keeps appends cheap, and a list (unlike a bounded deque) can be
+    read by another thread while a micro-batch appends to it.
+    """
+    reports.append(report)
+    if len(reports) > 2 * kept:
+        del reports[: len(reports) - kept]
+
+
+def latest_offsets(commits: Sequence[BatchCommit]) -> dict[int, int]:
+    """The offset after the last record read of each partition, from the commit records."""
+    offsets: dict[int, int] = {}
+    for record in commits:
+        offsets.update({int(p): o for p, o in record.offsets.items()})
+    return offsets
+
+
+def ratings_since(commits: Sequence[BatchCommit], model: ModelVersion | None) -> int:
+    """Valid ratings the batches after ``model``'s training batch stored."""
+    trained_in = -1 if model is None else int(model.meta["batch_id"])
+    return sum(record.valid for record in commits if record.batch_id > trained_in)
+
+
+def with_stars(model: ModelVersion, fitted: FittedStars) -> ModelVersion:
+    """``model`` with the rating model of ``fitted``; its RMSE goes into the evaluation
+    when it was fitted on this version's own training ratings."""
+    meta = {**model.meta, "stars_from_version": fitted.version}
+    meta["timings_s"] = {**meta.get("timings_s", {}), "rating_model": round(fitted.seconds, 3)}
+    evaluation = meta.get("evaluation")
+    if fitted.version == model.version and evaluation is not None:
+        meta["evaluation"] = {
+            **evaluation,
+            "rmse": fitted.rmse,
+            "rmse_pairs": fitted.rmse_pairs,
+            "rmse_model": "rating-model" if fitted.rmse_pairs else None,
+        }
+    return replace(model, stars=fitted.model, meta=meta)
+
+
+def _freshness(appended_s: npt.NDArray[np.float64], now: float) -> list[float]:
+    """[p50, max] seconds from the Kafka append of each event to ``now``; empty for none."""
+    if not len(appended_s):
+        return []
+    ages = now - appended_s
+    return [round(float(np.median(ages)), 3), round(float(ages.max()), 3)]
+
+
+class BatchPipeline:
+    """The micro-batch stages and the state they carry between batches.
+
+    Args:
+        store: takes (validates, stores) each batch and writes its commit record.
+        models: saved versions and new fits.
+        publisher: the lists' destination.
+        topic: the catalog and the topic's end offsets.
+        stars: the rating model's fits beside the stream.
+        history: every stored rating (the driver's copy), already loaded.
+        commits: the commit records so far (the offsets and counts are derived from them).
+        model: the current version, if any.
+        clock: seconds since the epoch (``time.time``).
+    """
+
+    def __init__(
+        self,
+        *,
+        store: BatchStore,
+        models: Models,
+        publisher: ListPublisher,
+        topic: Topic,
+        stars: StarsFitting,
+        stream: StreamSettings,
+        model_settings: ModelSettings,
+        history: RatingHistory,
+        commits: Sequence[BatchCommit] = (),
+        model: ModelVersion | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.models = models
+        self.publisher = publisher
+        self.topic = topic
+        self.stars = stars
+        self.stream = stream
+        self.model_settings = model_settings
+        self.clock = clock
+        self.policy = RetrainPolicy.from_settings(model_settings)
+        self.history = history
+        # Short-term state derived from the history, then counted batch by batch.
+        self.transitions = transition_counts(model_settings)
+        self.transitions.observe(*history.arrival_order())
+        self.short_term = ShortTerm.of(self.transitions, model_settings)
+        self.model = model
+        self.offsets = latest_offsets(commits)
+        self.new_since_model = ratings_since(commits, model)
+        self.reports: list[BatchReport] = []
+
+    def resume(self) -> None:
+        """After a (re)start: publish the current version (idempotent if Redis has it)
+        and ask for its stars if it has not got them."""
+        if self.model is not None:
+            self.publisher.new_model(self.model)
+            self._ask_for_stars(self.model)
+
+    def run(self, records: Any, batch_id: int) -> BatchReport:
+        """Run one micro-batch (see the module docstring); safe to run again for the same id."""
+        self.adopt_stars()
+        taken = self.store.take(records, batch_id,
+                                lambda batch: self.history.repeats(batch, batch_id))  # fmt: skip
+        timings = dict(taken.timings_s)
+        batch = taken.ratings.copy()
+        batch["batch_id"] = batch_id
+        offsets = taken.next_offsets()
+        self.offsets.update(offsets)
+        reasons = dict(Counter(reason for _, _, reason in taken.rejected))
+        with timed(timings, "history"):
+            checked, hits, popular_hits = self._check_lists(batch)
+            first_ratings = self.history.unseen(batch)
+            changed = self.history.add(batch[list(HISTORY_COLUMNS)])
+            self.transitions.observe(batch["user_id"].to_numpy()[first_ratings],
+                                     batch["movie_id"].to_numpy()[first_ratings])  # fmt: skip
+            self.new_since_model += len(batch)
+
+        reason = self.policy.reason(
+            stored=len(self.history),
+            new_since=self.new_since_model,
+            seconds_since=None
+            if self.model is None
+            else self.clock() - self.model.meta["trained_at"],
+            has_model=self.model is not None,
+        )
+        if reason is not None:
+            with timed(timings, "retrain"):
+                self.model = self._retrain(batch_id, reason)
+                self.new_since_model = 0
+                movies, bad = self.topic.catalog()
+                if movies:
+                    self.publisher.catalog(movies)
+                if bad:
+                    _log.warning("catalog: %d unusable entries skipped", bad)
+        elif self.stream.fold_in and len(changed):
+            self.publisher.users_changed(changed.tolist(), batch_id)
+
+        outcome = self.publisher.flush(self.history)
+        timings["publish"] = outcome.seconds
+        self.store.commit(
+            BatchCommit(
+                batch_id=batch_id,
+                offsets={str(p): o for p, o in offsets.items()},
+                valid=len(batch),
+                invalid=sum(reasons.values()),
+                invalid_reasons=reasons,
+                model_version=None if self.model is None else self.model.version,
+                retrained=reason is not None,
+                checked=checked,
+                hits_at_10=hits,
+                popular_hits_at_10=popular_hits,
+                rating_time=[int(batch["timestamp"].min()), int(batch["timestamp"].max())]
+                if len(batch)
+                else [],
+                freshness_s=_freshness(batch["appended_s"].to_numpy(), self.clock()),
+            )
+        )
+        report = BatchReport(
+            batch_id=batch_id,
+            records=len(batch) + sum(reasons.values()),
+            valid=len(batch),
+            invalid=sum(reasons.values()),
+            lag=self._lag(),
+            retrain=reason,
+            fold_in_users=outcome.fold_in_lists,
+            publish=outcome,
+            timings_s={name: round(s, 3) for name, s in timings.items()},
+        )
+        keep_newest(self.reports, report, REPORTS_KEPT)
+        _log.info("%s", report.line)
+        return report
+
+    def between_batches(self) -> PublishOutcome | None:
+        """Adopt finished stars, requeue what Redis lost, and publish what waits; the
+        outcome, or None when nothing waited."""
+        self.adopt_stars()
+        self.publisher.verify()
+        if not self.publisher.has_pending:
+            return None
+        return self.publisher.flush(self.history)
+
+    def adopt_stars(self) -> None:
+        """Give the current version a rating model that finished fitting, and republish it.
+
+        A fit for an older version than the current one's stars is dropped; one for a
+        newer version than the stars it carries replaces them.
+        """
+        fitted = self.stars.take()
+        if fitted is None or self.model is None:
+            return
+        if fitted.model is None:
+            if fitted.error:
+                _log.error("rating model for version %d failed (%s); lists keep the stars "
+                           "they have", fitted.version, fitted.error)  # fmt: skip
+            return
+        current = stars_version(self.model)
+        if current is not None and fitted.version <= current:
+            return
+        self.model = with_stars(self.model, fitted)
+        self.models.save(self.model)
+        self.publisher.new_model(self.model)
+        rmse = "" if fitted.rmse is None else f", held-out RMSE {fitted.rmse:.3f}"
+        _log.info("rating model of version %d ready after %.1f s%s: version %d republished "
+                  "with its stars", fitted.version, fitted.seconds, rmse,
+                  self.model.version)  # fmt: skip
+
+    def _lag(self) -> int | None:
+        """Records in the topic past what the job has read; None when unknown."""
+        ends = self.topic.end_offsets()
+        if ends is None:
+            return None
+        return sum(max(0, end - self.offsets.get(p, 0)) for p, end in ends.items())
+
+    def _check_lists(self, batch: pd.DataFrame) -> tuple[int, int, int]:
+        """(ratings checked, hits, popular hits): each rating against its user's list
+        before the batch, and against the model's popular list less the user's rated
+        movies (the baseline the lists must beat).
+
+        With fold-in on, the lists served from the history before the batch are exactly
+        what Redis holds for those users (the retrain's list, or the last fold-in's).
+        Without fold-in or a model there is nothing to check against.
+        """
+        if self.model is None or not self.stream.fold_in or batch.empty:
+            return 0, 0, 0
+        users = np.unique(batch["user_id"].to_numpy(dtype=np.int64))
+        histories = self.history.of_users(users)
+        served = self.model.served_lists(histories, self.model_settings, CUTOFF,
+                                         self.short_term)  # fmt: skip
+        popular = [movie for movie, _ in self.model.popular]
+        listed, baseline = {}, {}
+        for position, user in enumerate(users.tolist()):
+            listed[user] = set(served[position])
+            rated = set(histories.of(position)[0].tolist())
+            baseline[user] = set([m for m in popular if m not in rated][:CUTOFF])
+        pairs = list(zip(batch["user_id"].tolist(), batch["movie_id"].tolist(), strict=True))
+        return (len(batch), sum(movie in listed[user] for user, movie in pairs),
+                sum(movie in baseline[user] for user, movie in pairs))  # fmt: skip
+
+    def _ask_for_stars(self, model: ModelVersion) -> None:
+        """Have the rating model for ``model`` fitted beside the stream, unless it has it."""
+        settings = self.model_settings
+        if settings.rating_samples == 0 or not settings.rating_in_background:
+            return
+        if stars_version(model) == model.version:
+            return
+        training, held_out = training_split(
+            self.history.frame(), model.meta.get("holdout_from_timestamp")
+        )
+        if len(training):
+            self.stars.request(model.version, training, held_out)
+
+    def _retrain(self, batch_id: int, reason: str) -> ModelVersion:
+        version = batch_id + 1
+        model = self.models.saved(version)  # this batch ran before a crash and trained it
+        if model is None:
+            background = self.model_settings.rating_in_background
+            model = self.models.train(self.history, version=version, batch_id=batch_id,
+                                      reason=reason, fit_stars=not background)  # fmt: skip
+            if background and self.model is not None and self.model.stars is not None:
+                meta = {**model.meta, "stars_from_version": stars_version(self.model)}
+                model = replace(model, stars=self.model.stars, meta=meta)
+            self.models.save(model)
+        self.publisher.new_model(model)
+        self._ask_for_stars(model)
+        return model

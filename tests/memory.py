@@ -1,0 +1,216 @@
+"""In-memory implementations of the pipeline's interfaces (``streaming.pipeline``).
+
+They keep what they are given in plain Python so a test can drive ``BatchPipeline``
+batch by batch without Spark, Kafka or Redis, and read back what each stage did. A
+batch's "records" here are a ``MemoryBatch``: the valid-looking ratings and the records
+the validation would have rejected, as the Spark intake would hand them over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from streaming.ingest.history import RatingHistory
+from streaming.ingest.intake import BATCH_COLUMNS, Repeats, TakenBatch
+from streaming.ingest.store import BatchCommit
+from streaming.ingest.validation import DUPLICATE_REASON
+from streaming.model.topn import ItemIndex
+from streaming.model.versions import ModelVersion
+from streaming.publish.publisher import PublishOutcome
+from streaming.rating.fitter import FittedStars
+
+
+@dataclass
+class MemoryBatch:
+    """One micro-batch's records: ratings (user, movie, rating, timestamp) on partition 0
+    from ``first_offset``, then ``rejected`` (reason per record) after them."""
+
+    ratings: list[tuple[int, int, float, int]]
+    first_offset: int = 0
+    rejected: list[str] = field(default_factory=list)
+    appended_s: float = 0.0
+
+    def frame(self) -> pd.DataFrame:
+        """The ratings as the intake hands them over (``BATCH_COLUMNS``)."""
+        frame = pd.DataFrame(self.ratings, columns=["user_id", "movie_id", "rating", "timestamp"])
+        frame["partition"] = 0
+        frame["offset"] = np.arange(len(frame), dtype=np.int64) + self.first_offset
+        frame["appended_s"] = self.appended_s
+        return frame[list(BATCH_COLUMNS)]
+
+
+class MemoryStore:
+    """``BatchStore``: what each batch stored (overwritten by a replay) and its commits."""
+
+    def __init__(self) -> None:
+        self.stored: dict[int, pd.DataFrame] = {}
+        self.dead_letters: dict[int, list[tuple[int, int, str]]] = {}
+        self.commits: dict[int, BatchCommit] = {}
+
+    def take(self, records: MemoryBatch, batch_id: int, repeats: Repeats) -> TakenBatch:
+        """Set aside the repeats, store the rest under ``batch_id``."""
+        ratings = records.frame()
+        after = records.first_offset + len(ratings)
+        rejected = [(0, after + i, reason) for i, reason in enumerate(records.rejected)]
+        repeated = repeats(ratings)
+        rejected += [(0, int(o), DUPLICATE_REASON) for o in ratings.loc[repeated, "offset"]]
+        kept = ratings.loc[~repeated].reset_index(drop=True)
+        self.stored[batch_id] = kept
+        self.dead_letters[batch_id] = rejected
+        return TakenBatch(kept, rejected)
+
+    def commit(self, record: BatchCommit) -> None:
+        """Keep the record (a replayed batch's replaces its first attempt's)."""
+        self.commits[record.batch_id] = record
+
+
+class MemoryModels:
+    """``Models``: versions kept in a dict; a fit gives every known movie a fixed random
+    factor (seeded by the version) and ranks the popular list by rating count."""
+
+    def __init__(self, clock: MemoryClock, rank: int = 3) -> None:
+        self.clock = clock
+        self.rank = rank
+        self.versions: dict[int, ModelVersion] = {}
+        self.trained: list[int] = []
+
+    def saved(self, version: int) -> ModelVersion | None:
+        """The version saved under ``version``, if any."""
+        return self.versions.get(version)
+
+    def train(
+        self, history: RatingHistory, *, version: int, batch_id: int, reason: str,
+        fit_stars: bool,
+    ) -> ModelVersion:  # fmt: skip
+        """A model of every movie in ``history``."""
+        self.trained.append(version)
+        frame = history.frame()
+        counts = frame["movie_id"].value_counts()
+        movies = np.sort(counts.index.to_numpy(dtype=np.int64))
+        factors = np.random.default_rng(version).normal(size=(len(movies), self.rank))
+        popular = [(int(m), float(c)) for m, c in counts.items()]
+        meta = {"version": version, "batch_id": batch_id, "reason": reason,
+                "trained_at": self.clock(), "ratings": len(frame)}  # fmt: skip
+        return ModelVersion(version, ItemIndex(movies, factors), popular, meta)
+
+    def save(self, model: ModelVersion) -> None:
+        """Keep ``model`` under its version."""
+        self.versions[model.version] = model
+
+
+class MemoryPublisher:
+    """``ListPublisher`` with the Redis publisher's queueing rules: a new version replaces
+    queued fold-ins, and fold-ins wait until some version is published. ``flush``
+    publishes what it can unless ``down`` (then all stays queued: ``waiting``)."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.published_versions: list[int] = []
+        self.fold_ins: list[tuple[int, list[int]]] = []
+        self.catalogs: list[list[Any]] = []
+        self.verified = 0
+        self._model: ModelVersion | None = None
+        self._published: ModelVersion | None = None
+        self._users: dict[int, list[int]] = {}
+        self._catalog: list[Any] | None = None
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether anything waits to be published."""
+        return self._model is not None or bool(self._users) or self._catalog is not None
+
+    def new_model(self, model: ModelVersion) -> None:
+        """Queue ``model`` (replacing a queued older one and the queued fold-ins)."""
+        self._model = model
+        self._users.clear()
+
+    def users_changed(self, users: Sequence[int], batch_id: int) -> None:
+        """Queue fold-in lists for ``users``."""
+        self._users.setdefault(batch_id, []).extend(users)
+
+    def catalog(self, movies: list[Any]) -> None:
+        """Queue the catalog."""
+        self._catalog = movies
+
+    def verify(self) -> None:
+        """Count the checks (nothing here is ever lost)."""
+        self.verified += 1
+
+    def flush(self, history: RatingHistory) -> PublishOutcome:
+        """Publish what is queued, or keep it queued while ``down``."""
+        if not self.has_pending:
+            return PublishOutcome()
+        if self.down:
+            return PublishOutcome(state="waiting", error="down")
+        outcome = PublishOutcome(state="published")
+        if self._catalog is not None:
+            self.catalogs.append(self._catalog)
+            self._catalog = None
+        if self._model is not None:
+            self.published_versions.append(self._model.version)
+            outcome.model_lists = len(history.users())
+            self._published, self._model = self._model, None
+        if self._published is None:
+            return outcome
+        outcome.version = self._published.version
+        for batch_id, users in sorted(self._users.items()):
+            self.fold_ins.append((batch_id, sorted(users)))
+            outcome.fold_in_lists += len(users)
+        self._users = {}
+        return outcome
+
+
+@dataclass
+class MemoryTopic:
+    """``Topic``: a fixed catalog and end offsets (None: unknown)."""
+
+    movies: list[Any] = field(default_factory=list)
+    unusable: int = 0
+    ends: dict[int, int] | None = None
+
+    def catalog(self) -> tuple[list[Any], int]:
+        """The catalog and its unusable entries."""
+        return self.movies, self.unusable
+
+    def end_offsets(self) -> dict[int, int] | None:
+        """The end offsets, if known."""
+        return self.ends
+
+
+class MemoryStars:
+    """``StarsFitting``: records requests; ``finish`` makes a fit ready for ``take``."""
+
+    def __init__(self) -> None:
+        self.requested: list[int] = []
+        self._ready: list[FittedStars] = []
+
+    def request(self, version: int, training: pd.DataFrame, held_out: pd.DataFrame) -> None:
+        """Note the request."""
+        self.requested.append(version)
+
+    def finish(self, fitted: FittedStars) -> None:
+        """Make ``fitted`` the next result ``take`` returns."""
+        self._ready.append(fitted)
+
+    def take(self) -> FittedStars | None:
+        """The oldest finished fit not taken yet."""
+        return self._ready.pop(0) if self._ready else None
+
+
+class MemoryClock:
+    """Seconds that move only when a test says so."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward."""
+        self.now += seconds

@@ -1,0 +1,237 @@
+"""The micro-batch pipeline driven batch by batch with in-memory stores, no services."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from streaming.ingest.history import RatingHistory
+from streaming.ingest.store import BatchCommit
+from streaming.ingest.validation import DUPLICATE_REASON
+from streaming.model.versions import ModelVersion
+from streaming.pipeline import BatchPipeline, latest_offsets, ratings_since
+from streaming.rating.fitter import FittedStars
+from streaming.rating.fm import RatingModel
+from streaming.settings import StreamSettings
+from tests.conftest import model_settings
+from tests.memory import (
+    MemoryBatch,
+    MemoryClock,
+    MemoryModels,
+    MemoryPublisher,
+    MemoryStars,
+    MemoryStore,
+    MemoryTopic,
+)
+
+DAY = 86_400
+
+
+class Wiring:
+    """A pipeline and its in-memory collaborators."""
+
+    def __init__(self, tmp_path: Path, **settings: Any) -> None:
+        self.clock = MemoryClock()
+        self.store = MemoryStore()
+        self.models = MemoryModels(self.clock)
+        self.publisher = MemoryPublisher()
+        self.topic = MemoryTopic(movies=[(1, "One", ["Drama"])], ends={0: 0})
+        self.stars = MemoryStars()
+        values = {"min_ratings": 20, "retrain_every_ratings": 30, "retrain_every_s": 3600.0,
+                  "rating_samples": 0, **settings}  # fmt: skip
+        self.settings = model_settings(**values)
+        self.stream = StreamSettings(state_dir=tmp_path / "state")
+        self.pipeline = self.build(RatingHistory(), [], None)
+
+    def build(
+        self, history: RatingHistory, commits: list[BatchCommit], model: ModelVersion | None
+    ) -> BatchPipeline:
+        return BatchPipeline(
+            store=self.store, models=self.models, publisher=self.publisher, topic=self.topic,
+            stars=self.stars, stream=self.stream, model_settings=self.settings,
+            history=history, commits=commits, model=model, clock=self.clock,
+        )  # fmt: skip
+
+
+def ratings(users: range, movies: range, at: int) -> list[tuple[int, int, float, int]]:
+    """Every user of ``users`` rates every movie of ``movies`` (4 stars), one second apart."""
+    rows = [(u, m, 4.0, at + i) for i, (u, m) in enumerate((u, m) for u in users for m in movies)]
+    return rows
+
+
+def test_a_batch_is_stored_counted_and_committed_last(tmp_path: Path) -> None:
+    wired = Wiring(tmp_path)
+    wired.topic.ends = {0: 15}
+    report = wired.pipeline.run(
+        MemoryBatch(ratings(range(1, 4), range(10, 14), DAY), rejected=["bad json"]), 0
+    )
+    assert (report.records, report.valid, report.invalid) == (13, 12, 1)
+    assert report.lag == 2  # offsets 0-12 read, the topic ends at 15
+    assert report.retrain is None  # 12 ratings < min_ratings
+    assert report.fold_in_users == 0  # no model yet: the users wait for one
+    assert wired.publisher.has_pending
+    assert list(report.timings_s) == ["history", "publish"]
+    commit = wired.store.commits[0]
+    assert (commit.valid, commit.invalid, commit.invalid_reasons) == (12, 1, {"bad json": 1})
+    assert commit.offsets == {"0": 13}
+    assert commit.model_version is None and not commit.retrained
+    assert commit.rating_time == [DAY, DAY + 11]
+    assert len(wired.pipeline.history) == 12
+    assert wired.pipeline.new_since_model == 12
+
+
+def test_the_first_model_then_fold_in_then_a_retrain_every_n_ratings(tmp_path: Path) -> None:
+    wired = Wiring(tmp_path)
+    pipeline = wired.pipeline
+    first = pipeline.run(MemoryBatch(ratings(range(1, 6), range(10, 15), DAY)), 0)
+    assert first.retrain is not None and first.retrain.startswith("first model")
+    assert wired.models.trained == [1] and wired.publisher.published_versions == [1]
+    assert wired.publisher.catalogs == [wired.topic.movies]
+    assert wired.store.commits[0].model_version == 1 and pipeline.new_since_model == 0
+
+    second = pipeline.run(MemoryBatch(ratings(range(1, 3), range(15, 17), 2 * DAY), 25), 1)
+    assert second.retrain is None
+    assert wired.publisher.fold_ins == [(1, [1, 2])]
+    assert second.fold_in_users == 2
+    commit = wired.store.commits[1]
+    assert commit.checked == 4  # each rating checked against its user's list before
+    assert 0 <= commit.hits_at_10 <= 4 and 0 <= commit.popular_hits_at_10 <= 4
+
+    third = pipeline.run(MemoryBatch(ratings(range(6, 9), range(10, 20), 3 * DAY), 29), 2)
+    assert third.retrain == "34 new ratings >= 30"
+    assert wired.models.trained == [1, 3] and wired.publisher.published_versions == [1, 3]
+    assert pipeline.model is not None and pipeline.model.version == 3
+
+
+def test_a_retrain_is_due_after_the_interval_once_something_new_came(tmp_path: Path) -> None:
+    wired = Wiring(tmp_path)
+    wired.pipeline.run(MemoryBatch(ratings(range(1, 6), range(10, 15), DAY)), 0)
+    wired.clock.advance(3_599)
+    assert wired.pipeline.run(MemoryBatch([(1, 20, 3.0, 2 * DAY)], 25), 1).retrain is None
+    wired.clock.advance(1)
+    due = wired.pipeline.run(MemoryBatch([(2, 20, 3.0, 2 * DAY)], 26), 2).retrain
+    assert due == "3600 s since the last retrain >= 3600 s"
+
+
+def test_a_replayed_batch_replaces_its_first_attempt_and_reuses_its_model(tmp_path: Path) -> None:
+    wired = Wiring(tmp_path)
+    batch = MemoryBatch(ratings(range(1, 6), range(10, 15), DAY))
+    wired.pipeline.run(batch, 0)
+    # The job crashed before Spark recorded batch 0: a restart recovers the state from
+    # what the first attempt left (history, commits, model) and runs batch 0 again.
+    history = RatingHistory()
+    history.add(wired.store.stored[0].assign(batch_id=0))
+    resumed = wired.build(history, list(wired.store.commits.values()), wired.models.saved(1))
+    again = resumed.run(batch, 0)
+    assert (again.valid, again.invalid) == (25, 0)  # its own first attempt is no repeat
+    assert wired.models.trained == [1]  # the saved version 1 is loaded, not fitted again
+    assert len(resumed.history) == 25 and len(wired.store.stored[0]) == 25
+
+
+def test_repeats_of_events_held_from_other_batches_are_set_aside(tmp_path: Path) -> None:
+    wired = Wiring(tmp_path)
+    rows = ratings(range(1, 3), range(10, 13), DAY)
+    wired.pipeline.run(MemoryBatch(rows), 0)
+    report = wired.pipeline.run(MemoryBatch([*rows[:2], (9, 10, 5.0, 2 * DAY)], 6), 1)
+    assert (report.valid, report.invalid) == (1, 2)
+    assert wired.store.commits[1].invalid_reasons == {DUPLICATE_REASON: 2}
+    assert [reason for *_, reason in wired.store.dead_letters[1]] == [DUPLICATE_REASON] * 2
+    assert wired.store.commits[1].offsets == {"0": 9}  # set-aside records still read
+
+
+def test_lists_that_redis_refused_wait_and_go_between_batches(tmp_path: Path) -> None:
+    wired = Wiring(tmp_path)
+    wired.publisher.down = True
+    report = wired.pipeline.run(MemoryBatch(ratings(range(1, 6), range(10, 15), DAY)), 0)
+    assert report.publish.state == "waiting" and wired.publisher.published_versions == []
+    assert wired.store.commits[0].model_version == 1  # the commit does not wait for Redis
+    assert wired.pipeline.between_batches() is not None  # still down: tried, kept
+    wired.publisher.down = False
+    outcome = wired.pipeline.between_batches()
+    assert outcome is not None and (outcome.state, outcome.version) == ("published", 1)
+    assert wired.pipeline.between_batches() is None  # nothing left
+    assert wired.publisher.verified == 3
+
+
+def test_fold_in_off_queues_no_lists_and_checks_nothing(tmp_path: Path) -> None:
+    wired = Wiring(tmp_path)
+    wired.stream = wired.stream.model_copy(update={"fold_in": False})
+    pipeline = wired.build(RatingHistory(), [], None)
+    pipeline.run(MemoryBatch(ratings(range(1, 6), range(10, 15), DAY)), 0)
+    pipeline.run(MemoryBatch([(1, 20, 3.0, 2 * DAY)], 25), 1)
+    assert wired.publisher.fold_ins == []
+    assert wired.store.commits[1].checked == 0
+
+
+def test_resume_publishes_the_current_version_and_asks_for_its_stars(tmp_path: Path) -> None:
+    wired = Wiring(tmp_path, rating_samples=2, rating_sweeps=4, rating_burn_in=1)
+    wired.pipeline.run(MemoryBatch(ratings(range(1, 6), range(10, 15), DAY)), 0)
+    assert wired.stars.requested == [1]  # fitted beside the stream, not in the batch
+    history = RatingHistory()
+    history.add(wired.store.stored[0].assign(batch_id=0))
+    resumed = wired.build(history, list(wired.store.commits.values()), wired.models.saved(1))
+    resumed.resume()
+    assert wired.stars.requested == [1, 1]
+    assert wired.publisher.has_pending  # version 1 queued again (idempotent in Redis)
+
+
+def test_a_finished_rating_model_is_adopted_saved_and_republished(tmp_path: Path) -> None:
+    wired = Wiring(tmp_path, rating_samples=2, rating_sweeps=4, rating_burn_in=1)
+    pipeline = wired.pipeline
+    pipeline.run(MemoryBatch(ratings(range(1, 6), range(10, 15), DAY)), 0)
+    wired.stars.finish(FittedStars(1, _stars(), 0.93, 5, 1.5))
+    pipeline.run(MemoryBatch([(1, 20, 3.0, 2 * DAY)], 25), 1)  # adopts at its start
+    assert pipeline.model is not None and pipeline.model.stars is not None
+    assert pipeline.model.meta["stars_from_version"] == 1
+    saved = wired.models.saved(1)
+    assert saved is not None and saved.stars is not None
+    assert wired.publisher.published_versions == [1, 1]  # republished with its stars
+    wired.stars.finish(FittedStars(1, _stars(), 0.95, 5, 1.5))  # not newer: dropped
+    wired.stars.finish(FittedStars(2, None, None, 0, 0.1, error="boom"))  # failed: logged
+    pipeline.adopt_stars()
+    pipeline.adopt_stars()
+    assert pipeline.model.meta["stars_from_version"] == 1
+
+
+def test_state_is_derived_from_the_commit_records() -> None:
+    commits = [
+        BatchCommit(batch_id=0, offsets={"0": 10, "1": 4}, valid=14, invalid=0),
+        BatchCommit(batch_id=1, offsets={"0": 18}, valid=8, invalid=0),
+        BatchCommit(batch_id=2, offsets={"1": 9}, valid=5, invalid=0),
+    ]
+    assert latest_offsets(commits) == {0: 18, 1: 9}
+    assert ratings_since(commits, None) == 27
+    wired_model = MemoryModels(MemoryClock())
+    history = RatingHistory()
+    model = wired_model.train(history, version=2, batch_id=1, reason="r", fit_stars=False)
+    assert ratings_since(commits, model) == 5  # only batch 2 came after the fit in batch 1
+
+
+def _stars() -> RatingModel:
+    """A two-draw rating model of movies 10-14 (values do not matter here)."""
+    draws, movies, rank = 2, 5, 2
+    rng = np.random.default_rng(0)
+    return RatingModel(
+        movie_ids=np.arange(10, 15, dtype=np.int64),
+        rated_factors=rng.normal(size=(draws, movies, rank)),
+        rated_weights=rng.normal(size=(draws, movies)),
+        movie_factors=rng.normal(size=(draws, movies, rank)),
+        movie_bias=np.full((draws, movies), 3.5),
+        prior_mean=np.zeros((draws, rank + 1)),
+        prior_precision=np.ones((draws, rank + 1)),
+        noise_precision=np.ones(draws),
+    )
+
+
+def test_reports_stay_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kept = 3
+    monkeypatch.setattr("streaming.pipeline.REPORTS_KEPT", kept)
+    wired = Wiring(tmp_path)
+    for batch_id in range(8):
+        batch = MemoryBatch([(1, 10 + batch_id, 3.0, DAY + batch_id)], batch_id)
+        wired.pipeline.run(batch, batch_id)
+    assert len(wired.pipeline.reports) <= 2 * kept
+    assert wired.pipeline.reports[-1].batch_id == 7
