@@ -48,7 +48,7 @@ from harness import (
 from kafka import KafkaProducer
 from pyspark.sql import SparkSession
 
-from producer.events import encode_event
+from producer.events import RatingEvent
 from producer.grouplens import load_grouplens
 from producer.replay import open_producer
 from producer.settings import ProducerSettings
@@ -202,7 +202,7 @@ def probe(
             if listed is not None:
                 movie = decode_list(listed).items[0][0]
                 sent_at = time.monotonic()
-                event = encode_event(source, user, movie, 5.0, stamp)
+                event = RatingEvent(source, user, movie, 5.0, stamp).to_json()
                 sent = producer.send(topic, key=str(user).encode(), value=event)
                 where = sent.get(timeout=30)
                 probes.append(Probe(user, movie, sent_at, where.partition, where.offset))

@@ -22,7 +22,7 @@ from harness import ML100K, PARTITIONS, local_services
 
 from producer.broker import create_topic, delete_topic
 from producer.dataset import Dataset
-from producer.events import encode_event
+from producer.events import RatingEvent
 from producer.grouplens import load_grouplens
 from producer.pacing import MaxPace
 from producer.replay import open_producer, plan_replay, run_replay
@@ -61,7 +61,7 @@ def raw_loop(dataset: Dataset, kafka: KafkaSettings, settings: ProducerSettings)
     """Seconds to send the same messages, serialised beforehand, with a bare loop."""
     table = dataset.ratings.in_replay_order()
     messages = [
-        (str(user).encode(), encode_event(dataset.name, user, movie, rating, stamp))
+        (str(user).encode(), RatingEvent(dataset.name, user, movie, rating, stamp).to_json())
         for user, movie, rating, stamp in zip(
             table.user_ids.tolist(), table.movie_ids.tolist(), table.ratings.tolist(),
             table.timestamps.tolist(), strict=True,

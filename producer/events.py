@@ -23,7 +23,6 @@ __all__ = [
     "SCHEMA_VERSION",
     "RatingEvent",
     "RatingScale",
-    "encode_event",
     "event_id",
 ]
 
@@ -98,8 +97,17 @@ class RatingEvent:
         return event_id(self.source, self.user_id, self.movie_id, self.timestamp)
 
     def to_json(self) -> bytes:
-        """The message value: compact JSON with the keys in contract order."""
-        return encode_event(self.source, self.user_id, self.movie_id, self.rating, self.timestamp)
+        """The message value: compact JSON with the keys in contract order.
+
+        Built without a dict (this runs once per replayed rating): ``source`` is one of
+        our own dataset names (letters, digits, '-'), the ids and the timestamp are ints
+        and the rating a float, so no value needs JSON escaping.
+        """
+        return (
+            f'{{"schema_version":{self.schema_version},"event_id":"{self.event_id}",'
+            f'"source":"{self.source}","user_id":{self.user_id},"movie_id":{self.movie_id},'
+            f'"rating":{float(self.rating)!r},"timestamp":{self.timestamp}}}'
+        ).encode()
 
     @property
     def key(self) -> bytes:
@@ -118,17 +126,3 @@ class RatingEvent:
             timestamp=data["timestamp"],
             schema_version=data["schema_version"],
         )
-
-
-def encode_event(source: str, user_id: int, movie_id: int, rating: float, timestamp: int) -> bytes:
-    """The JSON of one event, built without a dict: this runs once per replayed rating.
-
-    ``source`` is one of our own dataset names (letters, digits, '-'), ids and the
-    timestamp are ints and the rating a float, so no value needs JSON escaping.
-    """
-    eid = event_id(source, user_id, movie_id, timestamp)
-    return (
-        f'{{"schema_version":{SCHEMA_VERSION},"event_id":"{eid}","source":"{source}",'
-        f'"user_id":{user_id},"movie_id":{movie_id},"rating":{float(rating)!r},'
-        f'"timestamp":{timestamp}}}'
-    ).encode()

@@ -29,7 +29,7 @@ from kafka.partitioner.default import murmur2
 from producer.broker import client_options, create_topic, describe_cluster
 from producer.dataset import Dataset, RatingTable
 from producer.errors import ProducerError, ResumeError
-from producer.events import encode_event
+from producer.events import RatingEvent
 from producer.pacing import Pacer
 from producer.settings import KafkaSettings, ProducerSettings
 
@@ -279,7 +279,7 @@ def run_replay(
             key = keys.get(user)
             if key is None:
                 key = keys[user] = str(user).encode()
-            value = encode_event(source, user, movie, rating, stamp)
+            value = RatingEvent(source, user, movie, rating, stamp).to_json()
             producer.send(topic, key=key, value=value, partition=partition).add_errback(on_error)
             sent += 1
             if progress is not None and sent % progress_every == 0:

@@ -22,7 +22,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from pyspark.sql import SparkSession
 
 from producer.broker import client_options
-from producer.events import encode_event
+from producer.events import RatingEvent
 from producer.settings import KafkaSettings
 from recstream_infra.kafka_local import LocalKafka
 from recstream_infra.local_service import free_tcp_port
@@ -49,7 +49,9 @@ def _send_ratings(services: Services, topic: str, users: range, movies: range) -
             for movie in movies:
                 if (user * 7 + movie) % 3:
                     rating = float(1 + (user + movie) % 5)
-                    value = encode_event("ml-100k", user, movie, rating, 880_000_000 + sent)
+                    value = RatingEvent(
+                        "ml-100k", user, movie, rating, 880_000_000 + sent
+                    ).to_json()
                     producer.send(topic, key=str(user).encode(), value=value)
                     sent += 1
         producer.flush()

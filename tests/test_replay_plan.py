@@ -10,7 +10,7 @@ from kafka.partitioner.default import DefaultPartitioner
 
 from producer.dataset import Dataset, RatingTable
 from producer.errors import ResumeError
-from producer.events import encode_event
+from producer.events import RatingEvent
 from producer.pacing import MaxPace, RatePace, SpeedPace
 from producer.replay import partition_for, plan_replay
 
@@ -60,10 +60,10 @@ def test_resume_skips_exactly_what_each_partition_already_holds() -> None:
     # Pretend the first five events were sent, then the process died.
     last: dict[int, bytes] = {}
     for position in range(5):
-        last[int(full.partitions[position])] = encode_event(
+        last[int(full.partitions[position])] = RatingEvent(
             "ml-100k", int(full.table.user_ids[position]), int(full.table.movie_ids[position]),
             3.0, int(full.table.timestamps[position]),
-        )  # fmt: skip
+        ).to_json()  # fmt: skip
     resumed = plan_replay(dataset, partitions=2, last_in_topic=last)
     assert resumed.send.tolist() == [False] * 5 + [True] * 3
     assert resumed.already_sent == 5
@@ -76,8 +76,8 @@ def test_resume_keeps_a_later_event_of_a_lagging_partition() -> None:
     dataset = _dataset(rows)
     # The first user's partition got through position 2; the other's stopped at position 1.
     last = {
-        partition_for(first, 2): encode_event("ml-100k", first, 3, 3.0, 3),
-        partition_for(other, 2): encode_event("ml-100k", other, 2, 3.0, 2),
+        partition_for(first, 2): RatingEvent("ml-100k", first, 3, 3.0, 3).to_json(),
+        partition_for(other, 2): RatingEvent("ml-100k", other, 2, 3.0, 2).to_json(),
     }
     resumed = plan_replay(dataset, partitions=2, last_in_topic=last)
     assert resumed.send.tolist() == [False, False, False, True]
@@ -86,9 +86,9 @@ def test_resume_keeps_a_later_event_of_a_lagging_partition() -> None:
 def test_resume_refuses_another_source_or_an_unknown_event() -> None:
     dataset = _dataset(ROWS)
     with pytest.raises(ResumeError, match="source 'ml-1m', not 'ml-100k'"):
-        plan_replay(dataset, 1, last_in_topic={0: encode_event("ml-1m", 1, 5, 2.0, 100)})
+        plan_replay(dataset, 1, last_in_topic={0: RatingEvent("ml-1m", 1, 5, 2.0, 100).to_json()})
     with pytest.raises(ResumeError, match="not in this replay"):
-        plan_replay(dataset, 1, last_in_topic={0: encode_event("ml-100k", 9, 9, 2.0, 100)})
+        plan_replay(dataset, 1, last_in_topic={0: RatingEvent("ml-100k", 9, 9, 2.0, 100).to_json()})
     with pytest.raises(ResumeError, match="not a rating event"):
         plan_replay(dataset, 1, last_in_topic={0: json.dumps({"x": 1}).encode()})
 

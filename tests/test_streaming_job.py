@@ -21,7 +21,7 @@ from kafka import KafkaProducer
 from pyspark.sql import SparkSession
 
 from producer.broker import client_options, create_topic, delete_topic
-from producer.events import encode_event
+from producer.events import RatingEvent
 from producer.replay import catalog_topic
 from serving.client import RecommendationClient
 from serving.connection import open_redis
@@ -145,7 +145,7 @@ def test_ml100k_in_two_halves_publishes_every_user_and_versions_grow(
 
 
 def _altered(user: int, movie: int, **changes: object) -> bytes:
-    event = json.loads(encode_event("ml-100k", user, movie, 3.0, 880_000_000))
+    event = json.loads(RatingEvent("ml-100k", user, movie, 3.0, 880_000_000).to_json())
     return json.dumps({**event, **changes}).encode()
 
 
@@ -161,22 +161,23 @@ def _poison() -> list[tuple[bytes | None, bytes, str]]:
         (b"2", _altered(2, 7, rating=None), "missing field rating"),
         (b"3", _altered(3, 7, user_id="three"), "field user_id has the wrong type"),
         (b"3", _altered(3, 7, timestamp=[1]), "field timestamp has the wrong type"),
-        (b"4", encode_event("ml-100k", 4, 5, 9.0, 880_000_000),
+        (b"4", RatingEvent("ml-100k", 4, 5, 9.0, 880_000_000).to_json(),
          "rating 9.0 is off the scale of source ml-100k"),
-        (b"4", encode_event("ml-100k", 4, 5, 3.5, 880_000_000),
+        (b"4", RatingEvent("ml-100k", 4, 5, 3.5, 880_000_000).to_json(),
          "rating 3.5 is off the scale of source ml-100k"),
-        (b"4", encode_event("ml-100k", 4, -7, 3.0, 880_000_000),
+        (b"4", RatingEvent("ml-100k", 4, -7, 3.0, 880_000_000).to_json(),
          "movie_id outside 1..2147483647"),
-        (str(huge).encode(), encode_event("ml-100k", huge, 5, 3.0, 880_000_000),
+        (str(huge).encode(), RatingEvent("ml-100k", huge, 5, 3.0, 880_000_000).to_json(),
          "user_id outside 1..2147483647"),
-        (b"5", encode_event("ml-100k", 5, 5, 3.0, far_future),
+        (b"5", RatingEvent("ml-100k", 5, 5, 3.0, far_future).to_json(),
          "timestamp before 1970 or more than a day in the future"),
         (b"5", _altered(5, 8, padding="x" * 1_000_000), "message larger than 65536 bytes"),
-        (None, encode_event("ml-100k", 5, 9, 3.0, 880_000_000),
+        (None, RatingEvent("ml-100k", 5, 9, 3.0, 880_000_000).to_json(),
          "message has no key (it must be the user id)"),
         (b"6", _altered(6, 7, schema_version=99), "unknown schema version 99"),
         (b"6", _altered(6, 7, source="ml-50m"), "unknown source ml-50m"),
-        (b"7", encode_event("ml-100k", 8, 7, 3.0, 880_000_000), "message key is not the user id"),
+        (b"7", RatingEvent("ml-100k", 8, 7, 3.0, 880_000_000).to_json(),
+         "message key is not the user id"),
     ]  # fmt: skip
 
 
@@ -189,7 +190,10 @@ def test_every_kind_of_bad_record_is_dead_lettered_and_the_counts_reconcile(
     good = [(user, movie, float(1 + (user * movie) % 5)) for user in range(1, 31)
             for movie in range(1, 21) if (user + movie) % 3]  # fmt: skip
     good_values = [
-        (str(user).encode(), encode_event("ml-100k", user, movie, rating, 880_000_000 + user))
+        (
+            str(user).encode(),
+            RatingEvent("ml-100k", user, movie, rating, 880_000_000 + user).to_json(),
+        )
         for user, movie, rating in good
     ]
     duplicate = "duplicate event (its user, movie and timestamp arrived before)"
@@ -202,7 +206,7 @@ def test_every_kind_of_bad_record_is_dead_lettered_and_the_counts_reconcile(
     expected = [*(reason for _, _, reason in _poison()), duplicate]
     # The second run (a new job on the same state): a late copy of an event stored by
     # the first run, a new good event, and that one again.
-    fresh = (b"31", encode_event("ml-100k", 31, 1, 4.0, 880_000_100))
+    fresh = (b"31", RatingEvent("ml-100k", 31, 1, 4.0, 880_000_100).to_json())
     second: list[tuple[bytes | None, bytes]] = [good_values[0], fresh, fresh]
     # Kafka's default limit is 1 MB per message: this topic takes the 1 MB one too.
     topic = f"test-poison-{uuid.uuid4().hex[:8]}"

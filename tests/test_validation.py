@@ -7,14 +7,14 @@ import json
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from producer.events import encode_event
+from producer.events import RatingEvent
 from streaming.ingest.validation import MAX_MESSAGE_BYTES, split_valid
 
 NOW = 1_700_000_000
 
 
 def _good(user: int = 7, movie: int = 42, rating: float = 4.0, source: str = "ml-100k") -> bytes:
-    return encode_event(source, user, movie, rating, 881250949)
+    return RatingEvent(source, user, movie, rating, 881250949).to_json()
 
 
 def _with(**changes: object) -> bytes:
