@@ -26,7 +26,14 @@ from pydantic import BaseModel, Field
 from producer.dataset import MAX_ID
 from serving.connection import open_async_redis, open_redis
 from serving.errors import NoModelError, RedisUnavailableError
-from serving.layout import LayoutDecodeError, RedisLayout, decode_list, decode_meta, decode_movie
+from serving.layout import (
+    LayoutDecodeError,
+    RedisLayout,
+    decode_list,
+    decode_meta,
+    decode_movie,
+    lua_key_functions,
+)
 from serving.settings import RedisSettings
 
 __all__ = [
@@ -47,16 +54,18 @@ _WHOLE_LIST = 10_000  # a genre filter reads the catalog entries of the whole st
 # Returns {version, meta, list (cut to that many movies), personal (1/0), {catalog
 # entries of those movies}}, or {} without a model. A list the script cannot parse is
 # returned as stored, for the client to report.
-_LOOKUP = """
+# Key names come from the layout (``lua_key_functions``), never spelled out here.
+_LOOKUP = (
+    lua_key_functions()
+    + """
 local prefix = ARGV[1]
-local version = redis.call('GET', prefix .. ':current')
+local version = redis.call('GET', current_key(prefix))
 if not version then return {} end
-local base = prefix .. ':v' .. version
-local meta = redis.call('GET', base .. ':meta')
-local list = redis.call('HGET', base .. ':lists', ARGV[2])
+local meta = redis.call('GET', meta_key(prefix, version))
+local list = redis.call('HGET', lists_key(prefix, version), ARGV[2])
 local personal = 1
 if not list then
-  list = redis.call('GET', base .. ':popular')
+  list = redis.call('GET', popular_key(prefix, version))
   personal = 0
 end
 local entries = {}
@@ -73,7 +82,7 @@ if list then
         ids[#ids + 1] = string.format('%d', pair[1])
       end
     end
-    if #ids > 0 then entries = redis.call('HMGET', prefix .. ':catalog', unpack(ids)) end
+    if #ids > 0 then entries = redis.call('HMGET', catalog_key(prefix), unpack(ids)) end
     if #doc.items > limit then
       -- only the head travels back; an empty table would encode as {} rather than []
       doc.items = head
@@ -83,16 +92,20 @@ if list then
 end
 return {version, meta or false, list or false, personal, entries}
 """
+)
 
 # ARGV: prefix. Returns {version, meta, published_at} or {} without a model.
-_MODEL = """
+_MODEL = (
+    lua_key_functions()
+    + """
 local prefix = ARGV[1]
-local version = redis.call('GET', prefix .. ':current')
+local version = redis.call('GET', current_key(prefix))
 if not version then return {} end
-local meta = redis.call('GET', prefix .. ':v' .. version .. ':meta')
-local published = redis.call('ZSCORE', prefix .. ':versions', version)
+local meta = redis.call('GET', meta_key(prefix, version))
+local published = redis.call('ZSCORE', versions_key(prefix), version)
 return {version, meta or false, published or false}
 """
+)
 
 _NO_MODEL = "no model has been published yet: start the streaming job (python -m streaming run)"
 
@@ -181,7 +194,7 @@ def _decoded_movie(raw: bytes) -> tuple[str, tuple[str, ...]]:
 
 @lru_cache(maxsize=16)
 def _decoded_trained_at(raw: bytes) -> float:
-    return float(decode_meta(raw)["trained_at"])
+    return decode_meta(raw).trained_at
 
 
 def _movie(raw: bytes, key: str) -> tuple[str, tuple[str, ...]]:
@@ -195,7 +208,7 @@ def _trained_at(raw: bytes, key: str) -> float:
     try:
         return _decoded_trained_at(raw)
     except LayoutDecodeError:
-        return float(decode_meta(raw, key=key)["trained_at"])  # raises, naming the key
+        return decode_meta(raw, key=key).trained_at  # raises, naming the key
 
 
 def assemble(
@@ -256,25 +269,18 @@ def model_info(layout: RedisLayout, reply: Sequence[Any], now: float | None = No
         raise LayoutDecodeError(msg)
     meta = decode_meta(raw_meta, key=layout.meta(version))
     moment = time.time() if now is None else now
-
-    def count(name: str) -> int | None:
-        value = meta.get(name)
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-    hyper = meta.get("hyperparameters")
-    evaluation = meta.get("evaluation")
     return ModelInfo(
         version=version,
-        trained_at=float(meta["trained_at"]),
+        trained_at=meta.trained_at,
         published_at=None if published is None else float(published),
-        age_s=max(0.0, moment - float(meta["trained_at"])),
-        ratings=count("ratings"),
-        users=count("users"),
-        movies=count("movies"),
-        hyperparameters=hyper if isinstance(hyper, dict) else {},
-        evaluation=evaluation if isinstance(evaluation, dict) else None,
-        last_folded_in_batch=count("last_folded_in_batch"),
-        stars_from_version=count("stars_from_version"),
+        age_s=max(0.0, moment - meta.trained_at),
+        ratings=meta.ratings,
+        users=meta.users,
+        movies=meta.movies,
+        hyperparameters=meta.hyperparameters,
+        evaluation=meta.evaluation,
+        last_folded_in_batch=meta.last_folded_in_batch,
+        stars_from_version=meta.stars_from_version,
     )
 
 

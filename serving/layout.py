@@ -26,17 +26,21 @@ item carries a third value, the stars the user is predicted to give the movie (1
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, ValidationError
 
 from serving.errors import ServingError
 
 __all__ = [
+    "KEY_TEMPLATES",
     "LayoutDecodeError",
     "ListSource",
+    "ModelMeta",
     "RedisLayout",
     "UserList",
     "decode_list",
@@ -44,6 +48,8 @@ __all__ = [
     "decode_movie",
     "encode_list",
     "encode_movie",
+    "lua_key",
+    "lua_key_functions",
 ]
 
 ListSource = Literal["model", "fold-in", "popular"]
@@ -52,6 +58,19 @@ _SOURCES = ("model", "fold-in", "popular")
 
 class LayoutDecodeError(ServingError):
     """A value in Redis does not follow the layout (written by something else, or corrupt)."""
+
+
+# Every key name, once: Python formats these, and the serving scripts get them as Lua
+# functions (``lua_key_functions``), so the two cannot drift apart.
+KEY_TEMPLATES = {
+    "current": "{prefix}:current",
+    "versions": "{prefix}:versions",
+    "catalog": "{prefix}:catalog",
+    "lists": "{prefix}:v{version}:lists",
+    "meta": "{prefix}:v{version}:meta",
+    "popular": "{prefix}:v{version}:popular",
+}
+_PLACEHOLDER = re.compile(r"\{(prefix|version)\}")
 
 
 @dataclass(frozen=True)
@@ -63,33 +82,53 @@ class RedisLayout:
     @property
     def current(self) -> str:
         """Pointer to the current model version."""
-        return f"{self.prefix}:current"
+        return KEY_TEMPLATES["current"].format(prefix=self.prefix)
 
     @property
     def versions(self) -> str:
         """Sorted set of published versions."""
-        return f"{self.prefix}:versions"
+        return KEY_TEMPLATES["versions"].format(prefix=self.prefix)
 
     @property
     def catalog(self) -> str:
         """Hash of movie id -> title and genres."""
-        return f"{self.prefix}:catalog"
+        return KEY_TEMPLATES["catalog"].format(prefix=self.prefix)
 
     def lists(self, version: int) -> str:
         """Hash of user id -> list, for one model version."""
-        return f"{self.prefix}:v{version}:lists"
+        return KEY_TEMPLATES["lists"].format(prefix=self.prefix, version=version)
 
     def meta(self, version: int) -> str:
         """Metadata of one model version."""
-        return f"{self.prefix}:v{version}:meta"
+        return KEY_TEMPLATES["meta"].format(prefix=self.prefix, version=version)
 
     def popular(self, version: int) -> str:
         """Popularity list of one model version."""
-        return f"{self.prefix}:v{version}:popular"
+        return KEY_TEMPLATES["popular"].format(prefix=self.prefix, version=version)
 
     def version_keys(self, version: int) -> list[str]:
         """Every key that belongs to one version (what deleting it removes)."""
         return [self.lists(version), self.meta(version), self.popular(version)]
+
+
+def lua_key(name: str) -> str:
+    """The Lua expression of key ``name`` over the variables ``prefix`` and ``version``."""
+    parts = []
+    for position, piece in enumerate(_PLACEHOLDER.split(KEY_TEMPLATES[name])):
+        if position % 2:  # a placeholder's name
+            parts.append(piece)
+        elif piece:
+            parts.append(f"'{piece}'")
+    return " .. ".join(parts)
+
+
+def lua_key_functions() -> str:
+    """Lua functions ``<name>_key(prefix, version)``, one per key of ``KEY_TEMPLATES``; the
+    serving scripts start with them."""
+    return "".join(
+        f"local function {name}_key(prefix, version) return {lua_key(name)} end\n"
+        for name in KEY_TEMPLATES
+    )
 
 
 @dataclass(frozen=True)
@@ -176,26 +215,68 @@ def decode_movie(raw: bytes | str, *, key: str = "a catalog entry") -> tuple[str
     return title, genres
 
 
-def decode_meta(raw: bytes | str, *, key: str = "model metadata") -> dict[str, Any]:
-    """Parse a version's metadata: a JSON object with at least an integer ``version``
-    and a numeric ``trained_at``.
+class ModelMeta(BaseModel):
+    """Metadata of one model version: what the job writes to ``p:v{v}:meta`` (and beside
+    the saved factors), and what serving reads back.
+
+    Only ``version`` and ``trained_at`` are required of a reader's input; the job writes
+    every field. Unknown keys are ignored on reading, so a newer writer's extra fields do
+    not break an older reader.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    version: StrictInt
+    trained_at: Annotated[float, Strict()] = Field(description="Epoch seconds of the fit.")
+    batch_id: StrictInt | None = Field(None, description="The micro-batch that trained it.")
+    reason: str | None = Field(None, description="Why the retrain was due.")
+    ratings: StrictInt | None = Field(None, description="Stored ratings at the fit.")
+    users: StrictInt | None = None
+    movies: StrictInt | None = None
+    model_movies: StrictInt | None = Field(None, description="Movies with item factors.")
+    holdout_from_timestamp: StrictInt | None = Field(
+        None, description="Ratings from this dataset time on were held out (None: none)."
+    )
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    evaluation: dict[str, Any] | None = Field(
+        None, description="Held-out metrics against the popularity baseline."
+    )
+    stars_from_version: StrictInt | None = Field(
+        None, description="The version whose training ratings fitted the predicted stars."
+    )
+    timings_s: dict[str, float] = Field(default_factory=dict)
+    last_folded_in_batch: StrictInt | None = Field(
+        None, description="The newest micro-batch folded into this version's lists."
+    )
+
+    def to_json(self) -> bytes:
+        """The stored form: compact JSON, fields in definition order."""
+        return self.model_dump_json().encode()
+
+
+def decode_meta(
+    raw: bytes | str, *, key: str = "model metadata", place: str = " in Redis"
+) -> ModelMeta:
+    """Parse a version's metadata (``ModelMeta``): at least an integer ``version`` and a
+    numeric ``trained_at``.
 
     Raises:
-        LayoutDecodeError: the value is not metadata in this layout.
+        LayoutDecodeError: the value is not metadata in this layout; the message names
+            the key and the first field that is wrong.
     """
     try:
-        document = json.loads(raw)
-    except ValueError as exc:
-        msg = f"{key} in Redis is not JSON ({type(exc).__name__})"
+        return ModelMeta.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            msg = f"{key}{place} is not JSON"
+        elif first["type"] == "model_type":
+            msg = f"{key}{place} is not a JSON object"
+        elif first["loc"] == ("version",):
+            msg = f"{key}{place} has no integer version"
+        elif first["loc"] == ("trained_at",):
+            msg = f"{key}{place} has no numeric trained_at"
+        else:
+            where = ".".join(str(part) for part in first["loc"])
+            msg = f"{key}{place} has a bad {where} ({first['msg']})"
         raise LayoutDecodeError(msg) from exc
-    if not isinstance(document, dict):
-        msg = f"{key} in Redis is not a JSON object"
-        raise LayoutDecodeError(msg)
-    version, trained_at = document.get("version"), document.get("trained_at")
-    if isinstance(version, bool) or not isinstance(version, int):
-        msg = f"{key} in Redis has no integer version"
-        raise LayoutDecodeError(msg)
-    if isinstance(trained_at, bool) or not isinstance(trained_at, int | float):
-        msg = f"{key} in Redis has no numeric trained_at"
-        raise LayoutDecodeError(msg)
-    return document

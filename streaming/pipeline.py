@@ -203,23 +203,24 @@ def latest_offsets(commits: Sequence[BatchCommit]) -> dict[int, int]:
 
 def ratings_since(commits: Sequence[BatchCommit], model: ModelVersion | None) -> int:
     """Valid ratings the batches after ``model``'s training batch stored."""
-    trained_in = -1 if model is None else int(model.meta["batch_id"])
+    trained_in = -1 if model is None or model.meta.batch_id is None else model.meta.batch_id
     return sum(record.valid for record in commits if record.batch_id > trained_in)
 
 
 def with_stars(model: ModelVersion, fitted: FittedStars) -> ModelVersion:
     """``model`` with the rating model of ``fitted``; its RMSE goes into the evaluation
     when it was fitted on this version's own training ratings."""
-    meta = {**model.meta, "stars_from_version": fitted.version}
-    meta["timings_s"] = {**meta.get("timings_s", {}), "rating_model": round(fitted.seconds, 3)}
-    evaluation = meta.get("evaluation")
+    evaluation = model.meta.evaluation
     if fitted.version == model.version and evaluation is not None:
-        meta["evaluation"] = {
+        evaluation = {
             **evaluation,
             "rmse": fitted.rmse,
             "rmse_pairs": fitted.rmse_pairs,
             "rmse_model": "rating-model" if fitted.rmse_pairs else None,
         }
+    timings = {**model.meta.timings_s, "rating_model": round(fitted.seconds, 3)}
+    update = {"stars_from_version": fitted.version, "timings_s": timings, "evaluation": evaluation}
+    meta = model.meta.model_copy(update=update)
     return replace(model, stars=fitted.model, meta=meta)
 
 
@@ -309,9 +310,7 @@ class BatchPipeline:
         reason = self.policy.reason(
             stored=len(self.history),
             new_since=self.new_since_model,
-            seconds_since=None
-            if self.model is None
-            else self.clock() - self.model.meta["trained_at"],
+            seconds_since=None if self.model is None else self.clock() - self.model.meta.trained_at,
             has_model=self.model is not None,
         )
         if reason is not None:
@@ -434,9 +433,7 @@ class BatchPipeline:
             return
         if stars_version(model) == model.version:
             return
-        training, held_out = training_split(
-            self.history.frame(), model.meta.get("holdout_from_timestamp")
-        )
+        training, held_out = training_split(self.history.frame(), model.meta.holdout_from_timestamp)
         if len(training):
             self.stars.request(model.version, training, held_out)
 
@@ -448,7 +445,9 @@ class BatchPipeline:
             model = self.models.train(self.history, version=version, batch_id=batch_id,
                                       reason=reason, fit_stars=not background)  # fmt: skip
             if background and self.model is not None and self.model.stars is not None:
-                meta = {**model.meta, "stars_from_version": stars_version(self.model)}
+                meta = model.meta.model_copy(
+                    update={"stars_from_version": stars_version(self.model)}
+                )
                 model = replace(model, stars=self.model.stars, meta=meta)
             self.models.save(model)
         self.publisher.new_model(model)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from serving.layout import ModelMeta
 from streaming.ingest.history import RatingHistory
 from streaming.ingest.intake import BATCH_COLUMNS, Repeats, TakenBatch
 from streaming.ingest.store import BatchCommit
@@ -94,8 +95,8 @@ class MemoryModels:
         movies = np.sort(counts.index.to_numpy(dtype=np.int64))
         factors = np.random.default_rng(version).normal(size=(len(movies), self.rank))
         popular = [(int(m), float(c)) for m, c in counts.items()]
-        meta = {"version": version, "batch_id": batch_id, "reason": reason,
-                "trained_at": self.clock(), "ratings": len(frame)}  # fmt: skip
+        meta = ModelMeta(version=version, batch_id=batch_id, reason=reason,
+                         trained_at=self.clock(), ratings=len(frame))  # fmt: skip
         return ModelVersion(version, ItemIndex(movies, factors), popular, meta)
 
     def save(self, model: ModelVersion) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from serving.layout import RedisLayout, encode_list
+from serving.layout import ModelMeta, RedisLayout, encode_list
 from streaming.publish.writes import publish_catalog, switch_current, write_version
 
 CATALOG = [
@@ -15,17 +15,16 @@ CATALOG = [
     # 14 has no catalog entry on purpose
     (20, "Fargo (1996)", ["Comedy", "Crime"]),
 ]
-META = {
-    "version": 3,
-    "trained_at": 1_700_000_000.5,
-    "batch_id": 2,
-    "ratings": 1234,
-    "users": 56,
-    "movies": 78,
-    "hyperparameters": {"rank": 10, "reg_param": 0.1},
-    "evaluation": {"rmse": 0.93, "popular": {"precision": 0.05, "ndcg": 0.07}},
-    "last_folded_in_batch": None,
-}
+META = ModelMeta(
+    version=3,
+    trained_at=1_700_000_000.5,
+    batch_id=2,
+    ratings=1234,
+    users=56,
+    movies=78,
+    hyperparameters={"rank": 10, "reg_param": 0.1},
+    evaluation={"rmse": 0.93, "popular": {"precision": 0.05, "ndcg": 0.07}},
+)
 
 
 def publish(client: redis.Redis, layout: RedisLayout, version: int = 3) -> None:
@@ -36,6 +35,8 @@ def publish(client: redis.Redis, layout: RedisLayout, version: int = 3) -> None:
         (2, encode_list([(13, 4.0), (12, 3.5)], 1_700_000_200.0, "fold-in", [4.26, float("nan")])),
     ]
     popular = encode_list([(20, 500.0), (10, 400.0), (11, 300.0)], 1_700_000_000.0, "popular")
-    write_version(client, layout, version, lists, popular, {**META, "version": version})
+    write_version(
+        client, layout, version, lists, popular, META.model_copy(update={"version": version})
+    )
     publish_catalog(client, layout, CATALOG)
     switch_current(client, layout, version, now=1_700_000_050.0)

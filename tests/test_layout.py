@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from serving.layout import (
+    KEY_TEMPLATES,
     LayoutDecodeError,
+    ModelMeta,
     RedisLayout,
     UserList,
     decode_list,
@@ -13,6 +15,8 @@ from serving.layout import (
     decode_movie,
     encode_list,
     encode_movie,
+    lua_key,
+    lua_key_functions,
 )
 
 
@@ -29,6 +33,37 @@ def test_keys_are_pinned() -> None:
         "recstream:v7:meta",
         "recstream:v7:popular",
     ]
+
+
+def test_the_scripts_build_keys_from_the_same_templates() -> None:
+    assert lua_key("current") == "prefix .. ':current'"
+    assert lua_key("lists") == "prefix .. ':v' .. version .. ':lists'"
+    functions = lua_key_functions().splitlines()
+    assert len(functions) == len(KEY_TEMPLATES)
+    assert functions[4] == (
+        "local function meta_key(prefix, version) return prefix .. ':v' .. version .. ':meta' end"
+    )
+
+
+def test_meta_value_is_pinned() -> None:
+    meta = ModelMeta(
+        version=7, trained_at=1700000000.25, batch_id=6, reason="first model", ratings=100,
+        users=10, movies=20, model_movies=19, holdout_from_timestamp=889000000,
+        hyperparameters={"rank": 8}, evaluation={"hit_rate": 0.25}, stars_from_version=7,
+        timings_s={"fit": 1.5}, last_folded_in_batch=9,
+    )  # fmt: skip
+    assert meta.to_json() == (
+        b'{"version":7,"trained_at":1700000000.25,"batch_id":6,"reason":"first model",'
+        b'"ratings":100,"users":10,"movies":20,"model_movies":19,'
+        b'"holdout_from_timestamp":889000000,"hyperparameters":{"rank":8},'
+        b'"evaluation":{"hit_rate":0.25},"stars_from_version":7,"timings_s":{"fit":1.5},'
+        b'"last_folded_in_batch":9}'
+    )
+    assert decode_meta(meta.to_json()) == meta
+    # A newer writer's extra keys are ignored; an older writer's missing ones default.
+    assert decode_meta(b'{"version":7,"trained_at":1,"shards":4}') == ModelMeta(
+        version=7, trained_at=1.0
+    )
 
 
 def test_list_value_is_pinned() -> None:
@@ -83,7 +118,8 @@ def test_garbage_movies_raise_a_clear_error(raw: bytes) -> None:
 
 def test_meta_needs_a_version_and_a_training_time() -> None:
     meta = decode_meta(b'{"version": 4, "trained_at": 1700000000.5, "ratings": 10}')
-    assert meta == {"version": 4, "trained_at": 1700000000.5, "ratings": 10}
+    assert (meta.version, meta.trained_at, meta.ratings) == (4, 1700000000.5, 10)
+    assert meta.evaluation is None and meta.hyperparameters == {}  # the rest defaults
 
 
 @pytest.mark.parametrize(
@@ -94,6 +130,7 @@ def test_meta_needs_a_version_and_a_training_time() -> None:
         (b'{"trained_at": 1}', "has no integer version"),
         (b'{"version": true, "trained_at": 1}', "has no integer version"),
         (b'{"version": 1, "trained_at": "yesterday"}', "has no numeric trained_at"),
+        (b'{"version": 1, "trained_at": 1, "ratings": "many"}', "has a bad ratings"),
     ],
 )
 def test_garbage_meta_raises_a_clear_error(raw: bytes, reason: str) -> None:

@@ -185,7 +185,7 @@ def test_a_finished_rating_model_is_adopted_saved_and_republished(tmp_path: Path
     wired.stars.finish(FittedStars(1, _stars(), 0.93, 5, 1.5))
     pipeline.run(MemoryBatch([(1, 20, 3.0, 2 * DAY)], 25), 1)  # adopts at its start
     assert pipeline.model is not None and pipeline.model.stars is not None
-    assert pipeline.model.meta["stars_from_version"] == 1
+    assert pipeline.model.meta.stars_from_version == 1
     saved = wired.models.saved(1)
     assert saved is not None and saved.stars is not None
     assert wired.publisher.published_versions == [1, 1]  # republished with its stars
@@ -193,7 +193,7 @@ def test_a_finished_rating_model_is_adopted_saved_and_republished(tmp_path: Path
     wired.stars.finish(FittedStars(2, None, None, 0, 0.1, error="boom"))  # failed: logged
     pipeline.adopt_stars()
     pipeline.adopt_stars()
-    assert pipeline.model.meta["stars_from_version"] == 1
+    assert pipeline.model.meta.stars_from_version == 1
 
 
 def test_state_is_derived_from_the_commit_records() -> None:

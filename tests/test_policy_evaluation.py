@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 
+from serving.layout import ModelMeta
 from streaming.ingest.history import RatingHistory
 from streaming.model.holdout import evaluate, holdout_cutoff, popularity
 from streaming.model.lists import lists_for
@@ -128,7 +129,8 @@ def test_planted_low_rank_model_brings_a_withheld_favourite_back(
     )
     lists = lists_for(history.of_users([probe]), model.fold_in(settings), k=10)
     assert favourite in [movie for movie, _ in lists.pairs(0)]
-    evaluation = model.meta["evaluation"]
+    evaluation = model.meta.evaluation
+    assert evaluation is not None
     assert evaluation["rmse"] < 0.5  # the planted ratings are exactly low rank
     assert evaluation["held_out"] == len(frame) - int(len(frame) * 0.9)
 
@@ -159,12 +161,13 @@ def test_a_rating_model_is_fitted_scored_saved_and_loaded_with_its_version(
     model = train_model(spark.createDataFrame(frame), history, settings, version=5, batch_id=4,
                         reason="test")  # fmt: skip
     assert model.stars is not None and model.stars.draws == 6
-    evaluation = model.meta["evaluation"]
-    held = frame[frame["timestamp"] >= model.meta["holdout_from_timestamp"]]
+    evaluation = model.meta.evaluation
+    assert evaluation is not None and model.meta.holdout_from_timestamp is not None
+    held = frame[frame["timestamp"] >= model.meta.holdout_from_timestamp]
     spread = float(np.sqrt(np.mean((held["rating"] - frame["rating"].mean()) ** 2)))
     assert evaluation["rmse_model"] == "rating-model"
     assert 0 < evaluation["rmse"] < spread  # stars beat the mean on ratings it never saw
-    assert model.meta["timings_s"]["rating_model"] > 0
+    assert model.meta.timings_s["rating_model"] > 0
     loaded = load_model(save_model(tmp_path, model))
     assert loaded.stars is not None
     for name, array in model.stars.arrays().items():
@@ -176,12 +179,13 @@ def test_a_rating_model_is_fitted_scored_saved_and_loaded_with_its_version(
 
 def test_a_saved_prior_comes_back_and_older_files_load_without_one(tmp_path: Path) -> None:
     items = ItemIndex([2, 1], np.ones((2, 3)), prior=[0.5, -0.5])
-    model = ModelVersion(4, items, [(2, 9.0)], {"version": 4})
+    model = ModelVersion(4, items, [(2, 9.0)], ModelMeta(version=4, trained_at=0.0))
     loaded = load_model(save_model(tmp_path, model))
     assert loaded.items.prior.tolist() == [-0.5, 0.5]
     older = tmp_path / "v3.npz"  # written before models had a prior
     np.savez(older, movie_ids=np.array([1, 2]), factors=np.ones((2, 3)),
-             popular=np.zeros((0, 2)), meta=np.array('{"version": 3}'))  # fmt: skip
+             popular=np.zeros((0, 2)),
+             meta=np.array('{"version": 3, "trained_at": 0}'))  # fmt: skip
     assert load_model(older).items.prior.tolist() == [0.0, 0.0]
 
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
 import redis
 
 from serving.connection import open_redis
-from serving.layout import RedisLayout, decode_list, decode_movie, encode_list
+from serving.layout import (
+    ModelMeta,
+    RedisLayout,
+    decode_list,
+    decode_meta,
+    decode_movie,
+    encode_list,
+    lua_key_functions,
+)
 from serving.settings import RedisSettings
 from streaming.publish.writes import (
     current_version,
@@ -44,14 +51,15 @@ def test_version_is_written_in_full_then_switched(
 ) -> None:
     layout = RedisLayout(redis_settings.key_prefix)
     popular = encode_list([(1, 9.0)], 1.0, "popular")
-    written = write_version(client, layout, 1, _lists(range(1, 2501)), popular, {"rmse": 0.9})
+    meta = ModelMeta(version=1, trained_at=1.0, evaluation={"rmse": 0.9})
+    written = write_version(client, layout, 1, _lists(range(1, 2501)), popular, meta)
     assert written == 2500
     assert current_version(client, layout) is None  # written, not yet current
     assert switch_current(client, layout, 1, now=100.0) is True
     assert current_version(client, layout) == 1
     assert client.hlen(layout.lists(1)) == 2500
     assert decode_list(_value(client.hget(layout.lists(1), "7"))).items == ((70, 4.5), (71, 4.0))
-    assert json.loads(_value(client.get(layout.meta(1)))) == {"rmse": 0.9}
+    assert decode_meta(_value(client.get(layout.meta(1)))) == meta
     assert decode_list(_value(client.get(layout.popular(1)))).source == "popular"
 
 
@@ -68,7 +76,8 @@ def test_fold_in_writes_into_the_current_version(
     client: redis.Redis, redis_settings: RedisSettings
 ) -> None:
     layout = RedisLayout(redis_settings.key_prefix)
-    write_version(client, layout, 2, _lists(range(1, 4)), encode_list([], 1.0, "popular"), {})
+    write_version(client, layout, 2, _lists(range(1, 4)), encode_list([], 1.0, "popular"),
+                  ModelMeta(version=2, trained_at=1.0))  # fmt: skip
     switch_current(client, layout, 2)
     write_lists(client, layout, 2, _lists(range(3, 5), source="fold-in"))
     assert decode_list(_value(client.hget(layout.lists(2), "1"))).source == "model"
@@ -81,7 +90,8 @@ def test_old_versions_go_after_the_grace_period(
 ) -> None:
     layout = RedisLayout(redis_settings.key_prefix)
     for version, at in ((1, 100.0), (2, 200.0), (3, 300.0)):
-        write_version(client, layout, version, _lists(range(1, 3)), b"[]", {"v": version})
+        write_version(client, layout, version, _lists(range(1, 3)), b"[]",
+                      ModelMeta(version=version, trained_at=at))  # fmt: skip
         switch_current(client, layout, version, now=at)
     # Version 1 was superseded at 200, version 2 at 300; the grace period is 60 s.
     assert delete_expired_versions(client, layout, grace_s=60, now=250.0) == []  # 50 s < 60 s
@@ -98,3 +108,13 @@ def test_catalog_entries(client: redis.Redis, redis_settings: RedisSettings) -> 
     assert publish_catalog(client, layout, [(1, "Toy Story (1995)", ["Animation"]),
                                             (2, "Café (1999)", [])]) == 2  # fmt: skip
     assert decode_movie(_value(client.hget(layout.catalog, "2"))) == ("Café (1999)", ())
+
+
+def test_the_scripts_key_functions_name_the_layouts_keys(client: redis.Redis) -> None:
+    layout = RedisLayout("tenant-{a}:x")  # a hash tag and a colon: passed through as text
+    script = lua_key_functions() + (
+        "return {current_key(ARGV[1]), versions_key(ARGV[1]), catalog_key(ARGV[1]), "
+        "lists_key(ARGV[1], ARGV[2]), meta_key(ARGV[1], ARGV[2]), popular_key(ARGV[1], ARGV[2])}"
+    )
+    keys = [bytes(key).decode() for key in client.eval(script, 0, layout.prefix, 12)]
+    assert keys == [layout.current, layout.versions, layout.catalog, *layout.version_keys(12)]

@@ -13,7 +13,7 @@ from pyspark.sql import SparkSession
 from recstream_infra.redis_local import LocalRedis
 from recstream_infra.settings import LocalServicesSettings
 from serving.connection import open_redis
-from serving.layout import RedisLayout, decode_list
+from serving.layout import ModelMeta, RedisLayout, decode_list
 from serving.settings import RedisSettings
 from streaming.ingest.history import RatingHistory
 from streaming.model.topn import ItemIndex
@@ -41,7 +41,7 @@ def test_redis_outage_is_retried_with_backoff_and_nothing_is_lost(
     frame = pd.DataFrame({"user_id": [1, 1, 2], "movie_id": [10, 11, 12], "rating": 4.0})
     history.add(frame.assign(timestamp=0, batch_id=0, offset=range(3)))
     items = ItemIndex(np.arange(10, 20), np.random.default_rng(1).normal(size=(10, 2)))
-    model = ModelVersion(4, items, [(10, 2.0), (12, 1.0)], {"version": 4})
+    model = ModelVersion(4, items, [(10, 2.0), (12, 1.0)], ModelMeta(version=4, trained_at=0.0))
     clock = _Clock()
     stream = StreamSettings(redis_retry_initial_s=1.0, redis_retry_max_s=3.0)
     publisher = Publisher(spark, settings, stream, ModelSettings(top_k=5), clock=clock)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -102,8 +101,9 @@ def test_the_newest_version_is_read(
 ) -> None:
     publish(redis_client, client.layout, version=3)
     layout = client.layout
+    newer = META.model_copy(update={"version": 4})
     write_version(redis_client, layout, 4, [(1, encode_list([(20, 5.0)], 2e9, "model"))],
-                  encode_list([], 2e9, "popular"), {**META, "version": 4})  # fmt: skip
+                  encode_list([], 2e9, "popular"), newer)  # fmt: skip
     assert client.recommendations(1).model_version == 3  # written, not yet current
     switch_current(redis_client, layout, 4)
     found = client.recommendations(1)
@@ -186,5 +186,5 @@ def test_meta_written_by_the_job_is_readable(
     client: RecommendationClient, redis_client: redis.Redis
 ) -> None:
     publish(redis_client, client.layout)
-    redis_client.set(client.layout.meta(3), json.dumps({**META, "version": 3, "evaluation": None}))
+    redis_client.set(client.layout.meta(3), META.model_copy(update={"evaluation": None}).to_json())
     assert client.model_info().evaluation is None

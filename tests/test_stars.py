@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from serving.layout import ModelMeta
 from streaming.model.topn import ItemIndex
 from streaming.model.versions import ModelVersion, stars_version
 from streaming.pipeline import with_stars
@@ -118,17 +119,20 @@ def test_adopted_stars_score_the_version_only_when_fitted_on_its_own_ratings() -
     stars = rating_model(training, model_settings())
     assert stars is not None
     items = ItemIndex(np.array([1, 2]), np.ones((2, 3)))
-    meta = {"evaluation": {"rmse": None, "rmse_pairs": 0, "rmse_model": None, "held_out": 9},
-            "timings_s": {"fit": 1.0}}  # fmt: skip
+    meta = ModelMeta(version=6, trained_at=0.0, timings_s={"fit": 1.0},
+                     evaluation={"rmse": None, "rmse_pairs": 0, "rmse_model": None,
+                                 "held_out": 9})  # fmt: skip
     model = ModelVersion(6, items, [(1, 2.0)], meta)
     assert stars_version(model) is None
     own = with_stars(model, FittedStars(6, stars, 0.91, 9, 2.5))
     older = with_stars(model, FittedStars(4, stars, 0.88, 7, 2.0))
     assert (stars_version(own), stars_version(older)) == (6, 4)
-    assert own.meta["evaluation"] == {
+    assert own.meta.evaluation == {
         "rmse": 0.91, "rmse_pairs": 9, "rmse_model": "rating-model", "held_out": 9}  # fmt: skip
-    assert older.meta["evaluation"] == meta["evaluation"]  # not this version's fit
-    assert own.meta["timings_s"] == {"fit": 1.0, "rating_model": 2.5}
+    assert older.meta.evaluation == meta.evaluation  # not this version's fit
+    assert own.meta.timings_s == {"fit": 1.0, "rating_model": 2.5}
     assert model.stars is None and model.meta is meta  # the published version is untouched
-    legacy = ModelVersion(3, items, [(1, 2.0)], {}, stars)  # saved before the field existed
+    legacy = ModelVersion(
+        3, items, [(1, 2.0)], ModelMeta(version=3, trained_at=0.0), stars
+    )  # saved before the field existed
     assert stars_version(legacy) == 3

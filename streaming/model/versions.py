@@ -7,12 +7,11 @@ saved instead of training another one under the same number.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from pyspark.ml.recommendation import ALS
 from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
 
+from serving.layout import ModelMeta, decode_meta
 from streaming.ingest.history import RatingHistory, UserRatings
 from streaming.model.blend import ShortTerm
 from streaming.model.holdout import evaluate, holdout_cutoff, popularity
@@ -56,7 +56,7 @@ class ModelVersion:
     version: int
     items: ItemIndex
     popular: list[tuple[int, float]]
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: ModelMeta
     stars: RatingModel | None = None
 
     def fold_in(self, settings: ModelSettings) -> FoldIn:
@@ -156,17 +156,17 @@ def train_model(
 
     head = counts.head(settings.top_k)
     popular = list(zip(head.index.tolist(), head.to_numpy(dtype=float).tolist(), strict=True))
-    meta = {
-        "version": version,
-        "trained_at": time.time(),
-        "batch_id": batch_id,
-        "reason": reason,
-        "ratings": len(everything),
-        "users": int(everything["user_id"].nunique()),
-        "movies": int(everything["movie_id"].nunique()),
-        "model_movies": len(items),
-        "holdout_from_timestamp": cutoff,
-        "hyperparameters": settings.model_dump(
+    meta = ModelMeta(
+        version=version,
+        trained_at=time.time(),
+        batch_id=batch_id,
+        reason=reason,
+        ratings=len(everything),
+        users=int(everything["user_id"].nunique()),
+        movies=int(everything["movie_id"].nunique()),
+        model_movies=len(items),
+        holdout_from_timestamp=None if cutoff is None else int(cutoff),
+        hyperparameters=settings.model_dump(
             include={
                 "rank",
                 "max_iter",
@@ -183,15 +183,10 @@ def train_model(
                 "rating_burn_in",
             }
         ),
-        "evaluation": evaluation,
-        "stars_from_version": None if stars is None else version,
-        "timings_s": {
-            "fit": round(timings["fit"], 3),
-            "rating_model": round(timings["rating_model"], 3),
-            "evaluate": round(timings["evaluate"], 3),
-        },
-        "last_folded_in_batch": None,
-    }
+        evaluation=evaluation,
+        stars_from_version=None if stars is None else version,
+        timings_s={name: round(timings[name], 3) for name in ("fit", "rating_model", "evaluate")},
+    )
     return ModelVersion(version, items, popular, meta, stars)
 
 
@@ -240,7 +235,7 @@ def stars_version(model: ModelVersion) -> int | None:
     """
     if model.stars is None:
         return None
-    return int(model.meta.get("stars_from_version") or model.version)
+    return model.meta.stars_from_version or model.version
 
 
 def popularity_prior(
@@ -270,7 +265,7 @@ def save_model(folder: Path, model: ModelVersion) -> Path:
             factors=model.items.factors,
             prior=model.items.prior,
             popular=np.array(model.popular, dtype=np.float64).reshape(-1, 2),
-            meta=np.array(json.dumps(model.meta, sort_keys=True)),
+            meta=np.array(model.meta.to_json().decode()),
             **_rating_arrays(model.stars),
         )
     os.replace(temporary, target)
@@ -280,7 +275,7 @@ def save_model(folder: Path, model: ModelVersion) -> Path:
 def load_model(path: Path) -> ModelVersion:
     """Read a model written by ``save_model``."""
     with np.load(path, allow_pickle=False) as saved:
-        meta = json.loads(str(saved["meta"]))
+        meta = decode_meta(str(saved["meta"]), key=f"the metadata of {path}", place="")
         popular = [(int(movie), float(score)) for movie, score in saved["popular"].tolist()]
         prior = saved["prior"] if "prior" in saved.files else None  # before the prior
         items = ItemIndex(saved["movie_ids"], saved["factors"], prior)
@@ -291,7 +286,7 @@ def load_model(path: Path) -> ModelVersion:
                 {name[len(_STARS) :]: saved[name] for name in saved.files
                  if name.startswith(_STARS)}
             )  # fmt: skip
-    return ModelVersion(int(meta["version"]), items, popular, meta, stars)
+    return ModelVersion(meta.version, items, popular, meta, stars)
 
 
 def _rating_arrays(stars: RatingModel | None) -> dict[str, Any]:

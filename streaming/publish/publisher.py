@@ -11,7 +11,6 @@ persistence) gets the current version and the catalog again, in full.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +22,7 @@ from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
 
 from serving.connection import open_redis
-from serving.layout import RedisLayout, encode_list
+from serving.layout import ModelMeta, RedisLayout, encode_list
 from serving.settings import RedisSettings
 from streaming.ingest.history import RatingHistory
 from streaming.model.blend import ShortTerm
@@ -89,6 +88,7 @@ class Publisher:
         self.published: ModelVersion | None = None
         # The hybrid's short-term part; the job updates its counts in place every batch.
         self.short_term: ShortTerm | None = None
+        self._folded_in: tuple[int | None, int | None] = (None, None)  # (version, batch)
         self._pending = _Pending()
         self._clock = clock
         self._retry_at = 0.0
@@ -210,7 +210,7 @@ class Publisher:
         written = publish_histories(self.spark, history.everyone(), fold_in, k, target,
                                     partitions, model.stars, self.short_term)  # fmt: skip
         popular = encode_list(model.popular, time.time(), "popular", model.popular_stars())
-        write_version(client, self.layout, model.version, [], popular, model.meta)
+        write_version(client, self.layout, model.version, [], popular, self._meta(model))
         if switch_current(client, self.layout, model.version):
             delete_expired_versions(client, self.layout, self.stream.version_grace_s)
         return written
@@ -231,6 +231,13 @@ class Publisher:
             if lists.personal[position]
         )
         written = write_lists(client, self.layout, model.version, encoded)
-        model.meta["last_folded_in_batch"] = self._pending.last_batch
-        client.set(self.layout.meta(model.version), json.dumps(model.meta, sort_keys=True))
+        self._folded_in = (model.version, self._pending.last_batch)
+        client.set(self.layout.meta(model.version), self._meta(model).to_json())
         return written
+
+    def _meta(self, model: ModelVersion) -> ModelMeta:
+        """``model``'s metadata as published: with the newest batch folded into its lists."""
+        version, batch = self._folded_in
+        if version != model.version:
+            return model.meta
+        return model.meta.model_copy(update={"last_folded_in_batch": batch})

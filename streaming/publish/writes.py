@@ -9,15 +9,14 @@ reader that resolved the pointer just before a switch still finds its lists.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from typing import Any, cast
 
 import redis
 
-from serving.layout import RedisLayout, encode_movie
+from serving.layout import ModelMeta, RedisLayout, encode_movie
 
 __all__ = [
     "current_version",
@@ -75,13 +74,13 @@ def write_version(
     version: int,
     lists: Iterable[tuple[int, bytes]],
     popular: bytes,
-    meta: Mapping[str, Any],
+    meta: ModelMeta,
 ) -> int:
     """Write every key of a version (not yet current); how many user lists."""
     written = write_lists(client, layout, version, lists)
     with client.pipeline(transaction=False) as pipe:
         pipe.set(layout.popular(version), popular)
-        pipe.set(layout.meta(version), json.dumps(dict(meta), sort_keys=True))
+        pipe.set(layout.meta(version), meta.to_json())
         pipe.execute()
     return written
 
