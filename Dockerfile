@@ -16,6 +16,7 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY producer producer
 COPY streaming streaming
 COPY serving serving
+COPY recstream_base recstream_base
 COPY recstream_infra recstream_infra
 RUN pip install -c constraints.txt .
 

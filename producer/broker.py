@@ -12,7 +12,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPart
 from producer.errors import BrokerAuthenticationError, BrokerUnavailableError
 from producer.login import login_refusal
 from producer.settings import KafkaSettings
-from recstream_infra.local_service import port_open
+from recstream_base.net import port_open
 
 __all__ = ["ClusterInfo", "client_options", "create_topic", "delete_topic", "describe_cluster"]
 

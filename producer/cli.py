@@ -28,7 +28,7 @@ from producer.replay import (
 )
 from producer.settings import KafkaSettings, ProducerSettings
 from producer.sources import load_source
-from recstream_infra.cli import command_app
+from recstream_base.cli import command_app
 
 __all__ = ["app", "main"]
 

@@ -11,8 +11,6 @@ from producer.events import RATING_SCALES, RatingScale
 
 __all__ = ["BadRecord", "Dataset", "Movie", "RatingTable"]
 
-MAX_ID = 2**31 - 1
-
 
 @dataclass(frozen=True)
 class BadRecord:

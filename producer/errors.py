@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from recstream_base.errors import RecstreamError
+
 __all__ = [
     "BadInputError",
     "BrokerAuthenticationError",
@@ -13,7 +15,7 @@ __all__ = [
 ]
 
 
-class ProducerError(RuntimeError):
+class ProducerError(RecstreamError):
     """Base of every error the producer package raises."""
 
 

@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from producer.dataset import MAX_ID, BadRecord, Dataset, Movie, RatingTable
+from producer.dataset import BadRecord, Dataset, Movie, RatingTable
 from producer.errors import BadInputError, DatasetUnavailableError, UnknownLayoutError
 from producer.events import RATING_SCALES, RatingScale
+from recstream_base.ids import MAX_ID
 
 __all__ = ["LAYOUTS", "load_grouplens"]
 

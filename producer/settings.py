@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from recstream_infra.settings import StrictSettings
+from recstream_base.settings import StrictSettings
 
 __all__ = ["KafkaSettings", "ProducerSettings", "jaas_quote", "parse_bootstrap_servers"]
 

@@ -1,2 +1,3 @@
-"""Foundations shared by every recstream package: the strict settings base, JVM
-artifact resolution, the local services and their testcontainers alternative."""
+"""The top layer, which may import every other package: the local services (Kafka, Redis)
+and their testcontainers alternative, JVM artifact resolution, the demo, and the
+configuration-table generator."""

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from recstream_base.errors import RecstreamError
+from streaming.session import connector_dir
+
 __all__ = [
     "ArtifactResolutionError",
     "JarBundle",
@@ -36,7 +39,7 @@ _STAMP = ".complete"
 _VERSION_SUFFIX = re.compile(r"-\d.*\.jar$")
 
 
-class ArtifactResolutionError(RuntimeError):
+class ArtifactResolutionError(RecstreamError):
     """Maven could not resolve a bundle (no network, unknown version, no Maven)."""
 
 
@@ -87,11 +90,6 @@ def connector_bundle(jar_cache_dir: Path, spark_version: str, pyspark_jars: Path
         target=connector_dir(jar_cache_dir, spark_version),
         exclude_artifact_ids=tuple(sorted(pyspark_jar_artifact_ids(pyspark_jars))),
     )
-
-
-def connector_dir(jar_cache_dir: Path, spark_version: str) -> Path:
-    """Where the connector jars for one Spark version live inside the jar cache."""
-    return jar_cache_dir / f"spark-sql-kafka-0-10_2.13-{spark_version}"
 
 
 def pyspark_jar_artifact_ids(pyspark_jars: Path) -> set[str]:

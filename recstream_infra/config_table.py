@@ -11,7 +11,8 @@ from pathlib import Path
 from pydantic.fields import FieldInfo
 
 from producer.settings import KafkaSettings, ProducerSettings
-from recstream_infra.settings import LocalServicesSettings, StrictSettings
+from recstream_base.settings import StrictSettings
+from recstream_infra.settings import LocalServicesSettings
 from serving.settings import ApiSettings, RedisSettings
 from streaming.settings import ModelSettings, SparkSettings, StreamSettings
 

@@ -34,8 +34,9 @@ import typer
 from producer.dataset import Dataset
 from producer.errors import ProducerError
 from producer.settings import KafkaSettings, ProducerSettings
-from recstream_infra.cli import command_app
-from recstream_infra.local_service import ServiceStartError, free_tcp_port, port_open
+from recstream_base.cli import command_app
+from recstream_base.net import port_open
+from recstream_infra.local_service import ServiceStartError, free_tcp_port
 from recstream_infra.services import LocalServices
 from serving.connection import open_redis
 from serving.settings import RedisSettings

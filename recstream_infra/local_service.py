@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from recstream_base.errors import RecstreamError
+from recstream_base.net import port_open
 from recstream_infra.processes import ManagedProcess
 
 __all__ = [
@@ -18,7 +20,6 @@ __all__ = [
     "ServiceStatus",
     "StartOutcome",
     "free_tcp_port",
-    "port_open",
 ]
 
 # The services bind 127.0.0.1 (IPv4), so only names that reach it are accepted.
@@ -27,7 +28,7 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost"})
 StartOutcome = Literal["started", "already running", "external"]
 
 
-class ServiceStartError(RuntimeError):
+class ServiceStartError(RecstreamError):
     """A local service could not be started or did not answer in time."""
 
 
@@ -155,15 +156,6 @@ class LocalService(ABC):
                 )
                 raise ServiceStartError(msg)
             time.sleep(0.25)
-
-
-def port_open(host: str, port: int) -> bool:
-    """Whether something accepts TCP connections at ``host:port``."""
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def free_tcp_port() -> int:

@@ -38,16 +38,14 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producer.dataset import MAX_ID
+from recstream_base.ids import MAX_ID
 from serving.client import MAX_N, AsyncRecommendationClient, Health, ModelInfo, Recommendations
-from serving.errors import NoModelError, RedisUnavailableError
-from serving.layout import LayoutDecodeError
+from serving.errors import RedisUnavailableError, ServingError
 from serving.settings import ApiSettings, RedisSettings
 
 __all__ = ["app_from_env", "create_app"]
 
 _log = logging.getLogger("recstream.serving")
-_STORE_DOWN = "the recommendation store (Redis) is unavailable; retry later"
 
 
 class _Metrics:
@@ -124,21 +122,13 @@ def create_app(
     async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         return _error(422, "; ".join(sorted({_allowed(e) for e in exc.errors()})))
 
-    @app.exception_handler(RedisUnavailableError)
-    async def redis_down(_: Request, exc: RedisUnavailableError) -> JSONResponse:
-        metrics.redis_errors.labels("unavailable").inc()
-        _log.warning("%s", exc)  # the address stays in the log, not in the answer
-        return _error(503, _STORE_DOWN, retry)
-
-    @app.exception_handler(NoModelError)
-    async def no_model(_: Request, exc: NoModelError) -> JSONResponse:
-        return _error(503, str(exc), retry)
-
-    @app.exception_handler(LayoutDecodeError)
-    async def bad_data(_: Request, exc: LayoutDecodeError) -> JSONResponse:
-        metrics.redis_errors.labels("bad data").inc()
-        _log.error("%s", exc)  # names the key, for the operators
-        return _error(502, "the stored recommendations for this request are unreadable")
+    @app.exception_handler(ServingError)
+    async def serving_error(_: Request, exc: ServingError) -> JSONResponse:
+        if exc.metric_kind is not None:
+            metrics.redis_errors.labels(exc.metric_kind).inc()
+        _log.log(exc.log_level, "%s", exc)  # addresses and keys stay in the log
+        message = str(exc) if exc.public_message is None else exc.public_message
+        return _error(exc.status_code, message, retry if exc.retry_later else None)
 
     failures: dict[int | str, dict[str, Any]] = {
         422: {"description": "A parameter is out of range; the message says what is allowed."},
@@ -177,7 +167,7 @@ def create_app(
         if not health.redis:
             metrics.redis_errors.labels("unavailable").inc()
             _log.warning("%s", health.reason)
-            health = health.model_copy(update={"reason": _STORE_DOWN})
+            health = health.model_copy(update={"reason": RedisUnavailableError.public_message})
         status = 200 if health.ok else 503
         headers = None if health.ok else retry
         return JSONResponse(health.model_dump(), status_code=status, headers=headers)
@@ -189,7 +179,7 @@ def create_app(
             info = await client().model_info()
             metrics.model_version.set(info.version)
             metrics.model_age.set(info.age_s)
-        except (NoModelError, RedisUnavailableError, LayoutDecodeError):
+        except ServingError:
             metrics.model_version.set(-1)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from producer.dataset import MAX_ID
-from recstream_infra.cli import command_app
+from recstream_base.cli import command_app
+from recstream_base.ids import MAX_ID
 from serving.client import MAX_N, RecommendationClient
 from serving.errors import NoModelError, RedisUnavailableError
 from serving.layout import LayoutDecodeError

@@ -23,7 +23,7 @@ from typing import Any, Literal, cast
 import redis
 from pydantic import BaseModel, Field
 
-from producer.dataset import MAX_ID
+from recstream_base.ids import MAX_ID
 from serving.connection import open_async_redis, open_redis
 from serving.errors import NoModelError, RedisUnavailableError
 from serving.layout import (

@@ -1,17 +1,44 @@
-"""Errors raised on the serving side of recstream."""
+"""Errors raised on the serving side of recstream, each with the HTTP answer it gets.
+
+The API has one handler for ``ServingError``: it answers ``status_code``, with
+``public_message`` when set (the error's own text may name hosts or keys, which stay in
+the log) or else the error's text, and ``Retry-After`` when ``retry_later``.
+"""
 
 from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+from recstream_base.errors import RecstreamError
 
 __all__ = ["NoModelError", "RedisUnavailableError", "ServingError"]
 
 
-class ServingError(RuntimeError):
+class ServingError(RecstreamError):
     """Base of every error the serving package raises."""
+
+    status_code: ClassVar[int] = 500
+    public_message: ClassVar[str | None] = "the request failed; see the server's log"
+    retry_later: ClassVar[bool] = False
+    log_level: ClassVar[int] = logging.ERROR
+    metric_kind: ClassVar[str | None] = None  # label of recstream_redis_errors, if one
 
 
 class RedisUnavailableError(ServingError):
     """Redis did not answer, or refused our credentials."""
 
+    status_code = 503
+    public_message = "the recommendation store (Redis) is unavailable; retry later"
+    retry_later = True
+    log_level = logging.WARNING
+    metric_kind = "unavailable"
+
 
 class NoModelError(ServingError):
     """Redis answers, but the streaming job has not published a model yet."""
+
+    status_code = 503
+    public_message = None  # says what to start, and names nothing private
+    retry_later = True
+    log_level = logging.INFO

@@ -59,6 +59,10 @@ _SOURCES = ("model", "fold-in", "popular")
 class LayoutDecodeError(ServingError):
     """A value in Redis does not follow the layout (written by something else, or corrupt)."""
 
+    status_code = 502
+    public_message = "the stored recommendations for this request are unreadable"
+    metric_kind = "bad data"
+
 
 # Every key name, once: Python formats these, and the serving scripts get them as Lua
 # functions (``lua_key_functions``), so the two cannot drift apart.

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from recstream_infra.settings import StrictSettings
+from recstream_base.settings import StrictSettings
 
 __all__ = ["ApiSettings", "RedisSettings"]
 

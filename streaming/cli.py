@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from producer.broker import describe_cluster
 from producer.errors import BrokerUnavailableError
 from producer.settings import KafkaSettings
-from recstream_infra.cli import command_app
+from recstream_base.cli import command_app
 from serving.connection import ping
 from serving.errors import RedisUnavailableError
 from serving.settings import RedisSettings

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from recstream_base.errors import RecstreamError
+
 __all__ = ["ConnectorMissingError", "StreamingError"]
 
 
-class StreamingError(RuntimeError):
+class StreamingError(RecstreamError):
     """Base of every error the streaming package raises."""
 
 

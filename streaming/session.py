@@ -9,11 +9,10 @@ from pathlib import Path
 import pyspark
 from pyspark.sql import SparkSession
 
-from recstream_infra.artifacts import connector_dir
 from streaming.errors import ConnectorMissingError
 from streaming.settings import SparkSettings
 
-__all__ = ["build_spark_session", "connector_coordinate", "connector_jars"]
+__all__ = ["build_spark_session", "connector_coordinate", "connector_dir", "connector_jars"]
 
 _REDACTED_OPTIONS = "(?i)url|jaas|password|secret|token"
 _REDACTED_TEXT = r'(?i)password\s*=\s*"(?:[^"\\]|\\.)*"'
@@ -22,6 +21,11 @@ _REDACTED_TEXT = r'(?i)password\s*=\s*"(?:[^"\\]|\\.)*"'
 def connector_coordinate() -> str:
     """Maven coordinate of Spark's Kafka connector matching the installed pyspark."""
     return f"org.apache.spark:spark-sql-kafka-0-10_2.13:{pyspark.__version__}"
+
+
+def connector_dir(jar_cache_dir: Path, spark_version: str) -> Path:
+    """Where the connector jars for one Spark version live inside the jar cache."""
+    return jar_cache_dir / f"spark-sql-kafka-0-10_2.13-{spark_version}"
 
 
 def connector_jars(settings: SparkSettings) -> list[Path]:

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from recstream_infra.settings import StrictSettings
+from recstream_base.settings import StrictSettings
 
 __all__ = ["ModelSettings", "SparkSettings", "StreamSettings"]
 

@@ -114,5 +114,5 @@ def test_the_image_bakes_java_the_project_and_the_connector_jars() -> None:
     assert "openjdk-17-jre-headless" in dockerfile
     assert "pip install -c constraints.txt ." in dockerfile
     assert "python -m recstream_infra.bootstrap" in dockerfile  # jars resolved at build time
-    for package in ("producer", "streaming", "serving", "recstream_infra"):
+    for package in ("recstream_base", "producer", "streaming", "serving", "recstream_infra"):
         assert f"COPY {package} {package}" in dockerfile

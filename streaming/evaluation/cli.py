@@ -29,7 +29,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from recstream_infra.cli import command_app
+from recstream_base.cli import command_app
 from streaming.settings import ModelSettings, SparkSettings
 
 __all__ = ["app"]

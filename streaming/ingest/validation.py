@@ -17,8 +17,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from producer.dataset import MAX_ID
 from producer.events import RATING_SCALES, SCHEMA_VERSION
+from recstream_base.ids import MAX_ID
 
 __all__ = [
     "DUPLICATE_REASON",

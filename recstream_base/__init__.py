@@ -1,0 +1,2 @@
+"""The bottom layer every recstream package stands on, importing nothing of ours: the
+strict settings base, the command-line helper, the root exception and the id range."""
