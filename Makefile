@@ -60,7 +60,7 @@ test: setup lint docs ## Lint, the docs build, then the whole pytest suite (unit
 	@$(PY) -m pytest
 
 test-ml100k: setup ## The end-to-end tests again on the real MovieLens 100K (RECSTREAM_ML100K_DIR, else ../shared/data/ml-100k)
-	@RECSTREAM_TEST_MOVIELENS=real $(PY) -m pytest tests/test_streaming_job.py tests/test_faults.py tests/test_demo.py tests/test_notebook.py tests/test_producer_replay.py tests/test_tfds_source.py
+	@RECSTREAM_TEST_MOVIELENS=real $(PY) -m pytest tests/integration/streaming/test_streaming_job.py tests/integration/streaming/test_faults.py tests/integration/recstream_infra/test_demo.py tests/integration/recstream_infra/test_notebook.py tests/integration/producer/test_producer_replay.py tests/unit/producer/test_tfds_source.py
 
 bench: setup ## Run the benchmarks under benchmarks/
 	@shopt -s nullglob; benches=(benchmarks/bench_*.py); \

@@ -37,6 +37,20 @@ from streaming.session import build_spark_session
 from streaming.settings import ModelSettings, SparkSettings
 from tests.movielens_like import write_ml100k_like
 
+_INTEGRATION = Path(__file__).resolve().parent / "integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep the folders honest: a test needs the ``integration`` marker exactly when it
+    lives under ``tests/integration/``."""
+    for item in items:
+        inside = _INTEGRATION in item.path.resolve().parents
+        marked = item.get_closest_marker("integration") is not None
+        if inside != marked:
+            where = "tests/integration/" if marked else "tests/unit/"
+            msg = f"{item.nodeid}: move it to {where} (or fix its integration marker)"
+            raise pytest.UsageError(msg)
+
 
 @dataclass(frozen=True)
 class Services:

@@ -17,7 +17,7 @@ import pytest
 from streaming.evaluation.cli import load_ratings
 from streaming.evaluation.protocols import rating_folds
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _ratings(count: int = 60, half_stars: bool = False, seed: int = 3) -> pd.DataFrame:

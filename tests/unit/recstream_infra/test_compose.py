@@ -14,7 +14,7 @@ from producer.settings import KafkaSettings
 from recstream_infra.config_table import SETTINGS_CLASSES
 from serving.settings import ApiSettings, RedisSettings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 APP_SERVICES = ("streaming", "producer", "api", "spark-master", "spark-worker")
 _DEFAULTED = re.compile(r"\$\{(\w+):-([^}]*)\}")
 

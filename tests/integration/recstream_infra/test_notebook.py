@@ -10,7 +10,7 @@ from nbclient import NotebookClient
 
 from serving.settings import RedisSettings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.integration

@@ -13,9 +13,8 @@ from streaming.model.topn import ItemIndex
 from streaming.model.versions import ModelVersion, stars_version
 from streaming.pipeline import with_stars
 from streaming.rating.fitter import FittedStars, StarsFitter, held_out_stars, rating_model
-
-from .conftest import model_settings
-from .test_fm import _planted
+from tests.conftest import model_settings
+from tests.unit.streaming.test_fm import _planted
 
 
 def _frames(seed: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
