@@ -1,0 +1,1 @@
+"""The producer: MovieLens (or a synthetic feed) replayed into Kafka in timestamp order."""

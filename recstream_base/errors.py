@@ -6,6 +6,9 @@ __all__ = ["RecstreamError"]
 
 
 class RecstreamError(RuntimeError):
-    """Base of every recstream error: each package derives its own base from it
-    (``ProducerError``, ``StreamingError``, ``ServingError``, ``ServiceStartError``), so
-    ``except RecstreamError`` tells our failures from bugs."""
+    """Base of every recstream error.
+
+    Each package derives its own base from it (``ProducerError``, ``StreamingError``,
+    ``ServingError``, ``ServiceStartError``), so ``except RecstreamError`` tells our
+    failures from bugs.
+    """

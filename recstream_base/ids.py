@@ -1,5 +1,7 @@
-"""The id range every part of recstream accepts: user and movie ids are positive 32-bit
-integers (Spark's ALS keeps ids as ``int``)."""
+"""The id range every part of recstream accepts.
+
+User and movie ids are positive 32-bit integers (Spark's ALS keeps ids as ``int``).
+"""
 
 from __future__ import annotations
 

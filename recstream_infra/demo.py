@@ -282,8 +282,10 @@ def _watch(
 
 
 def _stars_pending(model: dict[str, Any] | None) -> bool:
-    """True while the current version's own rating model is still being fitted beside
-    the stream (its lists carry an earlier version's stars, or none)."""
+    """Whether the current version's own rating model is still being fitted.
+
+    Meanwhile its lists carry an earlier version's stars, or none.
+    """
     if not model or not model.get("hyperparameters", {}).get("rating_samples"):
         return False
     return bool(model.get("stars_from_version") != model.get("version"))

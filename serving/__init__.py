@@ -1,0 +1,1 @@
+"""Serving: lists looked up in Redis by user id, from Python, the CLI or HTTP."""

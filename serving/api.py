@@ -227,6 +227,8 @@ class _Measure:
 
 
 def app_from_env() -> FastAPI:
-    """The API with settings from the environment: ``uvicorn --factory
-    serving.api:app_from_env`` (each worker process builds its own)."""
+    """The API with settings from the environment.
+
+    ``uvicorn --factory serving.api:app_from_env`` (each worker process builds its own).
+    """
     return create_app()

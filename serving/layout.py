@@ -127,8 +127,10 @@ def lua_key(name: str) -> str:
 
 
 def lua_key_functions() -> str:
-    """Lua functions ``<name>_key(prefix, version)``, one per key of ``KEY_TEMPLATES``; the
-    serving scripts start with them."""
+    """Lua functions ``<name>_key(prefix, version)``, one per key of ``KEY_TEMPLATES``.
+
+    The serving scripts start with them.
+    """
     return "".join(
         f"local function {name}_key(prefix, version) return {lua_key(name)} end\n"
         for name in KEY_TEMPLATES
@@ -220,8 +222,10 @@ def decode_movie(raw: bytes | str, *, key: str = "a catalog entry") -> tuple[str
 
 
 class ModelMeta(BaseModel):
-    """Metadata of one model version: what the job writes to ``p:v{v}:meta`` (and beside
-    the saved factors), and what serving reads back.
+    """Metadata of one model version.
+
+    What the job writes to ``p:v{v}:meta`` (and beside the saved factors), and what serving
+    reads back.
 
     Only ``version`` and ``trained_at`` are required of a reader's input; the job writes
     every field. Unknown keys are ignored on reading, so a newer writer's extra fields do
@@ -261,8 +265,9 @@ class ModelMeta(BaseModel):
 def decode_meta(
     raw: bytes | str, *, key: str = "model metadata", place: str = " in Redis"
 ) -> ModelMeta:
-    """Parse a version's metadata (``ModelMeta``): at least an integer ``version`` and a
-    numeric ``trained_at``.
+    """Parse a version's metadata (``ModelMeta``).
+
+    At least an integer ``version`` and a numeric ``trained_at``.
 
     Raises:
         LayoutDecodeError: the value is not metadata in this layout; the message names

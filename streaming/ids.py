@@ -1,5 +1,8 @@
-"""Ids looked up in sorted id arrays: the one lookup the list, transition and rating
-models share (movie ids to rows of their factor tables)."""
+"""Ids looked up in sorted id arrays.
+
+The one lookup the list, transition and rating models share (movie ids to rows of their
+factor tables).
+"""
 
 from __future__ import annotations
 

@@ -208,8 +208,11 @@ def ratings_since(commits: Sequence[BatchCommit], model: ModelVersion | None) ->
 
 
 def with_stars(model: ModelVersion, fitted: FittedStars) -> ModelVersion:
-    """``model`` with the rating model of ``fitted``; its RMSE goes into the evaluation
-    when it was fitted on this version's own training ratings."""
+    """``model`` with the rating model of ``fitted``.
+
+    Its RMSE goes into the evaluation when it was fitted on this version's own training
+    ratings.
+    """
     evaluation = model.meta.evaluation
     if fitted.version == model.version and evaluation is not None:
         evaluation = {
@@ -282,8 +285,11 @@ class BatchPipeline:
         self.reports: list[BatchReport] = []
 
     def resume(self) -> None:
-        """After a (re)start: publish the current version (idempotent if Redis has it)
-        and ask for its stars if it has not got them."""
+        """After a (re)start.
+
+        Publish the current version (idempotent if Redis has it) and ask for its stars if it
+        has not got them.
+        """
         if self.model is not None:
             self.publisher.new_model(self.model)
             self._ask_for_stars(self.model)
@@ -361,8 +367,10 @@ class BatchPipeline:
         return report
 
     def between_batches(self) -> PublishOutcome | None:
-        """Adopt finished stars, requeue what Redis lost, and publish what waits; the
-        outcome, or None when nothing waited."""
+        """Adopt finished stars, requeue what Redis lost, and publish what waits.
+
+        The outcome, or None when nothing waited.
+        """
         self.adopt_stars()
         self.publisher.verify()
         if not self.publisher.has_pending:
@@ -402,9 +410,10 @@ class BatchPipeline:
         return sum(max(0, end - self.offsets.get(p, 0)) for p, end in ends.items())
 
     def _check_lists(self, batch: pd.DataFrame) -> tuple[int, int, int]:
-        """(ratings checked, hits, popular hits): each rating against its user's list
-        before the batch, and against the model's popular list less the user's rated
-        movies (the baseline the lists must beat).
+        """(ratings checked, hits, popular hits).
+
+        Each rating against its user's list before the batch, and against the model's
+        popular list less the user's rated movies (the baseline the lists must beat).
 
         With fold-in on, the lists served from the history before the batch are exactly
         what Redis holds for those users (the retrain's list, or the last fold-in's).

@@ -87,8 +87,10 @@ def _write(out: Path, name: str, report: dict[str, Any]) -> Path:
 
 @app.command()
 def rating(source: SourceOption = _DEFAULT_SOURCE, out: OutOption = Path("evaluation")) -> None:
-    """RMSE and MAE over 5 folds (ML-100K's u1..u5 where present): the rating model, the
-    explicit ALS twin, Spark's default ALS."""
+    """RMSE and MAE over 5 folds (ML-100K's u1..u5 where present).
+
+    The rating model, the explicit ALS twin, Spark's default ALS.
+    """
     from streaming.evaluation.protocols import rating_folds, rating_protocol
 
     settings = ModelSettings()
@@ -290,8 +292,11 @@ def prequential(
         typer.Option(help="all, or first-80 (the search's period: the first 80 % of the timeline)"),
     ] = "all",
 ) -> None:
-    """Test-then-learn replay: hit rate and NDCG at 10 of each next rating, beside the
-    popular, recency-weighted popular and transition lists."""
+    """Test-then-learn replay.
+
+    Hit rate and NDCG at 10 of each next rating, beside the popular, recency-weighted
+    popular and transition lists.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from streaming.evaluation.prequential import prequential_protocol

@@ -70,9 +70,11 @@ class PrequentialReport:
     fit_seconds: float = 0.0  # of ``seconds``, in the retrains
 
     def needed_on_returning(self, target: float, figure: str = "hit_rate") -> float:
-        """The figure ``recstream`` would need on returning users' ratings for the whole
-        replay to reach ``target`` × popular, given that a new user's list can only be
-        what ``recstream`` served them (nan without both groups)."""
+        """The hit rate needed on returning users' ratings for ``target`` × popular overall.
+
+        A new user's list can only be what ``recstream`` served them, so the whole gap
+        falls on the returning users (nan without both groups).
+        """
         groups = {group["users"]: group for group in self.users}
         if set(groups) != {"returning", "new"} or not self.ratings:
             return float("nan")

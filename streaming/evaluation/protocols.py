@@ -151,6 +151,8 @@ def _predict(
 
 @dataclass(frozen=True)
 class FoldFigures:
+    """One model's errors on one fold: RMSE, MAE, pairs scored, and cold pairs."""
+
     fold: str
     rmse: float
     mae: float
@@ -165,6 +167,7 @@ class RatingReport:
     folds: dict[str, list[FoldFigures]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, dict[str, float]]:
+        """Mean and standard deviation of RMSE and MAE over the folds, per model."""
         out = {}
         for name, rows in self.folds.items():
             errors = np.array([row.rmse for row in rows])
@@ -178,6 +181,7 @@ class RatingReport:
         return out
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values: the summary and every fold."""
         return {
             "protocol": "rating",
             "summary": self.summary(),
@@ -188,9 +192,11 @@ class RatingReport:
 def rating_folds(
     ratings: pd.DataFrame, folder: Path | None = None, folds: int = 5, seed: int = 42
 ) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
-    """(name, train, test) of each fold: the official ``uN.base``/``uN.test`` splits when
-    ``folder`` holds them (ML-100K), else a seeded split of ``ratings`` into ``folds``
-    equal parts, each the test set once."""
+    """(name, train, test) of each fold.
+
+    The official ``uN.base``/``uN.test`` splits when ``folder`` holds them (ML-100K), else a
+    seeded split of ``ratings`` into ``folds`` equal parts, each the test set once.
+    """
     if folder is not None and (folder / "u1.base").is_file():
         return [
             (f"u{n}", load_split(folder / f"u{n}.base"), load_split(folder / f"u{n}.test"))
@@ -268,6 +274,7 @@ class RankingReport:
     seconds: float
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values: the split, the figures per list maker."""
         return {
             "protocol": "ranking",
             **{k: v for k, v in asdict(self).items() if not k.endswith("figures")},

@@ -149,8 +149,10 @@ class RatingHistory:
         return found
 
     def unseen(self, frame: pd.DataFrame) -> npt.NDArray[np.bool_]:
-        """Which rows of ``frame`` are a user's first rating of the movie (not held yet,
-        and the first such row of ``frame``)."""
+        """Which rows of ``frame`` are a user's first rating of the movie.
+
+        That is: not held yet, and the first such row of ``frame``.
+        """
         users = frame["user_id"].astype("int64").tolist()
         movies = frame["movie_id"].astype("int64").tolist()
         keys = [(user << 32) | movie for user, movie in zip(users, movies, strict=True)]
@@ -159,8 +161,10 @@ class RatingHistory:
         return first & ~held if len(keys) else np.zeros(0, dtype=np.bool_)
 
     def arrival_order(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """(users, movies) of every held rating by (batch id, offset): each user's in the
-        order they arrived (a re-rated movie at its latest rating)."""
+        """(users, movies) of every held rating by (batch id, offset).
+
+        Each user's in the order they arrived (a re-rated movie at its latest rating).
+        """
         count = len(self._slot)
         order = np.lexsort((self._order[:count, 2], self._order[:count, 1]))
         return self._user[:count][order], self._movie[:count][order]

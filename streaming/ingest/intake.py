@@ -63,8 +63,11 @@ class SparkIntake:
         self.store = store
 
     def take(self, records: DataFrame, batch_id: int, repeats: Repeats) -> TakenBatch:
-        """Validate ``records``, set aside the ``repeats``, store both sides (overwriting
-        a replayed batch's first attempt), and return the valid ratings."""
+        """Validate and store ``records``; return the valid ratings.
+
+        The ``repeats`` are set aside with the invalid records; both sides are stored
+        under ``batch_id``, overwriting a replayed batch's first attempt.
+        """
         timings: dict[str, float] = {}
         parsed = parse_records(records).persist()
         try:
@@ -81,8 +84,11 @@ class SparkIntake:
     def _validate(
         self, parsed: DataFrame, repeats: Repeats
     ) -> tuple[pd.DataFrame, DataFrame, DataFrame, list[tuple[int, int, str]]]:
-        """The valid ratings in the driver, the valid and invalid frames to store, and
-        the positions and reasons of the records set aside."""
+        """Split the parsed records, with the ``repeats`` set aside.
+
+        Returns the valid ratings in the driver, the valid and invalid frames to store,
+        and the positions and reasons of the records set aside.
+        """
         valid, invalid = split_parsed(parsed, now_s=int(time.time()))
         batch = pd.DataFrame(
             valid.select(

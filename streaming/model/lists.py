@@ -104,8 +104,9 @@ def lists_for(
     stars: RatingModel | None = None,
     short_term: ShortTerm | None = None,
 ) -> UserLists:
-    """Fold in every user of ``history``, then their best ``k`` movies they have not rated
-    (with the predicted stars of each when ``stars`` is given).
+    """Fold in every user of ``history``, then pick their best ``k`` unrated movies.
+
+    Each listed movie gets its predicted stars when ``stars`` is given.
 
     With ``short_term``, movies are ranked by the hybrid score (``streaming.model.blend``),
     and a user the model cannot fold in still gets a personal list when their recent

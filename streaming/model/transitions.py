@@ -37,9 +37,10 @@ FloatArray = npt.NDArray[np.float64]
 
 
 def _column_lookup(movie_ids: IntArray) -> Callable[[IntArray], IntArray]:
-    """A function from movie ids to their position in ``movie_ids`` (ascending), -1 where
-    absent: one gather through a dense table when the ids are dense enough, else a
-    binary search."""
+    """A function from movie ids to their position in ``movie_ids`` (ascending), -1 where absent.
+
+    One gather through a dense table when the ids are dense enough, else a binary search.
+    """
     if len(movie_ids) == 0:
         return lambda wanted: np.full(len(wanted), -1, dtype=np.int64)
     top = int(movie_ids[-1])

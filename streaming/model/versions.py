@@ -50,8 +50,11 @@ _STARS = "stars_"  # prefix of the rating model's arrays in a saved version
 
 @dataclass(frozen=True)
 class ModelVersion:
-    """What the job keeps of a fitted model: item factors, popular list, metadata, and
-    the rating model behind the predicted stars (None when ``rating_samples`` is 0)."""
+    """What the job keeps of a fitted model.
+
+    Item factors, popular list, metadata, and the rating model behind the predicted stars
+    (None when ``rating_samples`` is 0).
+    """
 
     version: int
     items: ItemIndex
@@ -119,6 +122,7 @@ def train_model(
         version: the number the model will be published under.
         batch_id: the micro-batch that triggered the retrain.
         reason: why it was due (from the retrain policy).
+        fit_stars: fit the rating model here too (see above).
     """
     timings: dict[str, float] = {}
     with timed(timings, "fit"):
@@ -306,8 +310,11 @@ def load_latest_model(folder: Path, *, at_most: int | None = None) -> ModelVersi
 
 
 class ModelFolder:
-    """The versions saved in ``folder``, and new ones fitted on ``ratings()`` (the store's
-    ratings, latest per user and movie): the pipeline's ``Models`` on Spark."""
+    """The pipeline's ``Models`` on Spark: versions saved in ``folder``, and new fits.
+
+    A new version is fitted on ``ratings()``, the store's ratings (latest per user and
+    movie).
+    """
 
     def __init__(self, folder: Path, ratings: Callable[[], DataFrame], settings: ModelSettings):
         self.folder = folder

@@ -41,8 +41,11 @@ _log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FittedStars:
-    """A finished fit: the rating model for ``version``'s training ratings, scored on its
-    held-out ratings; ``model`` is None (and ``error`` says why) when the fit failed."""
+    """A finished fit.
+
+    The rating model for ``version``'s training ratings, scored on its held-out ratings;
+    ``model`` is None (and ``error`` says why) when the fit failed.
+    """
 
     version: int
     model: RatingModel | None
@@ -193,8 +196,11 @@ def held_out_stars(
 def stars_rmse(
     stars: npt.NDArray[np.float64], actual: npt.NDArray[np.float64]
 ) -> tuple[float | None, int]:
-    """(RMSE, pairs) of predicted stars against the actual ratings, over the pairs with a
-    prediction (``stars`` is ``nan`` where the rating model has none); (None, 0) for none."""
+    """(RMSE, pairs) of predicted stars against the actual ratings.
+
+    Only pairs with a prediction count (``stars`` is ``nan`` where the rating model has
+    none); (None, 0) when there are none.
+    """
     predicted = ~np.isnan(stars)
     if not predicted.any():
         return None, 0

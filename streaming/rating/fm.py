@@ -60,8 +60,10 @@ class FitCancelledError(Exception):
 
 @dataclass(frozen=True)
 class RatingModel:
-    """Kept draws of a fitted factorization machine: its movie side, the factors of the
-    "rated this movie" features, and the prior of a user's own (id) terms.
+    """Kept draws of a fitted factorization machine.
+
+    Its movie side, the factors of the "rated this movie" features, and the prior of a
+    user's own (id) terms.
 
     ``(draws, n, rank)`` arrays hold factors, ``(draws, n)`` arrays per-draw scalars.
     """
@@ -85,9 +87,11 @@ class RatingModel:
         return sorted_lookup(self.movie_ids, movie_ids)
 
     def implicit_side(self, users: UserRatings) -> tuple[FloatArray, FloatArray]:
-        """``P`` (users, draws, rank) and ``A`` (users, draws): the summed factors and the
-        own terms of each user's "rated this movie" features, from the movies they have
-        rated that the model knows (each once, weighted 1/√n)."""
+        """``P`` (users, draws, rank) and ``A`` (users, draws).
+
+        The summed factors and the own terms of each user's "rated this movie" features,
+        from the movies they have rated that the model knows (each once, weighted 1/√n).
+        """
         count, movies = len(users.users), len(self.movie_ids)
         owner = np.repeat(np.arange(count), np.diff(users.start))
         rows, known = self.rows(users.movies)
@@ -104,8 +108,9 @@ class RatingModel:
         return summed, own
 
     def user_side(self, users: UserRatings) -> tuple[FloatArray, FloatArray]:
-        """Each user's vector (users, draws, rank) and scalar (users,) such that a draw
-        predicts ``movie_bias + scalar + vector · movie_factors``.
+        """Each user's vector (users, draws, rank) and scalar (users,).
+
+        A draw predicts ``movie_bias + scalar + vector · movie_factors``.
 
         A user's own terms ``(w, v)`` are not the fit's draw but, for each draw, their
         conditional posterior mean given the user's ratings now (Rao-Blackwellised, as
@@ -146,8 +151,10 @@ class RatingModel:
     def predict(
         self, users: UserRatings, positions: npt.ArrayLike, movie_ids: npt.ArrayLike
     ) -> FloatArray:
-        """Predicted stars (clipped to 1-5) of pairs: user ``users.users[positions[i]]``
-        and movie ``movie_ids[i]``; ``nan`` where the model does not know the movie.
+        """Predicted stars (clipped to 1-5) of pairs.
+
+        User ``users.users[positions[i]]`` and movie ``movie_ids[i]``; ``nan`` where the
+        model does not know the movie.
         """
         at = np.asarray(positions, dtype=np.int64)
         rows, known = self.rows(movie_ids)
@@ -191,8 +198,9 @@ def fit_rating_model(
     seed: int,
     should_stop: Callable[[], bool] | None = None,
 ) -> RatingModel:
-    """Fit the factorization machine on (user, movie, rating) triples; keep ``samples``
-    draws spread evenly from sweep ``burn_in`` to the last.
+    """Fit the factorization machine on (user, movie, rating) triples.
+
+    Keep ``samples`` draws spread evenly from sweep ``burn_in`` to the last.
 
     ``should_stop`` is asked after each sweep; when it answers True the fit ends.
 
@@ -256,8 +264,10 @@ def fit_rating_model(
 
 @contextlib.contextmanager
 def _quiet(myfm: Any) -> Iterator[None]:
-    """Without myfm's progress bar (its ``fit`` has no switch for it): the job logs its
-    own lines, and a bar per retrain would fill them."""
+    """Without myfm's progress bar (its ``fit`` has no switch for it).
+
+    The job logs its own lines, and a bar per retrain would fill them.
+    """
     shown = myfm.base.tqdm
     myfm.base.tqdm = functools.partial(shown, disable=True)
     try:
@@ -287,8 +297,11 @@ class _Draw:
 def _split(
     kept: list[_Draw], n_users: int, movie_ids: IntArray, raters: sparse.csr_matrix
 ) -> RatingModel:
-    """The kept draws split into the model's sides; features are laid out as
-    [user ids, rated movies, movie ids, raters] (the relation blocks in order)."""
+    """The kept draws split into the model's sides.
+
+    Features are laid out as [user ids, rated movies, movie ids, raters] (the relation
+    blocks in order).
+    """
     n_movies = len(movie_ids)
     movie_start, raters_start = n_users + n_movies, n_users + 2 * n_movies
     squared = raters.multiply(raters).tocsr()
@@ -322,9 +335,11 @@ def fit_in_process(
     poll_s: float = 0.2,
     **options: Any,
 ) -> RatingModel:
-    """``fit_rating_model`` in a fresh (spawned) process, so the fit does not hold this
-    process's GIL. ``should_stop`` is asked every ``poll_s``; when it answers True the
-    child is told to stop after its current sweep (and ended if it has not within 5 s).
+    """``fit_rating_model`` in a fresh (spawned) process.
+
+    The fit then does not hold this process's GIL. ``should_stop`` is asked every
+    ``poll_s``; when it answers True the child is told to stop after its current sweep
+    (and ended if it has not within 5 s).
 
     Raises:
         FitCancelledError: ``should_stop`` answered True.
