@@ -50,18 +50,25 @@ MAX_N = 100
 """The most movies one lookup returns (the stored lists are at most K long)."""
 _WHOLE_LIST = 10_000  # a genre filter reads the catalog entries of the whole stored list
 
-# ARGV: prefix, user id, how many movies to read from the top of the list.
-# Returns {version, meta, list (cut to that many movies), personal (1/0), {catalog
-# entries of those movies}}, or {} without a model. A list the script cannot parse is
-# returned as stored, for the client to report.
-# Key names come from the layout (``lua_key_functions``), never spelled out here.
-_LOOKUP = (
+# Both scripts start here: ARGV[1] is the prefix; without a model they return {}. Key
+# names come from the layout (``lua_key_functions``), never spelled out in a script.
+_CURRENT = (
     lua_key_functions()
     + """
 local prefix = ARGV[1]
 local version = redis.call('GET', current_key(prefix))
 if not version then return {} end
 local meta = redis.call('GET', meta_key(prefix, version))
+"""
+)
+
+# ARGV: prefix, user id, how many movies to read from the top of the list.
+# Returns {version, meta, list (cut to that many movies), personal (1/0), {catalog
+# entries of those movies}}. A list the script cannot parse is returned as stored, for
+# the client to report.
+_LOOKUP = (
+    _CURRENT
+    + """
 local list = redis.call('HGET', lists_key(prefix, version), ARGV[2])
 local personal = 1
 if not list then
@@ -94,14 +101,10 @@ return {version, meta or false, list or false, personal, entries}
 """
 )
 
-# ARGV: prefix. Returns {version, meta, published_at} or {} without a model.
+# ARGV: prefix. Returns {version, meta, published_at}.
 _MODEL = (
-    lua_key_functions()
+    _CURRENT
     + """
-local prefix = ARGV[1]
-local version = redis.call('GET', current_key(prefix))
-if not version then return {} end
-local meta = redis.call('GET', meta_key(prefix, version))
 local published = redis.call('ZSCORE', versions_key(prefix), version)
 return {version, meta or false, published or false}
 """
@@ -269,18 +272,12 @@ def model_info(layout: RedisLayout, reply: Sequence[Any], now: float | None = No
         raise LayoutDecodeError(msg)
     meta = decode_meta(raw_meta, key=layout.meta(version))
     moment = time.time() if now is None else now
+    shown = meta.model_dump(include=set(ModelInfo.model_fields) - {"version"})
     return ModelInfo(
         version=version,
-        trained_at=meta.trained_at,
         published_at=None if published is None else float(published),
         age_s=max(0.0, moment - meta.trained_at),
-        ratings=meta.ratings,
-        users=meta.users,
-        movies=meta.movies,
-        hyperparameters=meta.hyperparameters,
-        evaluation=meta.evaluation,
-        last_folded_in_batch=meta.last_folded_in_batch,
-        stars_from_version=meta.stars_from_version,
+        **shown,
     )
 
 
