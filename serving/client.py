@@ -27,6 +27,7 @@ from recstream_base.ids import MAX_ID
 from serving.connection import open_async_redis, open_redis
 from serving.errors import NoModelError, RedisUnavailableError
 from serving.layout import (
+    CatalogEntry,
     LayoutDecodeError,
     RedisLayout,
     decode_list,
@@ -191,7 +192,7 @@ def _check_request(user_id: int, n: int, genre: str | None) -> None:
 
 # Catalog entries and metadata repeat across lookups: decode each distinct value once.
 @lru_cache(maxsize=65_536)
-def _decoded_movie(raw: bytes) -> tuple[str, tuple[str, ...]]:
+def _decoded_movie(raw: bytes) -> CatalogEntry:
     return decode_movie(raw)
 
 
@@ -200,7 +201,7 @@ def _decoded_trained_at(raw: bytes) -> float:
     return decode_meta(raw).trained_at
 
 
-def _movie(raw: bytes, key: str) -> tuple[str, tuple[str, ...]]:
+def _movie(raw: bytes, key: str) -> CatalogEntry:
     try:
         return _decoded_movie(raw)
     except LayoutDecodeError:
@@ -243,7 +244,8 @@ def assemble(
         title: str | None = None
         genres: tuple[str, ...] = ()
         if entry is not None:
-            title, genres = _movie(entry, f"{layout.catalog}[{movie}]")
+            known = _movie(entry, f"{layout.catalog}[{movie}]")
+            title, genres = known.title, known.genres
         if wanted is not None and wanted not in (g.casefold() for g in genres):
             continue
         movies.append(RecommendedMovie(movie_id=movie, title=title, genres=list(genres),

@@ -38,6 +38,7 @@ from serving.errors import ServingError
 
 __all__ = [
     "KEY_TEMPLATES",
+    "CatalogEntry",
     "LayoutDecodeError",
     "ListSource",
     "ModelMeta",
@@ -47,7 +48,6 @@ __all__ = [
     "decode_meta",
     "decode_movie",
     "encode_list",
-    "encode_movie",
     "lua_key",
     "lua_key_functions",
 ]
@@ -197,13 +197,21 @@ def _item(row: Sequence[Any]) -> tuple[int, float, float | None]:
     return int(movie), float(score), None if star is None else float(star)
 
 
-def encode_movie(title: str, genres: Sequence[str]) -> bytes:
-    """The stored form of a catalog entry."""
-    return json.dumps({"title": title, "genres": list(genres)}, ensure_ascii=False).encode()
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One movie of ``p:catalog``: its title and genres."""
+
+    title: str
+    genres: tuple[str, ...] = ()
+
+    def to_json(self) -> bytes:
+        """The stored form: JSON, non-ASCII titles kept as UTF-8."""
+        document = {"title": self.title, "genres": list(self.genres)}
+        return json.dumps(document, ensure_ascii=False).encode()
 
 
-def decode_movie(raw: bytes | str, *, key: str = "a catalog entry") -> tuple[str, tuple[str, ...]]:
-    """Parse a catalog entry into (title, genres).
+def decode_movie(raw: bytes | str, *, key: str = "a catalog entry") -> CatalogEntry:
+    """Parse a catalog entry.
 
     Raises:
         LayoutDecodeError: the value is not a catalog entry.
@@ -218,7 +226,7 @@ def decode_movie(raw: bytes | str, *, key: str = "a catalog entry") -> tuple[str
     if not isinstance(title, str) or not all(isinstance(g, str) for g in genres):
         msg = f"{key} in Redis has a title or genre that is not text"
         raise LayoutDecodeError(msg)
-    return title, genres
+    return CatalogEntry(title, genres)
 
 
 class ModelMeta(BaseModel):

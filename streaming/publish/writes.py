@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import redis
 
-from serving.layout import ModelMeta, RedisLayout, encode_movie
+from serving.layout import CatalogEntry, ModelMeta, RedisLayout
 
 __all__ = [
     "current_version",
@@ -129,7 +129,7 @@ def publish_catalog(
     count = 0
     with client.pipeline(transaction=False) as pipe:
         for movie_id, title, genres in movies:
-            pipe.hset(layout.catalog, str(movie_id), encode_movie(title, genres))
+            pipe.hset(layout.catalog, str(movie_id), CatalogEntry(title, tuple(genres)).to_json())
             count += 1
         pipe.execute()
     return count

@@ -9,6 +9,7 @@ import redis
 
 from serving.connection import open_redis
 from serving.layout import (
+    CatalogEntry,
     ModelMeta,
     RedisLayout,
     decode_list,
@@ -107,7 +108,7 @@ def test_catalog_entries(client: redis.Redis, redis_settings: RedisSettings) -> 
     layout = RedisLayout(redis_settings.key_prefix)
     assert publish_catalog(client, layout, [(1, "Toy Story (1995)", ["Animation"]),
                                             (2, "Café (1999)", [])]) == 2  # fmt: skip
-    assert decode_movie(_value(client.hget(layout.catalog, "2"))) == ("Café (1999)", ())
+    assert decode_movie(_value(client.hget(layout.catalog, "2"))) == CatalogEntry("Café (1999)")
 
 
 def test_the_scripts_key_functions_name_the_layouts_keys(client: redis.Redis) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from serving.layout import (
     KEY_TEMPLATES,
+    CatalogEntry,
     LayoutDecodeError,
     ModelMeta,
     RedisLayout,
@@ -14,7 +15,6 @@ from serving.layout import (
     decode_meta,
     decode_movie,
     encode_list,
-    encode_movie,
     lua_key,
     lua_key_functions,
 )
@@ -87,9 +87,9 @@ def test_stars_ride_as_a_third_value_and_lists_without_them_still_decode() -> No
 
 
 def test_movie_value_is_pinned() -> None:
-    value = encode_movie("Amélie (2001)", ["Comedy", "Romance"])
+    value = CatalogEntry("Amélie (2001)", ("Comedy", "Romance")).to_json()
     assert value == '{"title": "Amélie (2001)", "genres": ["Comedy", "Romance"]}'.encode()
-    assert decode_movie(value) == ("Amélie (2001)", ("Comedy", "Romance"))
+    assert decode_movie(value) == CatalogEntry("Amélie (2001)", ("Comedy", "Romance"))
 
 
 @pytest.mark.parametrize(
