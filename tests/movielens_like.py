@@ -30,25 +30,34 @@ def write_ml100k_like(folder: Path, seed: int = 100) -> Path:
     users, movies = _covering(users.copy(), movies.copy(), np.random.default_rng(seed))
     ratings = table.ratings.astype(np.int64)
     rows = np.column_stack([users, movies, ratings, table.timestamps])
+    write_ml100k_files(folder, rows, MOVIES)
+    people = [
+        f"{user}|{18 + user % 50}|{'MF'[user % 2]}|{_OCCUPATIONS[user % 6]}|{10000 + user}"
+        for user in range(1, USERS + 1)
+    ]
+    (folder / "u.user").write_text("\n".join(people) + "\n", encoding="latin-1")
+    return folder
+
+
+def write_ml100k_files(folder: Path, rows: np.ndarray, movies: int, *, splits: bool = True) -> Path:
+    """Write ``rows`` (user, movie, stars, timestamp) as ``u.data`` in a new ``folder``,
+    ``u.item`` for movies 1..``movies`` (a title and one genre flag each), and, with
+    ``splits``, ``u1``..``u5`` like the official ones (each rating tested once)."""
     folder.mkdir(parents=True)
     _write_rows(folder / "u.data", rows)
-    for n in range(1, 6):  # like the official splits: each rating is tested once
-        test = np.arange(RATINGS) % 5 == n - 1
-        _write_rows(folder / f"u{n}.base", rows[~test])
-        _write_rows(folder / f"u{n}.test", rows[test])
+    if splits:
+        for n in range(1, 6):
+            test = np.arange(len(rows)) % 5 == n - 1
+            _write_rows(folder / f"u{n}.base", rows[~test])
+            _write_rows(folder / f"u{n}.test", rows[test])
     items = []
-    for movie in range(1, MOVIES + 1):
+    for movie in range(1, movies + 1):
         flags = ["0"] * 19
         flags[1 + movie % 18] = "1"
         year = 1930 + movie % 68
         items.append(f"{movie}|Generated movie {movie} ({year})|01-Jan-{year}||"
                      f"http://example.invalid/{movie}|{'|'.join(flags)}")  # fmt: skip
     (folder / "u.item").write_text("\n".join(items) + "\n", encoding="latin-1")
-    people = [
-        f"{user}|{18 + user % 50}|{'MF'[user % 2]}|{_OCCUPATIONS[user % 6]}|{10000 + user}"
-        for user in range(1, USERS + 1)
-    ]
-    (folder / "u.user").write_text("\n".join(people) + "\n", encoding="latin-1")
     return folder
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from streaming.evaluation.cli import load_ratings
 from streaming.evaluation.protocols import rating_folds
+from tests.movielens_like import write_ml100k_files
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -53,19 +54,9 @@ def _ml_1m(folder: Path, ratings: pd.DataFrame) -> Path:
 
 
 def _ml_100k(folder: Path, ratings: pd.DataFrame, splits: bool = True) -> Path:
-    folder.mkdir(parents=True)
     columns = ["user_id", "movie_id", "rating", "timestamp"]
-    ints = ratings[columns].astype(np.int64)
-    ints.to_csv(folder / "u.data", sep="\t", header=False, index=False)
-    flags = "|".join("1" if i == 8 else "0" for i in range(19))
-    items = [f"{m}|Movie {m} (1999)|01-Jan-1999||http://x|{flags}" for m in range(1, 31)]
-    (folder / "u.item").write_text("\n".join(items) + "\n", encoding="latin-1")
-    if splits:  # five official-style splits: every fifth rating is fold n's test
-        for n in range(1, 6):
-            test = np.arange(len(ints)) % 5 == n - 1
-            ints[~test].to_csv(folder / f"u{n}.base", sep="\t", header=False, index=False)
-            ints[test].to_csv(folder / f"u{n}.test", sep="\t", header=False, index=False)
-    return folder
+    rows = ratings[columns].to_numpy(dtype=np.int64)
+    return write_ml100k_files(folder, rows, movies=30, splits=splits)
 
 
 def _zipped(folder: Path, archive: Path) -> Path:
