@@ -1,5 +1,7 @@
 """Fold-in: a user's factor recomputed from their whole history, item factors held fixed.
 
+``streaming.model.lists.fold_in_users`` solves it for many users at once.
+
 This is exactly the user half-step of Spark MLlib's ALS (``ALS.computeFactors``), so a
 folded-in user is where the next ALS iteration would put them:
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["fold_in_user", "gramian"]
+__all__ = ["gramian"]
 
 FloatMatrix = npt.NDArray[np.float64]
 
@@ -25,44 +27,3 @@ def gramian(item_factors: FloatMatrix) -> FloatMatrix:
     """``YᵀY`` over all items; computed once per model for implicit fold-in."""
     factors = np.asarray(item_factors, dtype=np.float64)
     return factors.T @ factors
-
-
-def fold_in_user(
-    rated_factors: FloatMatrix,
-    ratings: npt.NDArray[np.float64],
-    reg_param: float,
-    *,
-    implicit: bool = False,
-    alpha: float = 1.0,
-    item_gramian: FloatMatrix | None = None,
-) -> npt.NDArray[np.float64]:
-    """The user's factor given the factors of the items they rated and their ratings.
-
-    Args:
-        rated_factors: one row per rating, the factor of the rated item.
-        ratings: the user's ratings, aligned with ``rated_factors``.
-        reg_param: ALS ``regParam``.
-        implicit: the model was trained with ``implicitPrefs=True``.
-        alpha: ALS ``alpha`` (implicit only).
-        item_gramian: ``gramian(all item factors)``; required when ``implicit``.
-    """
-    y = np.asarray(rated_factors, dtype=np.float64)
-    r = np.asarray(ratings, dtype=np.float64)
-    rank = y.shape[1]
-    if not implicit:
-        normal = y.T @ y
-        rhs = y.T @ r
-        count = len(r)
-    else:
-        if item_gramian is None:
-            msg = "implicit fold-in needs item_gramian (YᵀY of all item factors)"
-            raise ValueError(msg)
-        confidence = alpha * np.abs(r)
-        normal = np.asarray(item_gramian, dtype=np.float64) + (y * confidence[:, None]).T @ y
-        positive = r > 0
-        rhs = y[positive].T @ (1.0 + confidence[positive])
-        count = int(positive.sum())
-    normal = normal + reg_param * count * np.eye(rank)
-    if count == 0:
-        return np.zeros(rank)
-    return np.asarray(np.linalg.solve(normal, rhs), dtype=np.float64)

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
-from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import SparkSession
 
 from serving.connection import open_redis
 from serving.layout import ListSource, RedisLayout, encode_list
@@ -29,9 +28,8 @@ from streaming.model.lists import FoldIn, lists_for
 from streaming.publish.writes import write_lists
 from streaming.rating.fm import RatingModel
 
-__all__ = ["LIST_SCHEMA", "ListTarget", "publish_histories", "publish_lists", "score_histories"]
+__all__ = ["ListTarget", "publish_histories"]
 
-LIST_SCHEMA = "user_id int, movies array<int>, scores array<double>"
 _BLOCK = 512  # users scored at once: 512 × 3,700 items is a 15 MB score matrix
 
 
@@ -49,33 +47,6 @@ class ListTarget:
         return RedisLayout(self.settings.key_prefix)
 
 
-def score_histories(
-    spark: SparkSession, history: UserRatings, model: FoldIn, k: int, partitions: int
-) -> DataFrame:
-    """Personal lists of the users in ``history`` as a DataFrame (users without one left out)."""
-    shared = spark.sparkContext.broadcast((history, model))
-    positions = spark.range(0, len(history.users), numPartitions=max(1, partitions))
-
-    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        everyone, fold_in = shared.value
-        for batch in batches:
-            found = [
-                (user, movies, scores)
-                for user, movies, scores, _ in _personal_lists(
-                    everyone, fold_in, None, k, batch["id"].to_numpy()
-                )
-            ]
-            yield pd.DataFrame(
-                {
-                    "user_id": np.array([user for user, _, _ in found], dtype=np.int32),
-                    "movies": [movies for _, movies, _ in found],
-                    "scores": [scores for _, _, scores in found],
-                }
-            )
-
-    return positions.mapInPandas(score, LIST_SCHEMA)
-
-
 def publish_histories(
     spark: SparkSession,
     history: UserRatings,
@@ -88,9 +59,8 @@ def publish_histories(
 ) -> int:
     """Score the users in ``history`` and write their lists, all on the executors; how many.
 
-    The same work as ``score_histories`` followed by ``publish_lists``, in one pass: each
-    partition ranks its users and pipelines the encoded lists straight into Redis, with
-    no DataFrame (and no Arrow or row conversion) in between. With ``stars``, every
+    Each partition ranks its users and pipelines the encoded lists straight into Redis,
+    with no DataFrame (and no Arrow or row conversion) in between. With ``stars``, every
     listed movie carries the rating the user is predicted to give it.
     """
     shared = spark.sparkContext.broadcast((history, model, stars, short_term))
@@ -120,27 +90,6 @@ def publish_histories(
     users = range(len(history.users))
     spark.sparkContext.parallelize(users, max(1, partitions)).foreachPartition(write_partition)
     shared.unpersist()
-    return int(written.value)
-
-
-def publish_lists(lists: DataFrame, target: ListTarget) -> int:
-    """Write every list of a ``LIST_SCHEMA`` DataFrame into a version, from the executors."""
-    written = lists.sparkSession.sparkContext.accumulator(0)
-    updated_at = time.time()
-
-    def encoded(rows: Iterator[Row]) -> Iterator[tuple[int, bytes]]:
-        for row in rows:
-            pairs = list(zip(row["movies"], row["scores"], strict=True))
-            yield row["user_id"], encode_list(pairs, updated_at, target.source)
-
-    def write_partition(rows: Iterator[Row]) -> None:
-        client = open_redis(target.settings)
-        try:
-            written.add(write_lists(client, target.layout, target.version, encoded(rows)))
-        finally:
-            client.close()
-
-    lists.foreachPartition(write_partition)
     return int(written.value)
 
 

@@ -13,12 +13,7 @@ from serving.settings import RedisSettings
 from streaming.ingest.history import RatingHistory
 from streaming.model.lists import FoldIn, lists_for
 from streaming.model.topn import ItemIndex
-from streaming.publish.executors import (
-    ListTarget,
-    publish_histories,
-    publish_lists,
-    score_histories,
-)
+from streaming.publish.executors import ListTarget, publish_histories
 
 pytestmark = pytest.mark.integration
 
@@ -37,28 +32,24 @@ def test_executor_lists_match_driver_lists_and_reach_redis(
     model = FoldIn(items, reg_param=0.1)
 
     everyone = history.everyone()
-    lists = score_histories(spark, everyone, model, k=10, partitions=3)
-    by_user = {r["user_id"]: r for r in lists.collect()}
-    assert set(by_user) == {u for u, _, _ in rows} - {99}  # no personal list for user 99
-
-    expected = lists_for(everyone, model, k=10)
-    for position, user in enumerate(everyone.users.tolist()):
-        if user in by_user:
-            assert list(zip(by_user[user]["movies"], by_user[user]["scores"], strict=True)) == (
-                expected.pairs(position)
-            )
-            assert not set(by_user[user]["movies"]) & {i for u, i, _ in rows if u == user}
-
-    # Both ways of publishing write the same lists: via the DataFrame, and in one pass.
-    assert publish_lists(lists, ListTarget(redis_settings, 1, "model")) == len(by_user)
-    one_pass = ListTarget(redis_settings, 2, "model")
-    assert publish_histories(spark, everyone, model, 10, one_pass, partitions=3) == len(by_user)
+    target = ListTarget(redis_settings, 1, "model")
+    written = publish_histories(spark, everyone, model, 10, target, partitions=3)
     layout = RedisLayout(redis_settings.key_prefix)
     client = open_redis(redis_settings)
     try:
-        for version in (1, 2):
-            stored = client.hgetall(layout.lists(version))
-            assert len(stored) == len(by_user)
-            assert [movie for movie, _ in decode_list(stored[b"7"]).items] == by_user[7]["movies"]
+        stored = {
+            int(user): decode_list(raw) for user, raw in client.hgetall(layout.lists(1)).items()
+        }
     finally:
         client.close()
+    assert written == len(stored)
+    assert set(stored) == {u for u, _, _ in rows} - {99}  # no personal list for user 99
+
+    # The executors' lists are the driver's, rounded as stored, and never hold rated movies.
+    expected = lists_for(everyone, model, k=10)
+    for position, user in enumerate(everyone.users.tolist()):
+        if user in stored:
+            movies, scores = zip(*expected.pairs(position), strict=True)
+            assert [movie for movie, _ in stored[user].items] == list(movies)
+            assert np.allclose([score for _, score in stored[user].items], scores, atol=1e-4)
+            assert not {m for m, _ in stored[user].items} & {i for u, i, _ in rows if u == user}

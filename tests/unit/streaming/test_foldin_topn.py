@@ -6,10 +6,23 @@ import numpy as np
 import pytest
 from pyspark.sql import SparkSession
 
-from streaming.model.foldin import fold_in_user, gramian
+from streaming.ingest.history import UserRatings
+from streaming.model.lists import FoldIn, fold_in_users
 from streaming.model.topn import ItemIndex, top_k
 
 RNG = np.random.default_rng(11)
+
+
+def fold_in_one(
+    items: np.ndarray, rated: np.ndarray, ratings: np.ndarray, reg: float, **implicit: float
+) -> np.ndarray:
+    """The factor ``fold_in_users`` (the job's batched path) gives one user."""
+    index = ItemIndex(np.arange(len(items)), items)
+    model = FoldIn(index, reg, implicit=bool(implicit), alpha=implicit.get("alpha", 1.0))
+    user = UserRatings(np.array([1]), np.array([0, len(rated)]), rated, ratings)
+    factors, solvable = fold_in_users(user, model)
+    assert solvable.tolist() == [True]
+    return np.asarray(factors[0], dtype=np.float64)
 
 
 def test_explicit_fold_in_matches_a_least_squares_reference() -> None:
@@ -20,7 +33,7 @@ def test_explicit_fold_in_matches_a_least_squares_reference() -> None:
     stacked = np.vstack([y, np.sqrt(reg * len(r)) * np.eye(6)])
     target = np.concatenate([r, np.zeros(6)])
     expected = np.linalg.lstsq(stacked, target, rcond=None)[0]
-    assert np.allclose(fold_in_user(y, r, reg), expected, atol=1e-6)
+    assert np.allclose(fold_in_one(y, np.arange(30), r, reg), expected, atol=1e-6)
 
 
 def test_implicit_fold_in_matches_weighted_least_squares_over_all_items() -> None:
@@ -37,15 +50,8 @@ def test_implicit_fold_in_matches_weighted_least_squares_over_all_items() -> Non
     stacked = np.vstack([np.sqrt(weights)[:, None] * items, np.sqrt(reg * n_pos) * np.eye(5)])
     target = np.concatenate([np.sqrt(weights) * prefs, np.zeros(5)])
     expected = np.linalg.lstsq(stacked, target, rcond=None)[0]
-    got = fold_in_user(
-        items[rated], r, reg, implicit=True, alpha=alpha, item_gramian=gramian(items)
-    )
+    got = fold_in_one(items, rated, r, reg, alpha=alpha)
     assert np.allclose(got, expected, atol=1e-6)
-
-
-def test_implicit_fold_in_needs_the_gramian() -> None:
-    with pytest.raises(ValueError, match="item_gramian"):
-        fold_in_user(np.ones((2, 3)), np.ones(2), 0.1, implicit=True)
 
 
 def test_top_k_excludes_rated_and_breaks_ties_by_movie_id() -> None:
@@ -72,11 +78,13 @@ def test_fold_in_reproduces_spark_als_user_factors(spark: SparkSession) -> None:
     item_factors = {r["id"]: np.array(r["features"]) for r in model.itemFactors.collect()}
     user_factors = {r["id"]: np.array(r["features"]) for r in model.userFactors.collect()}
     # Spark's last half-step computes users from the final item factors: fold-in must agree.
+    ids = sorted(item_factors)
+    every_item = np.array([item_factors[i] for i in ids])
     for user in (1, 7, 30):
-        history = [(i, rating) for u, i, rating in rows if u == user]
-        y = np.array([item_factors[i] for i, _ in history])
+        history = sorted((i, rating) for u, i, rating in rows if u == user)
+        rated = np.searchsorted(ids, [i for i, _ in history])
         r = np.array([rating for _, rating in history])
-        assert np.allclose(fold_in_user(y, r, 0.1), user_factors[user], atol=1e-4)
+        assert np.allclose(fold_in_one(every_item, rated, r, 0.1), user_factors[user], atol=1e-4)
 
 
 def test_withheld_favourite_comes_back_in_the_top_10(spark: SparkSession) -> None:
@@ -96,9 +104,9 @@ def test_withheld_favourite_comes_back_in_the_top_10(spark: SparkSession) -> Non
     fitted = model.fit(frame)
     factors = fitted.itemFactors.collect()
     items = ItemIndex([r["id"] for r in factors], np.array([r["features"] for r in factors]))
-    history = [(m, rating) for u, m, rating in rows if u == 1]
-    x = fold_in_user(items.factors[items.rows([m for m, _ in history])],
-                     np.array([rating for _, rating in history]), 0.05)  # fmt: skip
+    history = sorted((m, rating) for u, m, rating in rows if u == 1)
+    x = fold_in_one(items.factors, items.rows([m for m, _ in history]),
+                    np.array([rating for _, rating in history]), 0.05)  # fmt: skip
     ids, _ = top_k(x[None, :], items, [items.rows([m for m, _ in history])], 10)
     assert favourite in ids[0].tolist()
     assert not set(ids[0].tolist()) & {m for m, _ in history}
