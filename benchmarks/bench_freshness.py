@@ -53,7 +53,7 @@ from producer.grouplens import load_grouplens
 from producer.replay import open_producer
 from producer.settings import ProducerSettings
 from serving.connection import open_redis
-from serving.layout import RedisLayout, decode_list
+from serving.layout import RedisLayout, decode_list, decode_meta
 from streaming.job import stop_between_batches
 from streaming.pipeline import BatchReport
 
@@ -147,10 +147,10 @@ class Watch:
             pipe.get(self.layout.meta(int(version)))
             pipe.hmget(self.layout.lists(int(version)), [str(u) for u in users] or ["-"])
             raw_meta, values = pipe.execute()
-        meta = json.loads(raw_meta)
-        batch = int(meta["batch_id"])
-        if self.fold_in and meta.get("last_folded_in_batch") is not None:
-            batch = max(batch, int(meta["last_folded_in_batch"]))
+        meta = decode_meta(raw_meta)
+        batch = -1 if meta.batch_id is None else meta.batch_id
+        if self.fold_in and meta.last_folded_in_batch is not None:
+            batch = max(batch, meta.last_folded_in_batch)
         absent = {
             user: value is not None
             and waiting[user] not in {movie for movie, _ in decode_list(value).items}

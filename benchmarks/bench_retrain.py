@@ -61,9 +61,9 @@ def cycle(
         spark.sparkContext.defaultParallelism, model.stars, short_term,
     )  # fmt: skip
     return model, {
-        "fit": model.meta["timings_s"]["fit"],
-        "rating model": model.meta["timings_s"]["rating_model"],
-        "evaluate": model.meta["timings_s"]["evaluate"],
+        "fit": model.meta.timings_s["fit"],
+        "rating model": model.meta.timings_s["rating_model"],
+        "evaluate": model.meta.timings_s["evaluate"],
         "top-N + publish": time.perf_counter() - began,
     }
 

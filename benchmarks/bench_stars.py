@@ -91,7 +91,7 @@ def measure(spark: SparkSession, name: str, history: RatingHistory, redis: Redis
     alone = [_step(spark, history, model, settings, users) for _ in range(5)]
 
     everything = history.frame()
-    training, held_out = training_split(everything, model.meta["holdout_from_timestamp"])
+    training, held_out = training_split(everything, model.meta.holdout_from_timestamp)
     fitter = StarsFitter(settings)
     began = time.perf_counter()
     fitter.request(model.version, training, held_out)
@@ -108,7 +108,7 @@ def measure(spark: SparkSession, name: str, history: RatingHistory, redis: Redis
 
     print(f"{name}: {len(history):,} ratings")
     print(f"  rating model fit (inside the retrain): "
-          f"{previous.meta['timings_s']['rating_model']:.2f} s")  # fmt: skip
+          f"{previous.meta.timings_s['rating_model']:.2f} s")  # fmt: skip
     print(f"  stream held by a retrain: rating model inside {inside_s:.2f} s, beside "
           f"{beside_s:.2f} s; ratio {inside_s / beside_s:.1f}x")  # fmt: skip
     print(f"  beside: stars landed {landed_s:.2f} s after the retrain published "
