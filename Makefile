@@ -14,7 +14,7 @@ help: ## Show this list
 
 setup: system-packages $(INSTALLED) jars ## Install everything: Debian packages, .venv, Kafka and connector jars
 
-system-packages: ## Install redis-server, Java 17 and Maven if missing
+system-packages: ## Install redis-server, Java 17, Maven and OpenBLAS if missing
 	@scripts/install-system-packages.sh
 
 $(INSTALLED): pyproject.toml constraints.txt

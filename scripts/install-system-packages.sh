@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages recstream needs when they are missing: redis-server,
-# a Java runtime 17 or newer, and Maven. As root it installs them; otherwise it prints
+# a Java runtime 17 or newer, Maven, and OpenBLAS (the native libblas.so.3 and
+# liblapack.so.3 that Spark's ALS uses instead of its slower pure-Java fallback). As root it installs them; otherwise it prints
 # the exact command and fails, so that `make setup` never half-succeeds.
 set -euo pipefail
 
@@ -15,9 +16,14 @@ if [ -z "$major" ] || [ "$major" -lt 17 ]; then
     missing+=(openjdk-17-jre-headless)
 fi
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+native_blas() {
+    /sbin/ldconfig -p 2>/dev/null | grep -q 'libblas\.so\.3 ' \
+        && /sbin/ldconfig -p 2>/dev/null | grep -q 'liblapack\.so\.3 '
+}
+native_blas || missing+=(libopenblas0-pthread)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "system: redis-server, java $major and maven are present"
+    echo "system: redis-server, java $major, maven and a native BLAS are present"
     exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then

@@ -87,12 +87,16 @@ def run(
         StreamingJob,
         stop_between_batches,
     )
-    from streaming.session import build_spark_session
+    from streaming.session import NATIVE_BLAS, build_spark_session, linear_algebra
 
     try:
         spark = build_spark_session(spark_settings)
     except StreamingError as exc:
         _fail(str(exc), 1)
+    blas = linear_algebra(spark)
+    if blas != NATIVE_BLAS:
+        _log.warning("ALS runs on %s, a pure-Java BLAS: install OpenBLAS (make setup, or "
+                     "apt-get install libopenblas0-pthread) for faster retrains", blas)  # fmt: skip
     job = StreamingJob(spark, kafka, redis_settings, stream, model)
     _log.info(
         "reading %s at %s; state in %s; %d ratings stored, model %s",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pyspark
 from pyspark.sql import SparkSession
@@ -12,7 +13,16 @@ from pyspark.sql import SparkSession
 from streaming.errors import ConnectorMissingError
 from streaming.settings import SparkSettings
 
-__all__ = ["build_spark_session", "connector_coordinate", "connector_dir", "connector_jars"]
+__all__ = [
+    "NATIVE_BLAS",
+    "build_spark_session",
+    "connector_coordinate",
+    "connector_dir",
+    "connector_jars",
+    "linear_algebra",
+]
+
+NATIVE_BLAS = "dev.ludovic.netlib.blas.JNIBLAS"
 
 _REDACTED_OPTIONS = "(?i)url|jaas|password|secret|token"
 _REDACTED_TEXT = r'(?i)password\s*=\s*"(?:[^"\\]|\\.)*"'
@@ -57,6 +67,10 @@ def build_spark_session(settings: SparkSettings | None = None) -> SparkSession:
     # Python workers must run the interpreter that has recstream's dependencies.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    # Native BLAS threads would compete with Spark's own task threads (Spark's linear
+    # algebra guide): one per task. Local mode's executor is the driver's JVM, which
+    # inherits this environment; a cluster's executors get it through executorEnv.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
     builder = (
         SparkSession.builder.master(settings.master)
@@ -66,6 +80,7 @@ def build_spark_session(settings: SparkSettings | None = None) -> SparkSession:
         .config("spark.ui.enabled", str(settings.ui_enabled).lower())
         .config("spark.ui.showConsoleProgress", str(settings.console_progress).lower())
         .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.executorEnv.OPENBLAS_NUM_THREADS", os.environ["OPENBLAS_NUM_THREADS"])
         # Source options whose key matches are shown as *********(redacted) in plans and
         # the UI; the Kafka source's JAAS line holds the SASL password.
         .config("spark.sql.redaction.options.regex", _REDACTED_OPTIONS)
@@ -86,6 +101,16 @@ def build_spark_session(settings: SparkSettings | None = None) -> SparkSession:
     spark.sparkContext.setLogLevel(settings.log_level)
     spark.sparkContext.setCheckpointDir(_local_or_url(settings.checkpoint_dir))
     return spark
+
+
+def linear_algebra(spark: SparkSession) -> str:
+    """The BLAS implementation Spark's ALS runs on in the driver's JVM.
+
+    ``NATIVE_BLAS`` is the native library (``libblas.so.3``, which
+    ``make setup`` installs as OpenBLAS); any other name is a pure-Java fallback.
+    """
+    jvm: Any = spark.sparkContext._jvm  # py4j's gateway: attributes name Java packages
+    return str(jvm.dev.ludovic.netlib.blas.BLAS.getInstance().getClass().getName())
 
 
 def _local_or_url(location: str) -> str:

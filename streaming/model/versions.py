@@ -36,6 +36,7 @@ from streaming.timing import timed
 __all__ = [
     "ModelFolder",
     "ModelVersion",
+    "fit_als",
     "load_latest_model",
     "load_model",
     "popularity_prior",
@@ -129,7 +130,7 @@ def train_model(
         everything = history.frame()
         cutoff = holdout_cutoff(everything["timestamp"].to_numpy(), settings.holdout_fraction)
         training = ratings if cutoff is None else ratings.where(F.col("timestamp") < cutoff)
-        item_rows, user_rows = _fit_als(training.select("user_id", "movie_id", "rating"), settings)
+        item_rows, user_rows = fit_als(training.select("user_id", "movie_id", "rating"), settings)
     with timed(timings, "rating_model"):
         fitted_on, held_out = training_split(everything, cutoff)
         stars = rating_model(fitted_on, settings) if fit_stars else None
@@ -194,7 +195,7 @@ def train_model(
     return ModelVersion(version, items, popular, meta, stars)
 
 
-def _fit_als(training: DataFrame, settings: ModelSettings) -> tuple[list[Row], list[Row]]:
+def fit_als(training: DataFrame, settings: ModelSettings) -> tuple[list[Row], list[Row]]:
     """ALS fitted on (user_id, movie_id, rating): its item and user factor rows."""
     training = training.cache()
     als = ALS(
