@@ -94,9 +94,8 @@ def run(
     except StreamingError as exc:
         _fail(str(exc), 1)
     blas = linear_algebra(spark)
-    if blas != NATIVE_BLAS:
-        _log.warning("ALS runs on %s, a pure-Java BLAS: install OpenBLAS (make setup, or "
-                     "apt-get install libopenblas0-pthread) for faster retrains", blas)  # fmt: skip
+    _log.info("ALS linear algebra: %s (%s)", blas,
+              "native" if blas == NATIVE_BLAS else "Java; libblas.so.3 not found")  # fmt: skip
     job = StreamingJob(spark, kafka, redis_settings, stream, model)
     _log.info(
         "reading %s at %s; state in %s; %d ratings stored, model %s",
