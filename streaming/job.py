@@ -192,11 +192,10 @@ class StreamingJob:
                 _log.warning("the rating model was not ready within %.0f s; the next start "
                              "fits it again", settle_timeout_s)  # fmt: skip
             with self._lock:
-                self.pipeline.adopt_stars()
-                if self.publisher.has_pending:
-                    outcome = self.publisher.flush(self.history)
-                    _log.info("redis %s at stop: version %s, %d model lists", outcome.state,
-                              outcome.version, outcome.model_lists)  # fmt: skip
+                outcome = self.pipeline.between_batches(verify=False)
+            if outcome is not None:
+                _log.info("redis %s at stop: version %s, %d model lists", outcome.state,
+                          outcome.version, outcome.model_lists)  # fmt: skip
         self._closing.set()
         if self._keeper is not None:
             self._keeper.join(timeout=60)

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 __all__ = ["FLOATS_PER_CHUNK", "Terms", "add_grouped"]
 
-# Bounds the terms built at once (ratings × ... × d floats, 64 MB).
+# Bounds the terms built at once: ratings × ... × d floats (2M floats, 16 MB).
 FLOATS_PER_CHUNK = 2_000_000
 
 

@@ -305,6 +305,7 @@ class BatchPipeline:
         offsets = taken.next_offsets()
         self.offsets.update(offsets)
         reasons = dict(Counter(reason for _, _, reason in taken.rejected))
+        invalid = len(taken.rejected)
         with timed(timings, "history"):
             checked, hits, popular_hits = self._check_lists(batch)
             first_ratings = self.history.unseen(batch)
@@ -338,7 +339,7 @@ class BatchPipeline:
                 batch_id=batch_id,
                 offsets={str(p): o for p, o in offsets.items()},
                 valid=len(batch),
-                invalid=sum(reasons.values()),
+                invalid=invalid,
                 invalid_reasons=reasons,
                 model_version=None if self.model is None else self.model.version,
                 retrained=reason is not None,
@@ -353,9 +354,9 @@ class BatchPipeline:
         )
         report = BatchReport(
             batch_id=batch_id,
-            records=len(batch) + sum(reasons.values()),
+            records=len(batch) + invalid,
             valid=len(batch),
-            invalid=sum(reasons.values()),
+            invalid=invalid,
             lag=self._lag(),
             retrain=reason,
             fold_in_users=outcome.fold_in_lists,
@@ -366,13 +367,15 @@ class BatchPipeline:
         _log.info("%s", report.line)
         return report
 
-    def between_batches(self) -> PublishOutcome | None:
+    def between_batches(self, *, verify: bool = True) -> PublishOutcome | None:
         """Adopt finished stars, requeue what Redis lost, and publish what waits.
 
-        The outcome, or None when nothing waited.
+        Without ``verify`` (at stop) Redis is not checked for a lost version. The outcome,
+        or None when nothing waited.
         """
         self.adopt_stars()
-        self.publisher.verify()
+        if verify:
+            self.publisher.verify()
         if not self.publisher.has_pending:
             return None
         return self.publisher.flush(self.history)
