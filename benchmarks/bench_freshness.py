@@ -9,7 +9,9 @@ user's list; the script polls Redis every 50 ms and records the time from just b
 the send to the first poll that sees it gone. The same run with fold-in on and the
 hybrid lists (the default), with fold-in on and ALS-only lists (transition weight 0, the
 lists before the hybrid), and with fold-in off (lists then change only when a retrain
-publishes a new version), side by side, with the same retrain policy.
+publishes a new version), side by side, with the same retrain policy; and the default
+again with each retrain inside its micro-batch (``retrain_in_background=false``, how the
+job retrained before 2026-11-28), to show what building versions beside the stream buys.
 
 Order matters on a fresh JVM: the same hybrid variant measured 3.83 s per micro-batch
 when it ran first and 1.61 s when it ran third (2026-11-27). So a short unreported
@@ -18,7 +20,7 @@ the pooled figures, with the median time of each stage of a micro-batch, come la
 
     .venv/bin/python benchmarks/bench_freshness.py [--rate 300] [--seconds 120]
         [--probes-per-s 2] [--retrain-every-s 30] [--rounds 1]
-        [--warm-up-s 20]
+        [--warm-up-s 20] [--variants 0,1,2,3]
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ class Outcome:
         gone = sum(bool(p.movie_gone) for p in seen)
         steady = [r for r in self.reports[1:] if r.retrain is None]
         busy = [sum(r.timings_s.values()) for r in steady]
+        every = [sum(r.timings_s.values()) for r in self.reports[1:]]
         retrains = sum(r.retrain is not None for r in self.reports[1:])
         return (
             f"{label}: {len(seen)} of {len(self.probes)} probes reflected"
@@ -110,7 +113,8 @@ class Outcome:
             f"max {max(waits):.2f} s | {len(self.reports) - 1} batches, median "
             f"{statistics.median(r.records for r in self.reports[1:]):.0f} records and "
             f"{statistics.median(busy) if busy else 0:.2f} s without a retrain; "
-            f"{retrains} retrains"
+            f"{retrains} retrains; every micro-batch p50 {percentile(every, 0.5):.2f} s, "
+            f"p99 {percentile(every, 0.99):.2f} s, max {max(every):.2f} s"
         )
 
     def stages(self) -> str:
@@ -224,17 +228,21 @@ def probe(
     return probes
 
 
-VARIANTS = {  # label: (fold-in, hybrid weight of the short-term part)
-    "fold-in on, hybrid lists": (True, None),
-    "fold-in on, ALS lists   ": (True, 0.0),
-    "fold-in off             ": (False, None),
+VARIANTS = {  # label: (fold-in, hybrid weight of the short-term part, retrain beside)
+    "fold-in on, hybrid lists          ": (True, None, True),
+    "fold-in on, ALS lists             ": (True, 0.0, True),
+    "fold-in off                       ": (False, None, True),
+    "fold-in on, hybrid, retrain inside": (True, None, False),
 }
 
 
 def measure(spark: SparkSession, label: str, args: argparse.Namespace) -> Outcome:
-    fold_in, weight = VARIANTS[label]
+    fold_in, weight, beside = VARIANTS[label]
     stream: dict[str, object] = {"trigger_interval_s": 1.0, "fold_in": fold_in}
-    model: dict[str, object] = {"retrain_every_s": args.retrain_every_s}
+    model: dict[str, object] = {
+        "retrain_every_s": args.retrain_every_s,
+        "retrain_in_background": beside,
+    }
     if weight is not None:
         model["transition_weight"] = weight
     dataset = load_grouplens(ML100K)
@@ -297,6 +305,11 @@ def main() -> None:
         help="first run the first variant this long, unreported, so that no measured run "
         "pays for a cold JVM and Python (0 = none)",
     )
+    parser.add_argument(
+        "--variants",
+        default=",".join(str(i) for i in range(len(VARIANTS))),
+        help="which variants to run, by position in VARIANTS (comma-separated)",
+    )
     parser.add_argument("--log", action="store_true", help="print the job's batch lines")
     args = parser.parse_args()
     if args.log:
@@ -312,7 +325,7 @@ def main() -> None:
     with local_services():
         spark = bench_spark()
         try:
-            labels = list(VARIANTS)
+            labels = [list(VARIANTS)[int(i)] for i in args.variants.split(",")]
             if args.warm_up_s > 0:
                 warm = measure(
                     spark,

@@ -51,7 +51,7 @@ def cycle(
     the model and seconds per phase."""
     ratings = spark.createDataFrame(history.frame()).cache()
     ratings.count()
-    model = train_model(ratings, history, settings, version=version, batch_id=version - 1,
+    model = train_model(ratings, history.frame(), settings, version=version, batch_id=version - 1,
                         reason="benchmark")  # fmt: skip
     ratings.unpersist()
     began = time.perf_counter()

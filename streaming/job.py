@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming.query import StreamingQuery
@@ -31,11 +32,14 @@ from streaming.model.versions import ModelFolder, ModelVersion
 from streaming.pipeline import BatchPipeline, BatchReport
 from streaming.publish.publisher import Publisher
 from streaming.rating.fitter import StarsFitter
+from streaming.session import RETRAIN_POOL, STREAM_POOL
 from streaming.settings import ModelSettings, StreamSettings
 
-__all__ = ["StreamingJob", "stop_between_batches"]
+__all__ = ["RETRAIN_JOB_GROUP", "StreamingJob", "stop_between_batches"]
 
 _log = logging.getLogger("recstream.streaming")
+# The Spark jobs of a version built beside the stream (cancelled together at stop).
+RETRAIN_JOB_GROUP = "recstream-retrain"
 
 
 def stop_between_batches(query: StreamingQuery, timeout_s: float = 60.0) -> bool:
@@ -81,6 +85,12 @@ class StreamingJob:
         models = ModelFolder(stream.state_dir / "models", self.store.ratings, model)
         history = RatingHistory()
         history.add(self.store.stored_rows().select(*HISTORY_COLUMNS).toPandas())
+        self._builder: ThreadPoolExecutor | None = None
+        if model.retrain_in_background:
+            self._builder = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="recstream-retrain",
+                initializer=self._in_retrain_pool,
+            )  # fmt: skip
         self.pipeline = BatchPipeline(
             store=SparkIntake(spark, self.store),
             models=models,
@@ -92,6 +102,7 @@ class StreamingJob:
             history=history,
             commits=self.store.commits(),
             model=models.latest(),
+            retrain_executor=self._builder,
         )
         self.publisher.short_term = self.pipeline.short_term
         # Micro-batches and the between-batch publisher share the pipeline; the lock
@@ -122,6 +133,13 @@ class StreamingJob:
             self._resume()
             return self.pipeline.run(records, batch_id)
 
+    def _in_retrain_pool(self) -> None:
+        """Run the retrain thread's Spark jobs in their pool, under one cancellable group."""
+        context = self.spark.sparkContext
+        context.setLocalProperty("spark.scheduler.pool", RETRAIN_POOL)
+        context.setJobGroup(RETRAIN_JOB_GROUP, "a model version built beside the stream",
+                            interruptOnCancel=True)  # fmt: skip
+
     def _run_batch(self, records: DataFrame, batch_id: int) -> None:
         self.process_batch(records, batch_id)
 
@@ -134,6 +152,8 @@ class StreamingJob:
         """Start the query: the Kafka source, ``process_batch`` per micro-batch, the trigger."""
         with self._lock:
             self._resume()
+        # The query's micro-batches run in this thread's pool, ahead of a retrain's jobs.
+        self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", STREAM_POOL)
         reader = (
             self.spark.readStream.format("kafka")
             .options(**spark_source_options(self.kafka))
@@ -182,9 +202,19 @@ class StreamingJob:
         """Stop the between-batch publisher; release the Kafka consumer held outside Spark.
 
         With ``settle`` (a run that ended by itself, such as ``available_now``), first wait
-        up to ``settle_timeout_s`` for the rating model being fitted and publish its stars;
-        without (an interrupted run), cancel the fit: the next start fits it again.
+        up to ``settle_timeout_s`` for the version being built and switch to it, then for
+        the rating model being fitted and publish its stars; without (an interrupted run),
+        cancel both: the next start retrains when due, and fits the stars again.
         """
+        retrainer = self.pipeline.retrainer
+        if settle and self._resumed and retrainer.busy:
+            _log.info("waiting for version %s being built before stopping",
+                      retrainer.request.version if retrainer.request else "?")  # fmt: skip
+            if not retrainer.wait(settle_timeout_s):
+                _log.warning("the version being built was not ready within %.0f s; the next "
+                             "start retrains", settle_timeout_s)  # fmt: skip
+            with self._lock:  # switch to it (and ask for its stars) before they are awaited
+                self.pipeline.between_batches(verify=False)
         if settle and self.model is not None and self._resumed:
             if self.fitter.busy:
                 _log.info("waiting for the rating model before stopping")
@@ -199,5 +229,9 @@ class StreamingJob:
         self._closing.set()
         if self._keeper is not None:
             self._keeper.join(timeout=60)
+        if self._builder is not None:
+            if retrainer.busy:
+                self.spark.sparkContext.cancelJobGroup(RETRAIN_JOB_GROUP)
+            self._builder.shutdown(wait=False, cancel_futures=True)
         self.fitter.close()
         self.watcher.close()

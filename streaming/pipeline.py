@@ -8,27 +8,35 @@ Each micro-batch runs, in order:
 2. **history**: check each rating against the list its user was served (the live hit
    rate), merge the ratings into the driver's history, and count each user's first
    ratings of a movie into the short-term transitions (``streaming.model.transitions``);
-3. **retrain** when the policy says so: fit, evaluate, save the model under version
-   ``batch_id + 1`` (its rating model, for the predicted stars, is fitted beside the
-   stream and adopted when ready); otherwise note the users who rated, for fold-in;
-4. **publish** (``ListPublisher.flush``): a new version in full then one atomic switch,
-   or fold-in lists into the current version; what Redis refuses waits for the next
-   flush;
+3. **retrain** when the policy says so and none is building: start building version
+   ``batch_id + 1`` (fit, evaluate, save, write its lists beside the current ones;
+   ``streaming.model.retrain``) on a snapshot of the ratings so far, and return. A
+   version whose build finished is switched in here (or between batches), after the
+   users who rated since its snapshot are folded into it. Otherwise, and meanwhile, the
+   users who rated get fold-in lists from the current version. The rating model, for
+   the predicted stars, is fitted beside the stream too and adopted when ready;
+4. **publish** (``ListPublisher.flush``): the switch to a new version (one atomic
+   compare-and-set), or fold-in lists into the current version; what Redis refuses waits
+   for the next flush;
 5. **commit** (``BatchStore.commit``): the batch's record (offsets, counts, model
    version, live hit rate), last.
 
 A batch run again under the same id (after a crash) finds its ratings in the history
-(step 1 sets them aside only against *other* batches) and its model saved (step 3
-loads it), so steps 1-5 are idempotent. The collaborators are protocols: the job wires
+(step 1 sets them aside only against *other* batches) and, if its build got that far,
+its model saved (step 3 loads it), so steps 1-5 are idempotent. A crash during a build
+loses nothing: its batch is committed, and the next batch that finds a retrain due
+starts another under a higher version. The collaborators are protocols: the job wires
 Spark, Kafka and Redis (``streaming.job``); unit tests wire in-memory ones.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -36,12 +44,18 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from streaming.ingest.history import HISTORY_COLUMNS, RatingHistory
+from streaming.ingest.history import (
+    HISTORY_COLUMNS,
+    RatingHistory,
+    UserRatings,
+    compressed_rows,
+)
 from streaming.ingest.intake import Repeats, TakenBatch
 from streaming.ingest.store import BatchCommit
 from streaming.model.blend import ShortTerm, transition_counts
 from streaming.model.holdout import CUTOFF
 from streaming.model.policy import RetrainPolicy
+from streaming.model.retrain import Retrainer, RetrainOutcome, RetrainRequest
 from streaming.model.versions import ModelVersion, stars_version, training_split
 from streaming.publish.publisher import PublishOutcome
 from streaming.rating.fitter import FittedStars
@@ -88,10 +102,13 @@ class Models(Protocol):
         ...
 
     def train(
-        self, history: RatingHistory, *, version: int, batch_id: int, reason: str,
+        self, ratings: pd.DataFrame, *, version: int, batch_id: int, reason: str,
         fit_stars: bool,
     ) -> ModelVersion:  # fmt: skip
-        """Fit and evaluate a new version on everything stored."""
+        """Fit and evaluate a new version on everything stored through ``batch_id``.
+
+        ``ratings`` are those ratings in the driver (user_id, movie_id, rating, timestamp).
+        """
         ...
 
     def save(self, model: ModelVersion) -> None:
@@ -107,8 +124,25 @@ class ListPublisher(Protocol):
         """Whether anything waits to be published."""
         ...
 
-    def new_model(self, model: ModelVersion) -> None:
-        """Queue ``model``'s lists for every user and the switch to it."""
+    def new_model(
+        self, model: ModelVersion, *, staged: int | None = None, users: Sequence[int] = (),
+        through_batch: int | None = None,
+    ) -> None:  # fmt: skip
+        """Queue the switch to ``model``.
+
+        With its lists for every user unless ``staged`` lists are written already; then
+        with fold-in lists for ``users``, who rated since they were, up to batch
+        ``through_batch``.
+        """
+        ...
+
+    def stage(
+        self, model: ModelVersion, ratings: UserRatings, short_term: ShortTerm | None
+    ) -> int | None:
+        """Write ``model``'s lists of the users in ``ratings`` before the switch to it.
+
+        Called from the build's thread. How many; None when they could not be written.
+        """
         ...
 
     def users_changed(self, users: Sequence[int], batch_id: int) -> None:
@@ -162,6 +196,7 @@ class BatchReport:
     invalid: int
     lag: int | None
     retrain: str | None
+    switched_to: int | None
     fold_in_users: int
     publish: PublishOutcome
     timings_s: dict[str, float]
@@ -170,7 +205,9 @@ class BatchReport:
     def line(self) -> str:
         """One log line: counts, lag, fold-in, retrain, publishing, durations."""
         lag = "?" if self.lag is None else f"{self.lag:,}"
-        retrain = f"yes ({self.retrain})" if self.retrain else "no"
+        retrain = f"started ({self.retrain})" if self.retrain else "no"
+        if self.switched_to is not None:
+            retrain += f", switched to version {self.switched_to}"
         times = " ".join(f"{name} {seconds:.2f}s" for name, seconds in self.timings_s.items())
         publish = self.publish.state
         if self.publish.error:
@@ -248,6 +285,8 @@ class BatchPipeline:
         commits: the commit records so far (the offsets and counts are derived from them).
         model: the current version, if any.
         clock: seconds since the epoch (``time.time``).
+        retrain_executor: where new versions are built (a driver thread in the job);
+            None builds them inside the micro-batch that starts them.
     """
 
     def __init__(
@@ -264,6 +303,7 @@ class BatchPipeline:
         commits: Sequence[BatchCommit] = (),
         model: ModelVersion | None = None,
         clock: Callable[[], float] = time.time,
+        retrain_executor: Executor | None = None,
     ) -> None:
         self.store = store
         self.models = models
@@ -282,6 +322,11 @@ class BatchPipeline:
         self.model = model
         self.offsets = latest_offsets(commits)
         self.new_since_model = ratings_since(commits, model)
+        self.retrainer = Retrainer(self._build, retrain_executor)
+        # Since the running build's snapshot: the users who rated, and how many ratings.
+        self._rated_meanwhile: set[int] = set()
+        self._stored_meanwhile = 0
+        self._last_batch: int | None = None  # the newest batch this run has seen
         self.reports: list[BatchReport] = []
 
     def resume(self) -> None:
@@ -313,23 +358,17 @@ class BatchPipeline:
             self.transitions.observe(batch["user_id"].to_numpy()[first_ratings],
                                      batch["movie_id"].to_numpy()[first_ratings])  # fmt: skip
             self.new_since_model += len(batch)
+            if self.retrainer.busy:
+                self._rated_meanwhile.update(changed.tolist())
+                self._stored_meanwhile += len(batch)
 
-        reason = self.policy.reason(
-            stored=len(self.history),
-            new_since=self.new_since_model,
-            seconds_since=None if self.model is None else self.clock() - self.model.meta.trained_at,
-            has_model=self.model is not None,
-        )
+        reason = None if self.retrainer.busy else self._due()
         if reason is not None:
             with timed(timings, "retrain"):
-                self.model = self._retrain(batch_id, reason)
-                self.new_since_model = 0
-                movies, bad = self.topic.catalog()
-                if movies:
-                    self.publisher.catalog(movies)
-                if bad:
-                    _log.warning("catalog: %d unusable entries skipped", bad)
-        elif self.stream.fold_in and len(changed):
+                self._start_retrain(batch_id, reason)
+        self._last_batch = batch_id
+        switched = self._switch_if_ready()
+        if switched is None and self.stream.fold_in and len(changed):
             self.publisher.users_changed(changed.tolist(), batch_id)
 
         outcome = self.publisher.flush(self.history)
@@ -359,6 +398,7 @@ class BatchPipeline:
             invalid=invalid,
             lag=self._lag(),
             retrain=reason,
+            switched_to=switched,
             fold_in_users=outcome.fold_in_lists,
             publish=outcome,
             timings_s={name: round(s, 3) for name, s in timings.items()},
@@ -368,11 +408,12 @@ class BatchPipeline:
         return report
 
     def between_batches(self, *, verify: bool = True) -> PublishOutcome | None:
-        """Adopt finished stars, requeue what Redis lost, and publish what waits.
+        """Switch to a built version, adopt finished stars, requeue what Redis lost, publish.
 
         Without ``verify`` (at stop) Redis is not checked for a lost version. The outcome,
         or None when nothing waited.
         """
+        self._switch_if_ready()
         self.adopt_stars()
         if verify:
             self.publisher.verify()
@@ -449,19 +490,83 @@ class BatchPipeline:
         if len(training):
             self.stars.request(model.version, training, held_out)
 
-    def _retrain(self, batch_id: int, reason: str) -> ModelVersion:
-        version = batch_id + 1
-        model = self.models.saved(version)  # this batch ran before a crash and trained it
+    def _due(self) -> str | None:
+        """Why a retrain is due now (``RetrainPolicy``), or None."""
+        return self.policy.reason(
+            stored=len(self.history),
+            new_since=self.new_since_model,
+            seconds_since=None if self.model is None else self.clock() - self.model.meta.trained_at,
+            has_model=self.model is not None,
+        )
+
+    def _start_retrain(self, batch_id: int, reason: str) -> None:
+        """Start building version ``batch_id + 1`` on copies of the state as of now."""
+        self._rated_meanwhile.clear()
+        self._stored_meanwhile = 0
+        everything = self.history.frame().copy()
+        short_term = copy.deepcopy(self.short_term)
+        request = RetrainRequest(batch_id + 1, batch_id, reason, everything, short_term,
+                                 self.model, self.clock())  # fmt: skip
+        self.retrainer.start(request)
+
+    def _build(self, request: RetrainRequest) -> tuple[ModelVersion, int | None]:
+        """Fit, evaluate and save ``request``'s version, then write its lists (not current).
+
+        Runs on the retrain executor: it reads only the request's copies. A batch that ran
+        before a crash and saved this version finds it instead of fitting it again.
+        """
+        model = self.models.saved(request.version)
         if model is None:
             background = self.model_settings.rating_in_background
-            model = self.models.train(self.history, version=version, batch_id=batch_id,
-                                      reason=reason, fit_stars=not background)  # fmt: skip
-            if background and self.model is not None and self.model.stars is not None:
-                meta = model.meta.model_copy(
-                    update={"stars_from_version": stars_version(self.model)}
-                )
-                model = replace(model, stars=self.model.stars, meta=meta)
+            model = self.models.train(request.ratings, version=request.version,
+                                      batch_id=request.batch_id, reason=request.reason,
+                                      fit_stars=not background)  # fmt: skip
+            current = request.current
+            if background and current is not None and current.stars is not None:
+                meta = model.meta.model_copy(update={"stars_from_version": stars_version(current)})
+                model = replace(model, stars=current.stars, meta=meta)
             self.models.save(model)
-        self.publisher.new_model(model)
+        frame = request.ratings
+        users = compressed_rows(frame["user_id"].to_numpy(), frame["movie_id"].to_numpy(),
+                                frame["rating"].to_numpy())  # fmt: skip
+        return model, self.publisher.stage(model, users, request.short_term)
+
+    def _switch_if_ready(self) -> int | None:
+        """Switch to a version whose build finished; its number, or None."""
+        outcome = self.retrainer.take()
+        if outcome is None:
+            return None
+        meanwhile = sorted(self._rated_meanwhile)
+        stored_since = self._stored_meanwhile
+        self._rated_meanwhile.clear()
+        self._stored_meanwhile = 0
+        model = outcome.model
+        if model is None:
+            _log.error("version %d was not built (%s); the next batch that finds a retrain "
+                       "due starts another", outcome.request.version, outcome.error)  # fmt: skip
+            return None
+        self._switch(model, outcome, meanwhile, stored_since)
+        return model.version
+
+    def _switch(
+        self, model: ModelVersion, outcome: RetrainOutcome, meanwhile: list[int], stored: int
+    ) -> None:
+        """Make ``model`` current.
+
+        The switch is queued with the users who rated since its build started, the
+        catalog refreshed, its stars asked for.
+        """
+        self.model = model
+        self.new_since_model = stored
+        self.publisher.new_model(model, staged=outcome.staged, users=meanwhile,
+                                 through_batch=self._last_batch)  # fmt: skip
+        movies, bad = self.topic.catalog()
+        if movies:
+            self.publisher.catalog(movies)
+        if bad:
+            _log.warning("catalog: %d unusable entries skipped", bad)
         self._ask_for_stars(model)
-        return model
+        if outcome.seconds >= 1:
+            _log.info("version %d built in %.1f s beside the stream; switching to it with %d "
+                      "users who rated meanwhile folded in", model.version, outcome.seconds,
+                      len(meanwhile))  # fmt: skip

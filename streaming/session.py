@@ -15,6 +15,8 @@ from streaming.settings import SparkSettings
 
 __all__ = [
     "NATIVE_BLAS",
+    "RETRAIN_POOL",
+    "STREAM_POOL",
     "build_spark_session",
     "connector_coordinate",
     "connector_dir",
@@ -23,6 +25,11 @@ __all__ = [
 ]
 
 NATIVE_BLAS = "dev.ludovic.netlib.blas.JNIBLAS"
+# Fair scheduler pools (fairscheduler.xml beside this module): the micro-batches' tasks
+# go ahead of those of a retrain built beside the stream.
+STREAM_POOL = "stream"
+RETRAIN_POOL = "retrain"
+_POOLS_FILE = Path(__file__).with_name("fairscheduler.xml")
 
 _REDACTED_OPTIONS = "(?i)url|jaas|password|secret|token"
 _REDACTED_TEXT = r'(?i)password\s*=\s*"(?:[^"\\]|\\.)*"'
@@ -80,6 +87,8 @@ def build_spark_session(settings: SparkSettings | None = None) -> SparkSession:
         .config("spark.ui.enabled", str(settings.ui_enabled).lower())
         .config("spark.ui.showConsoleProgress", str(settings.console_progress).lower())
         .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.scheduler.mode", "FAIR")
+        .config("spark.scheduler.allocation.file", _POOLS_FILE.resolve().as_uri())
         .config("spark.executorEnv.OPENBLAS_NUM_THREADS", os.environ["OPENBLAS_NUM_THREADS"])
         # Source options whose key matches are shown as *********(redacted) in plans and
         # the UI; the Kafka source's JAAS line holds the SASL password.

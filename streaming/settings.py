@@ -192,6 +192,15 @@ class ModelSettings(StrictSettings):
             "when they are ready; false = the retrain waits for the fit."
         ),
     )
+    retrain_in_background: bool = Field(
+        True,
+        description=(
+            "Fit, evaluate and write a new version's lists beside the stream: the "
+            "micro-batch that finds a retrain due starts it and returns, and the version is "
+            "switched in (with the users who rated meanwhile folded into it) when ready; "
+            "false = the micro-batch waits for the retrain."
+        ),
+    )
     retrain_every_ratings: int = Field(
         100_000, ge=1, description="Retrain after this many new ratings (N) ..."
     )

@@ -8,7 +8,8 @@ the validation would have rejected, as the Spark intake would hand them over.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,10 +17,11 @@ import numpy as np
 import pandas as pd
 
 from serving.layout import ModelMeta
-from streaming.ingest.history import RatingHistory
+from streaming.ingest.history import RatingHistory, UserRatings
 from streaming.ingest.intake import BATCH_COLUMNS, Repeats, TakenBatch
 from streaming.ingest.store import BatchCommit
 from streaming.ingest.validation import DUPLICATE_REASON
+from streaming.model.blend import ShortTerm
 from streaming.model.topn import ItemIndex
 from streaming.model.versions import ModelVersion
 from streaming.publish.publisher import PublishOutcome
@@ -85,12 +87,12 @@ class MemoryModels:
         return self.versions.get(version)
 
     def train(
-        self, history: RatingHistory, *, version: int, batch_id: int, reason: str,
+        self, ratings: pd.DataFrame, *, version: int, batch_id: int, reason: str,
         fit_stars: bool,
     ) -> ModelVersion:  # fmt: skip
-        """A model of every movie in ``history``."""
+        """A model of every movie in ``ratings``."""
         self.trained.append(version)
-        frame = history.frame()
+        frame = ratings
         counts = frame["movie_id"].value_counts()
         movies = np.sort(counts.index.to_numpy(dtype=np.int64))
         factors = np.random.default_rng(version).normal(size=(len(movies), self.rank))
@@ -106,11 +108,15 @@ class MemoryModels:
 
 class MemoryPublisher:
     """``ListPublisher`` with the Redis publisher's queueing rules: a new version replaces
-    queued fold-ins, and fold-ins wait until some version is published. ``flush``
-    publishes what it can unless ``down`` (then all stays queued: ``waiting``)."""
+    queued fold-ins (unless its lists were staged: then the users who rated since are
+    folded into it), and fold-ins wait until some version is published. ``flush``
+    publishes what it can unless ``down`` (then all stays queued: ``waiting``); ``stage``
+    fails while ``down``."""
 
     def __init__(self) -> None:
         self.down = False
+        self.staged: dict[int, list[int]] = {}  # version -> users whose lists it wrote
+        self.switches: list[tuple[int, int | None, list[int]]] = []  # version, staged, users
         self.published_versions: list[int] = []
         self.fold_ins: list[tuple[int, list[int]]] = []
         self.catalogs: list[list[Any]] = []
@@ -125,10 +131,24 @@ class MemoryPublisher:
         """Whether anything waits to be published."""
         return self._model is not None or bool(self._users) or self._catalog is not None
 
-    def new_model(self, model: ModelVersion) -> None:
-        """Queue ``model`` (replacing a queued older one and the queued fold-ins)."""
+    def new_model(
+        self, model: ModelVersion, *, staged: int | None = None, users: Sequence[int] = (),
+        through_batch: int | None = None,
+    ) -> None:  # fmt: skip
+        """Queue ``model``, replacing the queued fold-ins: in full, or after ``staged``
+        lists with ``users`` folded into it."""
         self._model = model
-        self._users.clear()
+        self.switches.append((model.version, staged, sorted(users)))
+        self._users = {-1: list(users)} if staged is not None and users else {}
+
+    def stage(
+        self, model: ModelVersion, ratings: UserRatings, short_term: ShortTerm | None
+    ) -> int | None:
+        """Note the users whose lists ``model`` would get; None while ``down``."""
+        if self.down:
+            return None
+        self.staged[model.version] = ratings.users.tolist()
+        return len(ratings.users)
 
     def users_changed(self, users: Sequence[int], batch_id: int) -> None:
         """Queue fold-in lists for ``users``."""
@@ -215,3 +235,22 @@ class MemoryClock:
     def advance(self, seconds: float) -> None:
         """Move the clock forward."""
         self.now += seconds
+
+
+class ManualExecutor(Executor):
+    """An ``Executor`` whose work runs only when the test calls ``finish``."""
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Queue ``fn(*args)``; its future completes at ``finish``."""
+        future: Future[Any] = Future()
+        self.waiting.append((future, fn, args))
+        return future
+
+    def finish(self) -> None:
+        """Run the queued work, oldest first."""
+        waiting, self.waiting = self.waiting, []
+        for future, fn, args in waiting:
+            future.set_result(fn(*args))

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-__all__ = ["HISTORY_COLUMNS", "RatingHistory", "UserRatings"]
+__all__ = ["HISTORY_COLUMNS", "RatingHistory", "UserRatings", "compressed_rows"]
 
 HISTORY_COLUMNS = ("user_id", "movie_id", "rating", "timestamp", "batch_id", "offset")
 IntArray = npt.NDArray[np.int64]
@@ -50,6 +50,22 @@ class UserRatings:
             or [np.zeros(0, dtype=np.int64)]
         )
         return UserRatings(self.users[chosen], start, self.movies[take], self.ratings[take])
+
+
+def compressed_rows(
+    users: npt.ArrayLike, movies: npt.ArrayLike, ratings: npt.ArrayLike
+) -> UserRatings:
+    """Aligned rating columns (one rating per user and movie) as compressed rows.
+
+    Users ascending, each user's movies ascending; the columns are not changed.
+    """
+    user = np.asarray(users, dtype=np.int64)
+    movie = np.asarray(movies, dtype=np.int64)
+    rating = np.asarray(ratings, dtype=np.float64)
+    order = np.lexsort((movie, user))
+    ids, first = np.unique(user[order], return_index=True)
+    start = np.append(first, len(user)).astype(np.int64)
+    return UserRatings(ids, start, movie[order], rating[order])
 
 
 class RatingHistory:
@@ -189,10 +205,7 @@ class RatingHistory:
     def everyone(self) -> UserRatings:
         """All users' ratings (for publishing a whole model)."""
         count = len(self._slot)
-        order = np.lexsort((self._movie[:count], self._user[:count]))
-        users, first = np.unique(self._user[:count][order], return_index=True)
-        start = np.append(first, count).astype(np.int64)
-        return UserRatings(users, start, self._movie[:count][order], self._rating[:count][order])
+        return compressed_rows(self._user[:count], self._movie[:count], self._rating[:count])
 
     def frame(self) -> pd.DataFrame:
         """Every rating as columns (user_id, movie_id, rating, timestamp)."""

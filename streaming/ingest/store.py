@@ -48,6 +48,8 @@ class BatchCommit:
     invalid: int = 0
     invalid_reasons: dict[str, int] = field(default_factory=dict)
     model_version: int | None = None
+    # The batch started a retrain (in the background, ``model_version`` of a later batch
+    # shows when its version was switched in).
     retrained: bool = False
     committed_at: float = 0.0
     # Test-then-learn, live: of the batch's ratings checked against the list their user
@@ -90,9 +92,15 @@ class RatingStore:
             target = self.dead_letter_dir / f"batch_id={batch_id}"
             invalid.write.mode("overwrite").parquet(str(target))
 
-    def ratings(self) -> DataFrame:
-        """Every stored rating, the latest per (user, movie)."""
+    def ratings(self, through_batch: int | None = None) -> DataFrame:
+        """Every stored rating, the latest per (user, movie).
+
+        With ``through_batch``, only what the batches up to that id stored (what the store
+        held when that batch was done, for a retrain that later batches must not change).
+        """
         stored = self.stored_rows()
+        if through_batch is not None:
+            stored = stored.where(F.col("batch_id") <= through_batch)
         newest_first = Window.partitionBy("user_id", "movie_id").orderBy(
             F.col("timestamp").desc(), F.col("batch_id").desc(), F.col("offset").desc()
         )

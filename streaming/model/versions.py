@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
 
 from serving.layout import ModelMeta, decode_meta
-from streaming.ingest.history import RatingHistory, UserRatings
+from streaming.ingest.history import UserRatings
 from streaming.model.blend import ShortTerm
 from streaming.model.holdout import evaluate, holdout_cutoff, popularity
 from streaming.model.lists import FoldIn, lists_for
@@ -102,7 +102,7 @@ class ModelVersion:
 
 def train_model(
     ratings: DataFrame,
-    history: RatingHistory,
+    everything: pd.DataFrame,
     settings: ModelSettings,
     *,
     version: int,
@@ -118,7 +118,8 @@ def train_model(
 
     Args:
         ratings: the store's ratings (latest per user and movie), the fit's input.
-        history: the same ratings in the driver; gives the cutoff and the held-out set.
+        everything: the same ratings in the driver (user_id, movie_id, rating,
+            timestamp); they give the cutoff, the held-out set and the popular list.
         settings: hyperparameters, holdout share, relevance threshold, list length.
         version: the number the model will be published under.
         batch_id: the micro-batch that triggered the retrain.
@@ -127,7 +128,6 @@ def train_model(
     """
     timings: dict[str, float] = {}
     with timed(timings, "fit"):
-        everything = history.frame()
         cutoff = holdout_cutoff(everything["timestamp"].to_numpy(), settings.holdout_fraction)
         training = ratings if cutoff is None else ratings.where(F.col("timestamp") < cutoff)
         item_rows, user_rows = fit_als(training.select("user_id", "movie_id", "rating"), settings)
@@ -313,11 +313,13 @@ def load_latest_model(folder: Path, *, at_most: int | None = None) -> ModelVersi
 class ModelFolder:
     """The pipeline's ``Models`` on Spark: versions saved in ``folder``, and new fits.
 
-    A new version is fitted on ``ratings()``, the store's ratings (latest per user and
-    movie).
+    A new version is fitted on ``ratings(batch_id)``, the store's ratings (latest per user
+    and movie) through the batch that started the retrain.
     """
 
-    def __init__(self, folder: Path, ratings: Callable[[], DataFrame], settings: ModelSettings):
+    def __init__(
+        self, folder: Path, ratings: Callable[[int], DataFrame], settings: ModelSettings
+    ) -> None:
         self.folder = folder
         self.ratings = ratings
         self.settings = settings
@@ -332,11 +334,14 @@ class ModelFolder:
         return load_model(path) if path.is_file() else None
 
     def train(
-        self, history: RatingHistory, *, version: int, batch_id: int, reason: str,
+        self, ratings: pd.DataFrame, *, version: int, batch_id: int, reason: str,
         fit_stars: bool,
     ) -> ModelVersion:  # fmt: skip
-        """Fit and evaluate a new version (``train_model``) on the store's ratings."""
-        return train_model(self.ratings(), history, self.settings, version=version,
+        """Fit and evaluate a new version (``train_model``) on the store's ratings.
+
+        ``ratings`` are the same ratings in the driver, as of ``batch_id``.
+        """
+        return train_model(self.ratings(batch_id), ratings, self.settings, version=version,
                            batch_id=batch_id, reason=reason, fit_stars=fit_stars)  # fmt: skip
 
     def save(self, model: ModelVersion) -> None:

@@ -24,7 +24,7 @@ from pyspark.sql import SparkSession
 from serving.connection import open_redis
 from serving.layout import ModelMeta, RedisLayout, encode_list
 from serving.settings import RedisSettings
-from streaming.ingest.history import RatingHistory
+from streaming.ingest.history import RatingHistory, UserRatings
 from streaming.model.blend import ShortTerm
 from streaming.model.lists import lists_for
 from streaming.model.versions import ModelVersion
@@ -60,6 +60,7 @@ class PublishOutcome:
 @dataclass
 class _Pending:
     model: ModelVersion | None = None
+    staged: int | None = None  # lists of ``model`` already written, before the switch
     users: set[int] = field(default_factory=set)
     catalog: list[tuple[int, str, Sequence[str]]] | None = None
     last_batch: int | None = None
@@ -95,10 +96,40 @@ class Publisher:
         self._backoff = stream.redis_retry_initial_s
         self._catalog: list[tuple[int, str, Sequence[str]]] | None = None  # the last written
 
-    def new_model(self, model: ModelVersion) -> None:
-        """Publish this version in full at the next flush (it supersedes pending fold-ins)."""
+    def new_model(
+        self, model: ModelVersion, *, staged: int | None = None, users: Sequence[int] = (),
+        through_batch: int | None = None,
+    ) -> None:  # fmt: skip
+        """Switch to this version at the next flush.
+
+        Without ``staged`` it is published in full. With ``staged`` (how many of its lists
+        ``stage`` wrote, for everyone who had rated when it was built), only ``users``, who
+        rated since (up to batch ``through_batch``, which its metadata then names as the
+        last folded in), get their lists in it before the switch; should the lists' store have
+        lost the staged lists, it is published in full after all. Either way the pending
+        fold-ins into the older version are superseded.
+        """
         self._pending.model = model
-        self._pending.users.clear()
+        self._pending.staged = staged
+        self._pending.users = set() if staged is None else {int(user) for user in users}
+        if staged is not None and users:
+            self._pending.last_batch = through_batch
+
+    def stage(
+        self, model: ModelVersion, ratings: UserRatings, short_term: ShortTerm | None
+    ) -> int | None:
+        """Write ``model``'s lists of the users in ``ratings`` before it is current.
+
+        Safe beside a flush on another thread: it writes only the new version's lists
+        and touches none of the pending work. How many lists; None when Redis failed
+        (the switch then publishes the version in full).
+        """
+        try:
+            return self._model_lists(model, ratings, short_term)
+        except _PUBLISH_ERRORS as exc:
+            _log.warning("writing version %d's lists ahead of its switch failed (%s); it will "
+                         "be published in full", model.version, type(exc).__name__)  # fmt: skip
+            return None
 
     def users_changed(self, users: Sequence[int], batch_id: int) -> None:
         """Refresh these users' lists in the current version at the next flush."""
@@ -169,9 +200,12 @@ class Publisher:
                 self._pending.catalog = None
             model = self._pending.model
             if model is not None:
-                outcome.model_lists = self._publish_model(client, history, model)
+                outcome.model_lists, outcome.fold_in_lists = self._publish_model(
+                    client, history, model, self._pending.staged
+                )
                 self.published = model
                 self._pending.model = None
+                self._pending.staged = None
                 self._pending.users.clear()
             outcome.version = self.published.version if self.published else None
             if self._pending.users and self.published is not None:
@@ -196,28 +230,54 @@ class Publisher:
             self.published.version,
         )
         self._pending.model = self.published
+        self._pending.staged = None
         self._pending.users.clear()
         if self._pending.catalog is None:
             self._pending.catalog = self._catalog
 
     def _publish_model(
-        self, client: redis.Redis, history: RatingHistory, model: ModelVersion
-    ) -> int:
-        k = self.model_settings.top_k
-        target = ListTarget(self.settings, model.version, "model")
-        partitions = self.spark.sparkContext.defaultParallelism
-        fold_in = model.fold_in(self.model_settings)
-        written = publish_histories(self.spark, history.everyone(), fold_in, k, target,
-                                    partitions, model.stars, self.short_term)  # fmt: skip
+        self, client: redis.Redis, history: RatingHistory, model: ModelVersion,
+        staged: int | None,
+    ) -> tuple[int, int]:  # fmt: skip
+        """Write ``model`` (in full, or what its staged lists miss), then switch to it.
+
+        (Model lists, fold-in lists) written.
+        """
+        folded = 0
+        if staged is not None and client.exists(self.layout.lists(model.version)):
+            written = staged
+            if self._pending.users:
+                folded = self._fold_in(client, history, model)
+        else:
+            if staged is not None:
+                _log.warning("version %d's staged lists are gone from Redis; publishing it "
+                             "in full", model.version)  # fmt: skip
+            written = self._model_lists(model, history.everyone(), self.short_term)
         popular = encode_list(model.popular, time.time(), "popular", model.popular_stars())
         write_version(client, self.layout, model.version, [], popular, self._meta(model))
         if switch_current(client, self.layout, model.version):
             delete_expired_versions(client, self.layout, self.stream.version_grace_s)
-        return written
+        return written, folded
+
+    def _model_lists(
+        self, model: ModelVersion, ratings: UserRatings, short_term: ShortTerm | None
+    ) -> int:
+        """Score and write ``model``'s list of every user in ``ratings``, on the executors."""
+        target = ListTarget(self.settings, model.version, "model")
+        partitions = self.spark.sparkContext.defaultParallelism
+        return publish_histories(self.spark, ratings, model.fold_in(self.model_settings),
+                                 self.model_settings.top_k, target, partitions, model.stars,
+                                 short_term)  # fmt: skip
 
     def _publish_fold_in(
         self, client: redis.Redis, history: RatingHistory, model: ModelVersion
     ) -> int:
+        written = self._fold_in(client, history, model)
+        client.set(self.layout.meta(model.version), self._meta(model).to_json())
+        return written
+
+    def _fold_in(self, client: redis.Redis, history: RatingHistory, model: ModelVersion) -> int:
+        """Write the pending users' fold-in lists into ``model``'s version; how many."""
         users = sorted(self._pending.users)
         lists = lists_for(history.of_users(users), model.fold_in(self.model_settings),
                           self.model_settings.top_k, model.stars, self.short_term)  # fmt: skip
@@ -232,7 +292,6 @@ class Publisher:
         )
         written = write_lists(client, self.layout, model.version, encoded)
         self._folded_in = (model.version, self._pending.last_batch)
-        client.set(self.layout.meta(model.version), self._meta(model).to_json())
         return written
 
     def _meta(self, model: ModelVersion) -> ModelMeta:

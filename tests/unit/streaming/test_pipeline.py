@@ -11,6 +11,7 @@ import pytest
 from streaming.ingest.history import RatingHistory
 from streaming.ingest.store import BatchCommit
 from streaming.ingest.validation import DUPLICATE_REASON
+from streaming.model.retrain import RetrainState
 from streaming.model.versions import ModelVersion
 from streaming.pipeline import BatchPipeline, latest_offsets, ratings_since
 from streaming.rating.fitter import FittedStars
@@ -18,6 +19,7 @@ from streaming.rating.fm import RatingModel
 from streaming.settings import StreamSettings
 from tests.conftest import model_settings
 from tests.memory import (
+    ManualExecutor,
     MemoryBatch,
     MemoryClock,
     MemoryModels,
@@ -31,9 +33,12 @@ DAY = 86_400
 
 
 class Wiring:
-    """A pipeline and its in-memory collaborators."""
+    """A pipeline and its in-memory collaborators; ``background`` builds versions on a
+    ``ManualExecutor`` (``builds``), else inside the batch."""
 
-    def __init__(self, tmp_path: Path, **settings: Any) -> None:
+    def __init__(self, tmp_path: Path, *, background: bool = False, **settings: Any) -> None:
+        self.builds = ManualExecutor()
+        self.background = background
         self.clock = MemoryClock()
         self.store = MemoryStore()
         self.models = MemoryModels(self.clock)
@@ -53,7 +58,16 @@ class Wiring:
             store=self.store, models=self.models, publisher=self.publisher, topic=self.topic,
             stars=self.stars, stream=self.stream, model_settings=self.settings,
             history=history, commits=commits, model=model, clock=self.clock,
+            retrain_executor=self.builds if self.background else None,
         )  # fmt: skip
+
+
+def _state(pipeline: BatchPipeline) -> RetrainState:
+    return pipeline.retrainer.state  # read afresh each time (mypy would keep the first answer)
+
+
+def _version(pipeline: BatchPipeline) -> int | None:
+    return None if pipeline.model is None else pipeline.model.version
 
 
 def ratings(users: range, movies: range, at: int) -> list[tuple[int, int, float, int]]:
@@ -206,7 +220,7 @@ def test_state_is_derived_from_the_commit_records() -> None:
     assert ratings_since(commits, None) == 27
     wired_model = MemoryModels(MemoryClock())
     history = RatingHistory()
-    model = wired_model.train(history, version=2, batch_id=1, reason="r", fit_stars=False)
+    model = wired_model.train(history.frame(), version=2, batch_id=1, reason="r", fit_stars=False)
     assert ratings_since(commits, model) == 5  # only batch 2 came after the fit in batch 1
 
 
@@ -235,3 +249,93 @@ def test_reports_stay_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         wired.pipeline.run(batch, batch_id)
     assert len(wired.pipeline.reports) <= 2 * kept
     assert wired.pipeline.reports[-1].batch_id == 7
+
+
+def test_a_version_builds_beside_the_batches_and_switches_in_with_who_rated_meanwhile(
+    tmp_path: Path,
+) -> None:
+    wired = Wiring(tmp_path, background=True)
+    pipeline = wired.pipeline
+    first = pipeline.run(MemoryBatch(ratings(range(1, 6), range(10, 15), DAY)), 0)
+    assert first.retrain is not None and first.switched_to is None
+    assert _state(pipeline) is RetrainState.RUNNING
+    assert pipeline.model is None and wired.store.commits[0].retrained
+
+    # While it builds, batches go on against the current state, and no second build
+    # starts (a first model would be due again at every batch).
+    second = pipeline.run(MemoryBatch([(1, 20, 3.0, 2 * DAY), (9, 10, 5.0, 2 * DAY)], 25), 1)
+    assert second.retrain is None and wired.models.trained == []
+    assert wired.store.commits[1].model_version is None
+
+    wired.builds.finish()  # fit, save and the lists of everyone in batch 0's snapshot
+    assert _state(pipeline) is RetrainState.READY
+    assert wired.models.trained == [1] and wired.models.saved(1) is not None
+    assert wired.publisher.staged == {1: [1, 2, 3, 4, 5]}  # user 9 came after it
+    assert wired.publisher.published_versions == []  # written, not switched yet
+
+    third = pipeline.run(MemoryBatch([(3, 21, 4.0, 3 * DAY)], 27), 2)
+    assert third.switched_to == 1 and _state(pipeline) is RetrainState.IDLE
+    # the users who rated in batches 1 and 2 are folded into version 1 before the switch
+    assert wired.publisher.switches == [(1, 5, [1, 3, 9])]
+    assert wired.publisher.published_versions == [1]
+    assert wired.publisher.fold_ins == [(-1, [1, 3, 9])]
+    assert wired.store.commits[2].model_version == 1
+    assert pipeline.new_since_model == 3  # the ratings stored after the snapshot
+    assert wired.stars.requested == []  # rating_samples 0: no stars to fit
+
+
+def test_a_version_ready_between_batches_is_switched_in_there(tmp_path: Path) -> None:
+    wired = Wiring(tmp_path, background=True)
+    wired.pipeline.run(MemoryBatch(ratings(range(1, 6), range(10, 15), DAY)), 0)
+    wired.builds.finish()
+    outcome = wired.pipeline.between_batches()
+    assert outcome is not None and (outcome.state, outcome.version) == ("published", 1)
+    assert wired.pipeline.model is not None and wired.pipeline.model.version == 1
+
+
+def test_a_failed_build_is_dropped_and_the_next_due_batch_starts_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wired = Wiring(tmp_path, background=True)
+    pipeline = wired.pipeline
+    pipeline.run(MemoryBatch(ratings(range(1, 6), range(10, 15), DAY)), 0)
+    train = wired.models.train
+    monkeypatch.setattr(wired.models, "train", lambda *a, **k: 1 / 0)
+    wired.builds.finish()
+    monkeypatch.setattr(wired.models, "train", train)
+    failed = pipeline.run(MemoryBatch([(1, 20, 3.0, 2 * DAY)], 25), 1)
+    assert failed.switched_to is None and _version(pipeline) is None
+    again = pipeline.run(MemoryBatch([(2, 20, 3.0, 2 * DAY)], 26), 2)
+    assert again.retrain is not None  # a later batch, a higher version
+    wired.builds.finish()
+    assert pipeline.between_batches() is not None
+    assert _version(pipeline) == 3
+
+
+def test_lists_not_staged_are_published_in_full_at_the_switch(tmp_path: Path) -> None:
+    wired = Wiring(tmp_path, background=True)
+    wired.pipeline.run(MemoryBatch(ratings(range(1, 6), range(10, 15), DAY)), 0)
+    wired.publisher.down = True  # Redis refuses the lists written beside the stream
+    wired.builds.finish()
+    wired.pipeline.run(MemoryBatch([(9, 10, 5.0, 2 * DAY)], 25), 1)
+    assert wired.publisher.switches == [(1, None, [9])]  # in full: the fold-ins are moot
+    wired.publisher.down = False
+    assert wired.pipeline.between_batches() is not None
+    assert wired.publisher.published_versions == [1] and wired.publisher.fold_ins == []
+
+
+def test_a_build_carries_the_current_stars_until_its_own_are_fitted(tmp_path: Path) -> None:
+    wired = Wiring(tmp_path, background=True, rating_samples=2, rating_sweeps=4,
+                   rating_burn_in=1, min_ratings=5, retrain_every_ratings=3)  # fmt: skip
+    pipeline = wired.pipeline
+    pipeline.run(MemoryBatch(ratings(range(1, 3), range(10, 13), DAY)), 0)
+    wired.builds.finish()
+    pipeline.between_batches()
+    wired.stars.finish(FittedStars(1, _stars(), 0.9, 3, 1.0))
+    pipeline.adopt_stars()
+    pipeline.run(MemoryBatch(ratings(range(3, 5), range(10, 12), 2 * DAY), 6), 1)  # due
+    wired.builds.finish()
+    pipeline.between_batches()
+    assert pipeline.model is not None and pipeline.model.version == 2
+    assert pipeline.model.stars is not None and pipeline.model.meta.stars_from_version == 1
+    assert wired.stars.requested == [1, 2]  # and its own are asked for at the switch

@@ -24,7 +24,7 @@ def test_timed_adds_the_block_time_even_when_it_raises() -> None:
 
 
 def _report(batch_id: int) -> BatchReport:
-    return BatchReport(batch_id, 1, 1, 0, 0, None, 0, PublishOutcome(), {})
+    return BatchReport(batch_id, 1, 1, 0, 0, None, None, 0, PublishOutcome(), {})
 
 
 def test_the_report_history_keeps_the_newest_and_stays_bounded() -> None:
