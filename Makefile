@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help setup system-packages jars services services-down services-status services-check demo test test-ml100k lint docs bench clean
+.PHONY: help setup system-packages jars services services-down services-status services-check spark-cluster spark-cluster-down spark-cluster-status demo test test-ml100k lint docs bench clean
 
 help: ## Show this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -40,6 +40,15 @@ services-status: ## Show whether the local services run
 services-check: $(INSTALLED) ## Probe the configured Kafka and Redis (local or not)
 	@$(PY) -m recstream_infra.services check
 
+spark-cluster: setup ## Start a local Spark standalone cluster: a master (spark://127.0.0.1:7077) and 2 workers
+	@$(PY) -m recstream_infra.spark_cluster up
+
+spark-cluster-down: ## Stop the local Spark cluster that `make spark-cluster` started
+	@if [ -x $(PY) ]; then $(PY) -m recstream_infra.spark_cluster down; else echo "no .venv: nothing was started"; fi
+
+spark-cluster-status: ## Show whether the local Spark cluster runs
+	@if [ -x $(PY) ]; then $(PY) -m recstream_infra.spark_cluster status; else echo "no .venv: nothing was started"; fi
+
 DATASET ?= tfds
 DEMO_SECONDS ?= 300
 DEMO_RATE ?= 400
@@ -67,5 +76,5 @@ bench: setup ## Run the benchmarks under benchmarks/
 	if [ $${#benches[@]} -eq 0 ]; then echo "no benchmarks yet"; fi; \
 	for bench in "$${benches[@]}"; do echo "== $$bench"; $(PY) "$$bench" || exit 1; done
 
-clean: services-down ## Remove .venv, the jar cache and service state
+clean: services-down spark-cluster-down ## Remove .venv, the jar cache and service state
 	rm -rf $(VENV) .cache .state

@@ -93,6 +93,10 @@ class LocalService(ABC):
     def _prepare(self) -> list[str]:
         """Write configuration, initialise storage; return the command that starts the service."""
 
+    def _environment(self) -> dict[str, str] | None:
+        """The process's environment; None (the default) inherits ours."""
+        return None
+
     def start(self) -> StartOutcome:
         """Start the service unless it already runs; return once it answers.
 
@@ -113,7 +117,7 @@ class LocalService(ABC):
             raise ServiceStartError(msg)
         self.folder.mkdir(parents=True, exist_ok=True)
         command = self._prepare()
-        self.process.start(command)
+        self.process.start(command, self._environment())
         self._wait_until_answering()
         return "started"
 

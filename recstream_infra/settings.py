@@ -1,4 +1,4 @@
-"""Settings of the local services (Kafka broker, Redis server) the project starts itself."""
+"""Settings of the local services (Kafka, Redis, a Spark cluster) the project starts itself."""
 
 from __future__ import annotations
 
@@ -49,6 +49,19 @@ class LocalServicesSettings(StrictSettings):
     )
     redis_reader_password: SecretStr | None = Field(
         None, description="Password of that read-only user (needs RECSTREAM_REDIS_PASSWORD too)."
+    )
+    spark_master_port: int = Field(
+        7077, ge=1, le=65535, description="Local Spark standalone master: its port."
+    )
+    spark_master_ui_port: int = Field(
+        8080, ge=1, le=65535, description="Its web UI (and JSON status) port."
+    )
+    spark_workers: int = Field(
+        2, ge=1, le=16, description="Workers `make spark-cluster` starts (ports master+1, ...)."
+    )
+    spark_worker_cores: int = Field(1, ge=1, le=256, description="Cores each worker offers.")
+    spark_worker_memory: str = Field(
+        "3g", pattern=r"^\d+[mMgG]$", description="Memory each worker offers its executors."
     )
     start_timeout_s: float = Field(
         90.0, gt=0, description="How long start waits for a service to answer."

@@ -122,6 +122,18 @@ def run(
         _fail(f"the streaming query failed: {query.exception()}", 1)
 
 
+@app.command("connector-jars")
+def connector_jars_command() -> None:
+    """Print the Kafka connector's jars, comma-separated, for spark-submit's --jars."""
+    from streaming.session import connector_jars
+
+    try:
+        jars = connector_jars(SparkSettings())
+    except (ValidationError, StreamingError) as exc:
+        _fail(str(exc), 1)
+    print(",".join(str(jar) for jar in jars))
+
+
 def _given(options: dict[str, Any], names: set[str]) -> dict[str, Any]:
     return {name: value for name, value in options.items() if name in names and value is not None}
 

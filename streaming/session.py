@@ -22,6 +22,7 @@ __all__ = [
     "connector_dir",
     "connector_jars",
     "linear_algebra",
+    "submitted",
 ]
 
 NATIVE_BLAS = "dev.ludovic.netlib.blas.JNIBLAS"
@@ -63,14 +64,26 @@ def connector_jars(settings: SparkSettings) -> list[Path]:
     return jars
 
 
+def submitted() -> bool:
+    """Whether ``spark-submit`` started this Python process (its JVM is already running)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
 def build_spark_session(settings: SparkSettings | None = None) -> SparkSession:
     """Build (or return the running) SparkSession with the Kafka source on its classpath.
 
     The master comes from settings, so the same job runs in ``local[*]`` or against a
     cluster; a checkpoint directory is always set because ALS without one overflows
-    the stack after many iterations.
+    the stack after many iterations. Under ``spark-submit`` its ``--master`` holds unless
+    ``RECSTREAM_SPARK_MASTER`` is set, and the connector must come with its ``--jars``
+    (the JVM is started before any setting here can add it to the driver's classpath).
+
+    Raises:
+        ConnectorMissingError: the Kafka connector is not where the settings say, or
+            ``spark-submit`` was not given it.
     """
     settings = settings or SparkSettings()
+    by_submit = submitted()
     # Python workers must run the interpreter that has recstream's dependencies.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -79,9 +92,11 @@ def build_spark_session(settings: SparkSettings | None = None) -> SparkSession:
     # inherits this environment; a cluster's executors get it through executorEnv.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+    builder = SparkSession.builder
+    if not by_submit or "master" in settings.model_fields_set:
+        builder = builder.master(settings.master)
     builder = (
-        SparkSession.builder.master(settings.master)
-        .appName(settings.app_name)
+        builder.appName(settings.app_name)
         .config("spark.driver.memory", settings.driver_memory)
         .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
         .config("spark.ui.enabled", str(settings.ui_enabled).lower())
@@ -95,7 +110,9 @@ def build_spark_session(settings: SparkSettings | None = None) -> SparkSession:
         .config("spark.sql.redaction.options.regex", _REDACTED_OPTIONS)
         .config("spark.sql.redaction.string.regex", _REDACTED_TEXT)
     )
-    if settings.connector == "cache":
+    if by_submit:
+        pass  # the connector comes with spark-submit's --jars or --packages (checked below)
+    elif settings.connector == "cache":
         builder = builder.config(
             "spark.jars", ",".join(str(jar) for jar in connector_jars(settings))
         )
@@ -107,6 +124,13 @@ def build_spark_session(settings: SparkSettings | None = None) -> SparkSession:
         builder = builder.config(key, value)
 
     spark = builder.getOrCreate()
+    if by_submit and not _has_connector(spark):
+        msg = (
+            "spark-submit was not given Spark's Kafka connector; add "
+            '--jars "$(.venv/bin/python -m streaming connector-jars)" (after `make setup`), '
+            f"or --packages {connector_coordinate()}"
+        )
+        raise ConnectorMissingError(msg)
     spark.sparkContext.setLogLevel(settings.log_level)
     spark.sparkContext.setCheckpointDir(_local_or_url(settings.checkpoint_dir))
     return spark
@@ -120,6 +144,13 @@ def linear_algebra(spark: SparkSession) -> str:
     """
     jvm: Any = spark.sparkContext._jvm  # py4j's gateway: attributes name Java packages
     return str(jvm.dev.ludovic.netlib.blas.BLAS.getInstance().getClass().getName())
+
+
+def _has_connector(spark: SparkSession) -> bool:
+    """Whether the session's jars or packages name Spark's Kafka connector."""
+    conf = spark.sparkContext.getConf()
+    named = conf.get("spark.jars", "") + "," + conf.get("spark.jars.packages", "")
+    return "spark-sql-kafka-0-10" in (named or "")
 
 
 def _local_or_url(location: str) -> str:

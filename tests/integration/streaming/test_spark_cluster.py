@@ -1,0 +1,145 @@
+"""The streaming job on a Spark standalone cluster started by the project's own command.
+
+A master and two one-core workers run on this machine (``recstream_infra.spark_cluster``,
+as ``make spark-cluster`` starts them). A synthetic feed goes through the job twice: the
+first half with ``RECSTREAM_SPARK_MASTER=spark://...``, the rest through ``spark-submit``
+exactly as docs/operations.md says; the store must hold every rating once, every user a
+list, and the master must have run both applications on its workers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from producer.replay import catalog_topic
+from recstream_infra.local_service import free_tcp_port
+from recstream_infra.settings import LocalServicesSettings
+from recstream_infra.spark_cluster import LocalSparkCluster
+from serving.connection import open_redis
+from serving.layout import RedisLayout
+from serving.settings import RedisSettings
+from streaming.ingest.store import read_commits
+from tests.conftest import Services, job_settings, subprocess_env
+from tests.movielens_like import write_ml100k_like
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[3]
+FIRST, TOTAL = 20_000, 40_000
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSparkCluster]:
+    master, ui = free_tcp_port(), free_tcp_port()
+    settings = LocalServicesSettings(
+        state_dir=tmp_path_factory.mktemp("spark-cluster"), spark_master_port=master,
+        spark_master_ui_port=ui, spark_workers=2, spark_worker_cores=1,
+        spark_worker_memory="1g",
+    )  # fmt: skip
+    started = LocalSparkCluster(settings)
+    try:
+        started.start()
+        yield started
+    finally:
+        started.stop()
+
+
+def _replay(services: Services, source: Path, topic: str, limit: int | None) -> None:
+    env = subprocess_env(RECSTREAM_KAFKA_BOOTSTRAP_SERVERS=services.kafka.bootstrap_servers)
+    extra = ["--limit", str(limit)] if limit else []
+    done = subprocess.run(
+        [sys.executable, "-m", "producer", "replay", "--source", str(source), "--topic", topic,
+         "--no-progress", *extra],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def _job_env(
+    services: Services, redis_settings: RedisSettings, topic: str, tmp: Path
+) -> dict[str, str]:
+    env = subprocess_env(**job_settings(tmp))
+    env.update(
+        RECSTREAM_KAFKA_BOOTSTRAP_SERVERS=services.kafka.bootstrap_servers,
+        RECSTREAM_KAFKA_TOPIC=topic,
+        RECSTREAM_REDIS_URL=redis_settings.url,
+        RECSTREAM_REDIS_KEY_PREFIX=redis_settings.key_prefix,
+        RECSTREAM_STREAM_MAX_OFFSETS_PER_TRIGGER="10000",
+        RECSTREAM_MODEL_MIN_RATINGS="5000",
+        RECSTREAM_MODEL_RETRAIN_EVERY_RATINGS="15000",
+        RECSTREAM_MODEL_MAX_ITER="3",
+        # Executors of 1 GB on both one-core workers.
+        RECSTREAM_SPARK_EXTRA_CONF=json.dumps(
+            {"spark.executor.memory": "1g", "spark.executor.cores": "1", "spark.cores.max": "2"}
+        ),
+        PYSPARK_PYTHON=sys.executable,  # the Python spark-submit starts the driver with
+    )
+    if redis_settings.password is not None:
+        env["RECSTREAM_REDIS_PASSWORD"] = redis_settings.password.get_secret_value()
+    return env
+
+
+def test_the_job_runs_on_a_standalone_cluster_directly_and_through_spark_submit(
+    cluster: LocalSparkCluster,
+    services: Services,
+    redis_settings: RedisSettings,
+    kafka_topic: str,
+    tmp_path: Path,
+) -> None:
+    source = write_ml100k_like(tmp_path / "ml-100k")
+    env = _job_env(services, redis_settings, kafka_topic, tmp_path)
+    try:
+        _replay(services, source, kafka_topic, FIRST)
+        direct = subprocess.run(
+            [sys.executable, "-m", "streaming", "run", "--available-now"],
+            env={**env, "RECSTREAM_SPARK_MASTER": cluster.master.url},
+            capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        assert direct.returncode == 0, direct.stderr[-3000:]
+
+        _replay(services, source, kafka_topic, TOTAL)  # resumes after the first half
+        jars = subprocess.run(
+            [sys.executable, "-m", "streaming", "connector-jars"],
+            env=env, capture_output=True, text=True, timeout=60, check=True,
+        ).stdout.strip()  # fmt: skip
+        submit = Path(sys.executable).parent / "spark-submit"
+        env.pop("RECSTREAM_SPARK_MASTER")  # spark-submit's --master decides
+        submitted = subprocess.run(
+            [str(submit), "--master", cluster.master.url, "--jars", jars,
+             str(ROOT / "scripts" / "submit_job.py"), "run", "--available-now"],
+            env=env, capture_output=True, text=True, timeout=600, check=False, cwd=ROOT,
+        )  # fmt: skip
+        assert submitted.returncode == 0, submitted.stderr[-3000:]
+    finally:
+        from producer.broker import delete_topic
+
+        delete_topic(services.kafka, catalog_topic(kafka_topic))
+
+    commits = read_commits(tmp_path / "state" / "store" / "commits")
+    assert sum(c.valid for c in commits) == TOTAL and all(c.invalid == 0 for c in commits)
+    rated = {int(line.split("\t")[0]) for line in
+             (source / "u.data").read_text().splitlines()}  # fmt: skip
+    layout = RedisLayout(redis_settings.key_prefix)
+    client = open_redis(redis_settings)
+    try:
+        version = int(client.get(layout.current) or 0)
+        assert version > 0
+        listed = {int(user) for user in client.hkeys(layout.lists(version))}
+    finally:
+        client.close()
+    assert listed and listed <= rated
+    state = cluster.master.state() or {}
+    finished = [app for app in state.get("completedapps", []) if app.get("name")]
+    assert len(finished) >= 2, state  # both runs were applications of this master
+    assert all(app.get("cores", 0) >= 1 for app in finished[-2:])
+    print(
+        f"CLUSTER | master {cluster.master.url}, {len(state.get('workers', []))} workers | "
+        f"{TOTAL} ratings in {len(commits)} batches, version {version}, {len(listed)} lists | "
+        f"apps: {[app.get('name') for app in finished]}"
+    )
