@@ -81,8 +81,11 @@ class StreamingJob:
         self.store = RatingStore(spark, stream.state_dir / "store")
         self.watcher = TopicWatcher(kafka)
         self.fitter = StarsFitter(model)
-        self.publisher = Publisher(spark, redis_settings, stream, model)
-        models = ModelFolder(stream.state_dir / "models", self.store.ratings, model)
+        # A build beside the stream runs at most this many tasks at once.
+        slots = model.retrain_slots or max(1, spark.sparkContext.defaultParallelism - 1)
+        beside = slots if model.retrain_in_background else None
+        self.publisher = Publisher(spark, redis_settings, stream, model, stage_partitions=beside)
+        models = ModelFolder(stream.state_dir / "models", self.store.ratings, model, beside)
         history = RatingHistory()
         history.add(self.store.stored_rows().select(*HISTORY_COLUMNS).toPandas())
         self._builder: ThreadPoolExecutor | None = None

@@ -201,6 +201,16 @@ class ModelSettings(StrictSettings):
             "false = the micro-batch waits for the retrain."
         ),
     )
+    retrain_slots: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description=(
+            "Spark task slots a retrain built beside the stream fills at once (its ALS "
+            "blocks and list partitions), so the micro-batches keep the other cores; 0 = "
+            "all but one of Spark's default parallelism, at least 1."
+        ),
+    )
     retrain_every_ratings: int = Field(
         100_000, ge=1, description="Retrain after this many new ratings (N) ..."
     )

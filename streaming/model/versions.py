@@ -109,6 +109,7 @@ def train_model(
     batch_id: int,
     reason: str,
     fit_stars: bool = True,
+    blocks: int | None = None,
 ) -> ModelVersion:
     """Fit ALS on the stored ratings minus the most recent held-out share, and evaluate it.
 
@@ -125,12 +126,15 @@ def train_model(
         batch_id: the micro-batch that triggered the retrain.
         reason: why it was due (from the retrain policy).
         fit_stars: fit the rating model here too (see above).
+        blocks: ALS blocks and input partitions (``fit_als``); None = Spark's defaults.
     """
     timings: dict[str, float] = {}
     with timed(timings, "fit"):
         cutoff = holdout_cutoff(everything["timestamp"].to_numpy(), settings.holdout_fraction)
         training = ratings if cutoff is None else ratings.where(F.col("timestamp") < cutoff)
-        item_rows, user_rows = fit_als(training.select("user_id", "movie_id", "rating"), settings)
+        item_rows, user_rows = fit_als(
+            training.select("user_id", "movie_id", "rating"), settings, blocks
+        )
     with timed(timings, "rating_model"):
         fitted_on, held_out = training_split(everything, cutoff)
         stars = rating_model(fitted_on, settings) if fit_stars else None
@@ -195,8 +199,16 @@ def train_model(
     return ModelVersion(version, items, popular, meta, stars)
 
 
-def fit_als(training: DataFrame, settings: ModelSettings) -> tuple[list[Row], list[Row]]:
-    """ALS fitted on (user_id, movie_id, rating): its item and user factor rows."""
+def fit_als(
+    training: DataFrame, settings: ModelSettings, blocks: int | None = None
+) -> tuple[list[Row], list[Row]]:
+    """ALS fitted on (user_id, movie_id, rating): its item and user factor rows.
+
+    With ``blocks``, the ratings are split into that many partitions and ALS into that
+    many user and item blocks, so that the fit runs at most that many tasks at once.
+    """
+    if blocks is not None:
+        training = training.repartition(blocks)
     training = training.cache()
     als = ALS(
         rank=settings.rank,
@@ -211,6 +223,8 @@ def fit_als(training: DataFrame, settings: ModelSettings) -> tuple[list[Row], li
         ratingCol="rating",
         checkpointInterval=5,
     )
+    if blocks is not None:
+        als = als.setNumUserBlocks(blocks).setNumItemBlocks(blocks)
     try:
         fitted = als.fit(training)
         item_rows = fitted.itemFactors.collect()
@@ -314,15 +328,18 @@ class ModelFolder:
     """The pipeline's ``Models`` on Spark: versions saved in ``folder``, and new fits.
 
     A new version is fitted on ``ratings(batch_id)``, the store's ratings (latest per user
-    and movie) through the batch that started the retrain.
+    and movie) through the batch that started the retrain, in ``blocks`` ALS blocks
+    (None: Spark's defaults).
     """
 
     def __init__(
-        self, folder: Path, ratings: Callable[[int], DataFrame], settings: ModelSettings
-    ) -> None:
+        self, folder: Path, ratings: Callable[[int], DataFrame], settings: ModelSettings,
+        blocks: int | None = None,
+    ) -> None:  # fmt: skip
         self.folder = folder
         self.ratings = ratings
         self.settings = settings
+        self.blocks = blocks
 
     def latest(self) -> ModelVersion | None:
         """The highest saved version, if any."""
@@ -342,7 +359,8 @@ class ModelFolder:
         ``ratings`` are the same ratings in the driver, as of ``batch_id``.
         """
         return train_model(self.ratings(batch_id), ratings, self.settings, version=version,
-                           batch_id=batch_id, reason=reason, fit_stars=fit_stars)  # fmt: skip
+                           batch_id=batch_id, reason=reason, fit_stars=fit_stars,
+                           blocks=self.blocks)  # fmt: skip
 
     def save(self, model: ModelVersion) -> None:
         """Save ``model`` (``save_model``)."""

@@ -80,6 +80,7 @@ class Publisher:
         model_settings: ModelSettings,
         *,
         clock: Callable[[], float] = time.monotonic,
+        stage_partitions: int | None = None,
     ) -> None:
         self.spark = spark
         self.settings = settings
@@ -95,6 +96,8 @@ class Publisher:
         self._retry_at = 0.0
         self._backoff = stream.redis_retry_initial_s
         self._catalog: list[tuple[int, str, Sequence[str]]] | None = None  # the last written
+        # Partitions of the lists ``stage`` writes beside the stream (None: all cores).
+        self.stage_partitions = stage_partitions
 
     def new_model(
         self, model: ModelVersion, *, staged: int | None = None, users: Sequence[int] = (),
@@ -125,7 +128,7 @@ class Publisher:
         (the switch then publishes the version in full).
         """
         try:
-            return self._model_lists(model, ratings, short_term)
+            return self._model_lists(model, ratings, short_term, self.stage_partitions)
         except _PUBLISH_ERRORS as exc:
             _log.warning("writing version %d's lists ahead of its switch failed (%s); it will "
                          "be published in full", model.version, type(exc).__name__)  # fmt: skip
@@ -260,11 +263,15 @@ class Publisher:
         return written, folded
 
     def _model_lists(
-        self, model: ModelVersion, ratings: UserRatings, short_term: ShortTerm | None
-    ) -> int:
-        """Score and write ``model``'s list of every user in ``ratings``, on the executors."""
+        self, model: ModelVersion, ratings: UserRatings, short_term: ShortTerm | None,
+        partitions: int | None = None,
+    ) -> int:  # fmt: skip
+        """Score and write ``model``'s list of every user in ``ratings``, on the executors.
+
+        In ``partitions`` tasks (None: one per core).
+        """
         target = ListTarget(self.settings, model.version, "model")
-        partitions = self.spark.sparkContext.defaultParallelism
+        partitions = partitions or self.spark.sparkContext.defaultParallelism
         return publish_histories(self.spark, ratings, model.fold_in(self.model_settings),
                                  self.model_settings.top_k, target, partitions, model.stars,
                                  short_term)  # fmt: skip
