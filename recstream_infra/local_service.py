@@ -16,6 +16,7 @@ from recstream_infra.processes import ManagedProcess
 __all__ = [
     "LOOPBACK_HOSTS",
     "LocalService",
+    "ServiceGroup",
     "ServiceStartError",
     "ServiceStatus",
     "StartOutcome",
@@ -168,3 +169,31 @@ def free_tcp_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+class ServiceGroup(ABC):
+    """Local services started together, in order, and stopped in reverse."""
+
+    @property
+    @abstractmethod
+    def services(self) -> tuple[LocalService, ...]:
+        """In start order (each one's ``start()``); ``stop`` runs in reverse."""
+
+    def stop(self) -> dict[str, bool]:
+        """Stop what we started; True for each service that was running."""
+        return {service.name: service.stop() for service in reversed(self.services)}
+
+    def status(self) -> list[ServiceStatus]:
+        """One status per service."""
+        return [service.status() for service in self.services]
+
+    def report(self, command: str, width: int) -> int:
+        """Print the ``status`` or ``down`` of a command line (names ``width`` wide); 0."""
+        if command == "status":
+            for line in self.status():
+                print(line.describe())
+        else:
+            for name, was_running in self.stop().items():
+                outcome = "stopped" if was_running else "was not running (nothing to stop)"
+                print(f"{name:<{width}} {outcome}")
+        return 0

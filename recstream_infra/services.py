@@ -18,11 +18,7 @@ from producer.broker import describe_cluster
 from producer.errors import BrokerUnavailableError
 from producer.settings import KafkaSettings
 from recstream_infra.kafka_local import LocalKafka
-from recstream_infra.local_service import (
-    LocalService,
-    ServiceStartError,
-    ServiceStatus,
-)
+from recstream_infra.local_service import LocalService, ServiceGroup, ServiceStartError
 from recstream_infra.redis_local import LocalRedis
 from recstream_infra.settings import LocalServicesSettings
 from serving.connection import ping
@@ -32,7 +28,7 @@ from serving.settings import RedisSettings
 __all__ = ["LocalServices", "check", "main"]
 
 
-class LocalServices:
+class LocalServices(ServiceGroup):
     """Kafka and Redis as local processes, driven by the same settings as the clients."""
 
     def __init__(
@@ -47,16 +43,8 @@ class LocalServices:
 
     @property
     def services(self) -> tuple[LocalService, ...]:
-        """In start order (each one's ``start()``); ``stop`` runs in reverse."""
+        """Redis, then Kafka."""
         return (self.redis, self.kafka)
-
-    def stop(self) -> dict[str, bool]:
-        """Stop what we started; True for each service that was running."""
-        return {service.name: service.stop() for service in reversed(self.services)}
-
-    def status(self) -> list[ServiceStatus]:
-        """One status per service."""
-        return [service.status() for service in self.services]
 
 
 def check(kafka: KafkaSettings, redis: RedisSettings) -> list[str]:
@@ -94,14 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, ServiceStartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.command == "status":
-        for line in services.status():
-            print(line.describe())
-        return 0
-    if args.command == "down":
-        for name, was_running in services.stop().items():
-            print(f"{name:<6} {'stopped' if was_running else 'was not running (nothing to stop)'}")
-        return 0
+    if args.command in ("status", "down"):
+        return services.report(args.command, width=6)
     for service in services.services:
         began = time.monotonic()
         try:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pyspark
 
-from recstream_infra.local_service import LocalService, ServiceStartError, ServiceStatus
+from recstream_infra.local_service import LocalService, ServiceGroup, ServiceStartError
 from recstream_infra.settings import LocalServicesSettings
 
 __all__ = ["LocalSparkCluster", "SparkMaster", "SparkWorker", "main", "spark_class"]
@@ -146,7 +146,7 @@ class SparkWorker(LocalService):
                 "--properties-file", str(self.config_file), self.master.url]  # fmt: skip
 
 
-class LocalSparkCluster:
+class LocalSparkCluster(ServiceGroup):
     """A master and its workers as local processes."""
 
     def __init__(self, local: LocalServicesSettings | None = None) -> None:
@@ -157,7 +157,7 @@ class LocalSparkCluster:
 
     @property
     def services(self) -> tuple[LocalService, ...]:
-        """In start order; ``stop`` runs in reverse."""
+        """The master, then the workers."""
         return (self.master, *self.workers)
 
     def start(self) -> list[tuple[str, str, float]]:
@@ -168,14 +168,6 @@ class LocalSparkCluster:
             outcome = service.start()
             started.append((service.name, outcome, time.monotonic() - began))
         return started
-
-    def stop(self) -> dict[str, bool]:
-        """Stop what we started; True for each daemon that was running."""
-        return {service.name: service.stop() for service in reversed(self.services)}
-
-    def status(self) -> list[ServiceStatus]:
-        """One status per daemon."""
-        return [service.status() for service in self.services]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -190,14 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, ServiceStartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.command == "status":
-        for line in cluster.status():
-            print(line.describe())
-        return 0
-    if args.command == "down":
-        for name, was_running in cluster.stop().items():
-            print(f"{name:<14} {'stopped' if was_running else 'was not running'}")
-        return 0
+    if args.command in ("status", "down"):
+        return cluster.report(args.command, width=14)
     try:
         for name, outcome, seconds in cluster.start():
             print(f"{name:<14} {outcome} ({seconds:.1f} s)")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -208,6 +210,35 @@ LIGHT_RATING_MODEL = {
     "rating_samples": 4,
 }
 """A rating model that costs little: tests of the job's plumbing still publish stars."""
+
+
+def replay_feed(services: Services, source: Path, topic: str, *extra: str) -> None:
+    """Replay a MovieLens-layout folder into ``topic`` with the producer's command."""
+    env = subprocess_env(RECSTREAM_KAFKA_BOOTSTRAP_SERVERS=services.kafka.bootstrap_servers)
+    done = subprocess.run(
+        [sys.executable, "-m", "producer", "replay", "--source", str(source), "--topic", topic,
+         "--no-progress", *extra],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def job_env(
+    services: Services, redis_settings: RedisSettings, topic: str, folder: Path, **settings: str
+) -> dict[str, str]:
+    """A streaming-job subprocess's environment: ``job_settings(folder)``, the services'
+    addresses and credentials, the topic, then ``settings``."""
+    env = subprocess_env(**job_settings(folder))
+    env.update(
+        RECSTREAM_KAFKA_BOOTSTRAP_SERVERS=services.kafka.bootstrap_servers,
+        RECSTREAM_KAFKA_TOPIC=topic,
+        RECSTREAM_REDIS_URL=redis_settings.url,
+        RECSTREAM_REDIS_KEY_PREFIX=redis_settings.key_prefix,
+        **settings,
+    )
+    if redis_settings.password is not None:
+        env["RECSTREAM_REDIS_PASSWORD"] = redis_settings.password.get_secret_value()
+    return env
 
 
 def model_settings(**values: Any) -> ModelSettings:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from producer.broker import delete_topic
 from producer.replay import catalog_topic
 from recstream_infra.local_service import free_tcp_port
 from recstream_infra.settings import LocalServicesSettings
@@ -25,7 +26,7 @@ from serving.connection import open_redis
 from serving.layout import RedisLayout
 from serving.settings import RedisSettings
 from streaming.ingest.store import read_commits
-from tests.conftest import Services, job_settings, subprocess_env
+from tests.conftest import Services, job_env, replay_feed
 from tests.movielens_like import write_ml100k_like
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -50,26 +51,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSparkClus
         started.stop()
 
 
-def _replay(services: Services, source: Path, topic: str, limit: int | None) -> None:
-    env = subprocess_env(RECSTREAM_KAFKA_BOOTSTRAP_SERVERS=services.kafka.bootstrap_servers)
-    extra = ["--limit", str(limit)] if limit else []
-    done = subprocess.run(
-        [sys.executable, "-m", "producer", "replay", "--source", str(source), "--topic", topic,
-         "--no-progress", *extra],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-
-
 def _job_env(
     services: Services, redis_settings: RedisSettings, topic: str, tmp: Path
 ) -> dict[str, str]:
-    env = subprocess_env(**job_settings(tmp))
-    env.update(
-        RECSTREAM_KAFKA_BOOTSTRAP_SERVERS=services.kafka.bootstrap_servers,
-        RECSTREAM_KAFKA_TOPIC=topic,
-        RECSTREAM_REDIS_URL=redis_settings.url,
-        RECSTREAM_REDIS_KEY_PREFIX=redis_settings.key_prefix,
+    return job_env(
+        services, redis_settings, topic, tmp,
         RECSTREAM_STREAM_MAX_OFFSETS_PER_TRIGGER="10000",
         RECSTREAM_MODEL_MIN_RATINGS="5000",
         RECSTREAM_MODEL_RETRAIN_EVERY_RATINGS="15000",
@@ -79,10 +65,7 @@ def _job_env(
             {"spark.executor.memory": "1g", "spark.executor.cores": "1", "spark.cores.max": "2"}
         ),
         PYSPARK_PYTHON=sys.executable,  # the Python spark-submit starts the driver with
-    )
-    if redis_settings.password is not None:
-        env["RECSTREAM_REDIS_PASSWORD"] = redis_settings.password.get_secret_value()
-    return env
+    )  # fmt: skip
 
 
 def test_the_job_runs_on_a_standalone_cluster_directly_and_through_spark_submit(
@@ -95,7 +78,7 @@ def test_the_job_runs_on_a_standalone_cluster_directly_and_through_spark_submit(
     source = write_ml100k_like(tmp_path / "ml-100k")
     env = _job_env(services, redis_settings, kafka_topic, tmp_path)
     try:
-        _replay(services, source, kafka_topic, FIRST)
+        replay_feed(services, source, kafka_topic, "--limit", str(FIRST))
         direct = subprocess.run(
             [sys.executable, "-m", "streaming", "run", "--available-now"],
             env={**env, "RECSTREAM_SPARK_MASTER": cluster.master.url},
@@ -103,7 +86,7 @@ def test_the_job_runs_on_a_standalone_cluster_directly_and_through_spark_submit(
         )  # fmt: skip
         assert direct.returncode == 0, direct.stderr[-3000:]
 
-        _replay(services, source, kafka_topic, TOTAL)  # resumes after the first half
+        replay_feed(services, source, kafka_topic, "--limit", str(TOTAL))  # after the first half
         jars = subprocess.run(
             [sys.executable, "-m", "streaming", "connector-jars"],
             env=env, capture_output=True, text=True, timeout=60, check=True,
@@ -117,8 +100,6 @@ def test_the_job_runs_on_a_standalone_cluster_directly_and_through_spark_submit(
         )  # fmt: skip
         assert submitted.returncode == 0, submitted.stderr[-3000:]
     finally:
-        from producer.broker import delete_topic
-
         delete_topic(services.kafka, catalog_topic(kafka_topic))
 
     commits = read_commits(tmp_path / "state" / "store" / "commits")

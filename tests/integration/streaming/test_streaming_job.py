@@ -30,22 +30,18 @@ from serving.settings import RedisSettings
 from streaming.ingest.store import BatchCommit, RatingStore
 from streaming.job import StreamingJob
 from streaming.settings import StreamSettings
-from tests.conftest import Services, fault_line, job_settings, model_settings, subprocess_env
+from tests.conftest import (
+    Services,
+    fault_line,
+    job_env,
+    model_settings,
+    replay_feed,
+    subprocess_env,
+)
 
 pytestmark = pytest.mark.integration
 
 ML100K_EVENTS = 100_000
-
-
-def _replay(services: Services, source: Path, topic: str, *extra: str) -> None:
-    env = subprocess_env()
-    env["RECSTREAM_KAFKA_BOOTSTRAP_SERVERS"] = services.kafka.bootstrap_servers
-    done = subprocess.run(
-        [sys.executable, "-m", "producer", "replay", "--source", str(source), "--topic", topic,
-         "--no-progress", *extra],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
 
 
 def _ratings(source: Path) -> list[tuple[int, int, float, int]]:
@@ -89,7 +85,7 @@ def test_ml100k_in_two_halves_publishes_every_user_and_versions_grow(
     try:
         versions = []
         for half, limit in ((1, "50000"), (2, None)):
-            _replay(services, ml100k_dir, ratings_topic, *(["--limit", limit] if limit else []))
+            replay_feed(services, ml100k_dir, ratings_topic, *(["--limit", limit] if limit else []))
             job = StreamingJob(spark, kafka, redis_settings, stream, model)
             try:
                 job.start(available_now=True).awaitTermination()
@@ -281,21 +277,14 @@ def _send(services: Services, topic: str, messages: list[tuple[bytes | None, byt
 def _job_env(
     services: Services, redis_settings: RedisSettings, topic: str, tmp: Path
 ) -> dict[str, str]:
-    env = subprocess_env(**job_settings(tmp))
-    env.update(
-        RECSTREAM_KAFKA_BOOTSTRAP_SERVERS=services.kafka.bootstrap_servers,
-        RECSTREAM_KAFKA_TOPIC=topic,
-        RECSTREAM_REDIS_URL=redis_settings.url,
-        RECSTREAM_REDIS_KEY_PREFIX=redis_settings.key_prefix,
+    return job_env(
+        services, redis_settings, topic, tmp,
         RECSTREAM_STREAM_MAX_OFFSETS_PER_TRIGGER="8000",
         RECSTREAM_STREAM_TRIGGER_INTERVAL_S="0.5",
         RECSTREAM_MODEL_MIN_RATINGS="10000",
         RECSTREAM_MODEL_RETRAIN_EVERY_RATINGS="25000",
         RECSTREAM_MODEL_MAX_ITER="3",
-    )
-    if redis_settings.password is not None:
-        env["RECSTREAM_REDIS_PASSWORD"] = redis_settings.password.get_secret_value()
-    return env
+    )  # fmt: skip
 
 
 class _VersionWatch:

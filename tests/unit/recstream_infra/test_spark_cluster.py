@@ -54,6 +54,6 @@ def test_status_and_down_with_nothing_started(
     monkeypatch.setenv("RECSTREAM_LOCAL_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("RECSTREAM_LOCAL_SPARK_MASTER_UI_PORT", "1")  # nothing answers there
     assert main(["down"]) == 0
-    assert "spark-master   was not running" in capsys.readouterr().out
+    assert "spark-master   was not running (nothing to stop)" in capsys.readouterr().out
     assert main(["status"]) == 0
     assert "spark-worker-2" in capsys.readouterr().out
