@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -178,6 +179,18 @@ class ServiceGroup(ABC):
     @abstractmethod
     def services(self) -> tuple[LocalService, ...]:
         """In start order (each one's ``start()``); ``stop`` runs in reverse."""
+
+    def start(self) -> Iterator[tuple[LocalService, StartOutcome, float]]:
+        """Start each service in order; (service, outcome, seconds) as each one answers.
+
+        Raises:
+            ServiceStartError: from the first service that does not start (the later ones
+                are not tried).
+        """
+        for service in self.services:
+            began = time.monotonic()
+            outcome = service.start()
+            yield service, outcome, time.monotonic() - began
 
     def stop(self) -> dict[str, bool]:
         """Stop what we started; True for each service that was running."""

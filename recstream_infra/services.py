@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 
 from producer.broker import describe_cluster
@@ -84,16 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command in ("status", "down"):
         return services.report(args.command, width=6)
-    for service in services.services:
-        began = time.monotonic()
-        try:
-            outcome = service.start()
-        except ServiceStartError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        print(
-            f"{service.name:<6} {outcome} at {service.address} ({time.monotonic() - began:.1f} s)"
-        )
+    try:
+        for service, outcome, seconds in services.start():
+            print(f"{service.name:<6} {outcome} at {service.address} ({seconds:.1f} s)")
+    except ServiceStartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -160,15 +159,6 @@ class LocalSparkCluster(ServiceGroup):
         """The master, then the workers."""
         return (self.master, *self.workers)
 
-    def start(self) -> list[tuple[str, str, float]]:
-        """Start every daemon not running yet: (name, outcome, seconds) for each."""
-        started: list[tuple[str, str, float]] = []
-        for service in self.services:
-            began = time.monotonic()
-            outcome = service.start()
-            started.append((service.name, outcome, time.monotonic() - began))
-        return started
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``up``, ``down`` or ``status``."""
@@ -185,8 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("status", "down"):
         return cluster.report(args.command, width=14)
     try:
-        for name, outcome, seconds in cluster.start():
-            print(f"{name:<14} {outcome} ({seconds:.1f} s)")
+        for service, outcome, seconds in cluster.start():
+            print(f"{service.name:<14} {outcome} at {service.address} ({seconds:.1f} s)")
     except ServiceStartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -503,7 +503,7 @@ class BatchPipeline:
         """Start building version ``batch_id + 1`` on copies of the state as of now."""
         self._rated_meanwhile.clear()
         self._stored_meanwhile = 0
-        everything = self.history.frame().copy()
+        everything = self.history.frame()  # a copy: later batches do not change it
         short_term = copy.deepcopy(self.short_term)
         request = RetrainRequest(batch_id + 1, batch_id, reason, everything, short_term,
                                  self.model, self.clock())  # fmt: skip
@@ -566,7 +566,6 @@ class BatchPipeline:
         if bad:
             _log.warning("catalog: %d unusable entries skipped", bad)
         self._ask_for_stars(model)
-        if outcome.seconds >= 1:
-            _log.info("version %d built in %.1f s beside the stream; switching to it with %d "
-                      "users who rated meanwhile folded in", model.version, outcome.seconds,
-                      len(meanwhile))  # fmt: skip
+        _log.info("switching to version %d, built in %.1f s, with %d users who rated "
+                  "meanwhile folded in", model.version, outcome.seconds,
+                  len(meanwhile))  # fmt: skip

@@ -110,13 +110,12 @@ def build_spark_session(settings: SparkSettings | None = None) -> SparkSession:
         .config("spark.sql.redaction.options.regex", _REDACTED_OPTIONS)
         .config("spark.sql.redaction.string.regex", _REDACTED_TEXT)
     )
-    if by_submit:
-        pass  # the connector comes with spark-submit's --jars or --packages (checked below)
-    elif settings.connector == "cache":
+    # Under spark-submit the connector comes with its --jars or --packages (checked below).
+    if not by_submit and settings.connector == "cache":
         builder = builder.config(
             "spark.jars", ",".join(str(jar) for jar in connector_jars(settings))
         )
-    else:
+    elif not by_submit:
         builder = builder.config("spark.jars.packages", connector_coordinate()).config(
             "spark.jars.ivy", str((settings.jar_cache_dir / "ivy").resolve())
         )
@@ -150,7 +149,7 @@ def _has_connector(spark: SparkSession) -> bool:
     """Whether the session's jars or packages name Spark's Kafka connector."""
     conf = spark.sparkContext.getConf()
     named = conf.get("spark.jars", "") + "," + conf.get("spark.jars.packages", "")
-    return "spark-sql-kafka-0-10" in (named or "")
+    return "spark-sql-kafka-0-10" in named
 
 
 def _local_or_url(location: str) -> str:

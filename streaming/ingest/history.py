@@ -208,7 +208,10 @@ class RatingHistory:
         return compressed_rows(self._user[:count], self._movie[:count], self._rating[:count])
 
     def frame(self) -> pd.DataFrame:
-        """Every rating as columns (user_id, movie_id, rating, timestamp)."""
+        """Every rating as columns (user_id, movie_id, rating, timestamp).
+
+        A copy (pandas copies the arrays of a dict), which later merges do not change.
+        """
         count = len(self._slot)
         return pd.DataFrame(
             {

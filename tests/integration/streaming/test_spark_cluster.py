@@ -45,7 +45,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSparkClus
     )  # fmt: skip
     started = LocalSparkCluster(settings)
     try:
-        started.start()
+        for _ in started.start():  # each daemon in turn, until every worker registered
+            pass
         yield started
     finally:
         started.stop()
