@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -200,13 +201,24 @@ class ServiceGroup(ABC):
         """One status per service."""
         return [service.status() for service in self.services]
 
-    def report(self, command: str, width: int) -> int:
-        """Print the ``status`` or ``down`` of a command line (names ``width`` wide); 0."""
+    def command(self, command: str, width: int) -> int:
+        """Run a command line's ``up``, ``down`` or ``status``; the exit code.
+
+        Each service gets a line, its name ``width`` wide; 1 when a service did not start.
+        """
         if command == "status":
             for line in self.status():
                 print(line.describe())
-        else:
+        elif command == "down":
             for name, was_running in self.stop().items():
                 outcome = "stopped" if was_running else "was not running (nothing to stop)"
                 print(f"{name:<{width}} {outcome}")
+        else:
+            try:
+                for service, outcome, seconds in self.start():
+                    print(f"{service.name:<{width}} {outcome} at {service.address} "
+                          f"({seconds:.1f} s)")  # fmt: skip
+            except ServiceStartError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
         return 0

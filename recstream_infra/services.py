@@ -81,15 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, ServiceStartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.command in ("status", "down"):
-        return services.report(args.command, width=6)
-    try:
-        for service, outcome, seconds in services.start():
-            print(f"{service.name:<6} {outcome} at {service.address} ({seconds:.1f} s)")
-    except ServiceStartError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return services.command(args.command, width=6)
 
 
 if __name__ == "__main__":

@@ -172,14 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, ServiceStartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.command in ("status", "down"):
-        return cluster.report(args.command, width=14)
-    try:
-        for service, outcome, seconds in cluster.start():
-            print(f"{service.name:<14} {outcome} at {service.address} ({seconds:.1f} s)")
-    except ServiceStartError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    code = cluster.command(args.command, width=14)
+    if code or args.command != "up":
+        return code
     print(f"master {cluster.master.url}, status http://127.0.0.1:{cluster.master.ui_port}/")
     print(
         f"run the job on it: RECSTREAM_SPARK_MASTER={cluster.master.url} "
