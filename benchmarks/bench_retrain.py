@@ -39,7 +39,7 @@ from streaming.ingest.history import RatingHistory
 from streaming.model.blend import ShortTerm, transition_counts
 from streaming.model.lists import lists_for
 from streaming.model.versions import ModelVersion, train_model
-from streaming.publish.executors import ListTarget, publish_histories
+from streaming.publish.executors import ListTarget, publish_ratings
 from streaming.settings import ModelSettings
 
 
@@ -53,13 +53,13 @@ def cycle(
     ratings.count()
     model = train_model(ratings, history.frame(), settings, version=version, batch_id=version - 1,
                         reason="benchmark")  # fmt: skip
-    ratings.unpersist()
     began = time.perf_counter()
     target = ListTarget(redis, version, "model")
-    publish_histories(
-        spark, history.everyone(), model.fold_in(settings), settings.top_k, target,
+    publish_ratings(
+        ratings, model.fold_in(settings), settings.top_k, target,
         spark.sparkContext.defaultParallelism, model.stars, short_term,
     )  # fmt: skip
+    ratings.unpersist()
     return model, {
         "fit": model.meta.timings_s["fit"],
         "rating model": model.meta.timings_s["rating_model"],

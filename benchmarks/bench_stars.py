@@ -37,15 +37,15 @@ from serving.settings import RedisSettings
 from streaming.ingest.history import RatingHistory
 from streaming.model.lists import lists_for
 from streaming.model.versions import ModelVersion, train_model, training_split
-from streaming.publish.executors import ListTarget, publish_histories
+from streaming.publish.executors import ListTarget, publish_ratings
 from streaming.rating.fitter import StarsFitter
 from streaming.settings import ModelSettings
 
 
 def _publish(spark: SparkSession, history: RatingHistory, model: ModelVersion,
              settings: ModelSettings, redis: RedisSettings) -> None:  # fmt: skip
-    publish_histories(
-        spark, history.everyone(), model.fold_in(settings), settings.top_k,
+    publish_ratings(
+        spark.createDataFrame(history.frame()), model.fold_in(settings), settings.top_k,
         ListTarget(redis, model.version, "model"), spark.sparkContext.defaultParallelism,
         model.stars,
     )  # fmt: skip

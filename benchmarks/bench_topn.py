@@ -1,11 +1,11 @@
 """Top-N for every user plus publishing: recstream's executor path against the baseline.
 
 Baseline: ``ALSModel.recommendForAllUsers(K)`` collected to the driver, then one Redis
-SET per user. recstream: ``streaming.publish.executors`` (item factors and every user's history
-broadcast, each partition folds its users in and ranks with vectorised numpy inside
-``mapInPandas``, rated movies excluded) and pipelined HSETs from the executors.
-Same model, same K, same Redis, one run; on an ML-1M-scale synthetic
-feed (6,040 users, 3,706 movies, 1M ratings) by default.
+SET per user. recstream: ``streaming.publish.executors`` (the ratings split by user
+across partitions, only the item factors broadcast; each partition folds its users in
+and ranks with vectorised numpy inside ``mapInPandas``, rated movies excluded) and
+pipelined HSETs from the executors. Same model, same K, same Redis, one run; on an
+ML-1M-scale synthetic feed (6,040 users, 3,706 movies, 1M ratings) by default.
 
     .venv/bin/python benchmarks/bench_topn.py [--events N] [--k K]
 """
@@ -20,15 +20,15 @@ import numpy as np
 import redis
 from harness import bench_spark, drop_prefix, local_services
 from pyspark.ml.recommendation import ALS, ALSModel
+from pyspark.sql import DataFrame
 
 from producer.synthetic import synthetic_dataset
 from serving.connection import open_redis
 from serving.layout import encode_list
 from serving.settings import RedisSettings
-from streaming.ingest.history import RatingHistory
 from streaming.model.lists import FoldIn
 from streaming.model.topn import ItemIndex
-from streaming.publish.executors import ListTarget, publish_histories
+from streaming.publish.executors import ListTarget, publish_ratings
 
 
 def baseline_cycle(
@@ -48,20 +48,19 @@ def baseline_cycle(
 
 def recstream_cycle(
     model: ALSModel,
-    history: RatingHistory,
+    ratings: DataFrame,
     settings: RedisSettings,
     k: int,
     version: int,
 ) -> tuple[float, int]:
-    """Broadcast, fold in, score and publish on executors: (s, lists)."""
-    spark = model.itemFactors.sparkSession
+    """Broadcast the item factors, fold in, score and publish on executors: (s, lists)."""
     began = time.perf_counter()
     item_rows = model.itemFactors.collect()
     factors = np.array([r["features"] for r in item_rows])
     items = ItemIndex([r["id"] for r in item_rows], factors)
     fold_in = FoldIn(items, reg_param=0.1)
     target = ListTarget(settings, version, "model")
-    written = publish_histories(spark, history.everyone(), fold_in, k, target, partitions=2)
+    written = publish_ratings(ratings, fold_in, k, target, partitions=2)
     return time.perf_counter() - began, written
 
 
@@ -89,9 +88,6 @@ def run(args: argparse.Namespace) -> None:
         frame = spark.createDataFrame(list(rows), "user_id int, movie_id int, rating double")
         frame = frame.cache()
         frame.count()
-        history = RatingHistory.from_arrays(
-            table.user_ids, table.movie_ids, table.ratings, table.timestamps
-        )
         began = time.perf_counter()
         als = ALS(rank=10, maxIter=10, regParam=0.1, seed=1, userCol="user_id", itemCol="movie_id")
         model = als.fit(frame)
@@ -102,7 +98,7 @@ def run(args: argparse.Namespace) -> None:
         baseline_runs = [baseline_cycle(model, client, prefix, args.k) for _ in range(args.rounds)]
         top_n, publish = min(baseline_runs, key=sum)
         ours_runs = [
-            recstream_cycle(model, history, redis_settings, args.k, version)
+            recstream_cycle(model, frame, redis_settings, args.k, version)
             for version in range(1, args.rounds + 1)
         ]
         ours, written = min(ours_runs)

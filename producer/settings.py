@@ -150,6 +150,15 @@ class ProducerSettings(StrictSettings):
     synthetic_events: int = Field(
         1_000_000, ge=1, le=1_000_000_000, description="Events of the synthetic feed."
     )
+    synthetic_users: int = Field(
+        0, ge=0, le=100_000_000, description="Users of the synthetic feed (0: events / 150)."
+    )
+    synthetic_movies: int = Field(
+        0,
+        ge=0,
+        le=10_000_000,
+        description="Movies of the synthetic feed (0: events / 250, at most 20,000).",
+    )
     synthetic_seed: int = Field(42, description="Seed of the synthetic feed.")
     pace: Literal["max", "speed", "rate"] = Field(
         "max", description="'max' = as fast as the broker takes them; 'speed' or 'rate' below."

@@ -25,5 +25,10 @@ def load_source(spec: str, settings: ProducerSettings, *, strict: bool = False) 
         name = spec.partition(":")[2] or DEFAULT_TFDS
         return load_tfds(name, settings.tfds_data_dir)
     if spec == "synthetic":
-        return synthetic_dataset(settings.synthetic_events, seed=settings.synthetic_seed)
+        return synthetic_dataset(
+            settings.synthetic_events,
+            users=settings.synthetic_users or None,
+            movies=settings.synthetic_movies or None,
+            seed=settings.synthetic_seed,
+        )
     return load_grouplens(Path(spec).expanduser(), strict=strict)

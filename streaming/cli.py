@@ -102,7 +102,7 @@ def run(
         kafka.topic,
         kafka.bootstrap_servers,
         stream.state_dir.resolve(),
-        len(job.history),
+        job.pipeline.stored,
         "none yet" if job.model is None else f"v{job.model.version}",
     )
     query = job.start(available_now=available_now)

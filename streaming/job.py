@@ -2,14 +2,15 @@
 
 ``StreamingJob`` builds the real collaborators of the micro-batch pipeline
 (``streaming.pipeline``): Spark's intake and store, the model folder, the Redis
-publisher, the Kafka topic watcher and the rating model's fitter. It recovers the state
-(the history and the transitions from the store, the newest saved model), starts the
-query with ``foreachBatch`` over the pipeline, keeps publishing between batches, and
-stops cleanly.
+publisher, the Kafka topic watcher and the rating model's fitter. It recovers what the
+driver keeps (the short-term transition counts, rebuilt from the store a chunk at a
+time, and the newest saved model), starts the query (the Kafka source, validation and
+every user's ratings in Spark's state: ``streaming.ingest.state``) with ``foreachBatch``
+over the pipeline, keeps publishing between batches, and stops cleanly.
 
-A restart rebuilds the history from the store and loads the newest saved model; the
-Structured Streaming checkpoint then replays any batch whose commit Spark had not
-recorded, and the pipeline's stages are idempotent for it.
+On a restart the Structured Streaming checkpoint brings back the users' state and
+replays any batch whose commit Spark had not recorded; the pipeline's stages are
+idempotent for it.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from pyspark.sql.streaming.query import StreamingQuery
 
 from producer.settings import KafkaSettings
 from serving.settings import RedisSettings
-from streaming.ingest.history import HISTORY_COLUMNS, RatingHistory
 from streaming.ingest.intake import SparkIntake
+from streaming.ingest.state import with_user_state
 from streaming.ingest.store import RatingStore
 from streaming.ingest.topics import TopicWatcher, spark_source_options
 from streaming.model.versions import ModelFolder, ModelVersion
@@ -84,10 +85,9 @@ class StreamingJob:
         # A build beside the stream runs at most this many tasks at once.
         slots = model.retrain_slots or max(1, spark.sparkContext.defaultParallelism - 1)
         beside = slots if model.retrain_in_background else None
-        self.publisher = Publisher(spark, redis_settings, stream, model, stage_partitions=beside)
+        self.publisher = Publisher(spark, self.store.ratings, redis_settings, stream, model,
+                                   stage_partitions=beside)  # fmt: skip
         models = ModelFolder(stream.state_dir / "models", self.store.ratings, model, beside)
-        history = RatingHistory()
-        history.add(self.store.stored_rows().select(*HISTORY_COLUMNS).toPandas())
         self._builder: ThreadPoolExecutor | None = None
         if model.retrain_in_background:
             self._builder = ThreadPoolExecutor(
@@ -102,8 +102,8 @@ class StreamingJob:
             stars=self.fitter,
             stream=stream,
             model_settings=model,
-            history=history,
             commits=self.store.commits(),
+            arrivals=self.store.arrivals(),
             model=models.latest(),
             retrain_executor=self._builder,
         )
@@ -114,11 +114,6 @@ class StreamingJob:
         self._resumed = False
         self._closing = threading.Event()
         self._keeper: threading.Thread | None = None
-
-    @property
-    def history(self) -> RatingHistory:
-        """Every stored rating, in the driver."""
-        return self.pipeline.history
 
     @property
     def model(self) -> ModelVersion | None:
@@ -165,7 +160,7 @@ class StreamingJob:
             .option("maxOffsetsPerTrigger", str(self.stream.max_offsets_per_trigger))
         )
         writer = (
-            reader.load()
+            with_user_state(reader.load())
             .writeStream.foreachBatch(self._run_batch)
             .option("checkpointLocation", self.stream.checkpoint_path())
             .queryName("recstream-updater")

@@ -2,15 +2,18 @@
 
 Each micro-batch runs, in order:
 
-1. **intake** (``BatchStore.take``): validate the records, set aside repeats of events
-   already held, store the valid ones and the dead letters under the batch id
-   (overwriting, so a replayed batch replaces its first attempt instead of adding to it);
+1. **intake** (``BatchStore.take``): store the valid ratings and the dead letters under
+   the batch id (overwriting, so a replayed batch replaces its first attempt instead of
+   adding to it). The records come validated and checked against Spark's state of every
+   user's ratings (``streaming.ingest.state``): repeats of stored events are dead letters,
+   first ratings of a movie are marked, and the batch's users come with their past ratings;
 2. **history**: check each rating against the list its user was served (the live hit
-   rate), merge the ratings into the driver's history, and count each user's first
-   ratings of a movie into the short-term transitions (``streaming.model.transitions``);
+   rate), merge the batch into its users' past ratings (kept in ``RecentRatings`` until
+   their lists are published), and count each user's first ratings of a movie into the
+   short-term transitions (``streaming.model.transitions``);
 3. **retrain** when the policy says so and none is building: start building version
    ``batch_id + 1`` (fit, evaluate, save, write its lists beside the current ones;
-   ``streaming.model.retrain``) on a snapshot of the ratings so far, and return. A
+   ``streaming.model.retrain``) on what the store holds through this batch, and return. A
    version whose build finished is switched in here (or between batches), after the
    users who rated since its snapshot are folded into it. Otherwise, and meanwhile, the
    users who rated get fold-in lists from the current version. The rating model, for
@@ -21,9 +24,11 @@ Each micro-batch runs, in order:
 5. **commit** (``BatchStore.commit``): the batch's record (offsets, counts, model
    version, live hit rate), last.
 
-A batch run again under the same id (after a crash) finds its ratings in the history
-(step 1 sets them aside only against *other* batches) and, if its build got that far,
-its model saved (step 3 loads it), so steps 1-5 are idempotent. A crash during a build
+A batch run again under the same id (after a crash) meets Spark's state as the batch
+before left it (so its first attempt's ratings are not repeats) and, if its build got
+that far, its model saved (step 3 loads it), so steps 1-5 are idempotent. The driver
+holds nothing that grows with the stored ratings: the batch's users, the users whose
+lists wait, item factors and counts. A crash during a build
 loses nothing: its batch is committed, and the next batch that finds a retrain due
 starts another under a higher version. The collaborators are protocols: the job wires
 Spark, Kafka and Redis (``streaming.job``); unit tests wire in-memory ones.
@@ -35,7 +40,7 @@ import copy
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -44,13 +49,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from streaming.ingest.history import (
-    HISTORY_COLUMNS,
-    RatingHistory,
-    UserRatings,
-    compressed_rows,
-)
-from streaming.ingest.intake import Repeats, TakenBatch
+from streaming.ingest.history import RecentRatings, compressed_rows, latest_ratings
+from streaming.ingest.intake import TakenBatch
 from streaming.ingest.store import BatchCommit
 from streaming.model.blend import ShortTerm, transition_counts
 from streaming.model.holdout import CUTOFF
@@ -58,11 +58,12 @@ from streaming.model.policy import RetrainPolicy
 from streaming.model.retrain import Retrainer, RetrainOutcome, RetrainRequest
 from streaming.model.versions import ModelVersion, stars_version, training_split
 from streaming.publish.publisher import PublishOutcome
-from streaming.rating.fitter import FittedStars
+from streaming.rating.fitter import FittedStars, RatingsLoader
 from streaming.settings import ModelSettings, StreamSettings
 from streaming.timing import timed
 
 __all__ = [
+    "RECENT_USERS_KEPT",
     "REPORTS_KEPT",
     "BatchPipeline",
     "BatchReport",
@@ -80,13 +81,24 @@ __all__ = [
 _log = logging.getLogger("recstream.streaming")
 # The newest micro-batches' reports kept in memory (the commit records keep them all).
 REPORTS_KEPT = 10_000
+# Users whose lists wait kept in the driver at most; past this (a long Redis outage, a
+# long build on a busy feed) the lists are published in full from the store instead.
+RECENT_USERS_KEPT = 50_000
 
 
 class BatchStore(Protocol):
     """Where a batch's records go: validated and stored, then its commit record."""
 
-    def take(self, records: Any, batch_id: int, repeats: Repeats) -> TakenBatch:
-        """Validate and store ``records`` under ``batch_id``; the valid ratings."""
+    def take(self, records: Any, batch_id: int) -> TakenBatch:
+        """Store ``records`` under ``batch_id``; the valid ratings and their users' past."""
+        ...
+
+    def ratings(self, through_batch: int | None = None) -> pd.DataFrame:
+        """What the batches through ``through_batch`` (None: all) stored, into the driver.
+
+        The latest rating per (user, movie): user_id, movie_id, rating, timestamp. For a
+        fit on the driver, for as long as it runs.
+        """
         ...
 
     def commit(self, record: BatchCommit) -> None:
@@ -101,14 +113,8 @@ class Models(Protocol):
         """The version saved under ``version``, if any."""
         ...
 
-    def train(
-        self, ratings: pd.DataFrame, *, version: int, batch_id: int, reason: str,
-        fit_stars: bool,
-    ) -> ModelVersion:  # fmt: skip
-        """Fit and evaluate a new version on everything stored through ``batch_id``.
-
-        ``ratings`` are those ratings in the driver (user_id, movie_id, rating, timestamp).
-        """
+    def train(self, *, version: int, batch_id: int, reason: str, fit_stars: bool) -> ModelVersion:
+        """Fit and evaluate a new version on everything stored through ``batch_id``."""
         ...
 
     def save(self, model: ModelVersion) -> None:
@@ -124,6 +130,11 @@ class ListPublisher(Protocol):
         """Whether anything waits to be published."""
         ...
 
+    @property
+    def pending_users(self) -> int:
+        """Users whose fold-in lists wait."""
+        ...
+
     def new_model(
         self, model: ModelVersion, *, staged: int | None = None, users: Sequence[int] = (),
         through_batch: int | None = None,
@@ -137,9 +148,9 @@ class ListPublisher(Protocol):
         ...
 
     def stage(
-        self, model: ModelVersion, ratings: UserRatings, short_term: ShortTerm | None
+        self, model: ModelVersion, through_batch: int, short_term: ShortTerm | None
     ) -> int | None:
-        """Write ``model``'s lists of the users in ``ratings`` before the switch to it.
+        """Write ``model``'s lists of everyone stored through ``through_batch``, before the switch.
 
         Called from the build's thread. How many; None when they could not be written.
         """
@@ -157,8 +168,8 @@ class ListPublisher(Protocol):
         """Queue the current version again if the lists' store lost it."""
         ...
 
-    def flush(self, history: RatingHistory) -> PublishOutcome:
-        """Publish what is queued; what fails stays queued."""
+    def flush(self, recent: RecentRatings) -> PublishOutcome:
+        """Publish what is queued (fold-ins from ``recent``); what fails stays queued."""
         ...
 
 
@@ -177,8 +188,8 @@ class Topic(Protocol):
 class StarsFitting(Protocol):
     """The rating model's fits beside the stream (``streaming.rating.fitter``)."""
 
-    def request(self, version: int, training: pd.DataFrame, held_out: pd.DataFrame) -> None:
-        """Start fitting the rating model of ``version``."""
+    def request(self, version: int, ratings: RatingsLoader) -> None:
+        """Start fitting the rating model of ``version`` on what ``ratings()`` loads."""
         ...
 
     def take(self) -> FittedStars | None:
@@ -200,6 +211,8 @@ class BatchReport:
     fold_in_users: int
     publish: PublishOutcome
     timings_s: dict[str, float]
+    seconds: float = 0.0  # the whole micro-batch
+    building: bool = False  # a version was being built while it ran
 
     @property
     def line(self) -> str:
@@ -215,7 +228,7 @@ class BatchReport:
         return (
             f"batch {self.batch_id}: {self.records:,} records, {self.valid:,} valid, "
             f"{self.invalid:,} invalid, lag {lag}, fold-in {self.fold_in_users:,} users, "
-            f"retrain {retrain}, redis {publish}, {times}"
+            f"retrain {retrain}, redis {publish}, {times} (in {self.seconds:.2f}s)"
         )
 
 
@@ -281,8 +294,10 @@ class BatchPipeline:
         publisher: the lists' destination.
         topic: the catalog and the topic's end offsets.
         stars: the rating model's fits beside the stream.
-        history: every stored rating (the driver's copy), already loaded.
         commits: the commit records so far (the offsets and counts are derived from them).
+        arrivals: every stored user's movies in the order they came, in chunks of
+            (users, movies) aligned arrays (each user's in order across the chunks): the
+            short-term counts are rebuilt from them.
         model: the current version, if any.
         clock: seconds since the epoch (``time.time``).
         retrain_executor: where new versions are built (a driver thread in the job);
@@ -299,8 +314,8 @@ class BatchPipeline:
         stars: StarsFitting,
         stream: StreamSettings,
         model_settings: ModelSettings,
-        history: RatingHistory,
         commits: Sequence[BatchCommit] = (),
+        arrivals: Iterable[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = (),
         model: ModelVersion | None = None,
         clock: Callable[[], float] = time.time,
         retrain_executor: Executor | None = None,
@@ -314,10 +329,14 @@ class BatchPipeline:
         self.model_settings = model_settings
         self.clock = clock
         self.policy = RetrainPolicy.from_settings(model_settings)
-        self.history = history
-        # Short-term state derived from the history, then counted batch by batch.
+        # Short-term state rebuilt from the stored arrivals, then counted batch by batch.
         self.transitions = transition_counts(model_settings)
-        self.transitions.observe(*history.arrival_order())
+        for users, movies in arrivals:
+            self.transitions.observe(users, movies)
+        self.recent = RecentRatings()
+        self.stored = sum(record.valid for record in commits)  # counted through:
+        self._counted_through = max((record.batch_id for record in commits), default=-1)
+        self._publish_in_full = False  # too many users waited: the next switch is in full
         self.short_term = ShortTerm.of(self.transitions, model_settings)
         self.model = model
         self.offsets = latest_offsets(commits)
@@ -341,9 +360,10 @@ class BatchPipeline:
 
     def run(self, records: Any, batch_id: int) -> BatchReport:
         """Run one micro-batch (see the module docstring); safe to run again for the same id."""
+        began = time.perf_counter()
+        building = self.retrainer.busy
         self.adopt_stars()
-        taken = self.store.take(records, batch_id,
-                                lambda batch: self.history.repeats(batch, batch_id))  # fmt: skip
+        taken = self.store.take(records, batch_id)
         timings = dict(taken.timings_s)
         batch = taken.ratings.copy()
         batch["batch_id"] = batch_id
@@ -352,12 +372,16 @@ class BatchPipeline:
         reasons = dict(Counter(reason for _, _, reason in taken.rejected))
         invalid = len(taken.rejected)
         with timed(timings, "history"):
-            checked, hits, popular_hits = self._check_lists(batch)
-            first_ratings = self.history.unseen(batch)
-            changed = self.history.add(batch[list(HISTORY_COLUMNS)])
+            checked, hits, popular_hits = self._check_lists(batch, taken)
+            after, changed = latest_ratings(taken.held, batch)
+            self.recent.update(after)
+            first_ratings = batch["first"].to_numpy(dtype=bool)
             self.transitions.observe(batch["user_id"].to_numpy()[first_ratings],
                                      batch["movie_id"].to_numpy()[first_ratings])  # fmt: skip
             self.new_since_model += len(batch)
+            if batch_id > self._counted_through:  # a replayed batch's commit counted it
+                self.stored += len(batch)
+                self._counted_through = batch_id
             if self.retrainer.busy:
                 self._rated_meanwhile.update(changed.tolist())
                 self._stored_meanwhile += len(batch)
@@ -371,7 +395,7 @@ class BatchPipeline:
         if switched is None and self.stream.fold_in and len(changed):
             self.publisher.users_changed(changed.tolist(), batch_id)
 
-        outcome = self.publisher.flush(self.history)
+        outcome = self._flush()
         timings["publish"] = outcome.seconds
         self.store.commit(
             BatchCommit(
@@ -402,6 +426,8 @@ class BatchPipeline:
             fold_in_users=outcome.fold_in_lists,
             publish=outcome,
             timings_s={name: round(s, 3) for name, s in timings.items()},
+            seconds=round(time.perf_counter() - began, 3),
+            building=building or self.retrainer.busy,
         )
         keep_newest(self.reports, report, REPORTS_KEPT)
         _log.info("%s", report.line)
@@ -419,7 +445,7 @@ class BatchPipeline:
             self.publisher.verify()
         if not self.publisher.has_pending:
             return None
-        return self.publisher.flush(self.history)
+        return self._flush()
 
     def adopt_stars(self) -> None:
         """Give the current version a rating model that finished fitting, and republish it.
@@ -446,6 +472,24 @@ class BatchPipeline:
                   "with its stars", fitted.version, fitted.seconds, rmse,
                   self.model.version)  # fmt: skip
 
+    def _flush(self) -> PublishOutcome:
+        """Publish what waits; then let go of the recent users no list waits for.
+
+        Past ``RECENT_USERS_KEPT`` users kept, the current version is queued in full
+        (from the store) instead of their fold-ins, and so is the version being built.
+        """
+        outcome = self.publisher.flush(self.recent)
+        if len(self.recent) > RECENT_USERS_KEPT:
+            _log.warning("%d users' lists wait; the lists will be published in full from "
+                         "the store instead", len(self.recent))  # fmt: skip
+            if self.model is not None:
+                self.publisher.new_model(self.model)
+            self._publish_in_full = self.retrainer.busy
+            self.recent.clear()
+        elif not self.publisher.pending_users and not self.retrainer.busy:
+            self.recent.clear()
+        return outcome
+
     def _lag(self) -> int | None:
         """Records in the topic past what the job has read; None when unknown."""
         ends = self.topic.end_offsets()
@@ -453,7 +497,7 @@ class BatchPipeline:
             return None
         return sum(max(0, end - self.offsets.get(p, 0)) for p, end in ends.items())
 
-    def _check_lists(self, batch: pd.DataFrame) -> tuple[int, int, int]:
+    def _check_lists(self, batch: pd.DataFrame, taken: TakenBatch) -> tuple[int, int, int]:
         """(ratings checked, hits, popular hits).
 
         Each rating against its user's list before the batch, and against the model's
@@ -466,7 +510,11 @@ class BatchPipeline:
         if self.model is None or not self.stream.fold_in or batch.empty:
             return 0, 0, 0
         users = np.unique(batch["user_id"].to_numpy(dtype=np.int64))
-        histories = self.history.of_users(users)
+        held = taken.held
+        before = RecentRatings()
+        before.update(compressed_rows(held["user_id"].to_numpy(), held["movie_id"].to_numpy(),
+                                      held["rating"].to_numpy()))  # fmt: skip
+        histories = before.of_users(users)
         served = self.model.served_lists(histories, self.model_settings, CUTOFF,
                                          self.short_term)  # fmt: skip
         popular = [movie for movie, _ in self.model.popular]
@@ -486,50 +534,51 @@ class BatchPipeline:
             return
         if stars_version(model) == model.version:
             return
-        training, held_out = training_split(self.history.frame(), model.meta.holdout_from_timestamp)
-        if len(training):
-            self.stars.request(model.version, training, held_out)
+        through, cutoff = model.meta.batch_id, model.meta.holdout_from_timestamp
+        self.stars.request(model.version,
+                           lambda: training_split(self.store.ratings(through), cutoff))  # fmt: skip
 
     def _due(self) -> str | None:
         """Why a retrain is due now (``RetrainPolicy``), or None."""
         return self.policy.reason(
-            stored=len(self.history),
+            stored=self.stored,
             new_since=self.new_since_model,
             seconds_since=None if self.model is None else self.clock() - self.model.meta.trained_at,
             has_model=self.model is not None,
         )
 
     def _start_retrain(self, batch_id: int, reason: str) -> None:
-        """Start building version ``batch_id + 1`` on copies of the state as of now."""
+        """Start building version ``batch_id + 1`` on the store through now, counts copied."""
         self._rated_meanwhile.clear()
         self._stored_meanwhile = 0
-        everything = self.history.frame()  # a copy: later batches do not change it
         short_term = copy.deepcopy(self.short_term)
-        request = RetrainRequest(batch_id + 1, batch_id, reason, everything, short_term,
-                                 self.model, self.clock())  # fmt: skip
+        request = RetrainRequest(batch_id + 1, batch_id, reason, short_term, self.model,
+                                 self.clock())  # fmt: skip
         self.retrainer.start(request)
 
     def _build(self, request: RetrainRequest) -> tuple[ModelVersion, int | None]:
         """Fit, evaluate and save ``request``'s version, then write its lists (not current).
 
-        Runs on the retrain executor: it reads only the request's copies. A batch that ran
-        before a crash and saved this version finds it instead of fitting it again.
+        Runs on the retrain executor: it reads the store through the request's batch and
+        the request's copies. A batch that ran before a crash and saved this version
+        finds it instead of fitting it again.
         """
         model = self.models.saved(request.version)
         if model is None:
             background = self.model_settings.rating_in_background
-            model = self.models.train(request.ratings, version=request.version,
-                                      batch_id=request.batch_id, reason=request.reason,
-                                      fit_stars=not background)  # fmt: skip
+            model = self.models.train(version=request.version, batch_id=request.batch_id,
+                                      reason=request.reason, fit_stars=not background)  # fmt: skip
             current = request.current
             if background and current is not None and current.stars is not None:
                 meta = model.meta.model_copy(update={"stars_from_version": stars_version(current)})
                 model = replace(model, stars=current.stars, meta=meta)
             self.models.save(model)
-        frame = request.ratings
-        users = compressed_rows(frame["user_id"].to_numpy(), frame["movie_id"].to_numpy(),
-                                frame["rating"].to_numpy())  # fmt: skip
-        return model, self.publisher.stage(model, users, request.short_term)
+        began = time.perf_counter()
+        staged = self.publisher.stage(model, request.batch_id, request.short_term)
+        timings = {**model.meta.timings_s, "lists": round(time.perf_counter() - began, 3)}
+        model = replace(model, meta=model.meta.model_copy(update={"timings_s": timings}))
+        self.models.save(model)  # with the time its lists took
+        return model, staged
 
     def _switch_if_ready(self) -> int | None:
         """Switch to a version whose build finished; its number, or None."""
@@ -558,7 +607,9 @@ class BatchPipeline:
         """
         self.model = model
         self.new_since_model = stored
-        self.publisher.new_model(model, staged=outcome.staged, users=meanwhile,
+        staged = None if self._publish_in_full else outcome.staged
+        self._publish_in_full = False
+        self.publisher.new_model(model, staged=staged, users=meanwhile,
                                  through_batch=self._last_batch)  # fmt: skip
         movies, bad = self.topic.catalog()
         if movies:

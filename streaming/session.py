@@ -36,6 +36,9 @@ _REDACTED_OPTIONS = "(?i)url|jaas|password|secret|token"
 _REDACTED_TEXT = r'(?i)password\s*=\s*"(?:[^"\\]|\\.)*"'
 
 
+_ROCKSDB_STATE = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+
+
 def connector_coordinate() -> str:
     """Maven coordinate of Spark's Kafka connector matching the installed pyspark."""
     return f"org.apache.spark:spark-sql-kafka-0-10_2.13:{pyspark.__version__}"
@@ -102,6 +105,10 @@ def build_spark_session(settings: SparkSettings | None = None) -> SparkSession:
         .config("spark.ui.enabled", str(settings.ui_enabled).lower())
         .config("spark.ui.showConsoleProgress", str(settings.console_progress).lower())
         .config("spark.sql.session.timeZone", "UTC")
+        # Every user's ratings live in the streaming query's state (streaming.ingest.state):
+        # RocksDB keeps it on the executors' disks, with small per-batch changelogs.
+        .config("spark.sql.streaming.stateStore.providerClass", _ROCKSDB_STATE)
+        .config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
         .config("spark.scheduler.mode", "FAIR")
         .config("spark.scheduler.allocation.file", _POOLS_FILE.resolve().as_uri())
         .config("spark.executorEnv.OPENBLAS_NUM_THREADS", os.environ["OPENBLAS_NUM_THREADS"])

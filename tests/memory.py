@@ -3,7 +3,9 @@
 They keep what they are given in plain Python so a test can drive ``BatchPipeline``
 batch by batch without Spark, Kafka or Redis, and read back what each stage did. A
 batch's "records" here are a ``MemoryBatch``: the valid-looking ratings and the records
-the validation would have rejected, as the Spark intake would hand them over.
+the validation would have rejected. ``MemoryStore`` plays Spark's state of every user's
+ratings with the same per-user logic (``streaming.ingest.state.UserLedger``), over the
+batches stored before the one at hand, as a restored checkpoint would.
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ import numpy as np
 import pandas as pd
 
 from serving.layout import ModelMeta
-from streaming.ingest.history import RatingHistory, UserRatings
-from streaming.ingest.intake import BATCH_COLUMNS, Repeats, TakenBatch
+from streaming.ingest.history import RecentRatings
+from streaming.ingest.intake import BATCH_COLUMNS, HELD_COLUMNS, TakenBatch
+from streaming.ingest.state import UserLedger
 from streaming.ingest.store import BatchCommit
 from streaming.ingest.validation import DUPLICATE_REASON
 from streaming.model.blend import ShortTerm
 from streaming.model.topn import ItemIndex
 from streaming.model.versions import ModelVersion
 from streaming.publish.publisher import PublishOutcome
-from streaming.rating.fitter import FittedStars
+from streaming.rating.fitter import FittedStars, RatingsLoader
 
 
 @dataclass
@@ -39,12 +42,12 @@ class MemoryBatch:
     appended_s: float = 0.0
 
     def frame(self) -> pd.DataFrame:
-        """The ratings as the intake hands them over (``BATCH_COLUMNS``)."""
+        """The ratings with their Kafka position and append time (all ``BATCH_COLUMNS`` but one)."""
         frame = pd.DataFrame(self.ratings, columns=["user_id", "movie_id", "rating", "timestamp"])
         frame["partition"] = 0
         frame["offset"] = np.arange(len(frame), dtype=np.int64) + self.first_offset
         frame["appended_s"] = self.appended_s
-        return frame[list(BATCH_COLUMNS)]
+        return frame[list(BATCH_COLUMNS[:-1])]
 
 
 class MemoryStore:
@@ -55,17 +58,47 @@ class MemoryStore:
         self.dead_letters: dict[int, list[tuple[int, int, str]]] = {}
         self.commits: dict[int, BatchCommit] = {}
 
-    def take(self, records: MemoryBatch, batch_id: int, repeats: Repeats) -> TakenBatch:
-        """Set aside the repeats, store the rest under ``batch_id``."""
+    def take(self, records: MemoryBatch, batch_id: int) -> TakenBatch:
+        """Set aside the repeats, mark first ratings, store the rest under ``batch_id``."""
         ratings = records.frame()
         after = records.first_offset + len(ratings)
         rejected = [(0, after + i, reason) for i, reason in enumerate(records.rejected)]
-        repeated = repeats(ratings)
+        before = [frame for batch, frame in sorted(self.stored.items()) if batch < batch_id]
+        earlier = pd.concat(before, ignore_index=True) if before else ratings.iloc[:0]
+        repeated = np.zeros(len(ratings), dtype=np.bool_)
+        first = np.zeros(len(ratings), dtype=np.bool_)
+        held = []
+        for user, rows in ratings.groupby("user_id", sort=False).indices.items():
+            mine = earlier[earlier["user_id"] == user]
+            ledger = UserLedger(mine["movie_id"].to_numpy(np.int64),
+                                mine["rating"].to_numpy(np.float64),
+                                mine["timestamp"].to_numpy(np.int64))  # fmt: skip
+            chosen = ratings.iloc[rows]
+            repeat, firsts, _ = ledger.take(chosen["movie_id"], chosen["timestamp"],
+                                            chosen["rating"])  # fmt: skip
+            repeated[rows], first[rows] = repeat, firsts
+            if len(ledger.movies):
+                held.append(ledger.latest().assign(user_id=int(user)))
         rejected += [(0, int(o), DUPLICATE_REASON) for o in ratings.loc[repeated, "offset"]]
-        kept = ratings.loc[~repeated].reset_index(drop=True)
+        kept = ratings.assign(first=first).loc[~repeated].reset_index(drop=True)
         self.stored[batch_id] = kept
         self.dead_letters[batch_id] = rejected
-        return TakenBatch(kept, rejected)
+        past = pd.concat(held, ignore_index=True) if held else pd.DataFrame(columns=HELD_COLUMNS)
+        return TakenBatch(kept, rejected, held=past[list(HELD_COLUMNS)])
+
+    def ratings(self, through_batch: int | None = None) -> pd.DataFrame:
+        """The latest stored rating per (user, movie) through ``through_batch`` (None: all)."""
+        chosen = [frame for batch, frame in sorted(self.stored.items())
+                  if through_batch is None or batch <= through_batch]  # fmt: skip
+        if not chosen:
+            return pd.DataFrame(columns=list(HELD_COLUMNS))
+        every = pd.concat(chosen, ignore_index=True)[list(HELD_COLUMNS)]
+        every = every.sort_values(["user_id", "movie_id", "timestamp"], kind="stable")
+        return every.drop_duplicates(["user_id", "movie_id"], keep="last").reset_index(drop=True)
+
+    def users(self, through_batch: int | None = None) -> list[int]:
+        """Every user stored through ``through_batch`` (None: all), ascending."""
+        return sorted(set(self.ratings(through_batch)["user_id"].astype(int).tolist()))
 
     def commit(self, record: BatchCommit) -> None:
         """Keep the record (a replayed batch's replaces its first attempt's)."""
@@ -76,8 +109,9 @@ class MemoryModels:
     """``Models``: versions kept in a dict; a fit gives every known movie a fixed random
     factor (seeded by the version) and ranks the popular list by rating count."""
 
-    def __init__(self, clock: MemoryClock, rank: int = 3) -> None:
+    def __init__(self, clock: MemoryClock, store: MemoryStore, rank: int = 3) -> None:
         self.clock = clock
+        self.store = store
         self.rank = rank
         self.versions: dict[int, ModelVersion] = {}
         self.trained: list[int] = []
@@ -86,13 +120,10 @@ class MemoryModels:
         """The version saved under ``version``, if any."""
         return self.versions.get(version)
 
-    def train(
-        self, ratings: pd.DataFrame, *, version: int, batch_id: int, reason: str,
-        fit_stars: bool,
-    ) -> ModelVersion:  # fmt: skip
-        """A model of every movie in ``ratings``."""
+    def train(self, *, version: int, batch_id: int, reason: str, fit_stars: bool) -> ModelVersion:
+        """A model of every movie stored through ``batch_id``."""
         self.trained.append(version)
-        frame = ratings
+        frame = self.store.ratings(batch_id)
         counts = frame["movie_id"].value_counts()
         movies = np.sort(counts.index.to_numpy(dtype=np.int64))
         factors = np.random.default_rng(version).normal(size=(len(movies), self.rank))
@@ -113,7 +144,8 @@ class MemoryPublisher:
     publishes what it can unless ``down`` (then all stays queued: ``waiting``); ``stage``
     fails while ``down``."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
         self.down = False
         self.staged: dict[int, list[int]] = {}  # version -> users whose lists it wrote
         self.switches: list[tuple[int, int | None, list[int]]] = []  # version, staged, users
@@ -131,6 +163,11 @@ class MemoryPublisher:
         """Whether anything waits to be published."""
         return self._model is not None or bool(self._users) or self._catalog is not None
 
+    @property
+    def pending_users(self) -> int:
+        """Users whose fold-in lists wait."""
+        return sum(len(users) for users in self._users.values())
+
     def new_model(
         self, model: ModelVersion, *, staged: int | None = None, users: Sequence[int] = (),
         through_batch: int | None = None,
@@ -142,13 +179,13 @@ class MemoryPublisher:
         self._users = {-1: list(users)} if staged is not None and users else {}
 
     def stage(
-        self, model: ModelVersion, ratings: UserRatings, short_term: ShortTerm | None
+        self, model: ModelVersion, through_batch: int, short_term: ShortTerm | None
     ) -> int | None:
         """Note the users whose lists ``model`` would get; None while ``down``."""
         if self.down:
             return None
-        self.staged[model.version] = ratings.users.tolist()
-        return len(ratings.users)
+        self.staged[model.version] = self.store.users(through_batch)
+        return len(self.staged[model.version])
 
     def users_changed(self, users: Sequence[int], batch_id: int) -> None:
         """Queue fold-in lists for ``users``."""
@@ -162,7 +199,7 @@ class MemoryPublisher:
         """Count the checks (nothing here is ever lost)."""
         self.verified += 1
 
-    def flush(self, history: RatingHistory) -> PublishOutcome:
+    def flush(self, recent: RecentRatings) -> PublishOutcome:
         """Publish what is queued, or keep it queued while ``down``."""
         if not self.has_pending:
             return PublishOutcome()
@@ -174,12 +211,14 @@ class MemoryPublisher:
             self._catalog = None
         if self._model is not None:
             self.published_versions.append(self._model.version)
-            outcome.model_lists = len(history.users())
+            outcome.model_lists = len(self.store.users())
             self._published, self._model = self._model, None
         if self._published is None:
             return outcome
         outcome.version = self._published.version
         for batch_id, users in sorted(self._users.items()):
+            missing = [user for user in users if not len(recent.of_users([user]).movies)]
+            assert not missing, f"fold-in of users whose ratings are not kept: {missing}"
             self.fold_ins.append((batch_id, sorted(users)))
             outcome.fold_in_lists += len(users)
         self._users = {}
@@ -210,8 +249,9 @@ class MemoryStars:
         self.requested: list[int] = []
         self._ready: list[FittedStars] = []
 
-    def request(self, version: int, training: pd.DataFrame, held_out: pd.DataFrame) -> None:
-        """Note the request."""
+    def request(self, version: int, ratings: RatingsLoader) -> None:
+        """Note the request, and load its ratings as the fitter would."""
+        ratings()
         self.requested.append(version)
 
     def finish(self, fitted: FittedStars) -> None:

@@ -1,10 +1,11 @@
-"""Every user's accumulated ratings, held in the driver for fold-in and list building.
+"""Users' ratings in the driver: compressed rows, a whole history, and the recent users'.
 
-The ratings store on disk is the record; this is its in-memory mirror, rebuilt from the
-store when the job starts and updated with each micro-batch. One slot per (user, movie),
-latest rating wins by (timestamp, batch id, offset), the same order the store reads with.
-Columns are numpy arrays that grow by doubling, so the whole history can be handed to
-the executors as one compressed-row (CSR) broadcast without a shuffle.
+The streaming job keeps no whole history: Spark's state holds every user's ratings
+(``streaming.ingest.state``), and the driver sees only the users of the batch at hand
+(``latest_ratings``), keeping those whose lists wait to be published (``RecentRatings``).
+``RatingHistory`` is the whole-history mirror the offline evaluation and benchmarks use:
+one slot per (user, movie), latest rating wins by (timestamp, batch id, offset), columns
+in numpy arrays that grow by doubling.
 
 Memory: about 200 bytes per (user, movie) pair, most of it the Python dictionaries
 that index the slots: 1M ratings took 205 MB of driver memory (measured).
@@ -19,7 +20,14 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-__all__ = ["HISTORY_COLUMNS", "RatingHistory", "UserRatings", "compressed_rows"]
+__all__ = [
+    "HISTORY_COLUMNS",
+    "RatingHistory",
+    "RecentRatings",
+    "UserRatings",
+    "compressed_rows",
+    "latest_ratings",
+]
 
 HISTORY_COLUMNS = ("user_id", "movie_id", "rating", "timestamp", "batch_id", "offset")
 IntArray = npt.NDArray[np.int64]
@@ -232,3 +240,57 @@ class RatingHistory:
         self._movie = np.resize(self._movie, capacity)
         self._rating = np.resize(self._rating, capacity)
         self._order = np.resize(self._order, (capacity, 3))
+
+
+def latest_ratings(held: pd.DataFrame, batch: pd.DataFrame) -> tuple[UserRatings, IntArray]:
+    """The batch's users' ratings after it, and the users whose ratings it changed.
+
+    ``held`` (user_id, movie_id, rating, timestamp) is what the users had before the
+    batch, the latest per movie; ``batch`` their new ratings. The latest rating per
+    (user, movie) by timestamp wins, so a late copy of an older rating changes nothing.
+    """
+    columns = ["user_id", "movie_id", "rating", "timestamp"]
+    parts = [held[columns].assign(_new=False), batch[columns].assign(_new=True)]
+    merged = pd.concat([part for part in parts if len(part)] or parts[1:], ignore_index=True)
+    merged = merged.sort_values(["user_id", "movie_id", "timestamp", "_new"], kind="stable")
+    merged = merged.drop_duplicates(["user_id", "movie_id"], keep="last")
+    changed = np.unique(merged.loc[merged["_new"], "user_id"].to_numpy(dtype=np.int64))
+    ratings = compressed_rows(merged["user_id"].to_numpy(), merged["movie_id"].to_numpy(),
+                              merged["rating"].to_numpy())  # fmt: skip
+    return ratings, changed
+
+
+class RecentRatings:
+    """The ratings of users who rated lately, kept until their new lists are published.
+
+    Only the users of recent micro-batches whose lists still wait (for the next flush,
+    for a Redis that is down, or for a version being built) are here; the job clears it
+    once nothing waits, and publishes from the store instead when it grows past a bound.
+    """
+
+    def __init__(self) -> None:
+        self._users: dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def update(self, ratings: UserRatings) -> None:
+        """Keep these users' ratings (replacing what was kept of them)."""
+        for position, user in enumerate(ratings.users.tolist()):
+            movies, stars = ratings.of(position)
+            self._users[int(user)] = (movies.copy(), stars.copy())
+
+    def of_users(self, users: npt.ArrayLike) -> UserRatings:
+        """The kept ratings of ``users`` (none for a user not kept), in the given order."""
+        wanted = np.asarray(users, dtype=np.int64)
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.float64))
+        parts = [self._users.get(int(user), empty) for user in wanted.tolist()]
+        start = np.zeros(len(wanted) + 1, dtype=np.int64)
+        np.cumsum([len(movies) for movies, _ in parts], out=start[1:])
+        movies = np.concatenate([m for m, _ in parts]) if parts else empty[0]
+        stars = np.concatenate([r for _, r in parts]) if parts else empty[1]
+        return UserRatings(wanted, start, movies.astype(np.int64), stars.astype(np.float64))
+
+    def clear(self) -> None:
+        """Forget every user."""
+        self._users.clear()

@@ -1,34 +1,34 @@
-"""A micro-batch's Kafka records in, its valid ratings out: validated, stored, counted.
+"""A micro-batch's records in, its valid ratings out: stored, counted, with their users' past.
 
-``SparkIntake`` is the pipeline's store (``streaming.pipeline.BatchStore``) on Spark: it
-parses and validates the records (``streaming.ingest.validation``), sets aside repeats of
-events already held, writes the valid ratings and the dead letters under the batch id
-(``streaming.ingest.store``), and hands the driver the batch's valid ratings.
+``SparkIntake`` is the pipeline's store (``streaming.pipeline.BatchStore``) on Spark. The
+query hands it the records already validated and checked against Spark's state of
+every user's ratings (``streaming.ingest.state``): repeats of stored events carry the
+duplicate reason, first ratings of a movie are marked, and the batch's users come with
+the ratings they had before it. The intake writes the valid ratings and the dead letters
+under the batch id (``streaming.ingest.store``) and hands the driver the valid ratings
+and those users' past ratings: nothing more than the batch's users.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-import numpy.typing as npt
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from streaming.ingest.history import HISTORY_COLUMNS
+from streaming.ingest.state import HELD, RECORD
 from streaming.ingest.store import BatchCommit, RatingStore
-from streaming.ingest.validation import DUPLICATE_REASON, parse_records, set_aside, split_parsed
 from streaming.timing import timed
 
-__all__ = ["BATCH_COLUMNS", "Repeats", "SparkIntake", "TakenBatch"]
+__all__ = ["BATCH_COLUMNS", "HELD_COLUMNS", "SparkIntake", "TakenBatch"]
 
-# The driver's view of a batch's valid ratings, in partition/offset order.
-BATCH_COLUMNS = (*HISTORY_COLUMNS[:-2], "partition", "offset", "appended_s")
-# Which of a batch's ratings repeat an event already held (the history answers).
-Repeats = Callable[[pd.DataFrame], npt.NDArray[np.bool_]]
+# The driver's view of a batch's valid ratings, in partition/offset order; ``first``
+# marks a user's first rating of the movie.
+BATCH_COLUMNS = (*HISTORY_COLUMNS[:-2], "partition", "offset", "appended_s", "first")
+# The batch's users' ratings before the batch: the latest per (user, movie).
+HELD_COLUMNS = ("user_id", "movie_id", "rating", "timestamp")
 
 
 @dataclass(frozen=True)
@@ -36,13 +36,15 @@ class TakenBatch:
     """What the intake kept of one micro-batch.
 
     ``ratings`` holds ``BATCH_COLUMNS`` (``appended_s``: the Kafka append time, epoch
-    seconds); ``rejected`` one ``(partition, offset, reason)`` per record set aside;
-    ``timings_s`` the seconds of the intake's stages.
+    seconds); ``held`` the ``HELD_COLUMNS`` of the batch's users before it; ``rejected``
+    one ``(partition, offset, reason)`` per record set aside; ``timings_s`` the seconds
+    of the intake's stages.
     """
 
     ratings: pd.DataFrame
     rejected: list[tuple[int, int, str]] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
+    held: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(HELD_COLUMNS)))
 
     def next_offsets(self) -> dict[int, int]:
         """The offset after the last record of each partition the batch read."""
@@ -62,55 +64,50 @@ class SparkIntake:
         self.spark = spark
         self.store = store
 
-    def take(self, records: DataFrame, batch_id: int, repeats: Repeats) -> TakenBatch:
-        """Validate and store ``records``; return the valid ratings.
+    def take(self, records: DataFrame, batch_id: int) -> TakenBatch:
+        """Store ``records`` (``streaming.ingest.state.STATE_OUTPUT`` rows) under ``batch_id``.
 
-        The ``repeats`` are set aside with the invalid records; both sides are stored
-        under ``batch_id``, overwriting a replayed batch's first attempt.
+        Valid ratings and dead letters (the repeats among them) overwrite a replayed
+        batch's first attempt. Returns the valid ratings and their users' past ones.
         """
         timings: dict[str, float] = {}
-        parsed = parse_records(records).persist()
+        rows = records.persist()  # computed once: the state moves on only once per batch
         try:
             with timed(timings, "validate"):
-                batch, valid, invalid, rejected = self._validate(parsed, repeats)
-            with timed(timings, "store"):
-                self.store.write_batch(
-                    batch_id, valid.drop("kafka_timestamp"), invalid if rejected else None
+                record = F.col("kind") == F.lit(RECORD)
+                valid = rows.where(record & F.col("reason").isNull())
+                invalid = rows.where(record & F.col("reason").isNotNull())
+                batch = pd.DataFrame(valid.select(
+                    *(F.col(name).cast("int") if name.endswith("_id") else name
+                      for name in BATCH_COLUMNS)
+                ).toPandas())  # fmt: skip
+                batch = batch.sort_values(["partition", "offset"], ignore_index=True)
+                held = pd.DataFrame(
+                    rows.where(F.col("kind") == F.lit(HELD)).select(*HELD_COLUMNS).toPandas()
                 )
+                rejected = [
+                    (int(row["partition"]), int(row["offset"]), str(row["reason"]))
+                    for row in invalid.select("partition", "offset", "reason").collect()
+                ]
+            with timed(timings, "store"):
+                stored = valid.select(
+                    "event_id", "source", F.col("user_id").cast("int"),
+                    F.col("movie_id").cast("int"), "rating", "timestamp", "topic",
+                    "partition", "offset",
+                )  # fmt: skip
+                dead = invalid.select(
+                    "raw", "reason", "topic", "partition", "offset",
+                    F.col("appended_s").cast("timestamp").alias("kafka_timestamp"),
+                )  # fmt: skip
+                self.store.write_batch(batch_id, stored, dead if rejected else None)
         finally:
-            parsed.unpersist()
-        return TakenBatch(batch, rejected, timings)
+            rows.unpersist()
+        return TakenBatch(batch, rejected, timings, held)
 
-    def _validate(
-        self, parsed: DataFrame, repeats: Repeats
-    ) -> tuple[pd.DataFrame, DataFrame, DataFrame, list[tuple[int, int, str]]]:
-        """Split the parsed records, with the ``repeats`` set aside.
-
-        Returns the valid ratings in the driver, the valid and invalid frames to store,
-        and the positions and reasons of the records set aside.
-        """
-        valid, invalid = split_parsed(parsed, now_s=int(time.time()))
-        batch = pd.DataFrame(
-            valid.select(
-                *HISTORY_COLUMNS[:-2],
-                "partition",
-                "offset",
-                F.col("kafka_timestamp").cast("double").alias("appended_s"),
-            ).toPandas()
-        )
-        batch = batch.sort_values(["partition", "offset"], ignore_index=True)
-        repeated = repeats(batch)
-        if repeated.any():
-            positions = self.spark.createDataFrame(
-                batch.loc[repeated, ["partition", "offset"]], "partition int, offset long"
-            )
-            valid, invalid = set_aside(parsed, valid, invalid, positions, DUPLICATE_REASON)
-            batch = batch.loc[~repeated].reset_index(drop=True)
-        rejected = [
-            (int(row["partition"]), int(row["offset"]), str(row["reason"]))
-            for row in invalid.select("partition", "offset", "reason").collect()
-        ]
-        return batch, valid, invalid, rejected
+    def ratings(self, through_batch: int | None = None) -> pd.DataFrame:
+        """The store's ratings through ``through_batch`` in the driver (``RatingStore.ratings``)."""
+        stored = self.store.ratings(through_batch)
+        return pd.DataFrame(stored.select(*HELD_COLUMNS).toPandas())
 
     def commit(self, record: BatchCommit) -> None:
         """Write the batch's commit record (``RatingStore.commit``)."""

@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -109,6 +114,33 @@ class RatingStore:
             .where(F.col("_rank") == 1)
             .drop("_rank")
         )
+
+    def arrivals(
+        self, chunk_rows: int = 1_000_000
+    ) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+        """Every user's movies in the order they were stored, in chunks of (users, movies).
+
+        The latest rating per movie counts, at its place. Spark sorts them by user into a
+        scratch folder, which the driver reads ``chunk_rows`` at a time (each user's
+        movies in order across the chunks), so the driver never holds them all.
+        """
+        scratch = self.root / ".arrivals"
+        ordered = (
+            self.ratings()
+            .select("user_id", "movie_id", "batch_id", "offset")
+            .repartitionByRange("user_id")
+            .sortWithinPartitions("user_id", "batch_id", "offset")
+        )
+        ordered.write.mode("overwrite").parquet(str(scratch))
+        try:
+            for path in sorted(scratch.glob("*.parquet")):
+                for chunk in pq.ParquetFile(path).iter_batches(
+                    chunk_rows, columns=["user_id", "movie_id"]
+                ):
+                    yield (chunk.column(0).to_numpy().astype(np.int64),
+                           chunk.column(1).to_numpy().astype(np.int64))  # fmt: skip
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def batch_ratings(self, batch_id: int) -> DataFrame:
         """The valid events one batch stored, as written."""

@@ -23,11 +23,12 @@ from recstream_base.ids import MAX_ID
 __all__ = [
     "DUPLICATE_REASON",
     "EVENT_SCHEMA",
+    "FUTURE_TOLERANCE_S",
     "MAX_MESSAGE_BYTES",
     "parse_records",
-    "set_aside",
     "split_parsed",
     "split_valid",
+    "tag_reasons",
 ]
 
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -158,35 +159,22 @@ def _valid_columns() -> tuple[Column | str, ...]:
     )
 
 
+def tag_reasons(parsed: DataFrame, latest_s: Column) -> DataFrame:
+    """``parse_records`` output with each record's rejection ``reason`` (null when valid).
+
+    ``latest_s`` is the latest plausible rating timestamp (epoch seconds).
+    """
+    return parsed.withColumn("_latest_s", latest_s.cast("long")).withColumn("reason", _reason())
+
+
 def split_parsed(parsed: DataFrame, *, now_s: int) -> tuple[DataFrame, DataFrame]:
     """Split ``parse_records`` output into (valid, invalid); see ``split_valid``."""
-    latest = F.lit(now_s + FUTURE_TOLERANCE_S).cast("long")
-    tagged = parsed.withColumn("_latest_s", latest).withColumn("reason", _reason())
+    tagged = tag_reasons(parsed, F.lit(now_s + FUTURE_TOLERANCE_S))
     valid = tagged.where(_is_valid()).select(*_valid_columns())
     invalid = tagged.where(~_is_valid()).select(
         F.col("value").alias("raw"), "reason", "topic", "partition", "offset", "kafka_timestamp"
     )
     return valid, invalid
-
-
-def set_aside(
-    parsed: DataFrame, valid: DataFrame, invalid: DataFrame, positions: DataFrame, reason: str
-) -> tuple[DataFrame, DataFrame]:
-    """Move the valid records at ``positions`` (partition, offset) to the invalid ones.
-
-    For rules that need the job's state rather than the record alone (duplicates): the
-    moved records keep their raw bytes and Kafka position and get ``reason``.
-    """
-    kept = valid.join(positions, ["partition", "offset"], "left_anti").select(*valid.columns)
-    moved = parsed.join(positions, ["partition", "offset"]).select(
-        F.col("value").alias("raw"),
-        F.lit(reason).alias("reason"),
-        "topic",
-        "partition",
-        "offset",
-        "kafka_timestamp",
-    )
-    return kept, invalid.unionByName(moved)
 
 
 def split_valid(records: DataFrame, *, now_s: int) -> tuple[DataFrame, DataFrame]:

@@ -1,7 +1,7 @@
 """A retrain beside the stream: started by a micro-batch, switched in when it is ready.
 
 The micro-batch that finds a retrain due hands a ``RetrainRequest`` (the version
-number, and a snapshot of the stored ratings and short-term counts as of that batch)
+number, the batch whose stored ratings it fits on, and a copy of the short-term counts)
 to a ``Retrainer`` and returns. The retrainer runs the build (fit, evaluate, save, write
 the new version's lists beside the current ones) on an executor: a thread of the
 driver in the job, so the following micro-batches keep validating, storing and folding
@@ -25,8 +25,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from enum import StrEnum
 
-import pandas as pd
-
 from streaming.model.blend import ShortTerm
 from streaming.model.versions import ModelVersion
 
@@ -47,16 +45,15 @@ class RetrainState(StrEnum):
 class RetrainRequest:
     """What a build needs, fixed when the micro-batch starts it.
 
-    ``ratings`` holds every stored rating through ``batch_id`` (user_id, movie_id, rating,
-    timestamp; a copy, which later batches do not change), ``short_term`` a copy of the
-    transition counts as of then, ``current`` the version in use then (its stars are
-    carried by the new one until its own are fitted).
+    The build fits on what the store held through ``batch_id`` (which later batches do
+    not change); ``short_term`` is a copy of the transition counts as of then, ``current``
+    the version in use then (its stars are carried by the new one until its own are
+    fitted).
     """
 
     version: int
     batch_id: int
     reason: str
-    ratings: pd.DataFrame
     short_term: ShortTerm | None = None
     current: ModelVersion | None = None
     started_at: float = 0.0

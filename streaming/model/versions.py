@@ -350,15 +350,15 @@ class ModelFolder:
         path = self.folder / f"v{version}.npz"
         return load_model(path) if path.is_file() else None
 
-    def train(
-        self, ratings: pd.DataFrame, *, version: int, batch_id: int, reason: str,
-        fit_stars: bool,
-    ) -> ModelVersion:  # fmt: skip
+    def train(self, *, version: int, batch_id: int, reason: str, fit_stars: bool) -> ModelVersion:
         """Fit and evaluate a new version (``train_model``) on the store's ratings.
 
-        ``ratings`` are the same ratings in the driver, as of ``batch_id``.
+        The evaluation and the popular list read the same ratings in the driver, for as
+        long as the build runs.
         """
-        return train_model(self.ratings(batch_id), ratings, self.settings, version=version,
+        ratings = self.ratings(batch_id)
+        everything = ratings.select("user_id", "movie_id", "rating", "timestamp").toPandas()
+        return train_model(ratings, everything, self.settings, version=version,
                            batch_id=batch_id, reason=reason, fit_stars=fit_stars,
                            blocks=self.blocks)  # fmt: skip
 

@@ -1,36 +1,39 @@
 """Top-K lists for every user, computed and published on the executors.
 
-The model's item factors, every user's history (compressed rows, ≈ 12 bytes per
-rating) and the short-term transition counts are broadcast once per publication; a
-range of user positions is split into partitions, and each partition folds its users
-in and ranks the movies with vectorised numpy (``streaming.model.lists``) inside
-``mapInPandas``, then writes its lists to Redis with pipelined HSETs from the executor.
-No shuffle, and nothing per user passes through the driver, so a cluster spreads both
-the scoring and the publishing.
+The users' ratings stay a Spark DataFrame (the store's, latest per user and movie): they
+are split by user id into partitions, each sorted by user, and each partition folds its
+users in and ranks the movies with vectorised numpy (``streaming.model.lists``) inside
+``mapInPandas``, then writes their lists to Redis with pipelined HSETs from the executor.
+Only the model's item factors, the rating model and the short-term transition counts are
+broadcast; no rating passes through the driver, so a cluster spreads the reading, the
+scoring and the publishing alike.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from pyspark.sql import SparkSession
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from serving.connection import open_redis
 from serving.layout import ListSource, RedisLayout, encode_list
 from serving.settings import RedisSettings
-from streaming.ingest.history import UserRatings
+from streaming.ingest.history import UserRatings, compressed_rows
 from streaming.model.blend import ShortTerm
 from streaming.model.lists import FoldIn, lists_for
 from streaming.publish.writes import write_lists
 from streaming.rating.fm import RatingModel
 
-__all__ = ["ListTarget", "publish_histories"]
+__all__ = ["ListTarget", "publish_ratings", "whole_users"]
 
 _BLOCK = 512  # users scored at once: 512 × 3,700 items is a 15 MB score matrix
+_CHUNK_ROWS = 200_000  # ratings gathered from Arrow batches before they are cut by user
 
 
 @dataclass(frozen=True)
@@ -47,9 +50,8 @@ class ListTarget:
         return RedisLayout(self.settings.key_prefix)
 
 
-def publish_histories(
-    spark: SparkSession,
-    history: UserRatings,
+def publish_ratings(
+    ratings: DataFrame,
     model: FoldIn,
     k: int,
     target: ListTarget,
@@ -57,40 +59,77 @@ def publish_histories(
     stars: RatingModel | None = None,
     short_term: ShortTerm | None = None,
 ) -> int:
-    """Score the users in ``history`` and write their lists, all on the executors; how many.
+    """Score every user in ``ratings`` and write their lists, all on the executors; how many.
 
-    Each partition ranks its users and pipelines the encoded lists straight into Redis,
-    with no DataFrame (and no Arrow or row conversion) in between. With ``stars``, every
-    listed movie carries the rating the user is predicted to give it.
+    ``ratings`` has user_id, movie_id and rating, one row per user and movie. It is split
+    into ``partitions`` by user; each partition pipelines its encoded lists straight into
+    Redis. With ``stars``, every listed movie carries the rating the user is predicted to
+    give it.
     """
-    shared = spark.sparkContext.broadcast((history, model, stars, short_term))
-    written = spark.sparkContext.accumulator(0)
+    context = ratings.sparkSession.sparkContext
+    shared = context.broadcast((model, stars, short_term))
     updated_at = time.time()
 
-    def write_partition(positions: Iterable[int]) -> None:
-        everyone, fold_in, rating_model, recent = shared.value
-        chosen = np.fromiter(positions, dtype=np.int64)
-        encoded = (
-            (
-                user,
-                encode_list(
-                    list(zip(movies, scores, strict=True)), updated_at, target.source, predicted
-                ),
-            )
-            for user, movies, scores, predicted in _personal_lists(
-                everyone, fold_in, rating_model, k, chosen, recent
-            )
-        )
+    def write_partition(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        fold_in, rating_model, recent = shared.value
         client = open_redis(target.settings)
+        written = 0
         try:
-            written.add(write_lists(client, target.layout, target.version, encoded))
+            for users in whole_users(frames):
+                positions = np.arange(len(users.users), dtype=np.int64)
+                lists = _personal_lists(users, fold_in, rating_model, k, positions, recent)
+                encoded = (
+                    (user, encode_list(list(zip(movies, scores, strict=True)), updated_at,
+                                       target.source, predicted))
+                    for user, movies, scores, predicted in lists
+                )  # fmt: skip
+                written += write_lists(client, target.layout, target.version, encoded)
         finally:
             client.close()
+        yield pd.DataFrame({"written": [written]})
 
-    users = range(len(history.users))
-    spark.sparkContext.parallelize(users, max(1, partitions)).foreachPartition(write_partition)
-    shared.unpersist()
-    return int(written.value)
+    try:
+        total = (
+            ratings.select("user_id", "movie_id", "rating")
+            .repartition(max(1, partitions), "user_id")
+            .sortWithinPartitions("user_id")
+            .mapInPandas(write_partition, "written long")
+            .agg(F.sum("written"))
+            .first()
+        )
+    finally:
+        shared.unpersist()
+    return 0 if total is None or total[0] is None else int(total[0])
+
+
+def whole_users(
+    frames: Iterator[pd.DataFrame], chunk_rows: int = _CHUNK_ROWS
+) -> Iterator[UserRatings]:
+    """Ratings sorted by user (user_id, movie_id, rating frames), as chunks of whole users.
+
+    A user's ratings may straddle two frames; each chunk (about ``chunk_rows`` ratings)
+    holds every rating of its users.
+    """
+    gathered: list[pd.DataFrame] = []
+    rows = 0
+    for frame in frames:
+        gathered.append(frame)
+        rows += len(frame)
+        if rows < chunk_rows:
+            continue
+        joined = pd.concat(gathered, ignore_index=True)
+        last = joined["user_id"].iat[-1]
+        done = (joined["user_id"] != last).to_numpy()
+        gathered, rows = [joined[~done]], int((~done).sum())
+        if done.any():
+            yield _rows(joined[done])
+    if rows:
+        yield _rows(pd.concat(gathered, ignore_index=True))
+
+
+def _rows(frame: pd.DataFrame) -> UserRatings:
+    return compressed_rows(frame["user_id"].to_numpy(), frame["movie_id"].to_numpy(),
+                           frame["rating"].to_numpy())  # fmt: skip
 
 
 def _personal_lists(

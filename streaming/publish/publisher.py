@@ -19,16 +19,16 @@ from dataclasses import dataclass, field
 import redis
 from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from serving.connection import open_redis
 from serving.layout import ModelMeta, RedisLayout, encode_list
 from serving.settings import RedisSettings
-from streaming.ingest.history import RatingHistory, UserRatings
+from streaming.ingest.history import RecentRatings
 from streaming.model.blend import ShortTerm
 from streaming.model.lists import lists_for
 from streaming.model.versions import ModelVersion
-from streaming.publish.executors import ListTarget, publish_histories
+from streaming.publish.executors import ListTarget, publish_ratings
 from streaming.publish.writes import (
     delete_expired_versions,
     publish_catalog,
@@ -70,11 +70,17 @@ class _Pending:
 
 
 class Publisher:
-    """Pending Redis work of the streaming job, flushed with retry and backoff."""
+    """Pending Redis work of the streaming job, flushed with retry and backoff.
+
+    A version's lists for everyone are scored from ``ratings(through_batch)``, the
+    store's ratings (latest per user and movie) through that batch (None: all), on the
+    executors; fold-in lists from the recent users' ratings the job hands ``flush``.
+    """
 
     def __init__(
         self,
         spark: SparkSession,
+        ratings: Callable[[int | None], DataFrame],
         settings: RedisSettings,
         stream: StreamSettings,
         model_settings: ModelSettings,
@@ -83,6 +89,7 @@ class Publisher:
         stage_partitions: int | None = None,
     ) -> None:
         self.spark = spark
+        self.ratings = ratings
         self.settings = settings
         self.layout = RedisLayout(settings.key_prefix)
         self.stream = stream
@@ -119,16 +126,16 @@ class Publisher:
             self._pending.last_batch = through_batch
 
     def stage(
-        self, model: ModelVersion, ratings: UserRatings, short_term: ShortTerm | None
+        self, model: ModelVersion, through_batch: int, short_term: ShortTerm | None
     ) -> int | None:
-        """Write ``model``'s lists of the users in ``ratings`` before it is current.
+        """Write ``model``'s lists of everyone stored through ``through_batch``, before the switch.
 
         Safe beside a flush on another thread: it writes only the new version's lists
         and touches none of the pending work. How many lists; None when Redis failed
         (the switch then publishes the version in full).
         """
         try:
-            return self._model_lists(model, ratings, short_term, self.stage_partitions)
+            return self._model_lists(model, through_batch, short_term, self.stage_partitions)
         except _PUBLISH_ERRORS as exc:
             _log.warning("writing version %d's lists ahead of its switch failed (%s); it will "
                          "be published in full", model.version, type(exc).__name__)  # fmt: skip
@@ -169,7 +176,7 @@ class Publisher:
         """Users whose refreshed lists wait for Redis."""
         return len(self._pending.users)
 
-    def flush(self, history: RatingHistory) -> PublishOutcome:
+    def flush(self, recent: RecentRatings) -> PublishOutcome:
         """Publish what is pending, unless a retry wait is running; never raises for Redis."""
         if self._pending.empty():
             return PublishOutcome()
@@ -180,7 +187,7 @@ class Publisher:
         began = time.perf_counter()
         outcome = PublishOutcome("published")
         try:
-            self._publish(history, outcome)
+            self._publish(recent, outcome)
         except _PUBLISH_ERRORS as exc:
             self._retry_at = now + self._backoff
             outcome.state = "failed"
@@ -192,7 +199,7 @@ class Publisher:
         outcome.seconds = time.perf_counter() - began
         return outcome
 
-    def _publish(self, history: RatingHistory, outcome: PublishOutcome) -> None:
+    def _publish(self, recent: RecentRatings, outcome: PublishOutcome) -> None:
         client = open_redis(self.settings)
         try:
             client.ping()  # fail on the driver before any executor work starts
@@ -204,7 +211,7 @@ class Publisher:
             model = self._pending.model
             if model is not None:
                 outcome.model_lists, outcome.fold_in_lists = self._publish_model(
-                    client, history, model, self._pending.staged
+                    client, recent, model, self._pending.staged
                 )
                 self.published = model
                 self._pending.model = None
@@ -212,7 +219,7 @@ class Publisher:
                 self._pending.users.clear()
             outcome.version = self.published.version if self.published else None
             if self._pending.users and self.published is not None:
-                outcome.fold_in_lists = self._publish_fold_in(client, history, self.published)
+                outcome.fold_in_lists = self._publish_fold_in(client, recent, self.published)
                 self._pending.users.clear()
         finally:
             client.close()
@@ -239,7 +246,7 @@ class Publisher:
             self._pending.catalog = self._catalog
 
     def _publish_model(
-        self, client: redis.Redis, history: RatingHistory, model: ModelVersion,
+        self, client: redis.Redis, recent: RecentRatings, model: ModelVersion,
         staged: int | None,
     ) -> tuple[int, int]:  # fmt: skip
         """Write ``model`` (in full, or what its staged lists miss), then switch to it.
@@ -250,12 +257,12 @@ class Publisher:
         if staged is not None and client.exists(self.layout.lists(model.version)):
             written = staged
             if self._pending.users:
-                folded = self._fold_in(client, history, model)
+                folded = self._fold_in(client, recent, model)
         else:
             if staged is not None:
                 _log.warning("version %d's staged lists are gone from Redis; publishing it "
                              "in full", model.version)  # fmt: skip
-            written = self._model_lists(model, history.everyone(), self.short_term)
+            written = self._model_lists(model, None, self.short_term)
         popular = encode_list(model.popular, time.time(), "popular", model.popular_stars())
         write_version(client, self.layout, model.version, [], popular, self._meta(model))
         if switch_current(client, self.layout, model.version):
@@ -263,30 +270,30 @@ class Publisher:
         return written, folded
 
     def _model_lists(
-        self, model: ModelVersion, ratings: UserRatings, short_term: ShortTerm | None,
+        self, model: ModelVersion, through_batch: int | None, short_term: ShortTerm | None,
         partitions: int | None = None,
     ) -> int:  # fmt: skip
-        """Score and write ``model``'s list of every user in ``ratings``, on the executors.
+        """Score and write ``model``'s list of everyone stored through ``through_batch``.
 
-        In ``partitions`` tasks (None: one per core).
+        On the executors, in ``partitions`` tasks (None: one per core).
         """
         target = ListTarget(self.settings, model.version, "model")
         partitions = partitions or self.spark.sparkContext.defaultParallelism
-        return publish_histories(self.spark, ratings, model.fold_in(self.model_settings),
-                                 self.model_settings.top_k, target, partitions, model.stars,
-                                 short_term)  # fmt: skip
+        return publish_ratings(self.ratings(through_batch), model.fold_in(self.model_settings),
+                               self.model_settings.top_k, target, partitions, model.stars,
+                               short_term)  # fmt: skip
 
     def _publish_fold_in(
-        self, client: redis.Redis, history: RatingHistory, model: ModelVersion
+        self, client: redis.Redis, recent: RecentRatings, model: ModelVersion
     ) -> int:
-        written = self._fold_in(client, history, model)
+        written = self._fold_in(client, recent, model)
         client.set(self.layout.meta(model.version), self._meta(model).to_json())
         return written
 
-    def _fold_in(self, client: redis.Redis, history: RatingHistory, model: ModelVersion) -> int:
+    def _fold_in(self, client: redis.Redis, recent: RecentRatings, model: ModelVersion) -> int:
         """Write the pending users' fold-in lists into ``model``'s version; how many."""
         users = sorted(self._pending.users)
-        lists = lists_for(history.of_users(users), model.fold_in(self.model_settings),
+        lists = lists_for(recent.of_users(users), model.fold_in(self.model_settings),
                           self.model_settings.top_k, model.stars, self.short_term)  # fmt: skip
         now = time.time()
         encoded = (

@@ -34,7 +34,14 @@ from streaming.ingest.history import RatingHistory
 from streaming.rating.fm import FitCancelledError, RatingModel, fit_in_process, fit_rating_model
 from streaming.settings import ModelSettings
 
-__all__ = ["FittedStars", "StarsFitter", "held_out_stars", "rating_model", "stars_rmse"]
+__all__ = [
+    "FittedStars",
+    "RatingsLoader",
+    "StarsFitter",
+    "held_out_stars",
+    "rating_model",
+    "stars_rmse",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -55,11 +62,14 @@ class FittedStars:
     error: str | None = None
 
 
+# (training, held out) ratings, loaded by the fitting thread when it starts.
+RatingsLoader = Callable[[], tuple[pd.DataFrame, pd.DataFrame]]
+
+
 @dataclass(frozen=True)
 class _Request:
     version: int
-    training: pd.DataFrame
-    held_out: pd.DataFrame
+    load: RatingsLoader
 
 
 class StarsFitter:
@@ -74,12 +84,16 @@ class StarsFitter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def request(self, version: int, training: pd.DataFrame, held_out: pd.DataFrame) -> None:
-        """Fit the rating model for ``version`` on ``training``; score it on ``held_out``."""
+    def request(self, version: int, ratings: RatingsLoader) -> None:
+        """Fit the rating model for ``version``.
+
+        On the training ratings ``ratings()`` loads, scored on its held-out ones; the
+        loading, too, happens on the fitting thread, and the ratings are let go after.
+        """
         with self._changed:
             if self._stop.is_set():
                 return
-            self._queued = _Request(version, training, held_out)
+            self._queued = _Request(version, ratings)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._work, name="recstream-rating-model", daemon=True
@@ -135,13 +149,12 @@ class StarsFitter:
     def _fit(self, request: _Request) -> FittedStars | None:
         began = time.perf_counter()
         try:
-            model = rating_model(
-                request.training, self._settings, self._stop.is_set, separate_process=True
-            )
+            training, held_out = request.load()
+            model = rating_model(training, self._settings, self._stop.is_set, separate_process=True)
             rmse, pairs = None, 0
-            if model is not None and len(request.held_out):
-                predicted = held_out_stars(model, request.training, request.held_out)
-                rmse, pairs = stars_rmse(predicted, request.held_out["rating"].to_numpy())
+            if model is not None and len(held_out):
+                predicted = held_out_stars(model, training, held_out)
+                rmse, pairs = stars_rmse(predicted, held_out["rating"].to_numpy())
         except FitCancelledError:
             return None
         except Exception as exc:  # reported to the job, never lost in the thread

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from recstream_infra.redis_local import LocalRedis
 from recstream_infra.settings import LocalServicesSettings
 from serving.connection import open_redis
 from serving.layout import ModelMeta, RedisLayout, decode_list
 from serving.settings import RedisSettings
-from streaming.ingest.history import RatingHistory
+from streaming.ingest.history import RecentRatings, compressed_rows
 from streaming.model.topn import ItemIndex
 from streaming.model.versions import ModelVersion
 from streaming.publish.publisher import Publisher
@@ -37,31 +37,34 @@ def test_redis_outage_is_retried_with_backoff_and_nothing_is_lost(
 ) -> None:
     settings = RedisSettings(url=f"redis://127.0.0.1:{free_port}/0", key_prefix="outage")
     server = LocalRedis(LocalServicesSettings(state_dir=state_dir), settings)
-    history = RatingHistory()
-    frame = pd.DataFrame({"user_id": [1, 1, 2], "movie_id": [10, 11, 12], "rating": 4.0})
-    history.add(frame.assign(timestamp=0, batch_id=0, offset=range(3)))
+    stored = [pd.DataFrame({"user_id": [1, 1, 2], "movie_id": [10, 11, 12], "rating": 4.0})]
+
+    def ratings(through_batch: int | None) -> DataFrame:
+        return spark.createDataFrame(pd.concat(stored, ignore_index=True))
+
+    recent = RecentRatings()  # the users whose fold-in lists wait, as the pipeline keeps them
+    recent.update(compressed_rows([1, 1, 2], [10, 11, 12], [4.0, 4.0, 4.0]))
     items = ItemIndex(np.arange(10, 20), np.random.default_rng(1).normal(size=(10, 2)))
     model = ModelVersion(4, items, [(10, 2.0), (12, 1.0)], ModelMeta(version=4, trained_at=0.0))
     clock = _Clock()
     stream = StreamSettings(redis_retry_initial_s=1.0, redis_retry_max_s=3.0)
-    publisher = Publisher(spark, settings, stream, ModelSettings(top_k=5), clock=clock)
+    publisher = Publisher(spark, ratings, settings, stream, ModelSettings(top_k=5), clock=clock)
 
     publisher.new_model(model)  # Redis is not running yet
-    assert publisher.flush(history).state == "failed"
-    assert publisher.flush(history).state == "waiting"  # no hammering inside the backoff
+    assert publisher.flush(recent).state == "failed"
+    assert publisher.flush(recent).state == "waiting"  # no hammering inside the backoff
     clock.now += 1.0
-    second = publisher.flush(history)
+    second = publisher.flush(recent)
     assert second.state == "failed"
     assert "next attempt in 2.0 s" in second.error  # the wait doubles ...
     clock.now += 2.0
-    assert "next attempt in 3.0 s" in publisher.flush(history).error  # ... up to the cap
-    frame = pd.DataFrame({"user_id": [3], "movie_id": [13], "rating": 5.0})
-    history.add(frame.assign(timestamp=1, batch_id=1, offset=0))  # a rating arrives meanwhile
+    assert "next attempt in 3.0 s" in publisher.flush(recent).error  # ... up to the cap
+    stored.append(pd.DataFrame({"user_id": [3], "movie_id": [13], "rating": 5.0}))  # meanwhile
 
     assert server.start() == "started"
     try:
         clock.now += 3.0
-        back = publisher.flush(history)
+        back = publisher.flush(recent)
         assert back.state == "published"
         assert back.model_lists == 3  # the version covers the user who rated meanwhile
         layout = RedisLayout("outage")
@@ -70,11 +73,11 @@ def test_redis_outage_is_retried_with_backoff_and_nothing_is_lost(
             assert client.get(layout.current) == b"4"
             assert set(client.hkeys(layout.lists(4))) == {b"1", b"2", b"3"}
             publisher.users_changed([2], batch_id=7)
-            assert publisher.flush(history).fold_in_lists == 1
+            assert publisher.flush(recent).fold_in_lists == 1
             assert decode_list(client.hget(layout.lists(4), "2") or b"").source == "fold-in"
             assert json.loads(client.get(layout.meta(4)) or b"{}")["last_folded_in_batch"] == 7
             publisher.catalog([(10, "Ten (1990)", ["Drama"])])
-            assert publisher.flush(history).state == "published"
+            assert publisher.flush(recent).state == "published"
         finally:
             client.close()
         # Redis restarts without persistence: everything it held is gone. The next
@@ -82,7 +85,7 @@ def test_redis_outage_is_retried_with_backoff_and_nothing_is_lost(
         server.stop()
         assert server.start() == "started"
         publisher.users_changed([1], batch_id=8)
-        again = publisher.flush(history)
+        again = publisher.flush(recent)
         assert (again.state, again.model_lists) == ("published", 3)
         client = open_redis(settings)
         try:

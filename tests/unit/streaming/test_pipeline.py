@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streaming.ingest.history import RatingHistory
 from streaming.ingest.store import BatchCommit
 from streaming.ingest.validation import DUPLICATE_REASON
 from streaming.model.retrain import RetrainState
@@ -41,23 +40,24 @@ class Wiring:
         self.background = background
         self.clock = MemoryClock()
         self.store = MemoryStore()
-        self.models = MemoryModels(self.clock)
-        self.publisher = MemoryPublisher()
+        self.models = MemoryModels(self.clock, self.store)
+        self.publisher = MemoryPublisher(self.store)
         self.topic = MemoryTopic(movies=[(1, "One", ["Drama"])], ends={0: 0})
         self.stars = MemoryStars()
         values = {"min_ratings": 20, "retrain_every_ratings": 30, "retrain_every_s": 3600.0,
                   "rating_samples": 0, **settings}  # fmt: skip
         self.settings = model_settings(**values)
         self.stream = StreamSettings(state_dir=tmp_path / "state")
-        self.pipeline = self.build(RatingHistory(), [], None)
+        self.pipeline = self.build([], None)
 
-    def build(
-        self, history: RatingHistory, commits: list[BatchCommit], model: ModelVersion | None
-    ) -> BatchPipeline:
+    def build(self, commits: list[BatchCommit], model: ModelVersion | None) -> BatchPipeline:
+        """A pipeline (re)started on the store as it is, like the job after a crash."""
+        stored = self.store.ratings()
+        arrivals = [(stored["user_id"].to_numpy(np.int64), stored["movie_id"].to_numpy(np.int64))]
         return BatchPipeline(
             store=self.store, models=self.models, publisher=self.publisher, topic=self.topic,
             stars=self.stars, stream=self.stream, model_settings=self.settings,
-            history=history, commits=commits, model=model, clock=self.clock,
+            commits=commits, arrivals=arrivals, model=model, clock=self.clock,
             retrain_executor=self.builds if self.background else None,
         )  # fmt: skip
 
@@ -93,7 +93,8 @@ def test_a_batch_is_stored_counted_and_committed_last(tmp_path: Path) -> None:
     assert commit.offsets == {"0": 13}
     assert commit.model_version is None and not commit.retrained
     assert commit.rating_time == [DAY, DAY + 11]
-    assert len(wired.pipeline.history) == 12
+    assert wired.pipeline.stored == 12
+    assert wired.store.stored[0]["first"].all()  # every rating a first of its movie
     assert wired.pipeline.new_since_model == 12
 
 
@@ -135,14 +136,13 @@ def test_a_replayed_batch_replaces_its_first_attempt_and_reuses_its_model(tmp_pa
     batch = MemoryBatch(ratings(range(1, 6), range(10, 15), DAY))
     wired.pipeline.run(batch, 0)
     # The job crashed before Spark recorded batch 0: a restart recovers the state from
-    # what the first attempt left (history, commits, model) and runs batch 0 again.
-    history = RatingHistory()
-    history.add(wired.store.stored[0].assign(batch_id=0))
-    resumed = wired.build(history, list(wired.store.commits.values()), wired.models.saved(1))
+    # what the first attempt left (the store, commits, model) and runs batch 0 again,
+    # against the users' state as it was before batch 0.
+    resumed = wired.build(list(wired.store.commits.values()), wired.models.saved(1))
     again = resumed.run(batch, 0)
     assert (again.valid, again.invalid) == (25, 0)  # its own first attempt is no repeat
     assert wired.models.trained == [1]  # the saved version 1 is loaded, not fitted again
-    assert len(resumed.history) == 25 and len(wired.store.stored[0]) == 25
+    assert resumed.stored == 25 and len(wired.store.stored[0]) == 25
 
 
 def test_repeats_of_events_held_from_other_batches_are_set_aside(tmp_path: Path) -> None:
@@ -173,7 +173,7 @@ def test_lists_that_redis_refused_wait_and_go_between_batches(tmp_path: Path) ->
 def test_fold_in_off_queues_no_lists_and_checks_nothing(tmp_path: Path) -> None:
     wired = Wiring(tmp_path)
     wired.stream = wired.stream.model_copy(update={"fold_in": False})
-    pipeline = wired.build(RatingHistory(), [], None)
+    pipeline = wired.build([], None)
     pipeline.run(MemoryBatch(ratings(range(1, 6), range(10, 15), DAY)), 0)
     pipeline.run(MemoryBatch([(1, 20, 3.0, 2 * DAY)], 25), 1)
     assert wired.publisher.fold_ins == []
@@ -184,9 +184,7 @@ def test_resume_publishes_the_current_version_and_asks_for_its_stars(tmp_path: P
     wired = Wiring(tmp_path, rating_samples=2, rating_sweeps=4, rating_burn_in=1)
     wired.pipeline.run(MemoryBatch(ratings(range(1, 6), range(10, 15), DAY)), 0)
     assert wired.stars.requested == [1]  # fitted beside the stream, not in the batch
-    history = RatingHistory()
-    history.add(wired.store.stored[0].assign(batch_id=0))
-    resumed = wired.build(history, list(wired.store.commits.values()), wired.models.saved(1))
+    resumed = wired.build(list(wired.store.commits.values()), wired.models.saved(1))
     resumed.resume()
     assert wired.stars.requested == [1, 1]
     assert wired.publisher.has_pending  # version 1 queued again (idempotent in Redis)
@@ -218,9 +216,8 @@ def test_state_is_derived_from_the_commit_records() -> None:
     ]
     assert latest_offsets(commits) == {0: 18, 1: 9}
     assert ratings_since(commits, None) == 27
-    wired_model = MemoryModels(MemoryClock())
-    history = RatingHistory()
-    model = wired_model.train(history.frame(), version=2, batch_id=1, reason="r", fit_stars=False)
+    wired_model = MemoryModels(MemoryClock(), MemoryStore())
+    model = wired_model.train(version=2, batch_id=1, reason="r", fit_stars=False)
     assert ratings_since(commits, model) == 5  # only batch 2 came after the fit in batch 1
 
 
@@ -339,3 +336,40 @@ def test_a_build_carries_the_current_stars_until_its_own_are_fitted(tmp_path: Pa
     assert pipeline.model is not None and pipeline.model.version == 2
     assert pipeline.model.stars is not None and pipeline.model.meta.stars_from_version == 1
     assert wired.stars.requested == [1, 2]  # and its own are asked for at the switch
+
+
+def test_a_re_rating_is_kept_and_a_late_older_copy_changes_nothing(tmp_path: Path) -> None:
+    wired = Wiring(tmp_path)
+    wired.pipeline.run(MemoryBatch(ratings(range(1, 6), range(10, 15), DAY)), 0)
+    newer = wired.pipeline.run(MemoryBatch([(1, 10, 1.0, 2 * DAY)], 25), 1)
+    assert (newer.valid, newer.invalid) == (1, 0) and newer.fold_in_users == 1
+    assert not wired.store.stored[1]["first"].any()  # a re-rating is no first rating
+    older = wired.pipeline.run(MemoryBatch([(2, 10, 1.0, DAY - 5)], 26), 2)
+    assert (older.valid, older.fold_in_users) == (1, 0)  # stored, but no list changed
+    assert wired.store.ratings().query("user_id == 1 and movie_id == 10")["rating"].item() == 1.0
+
+
+def test_users_kept_for_their_lists_are_let_go_once_published(tmp_path: Path) -> None:
+    wired = Wiring(tmp_path)
+    wired.pipeline.run(MemoryBatch(ratings(range(1, 6), range(10, 15), DAY)), 0)
+    wired.publisher.down = True
+    wired.pipeline.run(MemoryBatch([(1, 20, 3.0, 2 * DAY), (2, 20, 3.0, 2 * DAY)], 25), 1)
+    assert len(wired.pipeline.recent) == 2  # their lists wait for Redis
+    wired.publisher.down = False
+    wired.pipeline.run(MemoryBatch([(3, 20, 3.0, 2 * DAY)], 27), 2)
+    assert wired.publisher.fold_ins[-1] == (2, [3]) and len(wired.pipeline.recent) == 0
+
+
+def test_too_many_waiting_users_turn_into_one_publication_in_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("streaming.pipeline.RECENT_USERS_KEPT", 3)
+    wired = Wiring(tmp_path)
+    wired.pipeline.run(MemoryBatch(ratings(range(1, 6), range(10, 15), DAY)), 0)
+    wired.publisher.down = True
+    wired.pipeline.run(MemoryBatch(ratings(range(1, 5), range(20, 21), 2 * DAY), 25), 1)
+    assert len(wired.pipeline.recent) == 0  # let go: version 1 is queued in full instead
+    assert wired.publisher.switches[-1] == (1, None, [])
+    wired.publisher.down = False
+    assert wired.pipeline.between_batches() is not None
+    assert wired.publisher.published_versions == [1, 1]

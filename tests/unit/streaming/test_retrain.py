@@ -6,7 +6,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
-import pandas as pd
 import pytest
 
 from streaming.model.retrain import Retrainer, RetrainRequest, RetrainState
@@ -15,7 +14,7 @@ from tests.memory import ManualExecutor
 
 
 def _request(version: int) -> RetrainRequest:
-    return RetrainRequest(version, version - 1, "due", pd.DataFrame())
+    return RetrainRequest(version, version - 1, "due")
 
 
 def _model(version: int) -> ModelVersion:
