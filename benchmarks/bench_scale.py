@@ -240,7 +240,7 @@ def main() -> None:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--driver-memory", default="8g")
     parser.add_argument("--retrain-every", type=int, default=1_000_000)
-    parser.add_argument("--max-per-batch", type=int, default=200_000)
+    parser.add_argument("--max-per-batch", type=int, default=100_000)
     parser.add_argument("--tail-rate", type=float, default=300)
     parser.add_argument("--tail-s", type=float, default=90)
     parser.add_argument("--stars", action="store_true", help="fit the rating model too")
@@ -265,8 +265,9 @@ def main() -> None:
                           console_progress=False, driver_memory=args.driver_memory)
         )  # fmt: skip
         try:
-            print(f"master {args.master}; retrain every {args.retrain_every:,} ratings, beside "
-                  f"the stream; tail {args.tail_rate:.0f} events/s for {args.tail_s:.0f} s")  # fmt: skip
+            tail = f"tail {args.tail_rate:.0f} events/s for {args.tail_s:.0f} s"
+            print(f"master {args.master}; retrain every {args.retrain_every:,} ratings, "
+                  f"beside the stream; {tail}")  # fmt: skip
             report(measure(spark, sizes[0], args))
         finally:
             spark.stop()

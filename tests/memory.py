@@ -21,7 +21,7 @@ import pandas as pd
 from serving.layout import ModelMeta
 from streaming.ingest.history import RecentRatings
 from streaming.ingest.intake import BATCH_COLUMNS, HELD_COLUMNS, TakenBatch
-from streaming.ingest.state import UserLedger
+from streaming.ingest.state import judge, latest
 from streaming.ingest.store import BatchCommit
 from streaming.ingest.validation import DUPLICATE_REASON
 from streaming.model.blend import ShortTerm
@@ -65,26 +65,13 @@ class MemoryStore:
         rejected = [(0, after + i, reason) for i, reason in enumerate(records.rejected)]
         before = [frame for batch, frame in sorted(self.stored.items()) if batch < batch_id]
         earlier = pd.concat(before, ignore_index=True) if before else ratings.iloc[:0]
-        repeated = np.zeros(len(ratings), dtype=np.bool_)
-        first = np.zeros(len(ratings), dtype=np.bool_)
-        held = []
-        for user, rows in ratings.groupby("user_id", sort=False).indices.items():
-            mine = earlier[earlier["user_id"] == user]
-            ledger = UserLedger(mine["movie_id"].to_numpy(np.int64),
-                                mine["rating"].to_numpy(np.float64),
-                                mine["timestamp"].to_numpy(np.int64))  # fmt: skip
-            chosen = ratings.iloc[rows]
-            repeat, firsts, _ = ledger.take(chosen["movie_id"], chosen["timestamp"],
-                                            chosen["rating"])  # fmt: skip
-            repeated[rows], first[rows] = repeat, firsts
-            if len(ledger.movies):
-                held.append(ledger.latest().assign(user_id=int(user)))
+        held = earlier.loc[earlier["user_id"].isin(ratings["user_id"]), list(HELD_COLUMNS)]
+        repeated, first = judge(held, ratings)
         rejected += [(0, int(o), DUPLICATE_REASON) for o in ratings.loc[repeated, "offset"]]
         kept = ratings.assign(first=first).loc[~repeated].reset_index(drop=True)
         self.stored[batch_id] = kept
         self.dead_letters[batch_id] = rejected
-        past = pd.concat(held, ignore_index=True) if held else pd.DataFrame(columns=HELD_COLUMNS)
-        return TakenBatch(kept, rejected, held=past[list(HELD_COLUMNS)])
+        return TakenBatch(kept, rejected, held=latest(held)[list(HELD_COLUMNS)])
 
     def ratings(self, through_batch: int | None = None) -> pd.DataFrame:
         """The latest stored rating per (user, movie) through ``through_batch`` (None: all)."""

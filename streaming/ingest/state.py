@@ -15,8 +15,9 @@ executors, so the driver holds nothing that grows with the stored ratings. A bat
 again after a crash starts from the state as the previous batch left it: its own
 first attempt is not there, so a replay is not mistaken for repeats.
 
-``UserLedger`` is the per-user logic, pure and testable without Spark; the in-memory
-store of the unit tests runs the same code.
+``judge`` and ``latest`` are the logic, pure and testable without Spark, vectorised over
+a bucket's users (one state read and at most one write per user); the in-memory store
+of the unit tests runs the same code.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ __all__ = [
     "STATE_OUTPUT",
     "USER_BUCKETS",
     "UserLedger",
+    "judge",
+    "latest",
     "with_user_state",
 ]
 
@@ -64,6 +67,7 @@ STATE_OUTPUT = (
 _OUTPUT_COLUMNS = [part.split()[0] for part in STATE_OUTPUT.split(", ")]
 _HELD_STATE = "ratings"
 _HELD_VALUE = "movies binary, ratings binary, timestamps binary"
+_HELD_COLUMNS = ("user_id", "movie_id", "rating", "timestamp")
 
 
 @dataclass(frozen=True)
@@ -92,41 +96,59 @@ class UserLedger:
         """The state value: the three columns as bytes."""
         return self.movies.tobytes(), self.ratings.tobytes(), self.timestamps.tobytes()
 
-    def latest(self) -> pd.DataFrame:
-        """The latest rating per movie (movie_id, rating, timestamp), movies ascending."""
-        frame = pd.DataFrame(
-            {"movie_id": self.movies, "rating": self.ratings, "timestamp": self.timestamps}
-        )
-        newest = frame.sort_values(["movie_id", "timestamp"]).drop_duplicates(
-            "movie_id", keep="last"
-        )
-        return newest.reset_index(drop=True)
+    def extended(
+        self, movies: npt.NDArray[np.int64], ratings: npt.NDArray[np.float64],
+        timestamps: npt.NDArray[np.int64],
+    ) -> UserLedger:  # fmt: skip
+        """This ledger with these ratings appended."""
+        return UserLedger(np.concatenate([self.movies, movies]),
+                          np.concatenate([self.ratings, ratings]),
+                          np.concatenate([self.timestamps, timestamps]))  # fmt: skip
 
-    def take(
-        self, movies: npt.ArrayLike, timestamps: npt.ArrayLike, ratings: npt.ArrayLike
-    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], UserLedger]:
-        """Take one batch's ratings of this user, in Kafka order.
 
-        Returns (repeat, first, ledger after): ``repeat`` marks a rating whose movie and
-        timestamp were stored before or came earlier in the batch; ``first`` one that is
-        the user's first rating of its movie (not stored, and the first kept in the
-        batch). The ledger after holds every rating that is not a repeat.
-        """
-        movie = np.asarray(movies, dtype=np.int64)
-        stamp = np.asarray(timestamps, dtype=np.int64)
-        rating = np.asarray(ratings, dtype=np.float64)
-        events = pd.MultiIndex.from_arrays([movie, stamp])
-        held = pd.MultiIndex.from_arrays([self.movies, self.timestamps])
-        repeat = events.duplicated(keep="first") | events.isin(held)
-        kept = ~repeat
-        first = kept & ~np.isin(movie, self.movies)
-        first[first] = ~pd.Index(movie[first]).duplicated(keep="first")
-        after = UserLedger(
-            np.concatenate([self.movies, movie[kept]]),
-            np.concatenate([self.ratings, rating[kept]]),
-            np.concatenate([self.timestamps, stamp[kept]]),
-        )
-        return np.asarray(repeat, dtype=np.bool_), np.asarray(first, dtype=np.bool_), after
+def judge(held: pd.DataFrame, batch: pd.DataFrame) -> tuple[npt.NDArray[np.bool_], ...]:
+    """(repeat, first) of each ``batch`` rating (in Kafka order) against ``held``.
+
+    Both frames have user_id, movie_id and timestamp; ``held`` is every rating stored of
+    the batch's users, re-ratings included. A repeat has the user, movie and timestamp
+    (the event id) of a held rating or of an earlier rating of the batch; a first is not
+    a repeat, of a movie its user has none of held, and the first such of the batch.
+    """
+    events = pd.MultiIndex.from_arrays(
+        [batch["user_id"].to_numpy(np.int64), batch["movie_id"].to_numpy(np.int64),
+         batch["timestamp"].to_numpy(np.int64)]
+    )  # fmt: skip
+    stored = pd.MultiIndex.from_arrays(
+        [held["user_id"].to_numpy(np.int64), held["movie_id"].to_numpy(np.int64),
+         held["timestamp"].to_numpy(np.int64)]
+    )  # fmt: skip
+    repeat = np.asarray(events.duplicated(keep="first") | events.isin(stored), dtype=np.bool_)
+    pairs, stored_pairs = events.droplevel(2), stored.droplevel(2)
+    first = ~repeat & ~np.asarray(pairs.isin(stored_pairs), dtype=np.bool_)
+    first[first] = ~np.asarray(pairs[first].duplicated(keep="first"), dtype=np.bool_)
+    return repeat, first
+
+
+def latest(held: pd.DataFrame) -> pd.DataFrame:
+    """The latest held rating per (user, movie) by timestamp."""
+    newest = held.sort_values(["user_id", "movie_id", "timestamp"], kind="stable")
+    return newest.drop_duplicates(["user_id", "movie_id"], keep="last").reset_index(drop=True)
+
+
+def _ledger_rows(users: list[int], ledgers: list[UserLedger]) -> pd.DataFrame:
+    """The ledgers of ``users`` as one frame (user_id, movie_id, rating, timestamp)."""
+    counts = [len(ledger.movies) for ledger in ledgers]
+    if not sum(counts):
+        frame = pd.DataFrame({name: np.zeros(0, np.int64) for name in _HELD_COLUMNS})
+        return frame.astype({"rating": np.float64})
+    return pd.DataFrame(
+        {
+            "user_id": np.repeat(np.asarray(users, dtype=np.int64), counts),
+            "movie_id": np.concatenate([ledger.movies for ledger in ledgers]),
+            "rating": np.concatenate([ledger.ratings for ledger in ledgers]),
+            "timestamp": np.concatenate([ledger.timestamps for ledger in ledgers]),
+        }
+    )
 
 
 class UserRatingsProcessor(StatefulProcessor):
@@ -139,7 +161,11 @@ class UserRatingsProcessor(StatefulProcessor):
     def handleInputRows(
         self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any
     ) -> Iterator[pd.DataFrame]:
-        """Mark a bucket's repeats and first ratings; emit them and its users' held ratings."""
+        """Mark a bucket's repeats and first ratings; emit them and its users' held ratings.
+
+        One state read and at most one write per user; the rest is vectorised over the
+        bucket.
+        """
         batch = pd.concat(list(rows), ignore_index=True)
         batch["kind"] = RECORD
         batch["first"] = False
@@ -147,24 +173,26 @@ class UserRatingsProcessor(StatefulProcessor):
             yield batch[_OUTPUT_COLUMNS]
             return
         batch = batch.sort_values(["partition", "offset"], ignore_index=True)
-        first = np.zeros(len(batch), dtype=np.bool_)
-        held_parts = []
-        for user, rows_of_user in batch.groupby("user_id", sort=False).indices.items():
-            ledger = UserLedger.unpack(self.ledgers.getValue((int(user),)))
-            chosen = batch.iloc[rows_of_user]
-            repeat, firsts, after = ledger.take(
-                chosen["movie_id"], chosen["timestamp"], chosen["rating"]
-            )
-            batch.loc[batch.index[rows_of_user[repeat]], "reason"] = DUPLICATE_REASON
-            first[rows_of_user] = firsts
-            if len(after.movies) > len(ledger.movies):
-                self.ledgers.updateValue((int(user),), after.pack())
-            if len(ledger.movies):
-                held_parts.append(ledger.latest().assign(user_id=int(user)))
+        users = pd.unique(batch["user_id"]).tolist()
+        ledgers = [UserLedger.unpack(self.ledgers.getValue((int(user),))) for user in users]
+        held = _ledger_rows(users, ledgers)
+        repeat, first = judge(held, batch)
+        batch.loc[repeat, "reason"] = DUPLICATE_REASON
         batch["first"] = first
+        kept = batch.loc[~repeat]
+        movies = kept["movie_id"].to_numpy(np.int64)
+        ratings = kept["rating"].to_numpy(np.float64)
+        stamps = kept["timestamp"].to_numpy(np.int64)
+        taken = kept.groupby("user_id", sort=False).indices
+        for user, ledger in zip(users, ledgers, strict=True):
+            rows_of_user = taken.get(user)
+            if rows_of_user is not None:
+                after = ledger.extended(movies[rows_of_user], ratings[rows_of_user],
+                                        stamps[rows_of_user])  # fmt: skip
+                self.ledgers.updateValue((int(user),), after.pack())
         yield batch[_OUTPUT_COLUMNS]
-        if held_parts:
-            yield _held_rows(pd.concat(held_parts, ignore_index=True))
+        if len(held):
+            yield _held_rows(latest(held))
 
     def close(self) -> None:
         """Nothing to release."""

@@ -6,24 +6,34 @@ import numpy as np
 import pandas as pd
 
 from streaming.ingest.history import latest_ratings
-from streaming.ingest.state import UserLedger
+from streaming.ingest.state import UserLedger, judge, latest
 from streaming.publish.executors import whole_users
 
 
-def test_repeats_and_first_ratings_against_what_the_user_has_stored() -> None:
-    ledger = UserLedger.empty().take([10, 11], [100, 101], [4.0, 3.0])[2]
-    # batch: a repeat of a stored event, a re-rating of 10, a new movie twice (the second
-    # a repeat of the first: same timestamp), and a second new rating of 12 later on
-    repeat, first, after = ledger.take([10, 10, 12, 12, 12], [100, 200, 300, 300, 301],
-                                       [4.0, 5.0, 2.0, 2.0, 3.0])  # fmt: skip
-    assert repeat.tolist() == [True, False, False, True, False]
-    assert first.tolist() == [False, False, True, False, False]
-    assert len(after.movies) == 5  # every rating that is not a repeat, re-ratings too
-    assert after.latest().values.tolist() == [[10, 5.0, 200], [11, 3.0, 101], [12, 3.0, 301]]
+def _frame(rows: list[tuple[int, int, float, int]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["user_id", "movie_id", "rating", "timestamp"])
+
+
+def test_repeats_and_first_ratings_against_what_the_users_have_stored() -> None:
+    held = _frame([(1, 10, 4.0, 100), (1, 11, 3.0, 101), (2, 10, 2.0, 100)])
+    # user 1: a repeat of a stored event, a re-rating of 10, a new movie twice (the
+    # second a repeat of the first: same timestamp), and a later rating of 12 again;
+    # user 2 rates 11 (new to them, though user 1 has it); user 3 is new.
+    batch = _frame([(1, 10, 4.0, 100), (1, 10, 5.0, 200), (1, 12, 2.0, 300), (1, 12, 2.0, 300),
+                    (1, 12, 3.0, 301), (2, 11, 1.0, 100), (3, 10, 5.0, 100)])  # fmt: skip
+    repeat, first = judge(held, batch)
+    assert repeat.tolist() == [True, False, False, True, False, False, False]
+    assert first.tolist() == [False, False, True, False, False, True, True]
+
+
+def test_the_latest_held_rating_per_user_and_movie() -> None:
+    held = _frame([(1, 10, 4.0, 100), (1, 10, 5.0, 200), (1, 11, 3.0, 150), (2, 10, 1.0, 50)])
+    assert latest(held).values.tolist() == [[1, 10, 5.0, 200], [1, 11, 3.0, 150],
+                                            [2, 10, 1.0, 50]]  # fmt: skip
 
 
 def test_a_ledger_survives_its_state_bytes() -> None:
-    after = UserLedger.empty().take([3, 1], [7, 8], [1.5, 5.0])[2]
+    after = UserLedger.empty().extended(np.array([3, 1]), np.array([1.5, 5.0]), np.array([7, 8]))
     back = UserLedger.unpack(after.pack())
     assert back.movies.tolist() == [3, 1] and back.ratings.tolist() == [1.5, 5.0]
     assert back.timestamps.tolist() == [7, 8] and len(UserLedger.unpack(None).movies) == 0
