@@ -249,15 +249,19 @@ def latest_ratings(held: pd.DataFrame, batch: pd.DataFrame) -> tuple[UserRatings
     batch, the latest per movie; ``batch`` their new ratings. The latest rating per
     (user, movie) by timestamp wins, so a late copy of an older rating changes nothing.
     """
-    columns = ["user_id", "movie_id", "rating", "timestamp"]
-    parts = [held[columns].assign(_new=False), batch[columns].assign(_new=True)]
-    merged = pd.concat([part for part in parts if len(part)] or parts[1:], ignore_index=True)
-    merged = merged.sort_values(["user_id", "movie_id", "timestamp", "_new"], kind="stable")
-    merged = merged.drop_duplicates(["user_id", "movie_id"], keep="last")
-    changed = np.unique(merged.loc[merged["_new"], "user_id"].to_numpy(dtype=np.int64))
-    ratings = compressed_rows(merged["user_id"].to_numpy(), merged["movie_id"].to_numpy(),
-                              merged["rating"].to_numpy())  # fmt: skip
-    return ratings, changed
+
+    def column(name: str, kind: type) -> npt.NDArray[np.generic]:
+        return np.concatenate([held[name].to_numpy(kind), batch[name].to_numpy(kind)])
+
+    user, movie = column("user_id", np.int64), column("movie_id", np.int64)
+    new = np.repeat([False, True], [len(held), len(batch)])
+    order = np.lexsort((new, column("timestamp", np.int64), movie, user))
+    sorted_user, sorted_movie = user[order], movie[order]
+    last = np.ones(len(order), dtype=np.bool_)
+    last[:-1] = (sorted_user[1:] != sorted_user[:-1]) | (sorted_movie[1:] != sorted_movie[:-1])
+    kept = order[last]
+    changed = np.unique(user[kept][new[kept]])
+    return compressed_rows(user[kept], movie[kept], column("rating", np.float64)[kept]), changed
 
 
 class RecentRatings:

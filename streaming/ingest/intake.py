@@ -18,7 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from streaming.ingest.history import HISTORY_COLUMNS
-from streaming.ingest.state import HELD, RECORD
+from streaming.ingest.state import HELD, PACKED, RECORD, latest, unpacked
 from streaming.ingest.store import BatchCommit, RatingStore
 from streaming.timing import timed
 
@@ -82,9 +82,11 @@ class SparkIntake:
                       for name in BATCH_COLUMNS)
                 ).toPandas())  # fmt: skip
                 batch = batch.sort_values(["partition", "offset"], ignore_index=True)
-                held = pd.DataFrame(
-                    rows.where(F.col("kind") == F.lit(HELD)).select(*HELD_COLUMNS).toPandas()
-                )
+                ledgers = rows.where(F.col("kind") == F.lit(HELD)).select("user_id", *PACKED)
+                packed = pd.DataFrame(ledgers.toPandas())
+                held = latest(unpacked(packed["user_id"], list(zip(
+                    *(packed[name].map(bytes) for name in PACKED), strict=True
+                ))))  # fmt: skip
                 rejected = [
                     (int(row["partition"]), int(row["offset"]), str(row["reason"]))
                     for row in invalid.select("partition", "offset", "reason").collect()

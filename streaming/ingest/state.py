@@ -42,12 +42,14 @@ from streaming.ingest.validation import (
 
 __all__ = [
     "HELD",
+    "PACKED",
     "RECORD",
     "STATE_OUTPUT",
     "USER_BUCKETS",
     "UserLedger",
     "judge",
     "latest",
+    "unpacked",
     "with_user_state",
 ]
 
@@ -57,17 +59,20 @@ __all__ = [
 USER_BUCKETS = 8
 _INVALID = -1  # the bucket of invalid records: passed through, no state
 
-# Output rows: the batch's records (``RECORD``) and the held ratings of its users (``HELD``).
+# Output rows: the batch's records (``RECORD``), and one per user of the batch with what
+# was held of them before it (``HELD``: their ledger, packed as in the state).
 RECORD, HELD = "record", "held"
 STATE_OUTPUT = (
     "kind string, user_id long, movie_id long, rating double, timestamp long, "
     "event_id string, source string, raw binary, reason string, topic string, "
-    "partition int, offset long, appended_s double, first boolean"
+    "partition int, offset long, appended_s double, first boolean, "
+    "held_movies binary, held_ratings binary, held_timestamps binary"
 )
 _OUTPUT_COLUMNS = [part.split()[0] for part in STATE_OUTPUT.split(", ")]
 _HELD_STATE = "ratings"
 _HELD_VALUE = "movies binary, ratings binary, timestamps binary"
 _HELD_COLUMNS = ("user_id", "movie_id", "rating", "timestamp")
+PACKED = _PACKED = ("held_movies", "held_ratings", "held_timestamps")
 
 
 @dataclass(frozen=True)
@@ -130,9 +135,20 @@ def judge(held: pd.DataFrame, batch: pd.DataFrame) -> tuple[npt.NDArray[np.bool_
 
 
 def latest(held: pd.DataFrame) -> pd.DataFrame:
-    """The latest held rating per (user, movie) by timestamp."""
-    newest = held.sort_values(["user_id", "movie_id", "timestamp"], kind="stable")
-    return newest.drop_duplicates(["user_id", "movie_id"], keep="last").reset_index(drop=True)
+    """The latest held rating per (user, movie) by timestamp, by user and movie."""
+    user = held["user_id"].to_numpy(np.int64)
+    movie = held["movie_id"].to_numpy(np.int64)
+    order = np.lexsort((held["timestamp"].to_numpy(np.int64), movie, user))
+    user, movie = user[order], movie[order]
+    last = np.ones(len(order), dtype=np.bool_)
+    last[:-1] = (user[1:] != user[:-1]) | (movie[1:] != movie[:-1])
+    return held.iloc[order[last]].reset_index(drop=True)
+
+
+def unpacked(users: npt.ArrayLike, packed: list[tuple[bytes, bytes, bytes]]) -> pd.DataFrame:
+    """``HELD`` rows' ledgers (``UserLedger.pack``) as user_id, movie_id, rating, timestamp."""
+    return _ledger_rows(np.asarray(users, dtype=np.int64).tolist(),
+                        [UserLedger.unpack(value) for value in packed])  # fmt: skip
 
 
 def _ledger_rows(users: list[int], ledgers: list[UserLedger]) -> pd.DataFrame:
@@ -169,6 +185,8 @@ class UserRatingsProcessor(StatefulProcessor):
         batch = pd.concat(list(rows), ignore_index=True)
         batch["kind"] = RECORD
         batch["first"] = False
+        for name in _PACKED:
+            batch[name] = None
         if int(key[0]) == _INVALID:
             yield batch[_OUTPUT_COLUMNS]
             return
@@ -191,18 +209,24 @@ class UserRatingsProcessor(StatefulProcessor):
                                         stamps[rows_of_user])  # fmt: skip
                 self.ledgers.updateValue((int(user),), after.pack())
         yield batch[_OUTPUT_COLUMNS]
-        if len(held):
-            yield _held_rows(latest(held))
+        known = [(user, ledger) for user, ledger in zip(users, ledgers, strict=True)
+                 if len(ledger.movies)]  # fmt: skip
+        if known:
+            yield _held_rows(known)
 
     def close(self) -> None:
         """Nothing to release."""
 
 
-def _held_rows(held: pd.DataFrame) -> pd.DataFrame:
-    """``HELD`` output rows: the record-only columns empty (None, not NaN, for Arrow)."""
-    rows = held.assign(kind=HELD, first=False)
+def _held_rows(known: list[tuple[int, UserLedger]]) -> pd.DataFrame:
+    """``HELD`` output rows: a user and their packed ledger, the other columns empty."""
+    packed = [ledger.pack() for _, ledger in known]
+    rows = pd.DataFrame({"kind": HELD, "user_id": [int(user) for user, _ in known],
+                         "first": False})  # fmt: skip
+    for position, name in enumerate(_PACKED):
+        rows[name] = pd.Series([value[position] for value in packed], dtype=object)
     for name in _OUTPUT_COLUMNS:
-        if name not in rows:
+        if name not in rows:  # None, not NaN: Arrow takes None as null for any type
             rows[name] = pd.Series([None] * len(rows), dtype=object)
     return rows[_OUTPUT_COLUMNS]
 

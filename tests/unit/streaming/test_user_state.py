@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from streaming.ingest.history import latest_ratings
-from streaming.ingest.state import UserLedger, judge, latest
+from streaming.ingest.state import UserLedger, judge, latest, unpacked
 from streaming.publish.executors import whole_users
 
 
@@ -61,3 +61,11 @@ def test_sorted_ratings_are_cut_into_chunks_of_whole_users() -> None:
     for chunk in chunks:
         for position, user in enumerate(chunk.users.tolist()):
             assert len(chunk.of(position)[0]) == int((users == user).sum())
+
+
+def test_packed_ledgers_come_back_as_rows_per_rating() -> None:
+    first = UserLedger.empty().extended(np.array([5, 5]), np.array([1.0, 2.0]), np.array([1, 2]))
+    second = UserLedger.empty().extended(np.array([9]), np.array([4.5]), np.array([3]))
+    rows = unpacked([7, 8], [first.pack(), second.pack()])
+    assert rows.values.tolist() == [[7, 5, 1.0, 1], [7, 5, 2.0, 2], [8, 9, 4.5, 3]]
+    assert latest(rows)["rating"].tolist() == [2.0, 4.5]  # a re-rating: the newer one
