@@ -184,8 +184,13 @@ def measure(spark: SparkSession, size: str, args: argparse.Namespace) -> Outcome
             job.pipeline.policy = RetrainPolicy.from_settings(settings)
             seen = len(job.reports)
             tail = int(args.tail_rate * args.tail_s)
-            _produce(run.kafka.topic, tail, users, movies, 7, "--rate", str(args.tail_rate),
-                     "--no-catalog")  # fmt: skip
+            feed = threading.Thread(target=_produce, args=(
+                run.kafka.topic, tail, users, movies, 7, "--rate", str(args.tail_rate),
+                "--no-catalog"))  # fmt: skip
+            feed.start()
+            wait_for("the tail's retrain", lambda: job.pipeline.retrainer.busy, 600)
+            job.pipeline.policy = RetrainPolicy.from_settings(run.model)  # just the one
+            feed.join()
             wait_for("the tail stored", lambda: job.pipeline.stored >= events + tail, 600)
             reports = job.reports[seen:]
             outcome.tail_batches = [(r.seconds, r.building) for r in reports]
@@ -261,7 +266,7 @@ def main() -> None:
         show_batches()
     with local_services():
         spark = build_spark_session(
-            SparkSettings(master=args.master, shuffle_partitions=8, ui_enabled=False,
+            SparkSettings(master=args.master, ui_enabled=False,
                           console_progress=False, driver_memory=args.driver_memory)
         )  # fmt: skip
         try:

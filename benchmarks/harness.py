@@ -56,7 +56,7 @@ def local_services() -> Iterator[LocalServices]:
 def bench_spark(driver_memory: str = "4g") -> SparkSession:
     """local[2], few shuffle partitions, no UI or progress bars."""
     return build_spark_session(
-        SparkSettings(master="local[2]", shuffle_partitions=4, ui_enabled=False,
+        SparkSettings(master="local[2]", shuffle_partitions=2, ui_enabled=False,
                       console_progress=False, driver_memory=driver_memory)
     )  # fmt: skip
 

@@ -193,7 +193,7 @@ def _prepare(state: Path, api_port: int) -> DemoRun:
         "RECSTREAM_REDIS_KEY_PREFIX": demo.prefix,
         "RECSTREAM_STREAM_STATE_DIR": str(demo.state / "streaming"),
         "RECSTREAM_SPARK_MASTER": os.environ.get("RECSTREAM_SPARK_MASTER", "local[2]"),
-        "RECSTREAM_SPARK_SHUFFLE_PARTITIONS": "4",
+        "RECSTREAM_SPARK_SHUFFLE_PARTITIONS": "2",
         "RECSTREAM_SPARK_CHECKPOINT_DIR": str(demo.state / "spark-checkpoints"),
         "RECSTREAM_SPARK_UI_ENABLED": "false",
         "RECSTREAM_SPARK_CONSOLE_PROGRESS": "false",

@@ -26,7 +26,14 @@ class SparkSettings(StrictSettings):
         "2g", pattern=r"^\d+[mMgG]$", description="Driver JVM heap (local mode: all of Spark)."
     )
     shuffle_partitions: int = Field(
-        8, ge=1, le=10_000, description="spark.sql.shuffle.partitions; small data wants few."
+        2,
+        ge=1,
+        le=10_000,
+        description=(
+            "spark.sql.shuffle.partitions, also the partitions of the users' state (fixed "
+            "when a checkpoint starts); each costs every micro-batch a state load and "
+            "commit, so about one per executor core."
+        ),
     )
     checkpoint_dir: str = Field(
         ".state/spark/checkpoints",
