@@ -37,6 +37,9 @@ _REDACTED_TEXT = r'(?i)password\s*=\s*"(?:[^"\\]|\\.)*"'
 
 
 _ROCKSDB_STATE = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+_STATE_SERVER_LOGGER = (
+    "org.apache.spark.sql.execution.python.streaming.TransformWithStateInPySparkStateServer"
+)
 
 
 def connector_coordinate() -> str:
@@ -138,8 +141,22 @@ def build_spark_session(settings: SparkSettings | None = None) -> SparkSession:
         )
         raise ConnectorMissingError(msg)
     spark.sparkContext.setLogLevel(settings.log_level)
+    _quiet_state_server(spark)
     spark.sparkContext.setCheckpointDir(_local_or_url(settings.checkpoint_dir))
     return spark
+
+
+def _quiet_state_server(spark: SparkSession) -> None:
+    """Keep the users' state server to errors in this JVM's log.
+
+    It warns at every read of a key it does not hold, which is every user's first
+    rating (``streaming.ingest.state``). On a cluster the executors log it in their own.
+    """
+    jvm = spark.sparkContext._jvm
+    if jvm is None:
+        return
+    level = jvm.org.apache.logging.log4j.Level.toLevel("ERROR")
+    jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(_STATE_SERVER_LOGGER, level)
 
 
 def linear_algebra(spark: SparkSession) -> str:
