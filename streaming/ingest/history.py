@@ -27,6 +27,7 @@ __all__ = [
     "UserRatings",
     "compressed_rows",
     "latest_ratings",
+    "newest_per_pair",
 ]
 
 HISTORY_COLUMNS = ("user_id", "movie_id", "rating", "timestamp", "batch_id", "offset")
@@ -242,6 +243,20 @@ class RatingHistory:
         self._order = np.resize(self._order, (capacity, 3))
 
 
+def newest_per_pair(
+    users: npt.NDArray[np.generic], movies: npt.NDArray[np.generic], *later: npt.NDArray[np.generic]
+) -> IntArray:
+    """Positions of the last row per (user, movie) when ordered by ``later`` (first key first).
+
+    Sorted by user, then movie.
+    """
+    order = np.lexsort((*reversed(later), movies, users))
+    user, movie = users[order], movies[order]
+    last = np.ones(len(order), dtype=np.bool_)
+    last[:-1] = (user[1:] != user[:-1]) | (movie[1:] != movie[:-1])
+    return np.asarray(order[last], dtype=np.int64)
+
+
 def latest_ratings(held: pd.DataFrame, batch: pd.DataFrame) -> tuple[UserRatings, IntArray]:
     """The batch's users' ratings after it, and the users whose ratings it changed.
 
@@ -255,11 +270,7 @@ def latest_ratings(held: pd.DataFrame, batch: pd.DataFrame) -> tuple[UserRatings
 
     user, movie = column("user_id", np.int64), column("movie_id", np.int64)
     new = np.repeat([False, True], [len(held), len(batch)])
-    order = np.lexsort((new, column("timestamp", np.int64), movie, user))
-    sorted_user, sorted_movie = user[order], movie[order]
-    last = np.ones(len(order), dtype=np.bool_)
-    last[:-1] = (sorted_user[1:] != sorted_user[:-1]) | (sorted_movie[1:] != sorted_movie[:-1])
-    kept = order[last]
+    kept = newest_per_pair(user, movie, column("timestamp", np.int64), new)
     changed = np.unique(user[kept][new[kept]])
     return compressed_rows(user[kept], movie[kept], column("rating", np.float64)[kept]), changed
 

@@ -18,7 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from streaming.ingest.history import HISTORY_COLUMNS
-from streaming.ingest.state import HELD, PACKED, RECORD, latest, unpacked
+from streaming.ingest.state import HELD, HELD_COLUMNS, PACKED, RECORD, latest, unpacked
 from streaming.ingest.store import BatchCommit, RatingStore
 from streaming.timing import timed
 
@@ -27,8 +27,8 @@ __all__ = ["BATCH_COLUMNS", "HELD_COLUMNS", "SparkIntake", "TakenBatch"]
 # The driver's view of a batch's valid ratings, in partition/offset order; ``first``
 # marks a user's first rating of the movie.
 BATCH_COLUMNS = (*HISTORY_COLUMNS[:-2], "partition", "offset", "appended_s", "first")
-# The batch's users' ratings before the batch: the latest per (user, movie).
-HELD_COLUMNS = ("user_id", "movie_id", "rating", "timestamp")
+# ``TakenBatch.held``: the batch's users' ratings before it, the latest per (user, movie),
+# in ``HELD_COLUMNS`` (from ``streaming.ingest.state``).
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.stateful_processor import StatefulProcessor, StatefulProcessorHandle
 
+from streaming.ingest.history import newest_per_pair
 from streaming.ingest.validation import (
     DUPLICATE_REASON,
     FUTURE_TOLERANCE_S,
@@ -42,6 +43,7 @@ from streaming.ingest.validation import (
 
 __all__ = [
     "HELD",
+    "HELD_COLUMNS",
     "PACKED",
     "RECORD",
     "STATE_OUTPUT",
@@ -71,8 +73,9 @@ STATE_OUTPUT = (
 _OUTPUT_COLUMNS = [part.split()[0] for part in STATE_OUTPUT.split(", ")]
 _HELD_STATE = "ratings"
 _HELD_VALUE = "movies binary, ratings binary, timestamps binary"
-_HELD_COLUMNS = ("user_id", "movie_id", "rating", "timestamp")
-PACKED = _PACKED = ("held_movies", "held_ratings", "held_timestamps")
+# A user's held ratings as rows, and as the packed columns of a ``HELD`` output row.
+HELD_COLUMNS = ("user_id", "movie_id", "rating", "timestamp")
+PACKED = ("held_movies", "held_ratings", "held_timestamps")
 
 
 @dataclass(frozen=True)
@@ -136,13 +139,10 @@ def judge(held: pd.DataFrame, batch: pd.DataFrame) -> tuple[npt.NDArray[np.bool_
 
 def latest(held: pd.DataFrame) -> pd.DataFrame:
     """The latest held rating per (user, movie) by timestamp, by user and movie."""
-    user = held["user_id"].to_numpy(np.int64)
-    movie = held["movie_id"].to_numpy(np.int64)
-    order = np.lexsort((held["timestamp"].to_numpy(np.int64), movie, user))
-    user, movie = user[order], movie[order]
-    last = np.ones(len(order), dtype=np.bool_)
-    last[:-1] = (user[1:] != user[:-1]) | (movie[1:] != movie[:-1])
-    return held.iloc[order[last]].reset_index(drop=True)
+    chosen = newest_per_pair(held["user_id"].to_numpy(np.int64),
+                             held["movie_id"].to_numpy(np.int64),
+                             held["timestamp"].to_numpy(np.int64))  # fmt: skip
+    return held.iloc[chosen].reset_index(drop=True)
 
 
 def unpacked(users: npt.ArrayLike, packed: list[tuple[bytes, bytes, bytes]]) -> pd.DataFrame:
@@ -155,7 +155,7 @@ def _ledger_rows(users: list[int], ledgers: list[UserLedger]) -> pd.DataFrame:
     """The ledgers of ``users`` as one frame (user_id, movie_id, rating, timestamp)."""
     counts = [len(ledger.movies) for ledger in ledgers]
     if not sum(counts):
-        frame = pd.DataFrame({name: np.zeros(0, np.int64) for name in _HELD_COLUMNS})
+        frame = pd.DataFrame({name: np.zeros(0, np.int64) for name in HELD_COLUMNS})
         return frame.astype({"rating": np.float64})
     return pd.DataFrame(
         {
@@ -185,7 +185,7 @@ class UserRatingsProcessor(StatefulProcessor):
         batch = pd.concat(list(rows), ignore_index=True)
         batch["kind"] = RECORD
         batch["first"] = False
-        for name in _PACKED:
+        for name in PACKED:
             batch[name] = None
         if int(key[0]) == _INVALID:
             yield batch[_OUTPUT_COLUMNS]
@@ -223,7 +223,7 @@ def _held_rows(known: list[tuple[int, UserLedger]]) -> pd.DataFrame:
     packed = [ledger.pack() for _, ledger in known]
     rows = pd.DataFrame({"kind": HELD, "user_id": [int(user) for user, _ in known],
                          "first": False})  # fmt: skip
-    for position, name in enumerate(_PACKED):
+    for position, name in enumerate(PACKED):
         rows[name] = pd.Series([value[position] for value in packed], dtype=object)
     for name in _OUTPUT_COLUMNS:
         if name not in rows:  # None, not NaN: Arrow takes None as null for any type
