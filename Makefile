@@ -56,10 +56,11 @@ DEMO_RATE ?= 400
 demo: setup ## Everything end to end: services, job, API, a replay; prints live, writes demo-report/ (DATASET=, DEMO_SECONDS=, DEMO_RATE=)
 	@$(PY) -m recstream_infra.demo --dataset "$(DATASET)" --seconds "$(DEMO_SECONDS)" --rate "$(DEMO_RATE)"
 
-lint: $(INSTALLED) ## ruff (lint and format check), mypy, and the import layers (import-linter)
+lint: $(INSTALLED) ## ruff (lint and format check), mypy (the packages and the benchmarks), and the import layers (import-linter)
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
 	@$(PY) -m mypy
+	@$(PY) -m mypy benchmarks/*.py
 	@$(VENV)/bin/lint-imports
 
 docs: $(INSTALLED) ## Build the docs site into site/ (MkDocs, strict: a broken link fails)

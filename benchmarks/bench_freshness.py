@@ -257,7 +257,10 @@ def measure(spark: SparkSession, label: str, args: argparse.Namespace) -> Outcom
         producer = open_producer(run.kafka, ProducerSettings())
         try:
             wait_for("the first model", lambda: client.get(layout.current) is not None, 600)
-            users = [int(u) for u in client.hkeys(layout.lists(int(client.get(layout.current))))]
+            raw = client.get(layout.current)
+            assert raw is not None  # noqa: S101 - waited for just above
+            current = int(raw)
+            users = [int(u) for u in client.hkeys(layout.lists(current))]
             background = start_producer(
                 ML100K, run.kafka.topic, "--rate", str(args.rate), "--no-catalog"
             )

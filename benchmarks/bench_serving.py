@@ -38,7 +38,7 @@ from harness import drop_prefix, local_services, percentile, wait_for
 
 from recstream_infra.local_service import free_tcp_port
 from serving.connection import open_redis
-from serving.layout import RedisLayout, encode_list
+from serving.layout import ModelMeta, RedisLayout, encode_list
 from serving.settings import RedisSettings
 from streaming.publish.writes import publish_catalog, switch_current, write_version
 
@@ -59,7 +59,7 @@ def publish(settings: RedisSettings) -> None:
 
     lists = ((user, encode_list(ranked(), now, "model")) for user in range(1, USERS + 1))
     popular = encode_list([(m, float(K - m)) for m in range(1, K + 1)], now, "popular")
-    write_version(client, layout, 1, lists, popular, {"version": 1, "trained_at": now})
+    write_version(client, layout, 1, lists, popular, ModelMeta(version=1, trained_at=now))
     publish_catalog(
         client, layout,
         [(m, f"Movie {m} (1999)", rng.sample(GENRES, 2)) for m in range(1, MOVIES + 1)],

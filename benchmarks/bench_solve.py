@@ -56,7 +56,7 @@ def measure(name: str, owner: npt.NDArray[np.int64], users: int, lead: tuple[int
     x = rng.normal(size=(*lead, len(owner), d))
     weight = rng.uniform(0.5, 2.0, size=(*lead, len(owner)))
     target = rng.normal(size=(*lead, len(owner)))
-    first_axis = [np.ascontiguousarray(np.moveaxis(a, len(lead), 0)) for a in (x, weight, target)]
+    moved = [np.ascontiguousarray(np.moveaxis(a, len(lead), 0)) for a in (x, weight, target)]
     results = {}
 
     def shipped() -> None:
@@ -68,7 +68,7 @@ def measure(name: str, owner: npt.NDArray[np.int64], users: int, lead: tuple[int
 
     def outer() -> None:
         normal, rhs = np.zeros((users, *lead, d, d)), np.zeros((users, *lead, d))
-        by_outer_products(normal, rhs, owner, *first_axis)
+        by_outer_products(normal, rhs, owner, moved[0], moved[1], moved[2])
         results["outer"] = (normal, rhs)
 
     fast, slow = best_of(repeats, shipped), best_of(repeats, outer)

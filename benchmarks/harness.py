@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +119,7 @@ class Run:
 
 @contextmanager
 def fresh_run(
-    spark: SparkSession, stream: dict[str, object], model: dict[str, object]
+    spark: SparkSession, stream: Mapping[str, object], model: Mapping[str, object]
 ) -> Iterator[Run]:
     """A topic, state folder and Redis prefix of its own; all removed afterwards."""
     name = f"bench-{uuid.uuid4().hex[:8]}"
