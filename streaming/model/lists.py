@@ -29,6 +29,7 @@ from streaming.rating.fm import RatingModel
 
 __all__ = ["FoldIn", "UserLists", "fold_in_users", "lists_for"]
 
+_USERS_PER_BLOCK = 512  # users ranked at once: 512 × 10,000 movies is a 40 MB score matrix
 _RATINGS_PER_CHUNK = 50_000  # users solved at once: those whose ratings fit in this many
 
 
@@ -111,7 +112,43 @@ def lists_for(
     With ``short_term``, movies are ranked by the hybrid score (``streaming.model.blend``),
     and a user the model cannot fold in still gets a personal list when their recent
     movies were followed by any movie of the model.
+
+    Users are scored ``_USERS_PER_BLOCK`` at a time, so the dense users × movies score
+    matrices stay small however many users are asked for (a backlog's batch can hold
+    tens of thousands).
     """
+    count = len(history.users)
+    if count <= _USERS_PER_BLOCK:
+        return _block_lists(history, model, k, stars, short_term)
+    parts = [
+        _block_lists(_users_between(history, first, min(first + _USERS_PER_BLOCK, count)),
+                     model, k, stars, short_term)
+        for first in range(0, count, _USERS_PER_BLOCK)
+    ]  # fmt: skip
+    return UserLists(
+        history.users,
+        np.concatenate([part.movies for part in parts]),
+        np.concatenate([part.scores for part in parts]),
+        np.concatenate([part.personal for part in parts]),
+        None if stars is None else np.concatenate([part.stars for part in parts]),
+    )
+
+
+def _users_between(history: UserRatings, first: int, last: int) -> UserRatings:
+    """The users at positions ``first`` up to ``last`` (excluded), without copying."""
+    begin, end = int(history.start[first]), int(history.start[last])
+    return UserRatings(history.users[first:last], history.start[first : last + 1] - begin,
+                       history.movies[begin:end], history.ratings[begin:end])  # fmt: skip
+
+
+def _block_lists(
+    history: UserRatings,
+    model: FoldIn,
+    k: int,
+    stars: RatingModel | None,
+    short_term: ShortTerm | None,
+) -> UserLists:
+    """``lists_for`` on one block of users."""
     factors, personal = fold_in_users(history, model)
     transitions = None
     if short_term is not None and short_term.weight > 0:

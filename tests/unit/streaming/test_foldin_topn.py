@@ -7,8 +7,11 @@ import pytest
 from pyspark.sql import SparkSession
 
 from streaming.ingest.history import UserRatings
+from streaming.model import lists
+from streaming.model.blend import ShortTerm
 from streaming.model.lists import FoldIn, fold_in_users
 from streaming.model.topn import ItemIndex, top_k
+from streaming.model.transitions import TransitionCounts
 
 RNG = np.random.default_rng(11)
 
@@ -137,3 +140,28 @@ def test_the_item_prior_is_added_to_every_users_score() -> None:
 def test_a_prior_of_the_wrong_length_is_refused() -> None:
     with pytest.raises(ValueError, match="one value per movie"):
         ItemIndex([1, 2], np.ones((2, 1)), prior=[1.0])
+
+
+def test_lists_are_the_same_whether_users_are_ranked_in_one_block_or_many(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A backlog's batch is ranked a block of users at a time: the lists must not change."""
+    rng = np.random.default_rng(8)
+    items = ItemIndex(np.arange(1, 41), rng.normal(size=(40, 4)))
+    model = FoldIn(items, reg_param=0.1, implicit=True)
+    users = np.arange(1, 12, dtype=np.int64)
+    rated = [np.sort(rng.choice(np.arange(1, 45), 6, replace=False)) for _ in users]
+    start = np.arange(0, 6 * len(users) + 1, 6, dtype=np.int64)
+    movies = np.concatenate(rated).astype(np.int64)
+    history = UserRatings(users, start, movies, rng.uniform(1, 5, len(movies)))
+    counts = TransitionCounts(window=2, memory=3)
+    counts.observe(np.repeat(users, 6), np.concatenate(rated))
+    short_term = ShortTerm(counts, weight=2.0)
+    whole = lists.lists_for(history, model, 5, short_term=short_term)
+    monkeypatch.setattr(lists, "_USERS_PER_BLOCK", 4)
+    blocked = lists.lists_for(history, model, 5, short_term=short_term)
+    np.testing.assert_array_equal(blocked.users, whole.users)
+    np.testing.assert_array_equal(blocked.movies, whole.movies)
+    np.testing.assert_allclose(blocked.scores, whole.scores)
+    np.testing.assert_array_equal(blocked.personal, whole.personal)
+    assert whole.personal.all() and (whole.movies >= 0).all()
