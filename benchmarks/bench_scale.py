@@ -107,6 +107,7 @@ class Outcome:
     tail_fresh: list[tuple[float, float]] = field(default_factory=list)  # per batch p50, max
     driver_rss: float = 0.0
     driver_peak: float = 0.0
+    short_term: tuple[int, int] = (0, 0)  # the transition counts: pairs, array bytes
     memory: Memory = field(default_factory=Memory)
 
 
@@ -173,6 +174,7 @@ def measure(spark: SparkSession, size: str, args: argparse.Namespace) -> Outcome
             wait_for("the last version", lambda: _settled(job, events), args.timeout_s)
             outcome.batches = [(r.seconds, r.building) for r in job.reports]
             outcome.driver_rss = _rss_mb("self")
+            outcome.short_term = job.pipeline.transitions.footprint()
             folder = run.stream.state_dir / "models"
             for path in sorted(folder.glob("v*.npz"), key=lambda p: int(p.stem[1:])):
                 meta = load_model(path).meta
@@ -237,6 +239,9 @@ def report(outcome: Outcome) -> None:
     print(f"  driver Python RSS after the last retrain {outcome.driver_rss:,.0f} MB "
           f"(peak {outcome.driver_peak:,.0f} MB); JVM RSS peak {memory.jvm:,.0f} MB; "
           f"executor processes peak {memory.executors:,.0f} MB")  # fmt: skip
+    pairs, held = outcome.short_term
+    print(f"  the short-term counts on the driver: {pairs:,} movie pairs, "
+          f"{held / 2**20:,.0f} MB of arrays (a build holds a copy of them)")  # fmt: skip
 
 
 def main() -> None:

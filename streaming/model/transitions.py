@@ -97,6 +97,13 @@ class TransitionCounts:
             if len(recent) > keep:
                 del recent[0]
 
+    def footprint(self) -> tuple[int, int]:
+        """(distinct pairs held, bytes of their arrays); increments not merged yet apart."""
+        rows = self._rows.values()
+        return sum(len(targets) for targets, _ in rows), sum(
+            targets.nbytes + counts.nbytes for targets, counts in rows
+        )
+
     def recent(self, user: int) -> list[int]:
         """The user's last ``memory`` movies, newest first."""
         return self._recent.get(int(user), [])[::-1][: self.memory]
