@@ -38,7 +38,7 @@ from streaming.ingest.history import RatingHistory
 from streaming.model.lists import lists_for
 from streaming.model.versions import ModelVersion, train_model, training_split
 from streaming.publish.executors import ListTarget, publish_ratings
-from streaming.rating.fitter import StarsFitter
+from streaming.rating.fitter import StarsFitter, StarsInput
 from streaming.settings import ModelSettings
 
 
@@ -94,7 +94,8 @@ def measure(spark: SparkSession, name: str, history: RatingHistory, redis: Redis
     training, held_out = training_split(everything, model.meta.holdout_from_timestamp)
     fitter = StarsFitter(settings)
     began = time.perf_counter()
-    fitter.request(model.version, training, held_out)
+    fitter.request(model.version, StarsInput(None, None, len(everything),
+                                             lambda: (training, held_out)))  # fmt: skip
     during = []
     while fitter.busy:
         during.append(_step(spark, history, model, settings, users))

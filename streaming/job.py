@@ -81,10 +81,10 @@ class StreamingJob:
         self.stream = stream
         self.store = RatingStore(spark, stream.state_dir / "store")
         self.watcher = TopicWatcher(kafka)
-        self.fitter = StarsFitter(model)
         # A build beside the stream runs at most this many tasks at once.
         slots = model.retrain_slots or max(1, spark.sparkContext.defaultParallelism - 1)
         beside = slots if model.retrain_in_background else None
+        self.fitter = StarsFitter(model, self.store.ratings, slots)
         self.publisher = Publisher(spark, self.store.ratings, redis_settings, stream, model,
                                    stage_partitions=beside)  # fmt: skip
         models = ModelFolder(stream.state_dir / "models", self.store.ratings, model, beside)

@@ -58,7 +58,7 @@ from streaming.model.policy import RetrainPolicy
 from streaming.model.retrain import Retrainer, RetrainOutcome, RetrainRequest
 from streaming.model.versions import ModelVersion, stars_version, training_split
 from streaming.publish.publisher import PublishOutcome
-from streaming.rating.fitter import FittedStars, RatingsLoader
+from streaming.rating.fitter import FittedStars, StarsInput
 from streaming.settings import ModelSettings, StreamSettings
 from streaming.timing import timed
 
@@ -188,8 +188,8 @@ class Topic(Protocol):
 class StarsFitting(Protocol):
     """The rating model's fits beside the stream (``streaming.rating.fitter``)."""
 
-    def request(self, version: int, ratings: RatingsLoader) -> None:
-        """Start fitting the rating model of ``version`` on what ``ratings()`` loads."""
+    def request(self, version: int, ratings: StarsInput) -> None:
+        """Start fitting the rating model of ``version`` on ``ratings``."""
         ...
 
     def take(self) -> FittedStars | None:
@@ -535,8 +535,13 @@ class BatchPipeline:
         if stars_version(model) == model.version:
             return
         through, cutoff = model.meta.batch_id, model.meta.holdout_from_timestamp
-        self.stars.request(model.version,
-                           lambda: training_split(self.store.ratings(through), cutoff))  # fmt: skip
+
+        def local() -> tuple[pd.DataFrame, pd.DataFrame]:
+            return training_split(self.store.ratings(through), cutoff)
+
+        self.stars.request(
+            model.version, StarsInput(through, cutoff, model.meta.ratings or 0, local)
+        )
 
     def _due(self) -> str | None:
         """Why a retrain is due now (``RetrainPolicy``), or None."""

@@ -190,6 +190,29 @@ class ModelSettings(StrictSettings):
     rating_burn_in: int = Field(
         10, ge=0, description="Rating model: first sweeps discarded before draws are kept."
     )
+    rating_spark_above: int = Field(
+        2_000_000,
+        ge=0,
+        description=(
+            "Past this many ratings a version's stars come from Spark's explicit ALS "
+            "(fitted and scored on the executors) instead of the factorization machine, "
+            "which samples in one process on the driver's host; 0 = always Spark."
+        ),
+    )
+    rating_spark_iter: int = Field(
+        10, ge=1, le=200, description="Stars past the threshold: ALS iterations."
+    )
+    rating_spark_reg: float = Field(
+        0.2, ge=0, description="Stars past the threshold: ALS regParam (scaled per rating)."
+    )
+    rating_spark_bias_shrink: float = Field(
+        10.0,
+        ge=0,
+        description=(
+            "Stars past the threshold: pseudo-ratings shrinking each movie's and user's "
+            "offset to 0."
+        ),
+    )
     rating_in_background: bool = Field(
         True,
         description=(

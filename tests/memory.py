@@ -28,7 +28,7 @@ from streaming.model.blend import ShortTerm
 from streaming.model.topn import ItemIndex
 from streaming.model.versions import ModelVersion
 from streaming.publish.publisher import PublishOutcome
-from streaming.rating.fitter import FittedStars, RatingsLoader
+from streaming.rating.fitter import FittedStars, StarsInput
 
 
 @dataclass
@@ -236,9 +236,9 @@ class MemoryStars:
         self.requested: list[int] = []
         self._ready: list[FittedStars] = []
 
-    def request(self, version: int, ratings: RatingsLoader) -> None:
+    def request(self, version: int, ratings: StarsInput) -> None:
         """Note the request, and load its ratings as the fitter would."""
-        ratings()
+        ratings.local()
         self.requested.append(version)
 
     def finish(self, fitted: FittedStars) -> None:

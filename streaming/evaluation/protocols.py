@@ -20,7 +20,9 @@ Protocols:
    the training data lacks gets the training mean (counted as ``cold``). ``recstream``
    is the rating model behind the served stars (``streaming.rating.fm``, each test user
    folded in from their training ratings); ``als-explicit`` is the explicit-feedback
-   twin of the list model (same ALS settings, ratings as ratings).
+   twin of the list model (same ALS settings, ratings as ratings); ``stars-at-scale``
+   the model the stars come from past ``rating_spark_above`` ratings
+   (``streaming.rating.spark_stars``); ``biases`` the mean + movie + user offsets.
 2. ``ranking``: one time split: train on the ratings before the timestamp that leaves
    ``train_share`` of them before it, test on the later ones; a test rating of at least
    ``relevant_rating`` is relevant. Precision, recall, NDCG and MAP at 10, over every
@@ -56,12 +58,14 @@ from streaming.model.topn import ItemIndex, top_k
 from streaming.model.versions import ModelVersion, train_model
 from streaming.rating.fitter import held_out_stars, rating_model
 from streaming.rating.fm import SCALE
+from streaming.rating.spark_stars import fit_spark_stars
 from streaming.settings import ModelSettings
 
 __all__ = [
     "FoldFigures",
     "RankingReport",
     "RatingReport",
+    "bias_baseline",
     "cold_start_ceiling",
     "fit_for_evaluation",
     "load_split",
@@ -149,6 +153,30 @@ def _predict(
     return np.clip(predicted, *scale), int((~both).sum())
 
 
+def bias_baseline(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    scale: tuple[float, float] = SCALE,
+    shrink: tuple[float, float] = (25.0, 10.0),
+) -> npt.NDArray[np.float64]:
+    """The strongest simple rating baseline: mean + movie offset + user offset.
+
+    Offsets are damped means of what is left, movie first (``shrink`` pseudo-ratings
+    each, the textbook 25 and 10, untuned); an unknown user or movie has offset 0.
+    """
+    mean = float(train["rating"].mean())
+    left = train["rating"] - mean
+    movie = left.groupby(train["movie_id"]).sum() / (train.groupby("movie_id").size() + shrink[0])
+    left = left - train["movie_id"].map(movie)
+    user = left.groupby(train["user_id"]).sum() / (train.groupby("user_id").size() + shrink[1])
+    predicted = (
+        mean
+        + test["movie_id"].map(movie).fillna(0.0).to_numpy()
+        + test["user_id"].map(user).fillna(0.0).to_numpy()
+    )
+    return np.asarray(np.clip(predicted, *scale), dtype=np.float64)
+
+
 @dataclass(frozen=True)
 class FoldFigures:
     """One model's errors on one fold: RMSE, MAE, pairs scored, and cold pairs."""
@@ -226,8 +254,9 @@ def rating_protocol(
     ``implicit_prefs`` off) is measured beside it. ``folds`` come from ``rating_folds``.
     """
     twin = settings.model_copy(update={"implicit_prefs": False, "rating_samples": 0})
-    names = ["recstream"] if settings.rating_samples else []
-    report = RatingReport({name: [] for name in [*names, "als-explicit", "spark-default"]})
+    names = ["recstream", "stars-at-scale"] if settings.rating_samples else []
+    names += ["als-explicit", "spark-default", "biases"]
+    report = RatingReport({name: [] for name in names})
     scale = (
         float(min(fold[1]["rating"].min() for fold in folds)),
         float(max(fold[1]["rating"].max() for fold in folds)),
@@ -247,11 +276,16 @@ def rating_protocol(
                 ("spark-default", _spark_default(spark, train)),
             )
         }
-        stars = rating_model(train, settings)
-        if stars is not None:
-            predicted = held_out_stars(stars, train, test)
-            unknown = np.isnan(predicted)
-            predictions["recstream"] = (np.where(unknown, mean, predicted), int(unknown.sum()))
+        predictions["biases"] = (bias_baseline(train, test, scale), 0)
+        if settings.rating_samples:
+            for name, stars in (
+                ("recstream", rating_model(train, settings)),
+                ("stars-at-scale", fit_spark_stars(spark.createDataFrame(train), settings)),
+            ):
+                assert stars is not None  # noqa: S101 - rating_samples is above 0
+                predicted = held_out_stars(stars, train, test)
+                unknown = np.isnan(predicted)
+                predictions[name] = (np.where(unknown, mean, predicted), int(unknown.sum()))
         for name, (predicted, cold) in predictions.items():
             report.folds[name].append(
                 FoldFigures(fold_name, round(rmse(predicted, actual), 6),

@@ -13,7 +13,7 @@ that index the slots: 1M ratings took 205 MB of driver memory (measured).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,10 +28,13 @@ __all__ = [
     "compressed_rows",
     "latest_ratings",
     "newest_per_pair",
+    "whole_user_frames",
+    "whole_users",
 ]
 
 HISTORY_COLUMNS = ("user_id", "movie_id", "rating", "timestamp", "batch_id", "offset")
 IntArray = npt.NDArray[np.int64]
+_CHUNK_ROWS = 200_000  # ratings gathered from Arrow batches before they are cut by user
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,19 @@ class UserRatings:
         )
         return UserRatings(self.users[chosen], start, self.movies[take], self.ratings[take])
 
+    def for_users(self, users: npt.ArrayLike) -> UserRatings:
+        """``users`` (ascending, distinct) with their ratings here; one not here has none."""
+        wanted = np.asarray(users, dtype=np.int64)
+        at = np.searchsorted(self.users, wanted)
+        found = at < len(self.users)
+        found[found] = self.users[at[found]] == wanted[found]
+        chosen = self.subset(at[found])
+        lengths = np.zeros(len(wanted), dtype=np.int64)
+        lengths[found] = np.diff(chosen.start)
+        start = np.zeros(len(wanted) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=start[1:])
+        return UserRatings(wanted, start, chosen.movies, chosen.ratings)
+
 
 def compressed_rows(
     users: npt.ArrayLike, movies: npt.ArrayLike, ratings: npt.ArrayLike
@@ -75,6 +91,40 @@ def compressed_rows(
     ids, first = np.unique(user[order], return_index=True)
     start = np.append(first, len(user)).astype(np.int64)
     return UserRatings(ids, start, movie[order], rating[order])
+
+
+def whole_user_frames(
+    frames: Iterable[pd.DataFrame], chunk_rows: int = _CHUNK_ROWS
+) -> Iterator[pd.DataFrame]:
+    """Frames sorted by ``user_id`` (as ``mapInPandas`` hands them), re-cut at user bounds.
+
+    A user's rows may straddle two frames; each chunk (about ``chunk_rows`` rows) holds
+    every row of its users.
+    """
+    gathered: list[pd.DataFrame] = []
+    rows = 0
+    for frame in frames:
+        gathered.append(frame)
+        rows += len(frame)
+        if rows < chunk_rows:
+            continue
+        joined = pd.concat(gathered, ignore_index=True)
+        last = joined["user_id"].iat[-1]
+        done = (joined["user_id"] != last).to_numpy()
+        gathered, rows = [joined[~done]], int((~done).sum())
+        if done.any():
+            yield joined[done]
+    if rows:
+        yield pd.concat(gathered, ignore_index=True)
+
+
+def whole_users(
+    frames: Iterable[pd.DataFrame], chunk_rows: int = _CHUNK_ROWS
+) -> Iterator[UserRatings]:
+    """Ratings sorted by user (user_id, movie_id, rating frames), as chunks of whole users."""
+    for chunk in whole_user_frames(frames, chunk_rows):
+        yield compressed_rows(chunk["user_id"].to_numpy(), chunk["movie_id"].to_numpy(),
+                              chunk["rating"].to_numpy())  # fmt: skip
 
 
 class RatingHistory:

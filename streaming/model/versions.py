@@ -28,8 +28,9 @@ from streaming.model.blend import ShortTerm
 from streaming.model.holdout import evaluate, holdout_cutoff, popularity
 from streaming.model.lists import FoldIn, lists_for
 from streaming.model.topn import ItemIndex
-from streaming.rating.fitter import held_out_stars, rating_model
+from streaming.rating.fitter import held_out_stars, rating_model, stars_in_spark
 from streaming.rating.fm import RatingModel
+from streaming.rating.spark_stars import fit_spark_stars
 from streaming.settings import ModelSettings
 from streaming.timing import timed
 
@@ -114,7 +115,8 @@ def train_model(
     """Fit ALS on the stored ratings minus the most recent held-out share, and evaluate it.
 
     With ``fit_stars`` (and ``rating_samples`` above 0) the rating model is fitted here
-    too; without, the version comes without stars, for the caller to fit them elsewhere
+    too (by Spark past ``rating_spark_above`` ratings: ``streaming.rating.spark_stars``);
+    without, the version comes without stars, for the caller to fit them elsewhere
     (``streaming.rating.fitter``) on ``training_split``'s ratings.
 
     Args:
@@ -137,7 +139,11 @@ def train_model(
         )
     with timed(timings, "rating_model"):
         fitted_on, held_out = training_split(everything, cutoff)
-        stars = rating_model(fitted_on, settings) if fit_stars else None
+        stars = None
+        if fit_stars and settings.rating_samples and stars_in_spark(settings, len(everything)):
+            stars = fit_spark_stars(training, settings, blocks)
+        elif fit_stars:
+            stars = rating_model(fitted_on, settings)
     counts = popularity(everything, settings.popularity_half_life_days)
     movie_ids = np.array([r["id"] for r in item_rows], dtype=np.int64)
     items = ItemIndex(

@@ -24,16 +24,15 @@ from pyspark.sql import functions as F
 from serving.connection import open_redis
 from serving.layout import ListSource, RedisLayout, encode_list
 from serving.settings import RedisSettings
-from streaming.ingest.history import UserRatings, compressed_rows
+from streaming.ingest.history import UserRatings, whole_users
 from streaming.model.blend import ShortTerm
 from streaming.model.lists import FoldIn, lists_for
 from streaming.publish.writes import write_lists
 from streaming.rating.fm import RatingModel
 
-__all__ = ["ListTarget", "publish_ratings", "whole_users"]
+__all__ = ["ListTarget", "publish_ratings"]
 
 _BLOCK = 512  # users scored at once: 512 × 3,700 items is a 15 MB score matrix
-_CHUNK_ROWS = 200_000  # ratings gathered from Arrow batches before they are cut by user
 
 
 @dataclass(frozen=True)
@@ -100,36 +99,6 @@ def publish_ratings(
     finally:
         shared.unpersist()
     return 0 if total is None or total[0] is None else int(total[0])
-
-
-def whole_users(
-    frames: Iterator[pd.DataFrame], chunk_rows: int = _CHUNK_ROWS
-) -> Iterator[UserRatings]:
-    """Ratings sorted by user (user_id, movie_id, rating frames), as chunks of whole users.
-
-    A user's ratings may straddle two frames; each chunk (about ``chunk_rows`` ratings)
-    holds every rating of its users.
-    """
-    gathered: list[pd.DataFrame] = []
-    rows = 0
-    for frame in frames:
-        gathered.append(frame)
-        rows += len(frame)
-        if rows < chunk_rows:
-            continue
-        joined = pd.concat(gathered, ignore_index=True)
-        last = joined["user_id"].iat[-1]
-        done = (joined["user_id"] != last).to_numpy()
-        gathered, rows = [joined[~done]], int((~done).sum())
-        if done.any():
-            yield _rows(joined[done])
-    if rows:
-        yield _rows(pd.concat(gathered, ignore_index=True))
-
-
-def _rows(frame: pd.DataFrame) -> UserRatings:
-    return compressed_rows(frame["user_id"].to_numpy(), frame["movie_id"].to_numpy(),
-                           frame["rating"].to_numpy())  # fmt: skip
 
 
 def _personal_lists(

@@ -13,6 +13,10 @@ already fitted. Once the fit on its own training ratings lands, the job adopts i
 saves the version again and republishes it in full, with those stars and their held-out
 RMSE. A movie the carried model does not know has no stars until then.
 
+Past ``rating_spark_above`` ratings the sampler's time and the ratings it loads would
+grow with the store, so the stars come from Spark's explicit ALS instead, fitted and
+scored on the executors from this same thread (``streaming.rating.spark_stars``).
+
 One fit runs at a time. A retrain during a fit queues its inputs, replacing anything
 queued before, so the newest data wins. ``close`` ends a running fit's process.
 """
@@ -29,19 +33,29 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from streaming.ingest.history import RatingHistory
 from streaming.rating.fm import FitCancelledError, RatingModel, fit_in_process, fit_rating_model
+from streaming.rating.spark_stars import fit_spark_stars, held_out_rmse
+from streaming.session import RETRAIN_POOL
 from streaming.settings import ModelSettings
 
 __all__ = [
+    "STARS_JOB_GROUP",
     "FittedStars",
     "RatingsLoader",
     "StarsFitter",
+    "StarsInput",
     "held_out_stars",
     "rating_model",
+    "split_at",
+    "stars_in_spark",
     "stars_rmse",
 ]
+
+STARS_JOB_GROUP = "recstream-stars"
 
 _log = logging.getLogger(__name__)
 
@@ -67,16 +81,57 @@ RatingsLoader = Callable[[], tuple[pd.DataFrame, pd.DataFrame]]
 
 
 @dataclass(frozen=True)
+class StarsInput:
+    """What a version's stars are fitted on.
+
+    The store's ratings through batch ``through`` (``ratings`` of them): those before
+    ``cutoff`` are fitted on, the rest held out to score the fit. ``local`` loads both as
+    frames in this process, for the factorization machine.
+    """
+
+    through: int | None
+    cutoff: int | None
+    ratings: int
+    local: RatingsLoader
+
+
+@dataclass(frozen=True)
 class _Request:
     version: int
-    load: RatingsLoader
+    data: StarsInput
+
+
+def stars_in_spark(settings: ModelSettings, ratings: int) -> bool:
+    """Whether stars fitted on ``ratings`` ratings come from Spark (``rating_spark_above``)."""
+    return ratings > settings.rating_spark_above
+
+
+def split_at(ratings: DataFrame, cutoff: int | None) -> tuple[DataFrame, DataFrame]:
+    """(before, from) ``cutoff``: the store's ratings fitted on and held out."""
+    if cutoff is None:
+        return ratings, ratings.limit(0)
+    return ratings.where(F.col("timestamp") < cutoff), ratings.where(F.col("timestamp") >= cutoff)
 
 
 class StarsFitter:
-    """Fits rating models in one background thread, newest request first."""
+    """Fits rating models in one background thread, newest request first.
 
-    def __init__(self, settings: ModelSettings) -> None:
+    With ``distributed`` (the store's ratings through a batch, as a Spark DataFrame), a
+    version of more than ``rating_spark_above`` ratings has its stars fitted and scored
+    by Spark (``streaming.rating.spark_stars``) in ``blocks`` partitions, from this
+    thread, in the retrain's scheduler pool; the rest are sampled in a spawned process.
+    """
+
+    def __init__(
+        self,
+        settings: ModelSettings,
+        distributed: Callable[[int | None], DataFrame] | None = None,
+        blocks: int | None = None,
+    ) -> None:
         self._settings = settings
+        self._distributed = distributed
+        self._blocks = blocks
+        self._spark_context: Any = None  # set while Spark fits, to cancel its jobs
         self._changed = threading.Condition()
         self._queued: _Request | None = None
         self._fitting: int | None = None  # the version being fitted
@@ -84,11 +139,10 @@ class StarsFitter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def request(self, version: int, ratings: RatingsLoader) -> None:
-        """Fit the rating model for ``version``.
+    def request(self, version: int, ratings: StarsInput) -> None:
+        """Fit the rating model for ``version`` on ``ratings``, scored on its held-out part.
 
-        On the training ratings ``ratings()`` loads, scored on its held-out ones; the
-        loading, too, happens on the fitting thread, and the ratings are let go after.
+        The loading, too, happens on the fitting thread, and the ratings are let go after.
         """
         with self._changed:
             if self._stop.is_set():
@@ -127,6 +181,9 @@ class StarsFitter:
             self._stop.set()
             self._queued = None
             self._changed.notify_all()
+            context = self._spark_context
+        if context is not None:
+            context.cancelJobGroup(STARS_JOB_GROUP)
         if self._thread is not None:
             self._thread.join(timeout_s)
 
@@ -148,13 +205,12 @@ class StarsFitter:
 
     def _fit(self, request: _Request) -> FittedStars | None:
         began = time.perf_counter()
+        data = request.data
         try:
-            training, held_out = request.load()
-            model = rating_model(training, self._settings, self._stop.is_set, separate_process=True)
-            rmse, pairs = None, 0
-            if model is not None and len(held_out):
-                predicted = held_out_stars(model, training, held_out)
-                rmse, pairs = stars_rmse(predicted, held_out["rating"].to_numpy())
+            if self._distributed is not None and stars_in_spark(self._settings, data.ratings):
+                model, rmse, pairs = self._fit_in_spark(data)
+            else:
+                model, rmse, pairs = self._sample(data)
         except FitCancelledError:
             return None
         except Exception as exc:  # reported to the job, never lost in the thread
@@ -162,6 +218,44 @@ class StarsFitter:
             return FittedStars(request.version, None, None, 0, time.perf_counter() - began,
                                f"{type(exc).__name__}: {exc}")  # fmt: skip
         return FittedStars(request.version, model, rmse, pairs, time.perf_counter() - began)
+
+    def _sample(self, data: StarsInput) -> tuple[RatingModel | None, float | None, int]:
+        """The factorization machine on ratings loaded here, fitted in a spawned process."""
+        training, held_out = data.local()
+        model = rating_model(training, self._settings, self._stop.is_set, separate_process=True)
+        if model is None or not len(held_out):
+            return model, None, 0
+        predicted = held_out_stars(model, training, held_out)
+        return (model, *stars_rmse(predicted, held_out["rating"].to_numpy()))
+
+    def _fit_in_spark(self, data: StarsInput) -> tuple[RatingModel | None, float | None, int]:
+        """Spark's explicit ALS on the store's ratings, fitted and scored on the executors."""
+        assert self._distributed is not None  # noqa: S101 - the caller checked
+        ratings = self._distributed(data.through)
+        context = ratings.sparkSession.sparkContext
+        context.setLocalProperty("spark.scheduler.pool", RETRAIN_POOL)
+        context.setJobGroup(STARS_JOB_GROUP, "the stars of a version", interruptOnCancel=True)
+        with self._changed:
+            if self._stop.is_set():
+                msg = "the stars' fit was cancelled before it began"
+                raise FitCancelledError(msg)
+            self._spark_context = context
+        try:
+            if self._settings.rating_samples == 0:
+                return None, None, 0
+            training, held_out = split_at(ratings, data.cutoff)
+            model = fit_spark_stars(training, self._settings, self._blocks)
+            partitions = self._blocks or context.defaultParallelism
+            rmse, pairs = held_out_rmse(model, training, held_out, partitions)
+        except Exception:
+            if self._stop.is_set():  # its jobs were cancelled by ``close``
+                msg = "the stars' fit was cancelled"
+                raise FitCancelledError(msg) from None
+            raise
+        finally:
+            with self._changed:
+                self._spark_context = None
+        return model, rmse, pairs
 
 
 def rating_model(

@@ -75,8 +75,10 @@ def test_rating_protocol_figures_are_well_formed_and_beat_the_mean(
         _write_split(ratings[test_rows], tmp_path / f"u{fold}.test")
     report = rating_protocol(spark, rating_folds(ratings, tmp_path, folds=2), SETTINGS)
     summary = report.summary()
-    assert set(summary) == {"recstream", "als-explicit", "spark-default"}
-    for figures in (*report.folds["recstream"], *report.folds["als-explicit"]):
+    assert set(summary) == {"recstream", "stars-at-scale", "als-explicit", "spark-default",
+                            "biases"}  # fmt: skip
+    for figures in (*report.folds["recstream"], *report.folds["als-explicit"],
+                    *report.folds["stars-at-scale"], *report.folds["biases"]):  # fmt: skip
         test = load_split(tmp_path / f"{figures.fold}.test")
         spread = float(np.sqrt(np.mean((test["rating"] - test["rating"].mean()) ** 2)))
         assert 0 < figures.rmse < spread  # better than predicting the mean

@@ -12,7 +12,13 @@ from serving.layout import ModelMeta
 from streaming.model.topn import ItemIndex
 from streaming.model.versions import ModelVersion, stars_version
 from streaming.pipeline import with_stars
-from streaming.rating.fitter import FittedStars, StarsFitter, held_out_stars, rating_model
+from streaming.rating.fitter import (
+    FittedStars,
+    StarsFitter,
+    StarsInput,
+    held_out_stars,
+    rating_model,
+)
 from tests.conftest import model_settings
 from tests.unit.streaming.test_fm import _planted
 
@@ -25,12 +31,17 @@ def _frames(seed: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
     return frame[~held], frame[held]
 
 
+def _input(training: pd.DataFrame, held_out: pd.DataFrame) -> StarsInput:
+    """The fitter's input for frames already split (the sampler's path: no Spark)."""
+    return StarsInput(None, None, len(training) + len(held_out), lambda: (training, held_out))
+
+
 def test_a_fit_in_the_background_equals_the_same_fit_in_the_retrain() -> None:
     settings = model_settings()
     training, held_out = _frames()
     fitter = StarsFitter(settings)
     try:
-        fitter.request(7, lambda: (training, held_out))
+        fitter.request(7, _input(training, held_out))
         assert fitter.wait(60)
         fitted = fitter.take()
     finally:
@@ -53,13 +64,13 @@ def test_requests_during_a_fit_queue_and_only_the_newest_runs_next() -> None:
     training, held_out = _frames()
     fitter = StarsFitter(slow)
     try:
-        fitter.request(1, lambda: (training, held_out))
+        fitter.request(1, _input(training, held_out))
         deadline = time.monotonic() + 30
         while not multiprocessing.active_children():  # version 1 is fitting
             assert time.monotonic() < deadline, "the fit of version 1 did not start"
             time.sleep(0.01)
-        fitter.request(2, lambda: (training, held_out))
-        fitter.request(3, lambda: (training, held_out))  # replaces 2 in the queue
+        fitter.request(2, _input(training, held_out))
+        fitter.request(3, _input(training, held_out))  # replaces 2 in the queue
         assert fitter.busy
         seen: list[int] = []
         deadline = time.monotonic() + 120
@@ -79,7 +90,7 @@ def test_the_fit_runs_in_its_own_process_and_close_ends_it() -> None:
     endless = model_settings(rating_sweeps=10_000, rating_burn_in=10, rating_samples=4)
     training, held_out = _frames()
     fitter = StarsFitter(endless)
-    fitter.request(1, lambda: (training, held_out))
+    fitter.request(1, _input(training, held_out))
     deadline = time.monotonic() + 30
     while not multiprocessing.active_children() and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -92,7 +103,7 @@ def test_the_fit_runs_in_its_own_process_and_close_ends_it() -> None:
     assert not multiprocessing.active_children()
     assert not fitter.busy
     assert fitter.take() is None  # a cancelled fit delivers nothing
-    fitter.request(2, lambda: (training, held_out))  # a closed fitter takes no more work
+    fitter.request(2, _input(training, held_out))  # a closed fitter takes no more work
     assert not fitter.busy
 
 
@@ -100,10 +111,10 @@ def test_a_failing_fit_is_reported_not_lost() -> None:
     training, held_out = _frames()
     fitter = StarsFitter(model_settings())
     try:
-        fitter.request(4, lambda: (training.drop(columns="rating"), held_out))
+        fitter.request(4, _input(training.drop(columns="rating"), held_out))
         assert fitter.wait(30)
         failed = fitter.take()
-        fitter.request(5, lambda: (training, held_out))  # the thread lives on
+        fitter.request(5, _input(training, held_out))  # the thread lives on
         assert fitter.wait(60)
         good = fitter.take()
     finally:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from streaming.ingest.history import latest_ratings
+from streaming.ingest.history import latest_ratings, whole_users
 from streaming.ingest.state import UserLedger, judge, latest, unpacked
-from streaming.publish.executors import whole_users
 
 
 def _frame(rows: list[tuple[int, int, float, int]]) -> pd.DataFrame:
