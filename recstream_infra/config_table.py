@@ -6,6 +6,7 @@ between its ``config-table`` markers; a test keeps the two identical.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic.fields import FieldInfo
@@ -49,6 +50,8 @@ def _default(field: FieldInfo) -> str:
         value = str(value)
     if isinstance(value, bool):
         value = str(value).lower()
+    if isinstance(value, tuple | list):  # set as JSON, so shown as JSON
+        value = json.dumps(list(value))
     return f"`{value}`"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, NonNegativeFloat, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from recstream_base.settings import StrictSettings
@@ -202,8 +202,13 @@ class ModelSettings(StrictSettings):
     rating_spark_iter: int = Field(
         10, ge=1, le=200, description="Stars past the threshold: ALS iterations."
     )
-    rating_spark_reg: float = Field(
-        0.2, ge=0, description="Stars past the threshold: ALS regParam (scaled per rating)."
+    rating_spark_regs: tuple[NonNegativeFloat, ...] = Field(
+        (0.05, 0.1, 0.2),
+        min_length=1,
+        description=(
+            "Stars past the threshold: ALS regParam candidates (scaled per rating), a JSON "
+            "list; with more than one, each fit keeps the best on a tenth of its ratings."
+        ),
     )
     rating_spark_bias_shrink: float = Field(
         10.0,

@@ -22,6 +22,7 @@ executors too (``held_out_rmse``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import numpy as np
@@ -37,6 +38,8 @@ from streaming.settings import ModelSettings
 __all__ = ["fit_spark_stars", "held_out_rmse"]
 
 _FLOOR = 1e-6  # keeps an estimated variance (and so a penalty) finite
+_CHECK_SHARE = 0.1  # of the training ratings, scored to choose the regularisation
+_log = logging.getLogger(__name__)
 
 
 def fit_spark_stars(
@@ -45,7 +48,9 @@ def fit_spark_stars(
     """The stars' model fitted by Spark on ``training`` (user_id, movie_id, rating).
 
     ``blocks`` splits the ratings and ALS into that many partitions and blocks (None:
-    Spark's defaults), as for the lists' ALS.
+    Spark's defaults), as for the lists' ALS. With more than one ``rating_spark_regs``,
+    the regularisation is chosen on the training ratings themselves (``_choose_reg``):
+    the best one differs by an order of magnitude between data sets.
 
     Raises:
         ValueError: ``training`` holds no rating.
@@ -54,6 +59,42 @@ def fit_spark_stars(
     if blocks is not None:
         rated = rated.repartition(blocks)
     rated = rated.cache()
+    try:
+        regs = settings.rating_spark_regs
+        reg = regs[0] if len(regs) == 1 else _choose_reg(rated, settings, blocks)
+        return _fit(rated, settings, reg, blocks)
+    finally:
+        rated.unpersist()
+
+
+def _choose_reg(rated: DataFrame, settings: ModelSettings, blocks: int | None) -> float:
+    """The ``rating_spark_regs`` candidate with the lowest RMSE on a tenth of ``rated``.
+
+    Each candidate is fitted on the other nine tenths (a seeded random split) and scored
+    as the held-out ratings are (``held_out_rmse``).
+    """
+    inner, check = rated.randomSplit([1.0 - _CHECK_SHARE, _CHECK_SHARE], seed=settings.seed)
+    inner = inner.cache()
+    regs = settings.rating_spark_regs
+    partitions = blocks or rated.sparkSession.sparkContext.defaultParallelism
+    scores: dict[float, float] = {}
+    try:
+        for reg in regs:
+            error, _ = held_out_rmse(_fit(inner, settings, reg, blocks), inner, check, partitions)
+            if error is not None:
+                scores[reg] = error
+    except ValueError:  # a split with no rating on one side: too few to choose on
+        scores.clear()
+    finally:
+        inner.unpersist()
+    chosen = min(scores, key=scores.__getitem__) if scores else regs[len(regs) // 2]
+    _log.info("stars' regParam %g chosen on a tenth of the training ratings (RMSE %s)", chosen,
+              ", ".join(f"{reg:g}: {error:.4f}" for reg, error in scores.items()))  # fmt: skip
+    return chosen
+
+
+def _fit(rated: DataFrame, settings: ModelSettings, reg: float, blocks: int | None) -> RatingModel:
+    """``fit_spark_stars`` with regParam ``reg`` on ratings already selected and cached."""
     residuals: DataFrame | None = None
     try:
         counted = rated.agg(F.avg("rating"), F.count(F.lit(1))).first()
@@ -81,7 +122,7 @@ def fit_spark_stars(
         als = ALS(
             rank=settings.rating_rank,
             maxIter=settings.rating_spark_iter,
-            regParam=settings.rating_spark_reg,
+            regParam=reg,
             implicitPrefs=False,
             seed=settings.seed,
             userCol="user_id",
@@ -98,7 +139,6 @@ def fit_spark_stars(
         fitted.itemFactors.unpersist()
         fitted.userFactors.unpersist()
     finally:
-        rated.unpersist()
         if residuals is not None:
             residuals.unpersist()
     movies.sort(key=lambda row: int(row["movie_id"]))

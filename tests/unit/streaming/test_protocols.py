@@ -30,7 +30,7 @@ from streaming.evaluation.protocols import (
 from streaming.model.metrics import RankingFigures
 from streaming.settings import ModelSettings
 
-SETTINGS = ModelSettings(rank=4, max_iter=5, top_k=20)
+SETTINGS = ModelSettings(rank=4, max_iter=5, top_k=20, rating_spark_regs=(0.1,))
 
 
 def _planted(events: int = 12_000, movies: int = 120) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from streaming.rating.spark_stars import fit_spark_stars, held_out_rmse
 from tests.conftest import model_settings
 from tests.unit.streaming.test_fm import _planted
 
-RANK = {"rating_rank": 2, "rating_spark_iter": 8}
+RANK = {"rating_rank": 2, "rating_spark_iter": 8, "rating_spark_regs": (0.1,)}
 
 
 def _split(seed: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -46,6 +46,21 @@ def test_the_stars_explain_the_planted_taste_far_better_than_offsets(spark: Spar
     # the fold-in's penalties are estimated from the fit: positive and finite
     assert (model.prior_precision > 0).all() and np.isfinite(model.prior_precision).all()
     assert 0 < model.noise_precision[0] < np.inf
+
+
+def test_the_regularisation_is_chosen_on_the_training_ratings(spark: SparkSession) -> None:
+    training, held_out = _split(seed=8)
+    frame = spark.createDataFrame(training)
+    settings = model_settings(**{**RANK, "rating_spark_regs": (0.05, 500.0)})
+    chosen = fit_spark_stars(frame, settings)
+    alone = fit_spark_stars(frame, model_settings(**{**RANK, "rating_spark_regs": (0.05,)}))
+    for name, array in alone.arrays().items():  # 500 flattens every factor: 0.05 wins
+        np.testing.assert_allclose(getattr(chosen, name), array, rtol=1e-6, atol=1e-9)
+    flattened = fit_spark_stars(frame, model_settings(**{**RANK, "rating_spark_regs": (500.0,)}))
+    actual = held_out["rating"].to_numpy()
+    errors = [stars_rmse(held_out_stars(model, training, held_out), actual)[0]
+              for model in (chosen, flattened)]  # fmt: skip
+    assert errors[0] is not None and errors[1] is not None and errors[0] < errors[1]
 
 
 def test_the_held_out_rmse_on_the_executors_equals_the_driver_s(spark: SparkSession) -> None:
