@@ -34,7 +34,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import fresh_run, local_services, percentile, show_batches, start_job, wait_for
+from harness import (
+    SHAPES,
+    fresh_run,
+    local_services,
+    percentile,
+    rss_mb,
+    show_batches,
+    start_job,
+    wait_for,
+)
 from pyspark.sql import SparkSession
 
 from streaming.job import StreamingJob, stop_between_batches
@@ -43,24 +52,7 @@ from streaming.model.versions import load_model
 from streaming.session import build_spark_session
 from streaming.settings import SparkSettings
 
-# (ratings, users, movies) of the MovieLens releases the feeds imitate.
-SHAPES = {
-    "1m": (1_000_209, 6_040, 3_706),
-    "10m": (10_000_054, 69_878, 10_677),
-    "25m": (25_000_095, 162_541, 59_047),
-}
 POLL_S = 0.5
-
-
-def _rss_mb(pid: int | str, field_name: str = "VmRSS") -> float:
-    """A process's resident memory (``VmRSS``, or ``VmHWM`` for the peak) in MB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return 0.0
-    return 0.0
 
 
 def _processes(marker: str) -> list[int]:
@@ -87,10 +79,10 @@ class Memory:
     samples: int = 0
 
     def sample(self, jvm_pid: int) -> None:
-        self.jvm = max(self.jvm, _rss_mb(jvm_pid))
+        self.jvm = max(self.jvm, rss_mb(jvm_pid))
         workers = _processes("pyspark.daemon") + _processes("pyspark/daemon")
         workers += _processes("CoarseGrainedExecutorBackend")
-        self.executors = max(self.executors, sum(_rss_mb(pid) for pid in set(workers)))
+        self.executors = max(self.executors, sum(rss_mb(pid) for pid in set(workers)))
         self.samples += 1
 
 
@@ -173,7 +165,7 @@ def measure(spark: SparkSession, size: str, args: argparse.Namespace) -> Outcome
             outcome.load_s = time.perf_counter() - began
             wait_for("the last version", lambda: _settled(job, events), args.timeout_s)
             outcome.batches = [(r.seconds, r.building) for r in job.reports]
-            outcome.driver_rss = _rss_mb("self")
+            outcome.driver_rss = rss_mb("self")
             outcome.short_term = job.pipeline.transitions.footprint()
             folder = run.stream.state_dir / "models"
             for path in sorted(folder.glob("v*.npz"), key=lambda p: int(p.stem[1:])):
@@ -202,7 +194,7 @@ def measure(spark: SparkSession, size: str, args: argparse.Namespace) -> Outcome
                 for r in reports
                 if r.batch_id in commits and commits[r.batch_id].freshness_s
             ]
-            outcome.driver_peak = _rss_mb("self", "VmHWM")
+            outcome.driver_peak = rss_mb("self", "VmHWM")
         finally:
             stop.set()
             poller.join()

@@ -21,26 +21,13 @@ import argparse
 import copy
 import gc
 import time
-from pathlib import Path
 
 import numpy as np
+from harness import SHAPES, rss_mb
 
 from producer.synthetic import synthetic_dataset
 from streaming.model.blend import transition_counts
 from streaming.settings import ModelSettings
-
-SHAPES = {
-    "1m": (1_000_209, 6_040, 3_706),
-    "10m": (10_000_054, 69_878, 10_677),
-    "25m": (25_000_095, 162_541, 59_047),
-}
-
-
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def main() -> None:
@@ -60,18 +47,18 @@ def main() -> None:
         who, what = table.user_ids[first], table.movie_ids[first]
         del table, pair
         gc.collect()
-        before = _rss_mb()
+        before = rss_mb()
         counts = transition_counts(settings)
         began = time.perf_counter()
         for start in range(0, len(who), args.batch):
             counts.observe(who[start : start + args.batch], what[start : start + args.batch])
         count_s = time.perf_counter() - began
         held_pairs, held_bytes = counts.footprint()
-        grown = _rss_mb() - before
+        grown = rss_mb() - before
         began = time.perf_counter()
         copied = copy.deepcopy(counts)
         copy_s = time.perf_counter() - began
-        copy_mb = _rss_mb() - before - grown
+        copy_mb = rss_mb() - before - grown
         batches = -(-len(who) // args.batch)
         rows.append((size, len(who), count_s, count_s / batches, held_pairs, held_bytes, grown,
                      copy_s, copy_mb))  # fmt: skip

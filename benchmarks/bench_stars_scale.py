@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from harness import bench_spark
+from harness import SHAPES, bench_spark, rss_mb
 
 from producer.synthetic import synthetic_dataset
 from streaming.evaluation.protocols import bias_baseline
@@ -39,19 +39,6 @@ from streaming.model.versions import training_split
 from streaming.rating.fitter import held_out_stars, rating_model, split_at, stars_rmse
 from streaming.rating.spark_stars import fit_spark_stars, held_out_rmse
 from streaming.settings import ModelSettings
-
-SHAPES = {
-    "1m": (1_000_209, 6_040, 3_706),
-    "10m": (10_000_054, 69_878, 10_677),
-    "25m": (25_000_095, 162_541, 59_047),
-}
-
-
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class _ChildPeak:
@@ -114,20 +101,20 @@ def main() -> None:
 
             stored = spark.read.parquet(str(path))
             fit_on, held = split_at(stored, cutoff)
-            before = _rss_mb()
+            before = rss_mb()
             began = time.perf_counter()
             model = fit_spark_stars(fit_on, settings, parallelism)
             fit_s = time.perf_counter() - began
             began = time.perf_counter()
             rmse, _ = held_out_rmse(model, fit_on, held, parallelism)
             score_s = time.perf_counter() - began
-            grown = _rss_mb() - before
+            grown = rss_mb() - before
             rows.append((size, "spark", fit_s, score_s, rmse, grown, 0.0, baseline))
             print(f"  spark: fit {fit_s:.1f} s, scored {score_s:.1f} s, RMSE {rmse:.4f}, "
                   f"driver +{grown:.0f} MB", flush=True)  # fmt: skip
 
             if len(training) + len(held_out) <= sampler_limit:
-                before = _rss_mb()
+                before = rss_mb()
                 began = time.perf_counter()
                 with _ChildPeak() as child:
                     fitted = rating_model(training, settings, separate_process=True)
@@ -137,7 +124,7 @@ def main() -> None:
                 sampled, _ = stars_rmse(held_out_stars(fitted, training, held_out),
                                         held_out["rating"].to_numpy())  # fmt: skip
                 score_s = time.perf_counter() - began
-                grown = _rss_mb() - before
+                grown = rss_mb() - before
                 rows.append((size, "sampler", fit_s, score_s, sampled, grown, child.peak_mb,
                              baseline))  # fmt: skip
                 print(f"  sampler: fit {fit_s:.1f} s (process peak {child.peak_mb:.0f} MB), "

@@ -53,6 +53,25 @@ def local_services() -> Iterator[LocalServices]:
             service.stop()
 
 
+# (ratings, users, movies) of the MovieLens releases the synthetic feeds imitate.
+SHAPES = {
+    "1m": (1_000_209, 6_040, 3_706),
+    "10m": (10_000_054, 69_878, 10_677),
+    "25m": (25_000_095, 162_541, 59_047),
+}
+
+
+def rss_mb(pid: int | str = "self", field_name: str = "VmRSS") -> float:
+    """A process's resident memory (``VmRSS``, or ``VmHWM`` for the peak) in MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return 0.0
+    return 0.0
+
+
 def bench_spark(driver_memory: str = "4g") -> SparkSession:
     """local[2], few shuffle partitions, no UI or progress bars."""
     return build_spark_session(
