@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -31,8 +30,6 @@ from streaming.publish.writes import write_lists
 from streaming.rating.fm import RatingModel
 
 __all__ = ["ListTarget", "publish_ratings"]
-
-_BLOCK = 512  # users scored at once: 512 × 3,700 items is a 15 MB score matrix
 
 
 @dataclass(frozen=True)
@@ -75,8 +72,7 @@ def publish_ratings(
         written = 0
         try:
             for users in whole_users(frames):
-                positions = np.arange(len(users.users), dtype=np.int64)
-                lists = _personal_lists(users, fold_in, rating_model, k, positions, recent)
+                lists = _personal_lists(users, fold_in, rating_model, k, recent)
                 encoded = (
                     (user, encode_list(list(zip(movies, scores, strict=True)), updated_at,
                                        target.source, predicted))
@@ -102,22 +98,22 @@ def publish_ratings(
 
 
 def _personal_lists(
-    everyone: UserRatings,
+    users: UserRatings,
     fold_in: FoldIn,
     stars: RatingModel | None,
     k: int,
-    positions: npt.NDArray[np.int64],
     short_term: ShortTerm | None = None,
 ) -> Iterator[tuple[int, list[int], list[float], list[float] | None]]:
-    """(user, movies, scores, stars) of the users at ``positions`` with a personal list."""
-    for first in range(0, len(positions), _BLOCK):
-        chosen = everyone.subset(positions[first : first + _BLOCK])
-        lists = lists_for(chosen, fold_in, k, stars, short_term)
-        for row in np.flatnonzero(lists.personal).tolist():
-            keep = lists.movies[row] >= 0
-            yield (
-                int(lists.users[row]),
-                lists.movies[row][keep].tolist(),
-                lists.scores[row][keep].tolist(),
-                lists.stars_of(row),
-            )
+    """(user, movies, scores, stars) of each user of ``users`` with a personal list.
+
+    ``lists_for`` ranks them a block at a time, so a chunk of any size is fine here.
+    """
+    lists = lists_for(users, fold_in, k, stars, short_term)
+    for row in np.flatnonzero(lists.personal).tolist():
+        keep = lists.movies[row] >= 0
+        yield (
+            int(lists.users[row]),
+            lists.movies[row][keep].tolist(),
+            lists.scores[row][keep].tolist(),
+            lists.stars_of(row),
+        )
