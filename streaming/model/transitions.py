@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
+import scipy.sparse as sparse
 
 from streaming.ids import sorted_lookup
 
@@ -30,7 +31,6 @@ __all__ = ["TransitionCounts"]
 
 _PENDING_PER_ROW = 64
 _USERS_FOR_PRODUCT = 16  # from this many users on, scores are one matrix product
-_CELLS_PER_CHUNK = 4_000_000  # dense source rows scored at once: sources × movies floats
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -127,7 +127,6 @@ class TransitionCounts:
         count out of m and β is ``source_norm`` (0: raw counts; 1: the share of what
         followed m); zero for movies that never followed them.
         """
-        out = np.zeros((len(users), len(movie_ids)))
         column = _column_lookup(movie_ids)
         asked = np.asarray(users, dtype=np.int64).tolist()
         reads = [  # (row of the answer, source movie, its weight) for each recent movie
@@ -136,39 +135,64 @@ class TransitionCounts:
             for age, movie in enumerate(self.recent(user))
             if (total := self._totals.get(movie))
         ]
-        if len(asked) < _USERS_FOR_PRODUCT:  # a few users: one pass over each one's rows
-            for position, group in itertools.groupby(reads, key=lambda read: read[0]):
-                followers: list[IntArray] = []
-                amounts: list[FloatArray] = []
-                for _, movie, scale in group:
-                    for part_targets, part_counts in self._parts(movie):
-                        followers.append(part_targets)
-                        amounts.append(part_counts * scale)
-                columns = column(np.concatenate(followers))
-                known = columns >= 0
-                out[position] = np.bincount(columns[known], np.concatenate(amounts)[known],
-                                            minlength=len(movie_ids))  # fmt: skip
-            return out
-        uses: dict[int, tuple[list[int], list[float]]] = {}  # source movie → rows, scales
-        for position, movie, scale in reads:
-            rows, scales = uses.setdefault(movie, ([], []))
-            rows.append(position)
-            scales.append(scale)
-        sources = list(uses)
-        step = max(1, _CELLS_PER_CHUNK // max(len(movie_ids), 1))
-        for first in range(0, len(sources), step):  # out += W @ R, a chunk of sources at a time
-            chunk = sources[first : first + step]
-            counts_of = np.zeros((len(chunk), len(movie_ids)))  # R: each source's row, dense
-            weights = np.zeros((len(out), len(chunk)))  # W: each user's scale of each source
-            for at, movie in enumerate(chunk):  # each source's row is read once per call
-                for targets, counts in self._parts(movie):  # targets unique within a part
-                    columns = column(targets)
-                    known = columns >= 0
-                    counts_of[at, columns[known]] += counts[known]
-                rows, scales = uses[movie]
-                np.add.at(weights[:, at], rows, scales)
-            out += weights @ counts_of
+        if len(asked) >= _USERS_FOR_PRODUCT:
+            return self._product(reads, len(asked), column, len(movie_ids))
+        out = np.zeros((len(asked), len(movie_ids)))  # a few users: one pass over each one's rows
+        for position, group in itertools.groupby(reads, key=lambda read: read[0]):
+            followers: list[IntArray] = []
+            amounts: list[FloatArray] = []
+            for _, movie, scale in group:
+                for part_targets, part_counts in self._parts(movie):
+                    followers.append(part_targets)
+                    amounts.append(part_counts * scale)
+            columns = column(np.concatenate(followers))
+            known = columns >= 0
+            out[position] = np.bincount(columns[known], np.concatenate(amounts)[known],
+                                        minlength=len(movie_ids))  # fmt: skip
         return out
+
+    def _product(
+        self,
+        reads: list[tuple[int, int, float]],
+        users: int,
+        column: Callable[[IntArray], IntArray],
+        width: int,
+    ) -> FloatArray:
+        """The scores of many users as one sparse product ``W @ R``, made dense.
+
+        ``W`` (users × sources) holds each user's scale of each of their recent movies,
+        ``R`` (sources × movies) the counts out of each source. Both are as sparse as
+        the counts, so the cost follows the rows read, not sources × movies.
+        """
+        sources: dict[int, int] = {}  # source movie → its row in R
+        read_sources = [sources.setdefault(movie, len(sources)) for _, movie, _ in reads]
+        read_rows = np.fromiter((position for position, _, _ in reads), np.int64, len(reads))
+        weights = sparse.csr_array(  # built row by row: ``reads`` come ordered by user
+            (np.fromiter((scale for _, _, scale in reads), np.float64, len(reads)),
+             np.asarray(read_sources, dtype=np.int64), _row_starts(read_rows, users)),
+            shape=(users, len(sources)),
+        )  # fmt: skip
+        targets: list[IntArray] = []
+        amounts: list[FloatArray] = []
+        lengths: list[int] = []
+        for movie in sources:  # in row order: dicts keep insertion order
+            parts = self._parts(movie)
+            targets.extend(part for part, _ in parts)
+            amounts.extend(part for _, part in parts)
+            lengths.append(sum(len(part) for part, _ in parts))
+        if not sum(lengths):
+            return np.zeros((users, width))
+        columns = column(np.concatenate(targets))
+        known = columns >= 0
+        owners = np.repeat(np.arange(len(sources)), lengths)[known]
+        # A row's merged and pending parts may share a movie: CSR sums such duplicates,
+        # and the product needs neither sorted nor unique columns, so none are sorted.
+        counts = sparse.csr_array(
+            (np.concatenate(amounts)[known], columns[known], _row_starts(owners, len(sources))),
+            shape=(len(sources), width),
+        )
+        dense: FloatArray = (weights @ counts).toarray()
+        return dense
 
     def _parts(self, movie: int) -> list[tuple[IntArray, FloatArray]]:
         """The counts out of ``movie`` as (targets, counts) parts: merged, then pending."""
@@ -214,3 +238,10 @@ class TransitionCounts:
                 np.insert(held_targets, slots[absent], new_targets[absent]),
                 np.insert(held_counts, slots[absent], new_counts[absent]),
             )
+
+
+def _row_starts(rows: IntArray, count: int) -> IntArray:
+    """CSR row pointers of entries whose (ascending) rows are ``rows``, for ``count`` rows."""
+    starts = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=count), out=starts[1:])
+    return starts
