@@ -29,7 +29,6 @@ from streaming.ids import sorted_lookup
 
 __all__ = ["TransitionCounts"]
 
-_PENDING_PER_ROW = 64
 _USERS_FOR_PRODUCT = 16  # from this many users on, scores are one matrix product
 
 IntArray = npt.NDArray[np.int64]
@@ -60,9 +59,9 @@ class TransitionCounts:
     """Movie → next-movie counts and each user's most recent movies.
 
     Each source movie's row is a pair of sorted arrays (the movies that followed it,
-    their counts) plus a small dict of increments not merged yet; a row's dict is
-    merged into its arrays once it holds ``_PENDING_PER_ROW`` movies, so an update is a
-    dict operation and a read is one vectorised pass.
+    their counts). A batch of ratings is counted vectorised: its pairs are formed and
+    summed with numpy, then merged into each source's row once, so the Python work
+    follows the batch's users and source movies, not its ratings times the window.
     """
 
     def __init__(self, window: int = 5, memory: int = 20, reverse: float = 0.0) -> None:
@@ -73,32 +72,71 @@ class TransitionCounts:
         self.memory = memory
         self.reverse = reverse
         self._rows: dict[int, tuple[IntArray, FloatArray]] = {}
-        self._pending: dict[int, dict[int, float]] = {}
         self._totals: dict[int, float] = {}  # every count out of a movie
         self._recent: dict[int, list[int]] = {}  # oldest first, at most max(window, memory)
         self.pairs = 0  # transitions counted so far
         self.observed = 0  # ratings observed so far (each changes a user's recent movies)
 
     def observe(self, users: npt.ArrayLike, movies: npt.ArrayLike) -> None:
-        """Count ratings given in arrival order (the caller passes first ratings only)."""
+        """Count ratings given in arrival order (the caller passes first ratings only).
+
+        Each rating follows its user's previous ``window`` movies: those kept from
+        earlier calls, then the user's earlier ratings in this one.
+        """
+        users = np.asarray(users, dtype=np.int64)
+        movies = np.asarray(movies, dtype=np.int64)
+        if not len(users):
+            return
+        order = np.argsort(users, kind="stable")  # by user, each user's in arrival order
+        distinct, starts = np.unique(users[order], return_index=True)
         keep = max(self.window, self.memory)
-        for user, movie in zip(
-            np.asarray(users, dtype=np.int64).tolist(),
-            np.asarray(movies, dtype=np.int64).tolist(),
-            strict=True,
-        ):
+        sequences: list[IntArray] = []  # per user: the kept tail, then the new movies
+        tails: list[int] = []
+        for user, mine in zip(distinct.tolist(), np.split(movies[order], starts[1:]), strict=True):
             recent = self._recent.setdefault(user, [])
-            for earlier in recent[-self.window :]:
-                self._count(earlier, movie, 1.0)
-                if self.reverse:
-                    self._count(movie, earlier, self.reverse)
-            recent.append(movie)
-            self.observed += 1
-            if len(recent) > keep:
-                del recent[0]
+            tail = recent[-self.window :]
+            sequences.append(np.asarray(tail + mine.tolist(), dtype=np.int64))
+            tails.append(len(tail))
+            recent.extend(mine.tolist())
+            del recent[:-keep]
+        self.observed += len(users)
+        sequence = np.concatenate(sequences)
+        lengths = np.array([len(part) for part in sequences])
+        first_of = np.repeat(np.cumsum(lengths) - lengths, lengths)  # each one's user's start
+        place = np.arange(len(sequence)) - first_of  # position within the user's sequence
+        new = np.flatnonzero(place >= np.repeat(tails, lengths))
+        sources, targets = [], []
+        for lag in range(1, self.window + 1):
+            following = new[place[new] >= lag]
+            sources.append(sequence[following - lag])
+            targets.append(sequence[following])
+        source, target = np.concatenate(sources), np.concatenate(targets)
+        weight = np.ones(len(source))
+        if self.reverse:
+            source, target = np.concatenate([source, target]), np.concatenate([target, source])
+            weight = np.concatenate([weight, np.full(len(weight), self.reverse)])
+        self.pairs += len(source)
+        if len(source):
+            self._add(source, target, weight)
+
+    def _add(self, source: IntArray, target: IntArray, weight: FloatArray) -> None:
+        """Add ``weight`` to each (source → target) count and to its source's total."""
+        order = np.lexsort((target, source))
+        source, target, weight = source[order], target[order], weight[order]
+        change = np.flatnonzero((source[1:] != source[:-1]) | (target[1:] != target[:-1])) + 1
+        pair_starts = np.concatenate([[0], change])
+        source, target = source[pair_starts], target[pair_starts]
+        summed = np.add.reduceat(weight, pair_starts)
+        row_starts = np.concatenate([[0], np.flatnonzero(source[1:] != source[:-1]) + 1])
+        row_ends = np.append(row_starts[1:], len(source))
+        for movie, first, last in zip(source[row_starts].tolist(), row_starts.tolist(),
+                                      row_ends.tolist(), strict=True):  # fmt: skip
+            counts = summed[first:last]
+            self._totals[movie] = self._totals.get(movie, 0.0) + float(counts.sum())
+            self._merge(movie, target[first:last], counts)
 
     def footprint(self) -> tuple[int, int]:
-        """(distinct pairs held, bytes of their arrays); increments not merged yet apart."""
+        """(distinct pairs held, bytes of their arrays)."""
         rows = self._rows.values()
         return sum(len(targets) for targets, _ in rows), sum(
             targets.nbytes + counts.nbytes for targets, counts in rows
@@ -110,7 +148,6 @@ class TransitionCounts:
 
     def following(self, movie: int) -> tuple[IntArray, FloatArray]:
         """Movies that followed ``movie`` (ascending) and how often."""
-        self._flush(int(movie))
         return self._rows.get(int(movie), (np.zeros(0, dtype=np.int64), np.zeros(0)))
 
     def scores(
@@ -185,8 +222,7 @@ class TransitionCounts:
         columns = column(np.concatenate(targets))
         known = columns >= 0
         owners = np.repeat(np.arange(len(sources)), lengths)[known]
-        # A row's merged and pending parts may share a movie: CSR sums such duplicates,
-        # and the product needs neither sorted nor unique columns, so none are sorted.
+        # Each row's columns are ascending already: built row by row, nothing is sorted.
         counts = sparse.csr_array(
             (np.concatenate(amounts)[known], columns[known], _row_starts(owners, len(sources))),
             shape=(len(sources), width),
@@ -195,48 +231,26 @@ class TransitionCounts:
         return dense
 
     def _parts(self, movie: int) -> list[tuple[IntArray, FloatArray]]:
-        """The counts out of ``movie`` as (targets, counts) parts: merged, then pending."""
-        parts = []
+        """The counts out of ``movie`` as (targets, counts) parts: none, or its row."""
         held = self._rows.get(movie)
-        if held is not None:
-            parts.append(held)
-        pending = self._pending.get(movie)
-        if pending:
-            parts.append((np.fromiter(pending.keys(), np.int64, len(pending)),
-                          np.fromiter(pending.values(), np.float64, len(pending))))  # fmt: skip
-        return parts
+        return [] if held is None else [held]
 
-    def _count(self, source: int, target: int, weight: float) -> None:
-        self.pairs += 1
-        self._totals[source] = self._totals.get(source, 0.0) + weight
-        row = self._pending.setdefault(source, {})
-        row[target] = row.get(target, 0.0) + weight
-        if len(row) >= _PENDING_PER_ROW:
-            self._flush(source)
-
-    def _flush(self, source: int) -> None:
-        """Merge a row's pending increments into its sorted arrays."""
-        pending = self._pending.pop(source, None)
-        if not pending:
-            return
-        new_targets = np.fromiter(pending.keys(), dtype=np.int64, count=len(pending))
-        new_counts = np.fromiter(pending.values(), dtype=np.float64, count=len(pending))
-        order = np.argsort(new_targets)
-        new_targets, new_counts = new_targets[order], new_counts[order]
+    def _merge(self, source: int, targets: IntArray, counts: FloatArray) -> None:
+        """Merge counts into ``source``'s row (``targets`` ascending, each once)."""
         held = self._rows.get(source)
         if held is None:
-            self._rows[source] = (new_targets, new_counts)
+            self._rows[source] = (targets.copy(), counts.copy())
             return
         held_targets, held_counts = held
-        slots = np.searchsorted(held_targets, new_targets)
+        slots = np.searchsorted(held_targets, targets)
         present = slots < len(held_targets)
-        present[present] = held_targets[slots[present]] == new_targets[present]
-        held_counts[slots[present]] += new_counts[present]
+        present[present] = held_targets[slots[present]] == targets[present]
+        held_counts[slots[present]] += counts[present]
         if not present.all():
             absent = ~present
             self._rows[source] = (
-                np.insert(held_targets, slots[absent], new_targets[absent]),
-                np.insert(held_counts, slots[absent], new_counts[absent]),
+                np.insert(held_targets, slots[absent], targets[absent]),
+                np.insert(held_counts, slots[absent], counts[absent]),
             )
 
 

@@ -50,7 +50,44 @@ def test_reverse_counts_the_earlier_movie_as_following_too() -> None:
     assert counts.following(20)[1].tolist() == [0.5]
 
 
-def test_pending_increments_read_the_same_as_merged_ones() -> None:
+def _counted_one_by_one(
+    users: np.ndarray, movies: np.ndarray, window: int, reverse: float
+) -> dict[tuple[int, int], float]:
+    """The counts the module docstring defines, rating by rating: the reference."""
+    counts: dict[tuple[int, int], float] = {}
+    seen: dict[int, list[int]] = {}
+    for user, movie in zip(users.tolist(), movies.tolist(), strict=True):
+        earlier = seen.setdefault(user, [])
+        for before in earlier[-window:]:
+            counts[before, movie] = counts.get((before, movie), 0.0) + 1.0
+            if reverse:
+                counts[movie, before] = counts.get((movie, before), 0.0) + reverse
+        earlier.append(movie)
+    return counts
+
+
+def test_batches_count_what_the_ratings_count_one_by_one() -> None:
+    rng = np.random.default_rng(7)
+    users = rng.integers(1, 40, 4_000)
+    movies = rng.integers(1, 150, 4_000)
+    counts = TransitionCounts(window=3, memory=4, reverse=0.5)
+    cuts = np.sort(rng.choice(np.arange(1, 4_000), 60, replace=False))
+    for part_users, part_movies in zip(np.split(users, cuts), np.split(movies, cuts), strict=True):
+        counts.observe(part_users, part_movies)  # uneven batches, some users in many
+    expected = _counted_one_by_one(users, movies, window=3, reverse=0.5)
+    held = {
+        (source, int(target)): float(count)
+        for source in range(1, 150)
+        for target, count in zip(*counts.following(source), strict=True)
+    }
+    assert held == pytest.approx(expected)
+    assert counts.pairs == sum(min(i, 3) for i in pd.Series(users).groupby(users).cumcount()) * 2
+    assert counts.observed == 4_000
+    last = pd.DataFrame({"u": users, "m": movies}).groupby("u")["m"].apply(list)
+    assert all(counts.recent(user) == movies_of[::-1][:4] for user, movies_of in last.items())
+
+
+def test_many_small_batches_read_as_one_big_batch() -> None:
     rng = np.random.default_rng(1)
     users = rng.integers(1, 30, 3_000)
     movies = rng.integers(1, 200, 3_000)
