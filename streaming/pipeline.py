@@ -49,7 +49,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from streaming.ingest.history import RecentRatings, compressed_rows, latest_ratings
+from streaming.ingest.history import RecentRatings, latest_ratings
 from streaming.ingest.intake import TakenBatch
 from streaming.ingest.store import BatchCommit
 from streaming.model.blend import ShortTerm, transition_counts
@@ -74,6 +74,7 @@ __all__ = [
     "Topic",
     "keep_newest",
     "latest_offsets",
+    "popular_hits",
     "ratings_since",
     "with_stars",
 ]
@@ -158,6 +159,13 @@ class ListPublisher(Protocol):
 
     def users_changed(self, users: Sequence[int], batch_id: int) -> None:
         """Queue fold-in lists for ``users`` (who rated in ``batch_id``)."""
+        ...
+
+    def served(self, users: Sequence[int], k: int) -> dict[int, list[int]] | None:
+        """The first ``k`` movies each of ``users`` is served now (their list, or popular).
+
+        None when the lists' store cannot answer.
+        """
         ...
 
     def catalog(self, movies: list[Any]) -> None:
@@ -275,6 +283,33 @@ def with_stars(model: ModelVersion, fitted: FittedStars) -> ModelVersion:
     update = {"stars_from_version": fitted.version, "timings_s": timings, "evaluation": evaluation}
     meta = model.meta.model_copy(update=update)
     return replace(model, stars=fitted.model, meta=meta)
+
+
+def popular_hits(
+    rater: npt.NDArray[np.int64],
+    movie: npt.NDArray[np.int64],
+    popular: npt.NDArray[np.int64],
+    users: npt.NDArray[np.int64],
+    held_users: npt.NDArray[np.int64],
+    held_movies: npt.NDArray[np.int64],
+) -> int:
+    """How many (``rater``, ``movie``) ratings the popular baseline lists.
+
+    A user's baseline is the first ``CUTOFF`` of ``popular`` they had not rated before
+    (``held``); ``users`` are the raters, ascending and distinct. Vectorised: a mask of
+    which popular movies each user had rated, and each movie's rank among the unrated.
+    """
+    slot = {int(item): position for position, item in enumerate(popular.tolist())}
+    rated = np.zeros((len(users), len(popular)), dtype=np.bool_)
+    among = np.isin(held_movies, popular) & np.isin(held_users, users)
+    rows = np.searchsorted(users, held_users[among])
+    rated[rows, [slot[int(item)] for item in held_movies[among].tolist()]] = True
+    rank = np.cumsum(~rated, axis=1)  # 1 for the first unrated popular movie, 2 …
+    candidate = np.isin(movie, popular)
+    row = np.searchsorted(users, rater[candidate])
+    column = np.array([slot[int(item)] for item in movie[candidate].tolist()], dtype=np.int64)
+    listed = ~rated[row, column] & (rank[row, column] <= CUTOFF)
+    return int(listed.sum())
 
 
 def _freshness(appended_s: npt.NDArray[np.float64], now: float) -> list[float]:
@@ -500,32 +535,28 @@ class BatchPipeline:
     def _check_lists(self, batch: pd.DataFrame, taken: TakenBatch) -> tuple[int, int, int]:
         """(ratings checked, hits, popular hits).
 
-        Each rating against its user's list before the batch, and against the model's
-        popular list less the user's rated movies (the baseline the lists must beat).
-
-        With fold-in on, the lists served from the history before the batch are exactly
-        what Redis holds for those users (the retrain's list, or the last fold-in's).
-        Without fold-in or a model there is nothing to check against.
+        Each rating against the top ``CUTOFF`` of the list its user is served before the
+        batch, as the lists' store holds it (``ListPublisher.served``: read, not ranked
+        again), and against the model's popular list less the user's rated movies (the
+        baseline the lists must beat). Without fold-in or a model, or when the store
+        cannot answer, nothing is checked.
         """
         if self.model is None or not self.stream.fold_in or batch.empty:
             return 0, 0, 0
         users = np.unique(batch["user_id"].to_numpy(dtype=np.int64))
+        served = self.publisher.served(users.tolist(), CUTOFF)
+        if served is None:
+            return 0, 0, 0
+        rater = batch["user_id"].to_numpy(dtype=np.int64)
+        movie = batch["movie_id"].to_numpy(dtype=np.int64)
+        listed = {(user, item) for user, items in served.items() for item in items}
+        hits = sum(pair in listed for pair in zip(rater.tolist(), movie.tolist(), strict=True))
+        popular = np.array([item for item, _ in self.model.popular], dtype=np.int64)
         held = taken.held
-        before = RecentRatings()
-        before.update(compressed_rows(held["user_id"].to_numpy(), held["movie_id"].to_numpy(),
-                                      held["rating"].to_numpy()))  # fmt: skip
-        histories = before.of_users(users)
-        served = self.model.served_lists(histories, self.model_settings, CUTOFF,
-                                         self.short_term)  # fmt: skip
-        popular = [movie for movie, _ in self.model.popular]
-        listed, baseline = {}, {}
-        for position, user in enumerate(users.tolist()):
-            listed[user] = set(served[position])
-            rated = set(histories.of(position)[0].tolist())
-            baseline[user] = set([m for m in popular if m not in rated][:CUTOFF])
-        pairs = list(zip(batch["user_id"].tolist(), batch["movie_id"].tolist(), strict=True))
-        return (len(batch), sum(movie in listed[user] for user, movie in pairs),
-                sum(movie in baseline[user] for user, movie in pairs))  # fmt: skip
+        return len(batch), hits, popular_hits(
+            rater, movie, popular, users, held["user_id"].to_numpy(np.int64),
+            held["movie_id"].to_numpy(np.int64),
+        )  # fmt: skip
 
     def _ask_for_stars(self, model: ModelVersion) -> None:
         """Have the rating model for ``model`` fitted beside the stream, unless it has it."""

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from serving.layout import ModelMeta
-from streaming.ingest.history import RecentRatings
+from streaming.ingest.history import RecentRatings, compressed_rows
 from streaming.ingest.intake import BATCH_COLUMNS, HELD_COLUMNS, TakenBatch
 from streaming.ingest.state import judge, latest
 from streaming.ingest.store import BatchCommit
@@ -29,6 +29,7 @@ from streaming.model.topn import ItemIndex
 from streaming.model.versions import ModelVersion
 from streaming.publish.publisher import PublishOutcome
 from streaming.rating.fitter import FittedStars, StarsInput
+from streaming.settings import ModelSettings
 
 
 @dataclass
@@ -131,8 +132,9 @@ class MemoryPublisher:
     publishes what it can unless ``down`` (then all stays queued: ``waiting``); ``stage``
     fails while ``down``."""
 
-    def __init__(self, store: MemoryStore) -> None:
+    def __init__(self, store: MemoryStore, settings: ModelSettings | None = None) -> None:
         self.store = store
+        self.settings = settings or ModelSettings()
         self.down = False
         self.staged: dict[int, list[int]] = {}  # version -> users whose lists it wrote
         self.switches: list[tuple[int, int | None, list[int]]] = []  # version, staged, users
@@ -144,6 +146,7 @@ class MemoryPublisher:
         self._published: ModelVersion | None = None
         self._users: dict[int, list[int]] = {}
         self._catalog: list[Any] | None = None
+        self._served_through: int | None = None  # the newest batch stored at the last flush
 
     @property
     def has_pending(self) -> bool:
@@ -178,6 +181,17 @@ class MemoryPublisher:
         """Queue fold-in lists for ``users``."""
         self._users.setdefault(batch_id, []).extend(users)
 
+    def served(self, users: Sequence[int], k: int) -> dict[int, list[int]] | None:
+        """What Redis would serve ``users``: the published version's lists (ALS only) from
+        the ratings stored when it last flushed; None while ``down`` or before a version."""
+        if self.down or self._published is None:
+            return None
+        stored = self.store.ratings(self._served_through)
+        every = compressed_rows(stored["user_id"], stored["movie_id"], stored["rating"])
+        asked = np.asarray(users, dtype=np.int64)
+        lists = self._published.served_lists(every.for_users(asked), self.settings, k)
+        return dict(zip(asked.tolist(), lists, strict=True))
+
     def catalog(self, movies: list[Any]) -> None:
         """Queue the catalog."""
         self._catalog = movies
@@ -193,6 +207,7 @@ class MemoryPublisher:
         if self.down:
             return PublishOutcome(state="waiting", error="down")
         outcome = PublishOutcome(state="published")
+        self._served_through = max(self.store.stored, default=None)
         if self._catalog is not None:
             self.catalogs.append(self._catalog)
             self._catalog = None

@@ -58,9 +58,10 @@ class BatchCommit:
     retrained: bool = False
     committed_at: float = 0.0
     # Test-then-learn, live: of the batch's ratings checked against the list their user
-    # had before the batch (fold-in on and a model present), how many it listed in the
-    # top 10, and how many the model's popular list (less the user's rated movies) did;
-    # and the dataset time the batch's ratings span (epoch seconds).
+    # was served before the batch, as Redis holds it (fold-in on, a model present and
+    # Redis answering), how many it listed in the top 10, and how many the model's popular
+    # list (less the user's rated movies) did; and the dataset time the batch's ratings
+    # span (epoch seconds).
     checked: int = 0
     hits_at_10: int = 0
     popular_hits_at_10: int = 0

@@ -22,7 +22,7 @@ from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 
 from serving.connection import open_redis
-from serving.layout import ModelMeta, RedisLayout, encode_list
+from serving.layout import LayoutDecodeError, ModelMeta, RedisLayout, decode_list, encode_list
 from serving.settings import RedisSettings
 from streaming.ingest.history import RecentRatings
 from streaming.model.blend import ShortTerm
@@ -170,6 +170,39 @@ class Publisher:
                 client.close()
         except (redis.RedisError, OSError):
             return
+
+    def served(self, users: Sequence[int], k: int) -> dict[int, list[int]] | None:
+        """The first ``k`` movies each of ``users`` is served now, as serving reads them.
+
+        Their list in the current version, or that version's popular list for a user
+        without one. None when Redis cannot answer (down, no current version, or a value
+        it cannot read): then nothing is checked against it.
+        """
+        try:
+            client = open_redis(self.settings)
+            try:
+                current = client.get(self.layout.current)
+                if current is None:
+                    return None
+                version = int(current)
+                with client.pipeline(transaction=False) as pipe:
+                    pipe.get(self.layout.popular(version))
+                    pipe.hmget(self.layout.lists(version), [str(user) for user in users])
+                    popular_raw, lists_raw = pipe.execute()
+            finally:
+                client.close()
+            if popular_raw is None:
+                return None
+            popular = [movie for movie, _ in decode_list(popular_raw).items[:k]]
+            return {
+                int(user): popular if raw is None
+                else [movie for movie, _ in decode_list(raw).items[:k]]
+                for user, raw in zip(users, lists_raw, strict=True)
+            }  # fmt: skip
+        except (redis.RedisError, OSError, ValueError, LayoutDecodeError) as exc:
+            _log.warning("the served lists could not be read for the live check (%s); this "
+                         "batch's ratings are not checked", type(exc).__name__)  # fmt: skip
+            return None
 
     @property
     def pending_users(self) -> int:

@@ -51,6 +51,7 @@ def test_redis_outage_is_retried_with_backoff_and_nothing_is_lost(
     publisher = Publisher(spark, ratings, settings, stream, ModelSettings(top_k=5), clock=clock)
 
     publisher.new_model(model)  # Redis is not running yet
+    assert publisher.served([1], 10) is None  # the live check skips, never fails
     assert publisher.flush(recent).state == "failed"
     assert publisher.flush(recent).state == "waiting"  # no hammering inside the backoff
     clock.now += 1.0
@@ -72,6 +73,9 @@ def test_redis_outage_is_retried_with_backoff_and_nothing_is_lost(
         try:
             assert client.get(layout.current) == b"4"
             assert set(client.hkeys(layout.lists(4))) == {b"1", b"2", b"3"}
+            first = decode_list(client.hget(layout.lists(4), "1") or b"").items[:2]
+            # what serving shows: a user's list, or the version's popular list
+            assert publisher.served([1, 99], 2) == {1: [m for m, _ in first], 99: [10, 12]}
             publisher.users_changed([2], batch_id=7)
             assert publisher.flush(recent).fold_in_lists == 1
             assert decode_list(client.hget(layout.lists(4), "2") or b"").source == "fold-in"
@@ -91,6 +95,9 @@ def test_redis_outage_is_retried_with_backoff_and_nothing_is_lost(
         try:
             assert client.get(layout.current) == b"4"
             assert set(client.hkeys(layout.lists(4))) == {b"1", b"2", b"3"}
+            first = decode_list(client.hget(layout.lists(4), "1") or b"").items[:2]
+            # what serving shows: a user's list, or the version's popular list
+            assert publisher.served([1, 99], 2) == {1: [m for m, _ in first], 99: [10, 12]}
             assert client.hget(layout.catalog, "10") is not None
         finally:
             client.close()

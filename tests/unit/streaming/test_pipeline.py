@@ -12,7 +12,7 @@ from streaming.ingest.store import BatchCommit
 from streaming.ingest.validation import DUPLICATE_REASON
 from streaming.model.retrain import RetrainState
 from streaming.model.versions import ModelVersion
-from streaming.pipeline import BatchPipeline, latest_offsets, ratings_since
+from streaming.pipeline import BatchPipeline, latest_offsets, popular_hits, ratings_since
 from streaming.rating.fitter import FittedStars
 from streaming.rating.fm import RatingModel
 from streaming.settings import StreamSettings
@@ -41,12 +41,12 @@ class Wiring:
         self.clock = MemoryClock()
         self.store = MemoryStore()
         self.models = MemoryModels(self.clock, self.store)
-        self.publisher = MemoryPublisher(self.store)
         self.topic = MemoryTopic(movies=[(1, "One", ["Drama"])], ends={0: 0})
         self.stars = MemoryStars()
         values = {"min_ratings": 20, "retrain_every_ratings": 30, "retrain_every_s": 3600.0,
                   "rating_samples": 0, **settings}  # fmt: skip
         self.settings = model_settings(**values)
+        self.publisher = MemoryPublisher(self.store, self.settings)
         self.stream = StreamSettings(state_dir=tmp_path / "state")
         self.pipeline = self.build([], None)
 
@@ -373,3 +373,27 @@ def test_too_many_waiting_users_turn_into_one_publication_in_full(
     wired.publisher.down = False
     assert wired.pipeline.between_batches() is not None
     assert wired.publisher.published_versions == [1, 1]
+
+
+def test_the_live_check_reads_the_served_lists_and_skips_while_they_cannot_be_read(
+    tmp_path: Path,
+) -> None:
+    wired = Wiring(tmp_path)
+    pipeline = wired.pipeline
+    pipeline.run(MemoryBatch(ratings(range(1, 6), range(10, 15), DAY)), 0)  # version 1
+    wired.publisher.down = True
+    pipeline.run(MemoryBatch(ratings(range(1, 3), range(15, 17), 2 * DAY), 25), 1)
+    assert wired.store.commits[1].checked == 0  # nothing to read: nothing checked
+    wired.publisher.down = False
+    pipeline.run(MemoryBatch(ratings(range(1, 3), range(17, 19), 3 * DAY), 29), 2)
+    assert wired.store.commits[2].checked == 4
+
+
+def test_the_popular_baseline_skips_each_users_rated_movies() -> None:
+    popular = np.array([10, 11, 12, 13], dtype=np.int64)
+    users = np.array([1, 2], dtype=np.int64)
+    # user 1 had rated 10 and 12: their baseline at cutoff 10 is 11, 13; user 2 had none
+    held_users, held_movies = np.array([1, 1, 2]), np.array([10, 12, 99])
+    rater = np.array([1, 1, 1, 2, 2])
+    movie = np.array([11, 13, 12, 12, 50])  # 12 was rated by user 1: not in their list
+    assert popular_hits(rater, movie, popular, users, held_users, held_movies) == 3
