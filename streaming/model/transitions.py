@@ -179,9 +179,9 @@ class TransitionCounts:
             followers: list[IntArray] = []
             amounts: list[FloatArray] = []
             for _, movie, scale in group:
-                for part_targets, part_counts in self._parts(movie):
-                    followers.append(part_targets)
-                    amounts.append(part_counts * scale)
+                targets, counts = self.following(movie)
+                followers.append(targets)
+                amounts.append(counts * scale)
             columns = column(np.concatenate(followers))
             known = columns >= 0
             out[position] = np.bincount(columns[known], np.concatenate(amounts)[known],
@@ -209,31 +209,21 @@ class TransitionCounts:
              np.asarray(read_sources, dtype=np.int64), _row_starts(read_rows, users)),
             shape=(users, len(sources)),
         )  # fmt: skip
-        targets: list[IntArray] = []
-        amounts: list[FloatArray] = []
-        lengths: list[int] = []
-        for movie in sources:  # in row order: dicts keep insertion order
-            parts = self._parts(movie)
-            targets.extend(part for part, _ in parts)
-            amounts.extend(part for _, part in parts)
-            lengths.append(sum(len(part) for part, _ in parts))
+        rows = [self.following(movie) for movie in sources]  # in R's order: dicts keep it
+        lengths = [len(targets) for targets, _ in rows]
         if not sum(lengths):
             return np.zeros((users, width))
-        columns = column(np.concatenate(targets))
+        columns = column(np.concatenate([targets for targets, _ in rows]))
         known = columns >= 0
         owners = np.repeat(np.arange(len(sources)), lengths)[known]
+        amounts = np.concatenate([counts for _, counts in rows])[known]
         # Each row's columns are ascending already: built row by row, nothing is sorted.
         counts = sparse.csr_array(
-            (np.concatenate(amounts)[known], columns[known], _row_starts(owners, len(sources))),
+            (amounts, columns[known], _row_starts(owners, len(sources))),
             shape=(len(sources), width),
         )
         dense: FloatArray = (weights @ counts).toarray()
         return dense
-
-    def _parts(self, movie: int) -> list[tuple[IntArray, FloatArray]]:
-        """The counts out of ``movie`` as (targets, counts) parts: none, or its row."""
-        held = self._rows.get(movie)
-        return [] if held is None else [held]
 
     def _merge(self, source: int, targets: IntArray, counts: FloatArray) -> None:
         """Merge counts into ``source``'s row (``targets`` ascending, each once)."""
