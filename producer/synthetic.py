@@ -19,6 +19,7 @@ __all__ = ["synthetic_dataset"]
 _GENRES = ("Action", "Comedy", "Drama", "Romance", "Sci-Fi", "Thriller", "Animation", "Horror")
 _START = 1_577_836_800  # 2020-01-01T00:00:00Z
 _DAY = 86_400
+_EVENTS_PER_CHUNK = 1_000_000  # events whose planted scores are computed together
 
 
 def synthetic_dataset(
@@ -47,10 +48,16 @@ def synthetic_dataset(
 
     who = rng.choice(users, size=events, p=activity)
     candidates = rng.choice(movies, size=(events, 4), p=popularity)
-    affinity = np.einsum("er,ecr->ec", user_factors[who], movie_factors[candidates])
-    pick = np.argmax(affinity + rng.gumbel(0.0, 0.3, affinity.shape), axis=1)
-    what = candidates[np.arange(events), pick]
-    score = affinity[np.arange(events), pick]
+    noise = rng.gumbel(0.0, 0.3, candidates.shape)
+    what = np.empty(events, dtype=candidates.dtype)
+    score = np.empty(events)
+    for first in range(0, events, _EVENTS_PER_CHUNK):  # the factors of a chunk at a time:
+        rows = slice(first, first + _EVENTS_PER_CHUNK)  # all at once took 8 GB at 10M events
+        affinity = np.einsum("er,ecr->ec", user_factors[who[rows]], movie_factors[candidates[rows]])
+        pick = np.argmax(affinity + noise[rows], axis=1)
+        what[rows] = candidates[rows][np.arange(len(pick)), pick]
+        score[rows] = affinity[np.arange(len(pick)), pick]
+    del noise, candidates
     ratings = np.clip(np.rint(3.0 + 2.5 * score + rng.normal(0.0, 0.5, events)), 1, 5)
 
     first_day = rng.uniform(0, days * 0.8, users)
