@@ -5,12 +5,18 @@ and the rating model on all but the newest held-out share, evaluate, then fold i
 predict the stars of and publish every user's hybrid list from the executors. Timed per phase
 (fit, rating model, evaluate, top-N + publish with the stars), beside
 the ``recommendForAllUsers`` + one SET per user baseline on the same model, on ML-100K
-when it is found and on an ML-1M-scale synthetic feed; then the model side of a
+when it is found and on synthetic feeds shaped like the MovieLens releases (``--sizes``:
+ML-1M by default, ML-10M and ML-25M on request), each with the driver's memory after
+its retrain and the time to count its short-term pairs; then the model side of a
 500-rating micro-batch with ALS-only lists and with the hybrid lists, interleaved.
 Then ``--cycles`` retrains on small data, reporting the driver's memory (Python RSS and
 JVM heap after a GC) after 10 and after all of them.
 
-    .venv/bin/python benchmarks/bench_retrain.py [--cycles 100] [--skip-large]
+    .venv/bin/python benchmarks/bench_retrain.py [--cycles 100] [--sizes 1m,10m,25m]
+        [--driver-memory 4g]
+
+``--sizes ''`` runs no synthetic feed. The larger feeds need a larger driver
+(``--driver-memory 12g`` for 25m).
 """
 
 from __future__ import annotations
@@ -18,14 +24,19 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import shutil
 import statistics
+import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from harness import ML100K, bench_spark, drop_prefix, history_of, local_services
+from harness import ML100K, SHAPES, bench_spark, drop_prefix, local_services, rss_mb
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import SparkSession
 
@@ -35,7 +46,7 @@ from producer.synthetic import synthetic_dataset
 from serving.connection import open_redis
 from serving.layout import encode_list
 from serving.settings import RedisSettings
-from streaming.ingest.history import RatingHistory
+from streaming.ingest.history import UserRatings, compressed_rows, newest_per_pair
 from streaming.model.blend import ShortTerm, transition_counts
 from streaming.model.lists import lists_for
 from streaming.model.versions import ModelVersion, train_model
@@ -43,16 +54,50 @@ from streaming.publish.executors import ListTarget, publish_ratings
 from streaming.settings import ModelSettings
 
 
+@dataclass(frozen=True)
+class Stored:
+    """A feed as the job's store holds it: the latest rating per (user, movie), in the
+    order they arrived, in the driver (for the build's ``everything`` and the batches)
+    and as Parquet (what the build's Spark reads)."""
+
+    frame: pd.DataFrame
+    rows: UserRatings
+    parquet: Path
+
+    @property
+    def users(self) -> int:
+        return len(self.rows.users)
+
+
+def stored(table: RatingTable, folder: Path) -> Stored:
+    """``table`` replayed in timestamp order into a store under ``folder``."""
+    arrival = np.argsort(table.timestamps, kind="stable")
+    users, movies = table.user_ids[arrival], table.movie_ids[arrival]
+    keep = arrival[np.sort(newest_per_pair(users, movies, np.arange(len(arrival))))]
+    frame = pd.DataFrame(
+        {
+            "user_id": table.user_ids[keep],
+            "movie_id": table.movie_ids[keep],
+            "rating": table.ratings[keep],
+            "timestamp": table.timestamps[keep],
+        }
+    )
+    path = folder / f"{uuid.uuid4().hex[:8]}.parquet"
+    frame.to_parquet(path, index=False)
+    rows = compressed_rows(frame["user_id"], frame["movie_id"], frame["rating"])
+    return Stored(frame, rows, path)
+
+
 def cycle(
-    spark: SparkSession, history: RatingHistory, settings: ModelSettings, redis: RedisSettings,
+    spark: SparkSession, store: Stored, settings: ModelSettings, redis: RedisSettings,
     version: int, short_term: ShortTerm | None = None,
 ) -> tuple[ModelVersion, dict[str, float]]:  # fmt: skip
     """One retrain as the job runs it (the hybrid lists when ``short_term`` is given):
     the model and seconds per phase."""
-    ratings = spark.createDataFrame(history.frame()).cache()
+    ratings = spark.read.parquet(str(store.parquet)).cache()
     ratings.count()
-    model = train_model(ratings, history.frame(), settings, version=version, batch_id=version - 1,
-                        reason="benchmark")  # fmt: skip
+    model = train_model(ratings, settings, version=version,
+                        batch_id=version - 1, reason="benchmark")  # fmt: skip
     began = time.perf_counter()
     target = ListTarget(redis, version, "model")
     publish_ratings(
@@ -69,7 +114,7 @@ def cycle(
 
 
 def micro_batch(
-    spark: SparkSession, history: RatingHistory, model: ModelVersion, settings: ModelSettings,
+    spark: SparkSession, store: Stored, model: ModelVersion, settings: ModelSettings,
     short_term: ShortTerm | None, batch: pd.DataFrame,
 ) -> float:  # fmt: skip
     """Seconds of the model side of one micro-batch as the job does it: count the batch's
@@ -79,7 +124,7 @@ def micro_batch(
     if short_term is not None:
         short_term.counts.observe(batch["user_id"].to_numpy(), batch["movie_id"].to_numpy())
     users = np.unique(batch["user_id"].to_numpy())
-    lists = lists_for(history.of_users(users), model.fold_in(settings), settings.top_k,
+    lists = lists_for(store.rows.for_users(users), model.fold_in(settings), settings.top_k,
                       model.stars, short_term)  # fmt: skip
     rows = [(int(u), int(lists.movies[p][0])) for p, u in enumerate(lists.users.tolist())]
     spark.createDataFrame(rows, "user_id long, movie_id long").count()
@@ -87,7 +132,7 @@ def micro_batch(
 
 
 def hybrid_cost(
-    spark: SparkSession, history: RatingHistory, model: ModelVersion, settings: ModelSettings,
+    spark: SparkSession, store: Stored, model: ModelVersion, settings: ModelSettings,
     table: RatingTable,
 ) -> tuple[float, float]:  # fmt: skip
     """Median seconds of a 500-rating micro-batch with ALS-only lists and with the hybrid,
@@ -101,8 +146,8 @@ def hybrid_cost(
     for first in range(split, len(order), 500):
         rows = order[first : first + 500]
         batch = pd.DataFrame({"user_id": table.user_ids[rows], "movie_id": table.movie_ids[rows]})
-        alone.append(micro_batch(spark, history, model, settings, None, batch))
-        hybrid.append(micro_batch(spark, history, model, settings, short_term, batch))
+        alone.append(micro_batch(spark, store, model, settings, None, batch))
+        hybrid.append(micro_batch(spark, store, model, settings, short_term, batch))
     return statistics.median(alone), statistics.median(hybrid)
 
 
@@ -141,48 +186,73 @@ def memory(spark: SparkSession) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=100)
-    parser.add_argument("--skip-large", action="store_true", help="no ML-1M-scale cycle")
+    parser.add_argument(
+        "--sizes", default="1m", help="synthetic feeds, of " + ",".join(SHAPES) + " ('' for none)"
+    )
+    parser.add_argument("--driver-memory", default="4g")
     args = parser.parse_args()
+    args.sizes = [size for size in args.sizes.split(",") if size]
+    unknown = [size for size in args.sizes if size not in SHAPES]
+    if unknown:
+        parser.error(f"unknown sizes {unknown}; choose from {', '.join(SHAPES)}")
     with local_services():
         run(args)
 
 
 def run(args: argparse.Namespace) -> None:
-    spark = bench_spark()
+    spark = bench_spark(args.driver_memory)
     prefix = f"bench:{uuid.uuid4().hex[:8]}"
     redis = RedisSettings(key_prefix=prefix)
     settings = ModelSettings()
+    folder = Path(tempfile.mkdtemp(prefix="bench_retrain_"))
     try:
-        feeds: list[tuple[str, RatingTable]] = []
+        small = stored(synthetic_dataset(20_000, users=500, movies=400).ratings, folder)
+        feeds: list[tuple[str, Callable[[], RatingTable]]] = []
         if (ML100K / "u.data").is_file():
-            feeds.append(("ML-100K", load_grouplens(ML100K).ratings))
-        if not args.skip_large:
-            feeds.append(
-                ("synthetic 1M", synthetic_dataset(1_000_000, users=6040, movies=3706).ratings)
-            )
-        for name, table in feeds:
-            history = history_of(table)
+            feeds.append(("ML-100K", lambda: load_grouplens(ML100K).ratings))
+        for size in args.sizes:
+            events, users, movies = SHAPES[size]
+            feeds.append((f"synthetic {size.upper()}-shaped", partial(
+                lambda e, u, m: synthetic_dataset(e, users=u, movies=m).ratings,
+                events, users, movies)))  # fmt: skip
+        for name, load in feeds:
+            table = load()
+            large = len(table) > 2_000_000  # one run of each, the warm-up on a small feed
+            store = stored(table, folder)
             counts = transition_counts(settings)
-            counts.observe(*history.arrival_order())
+            began = time.perf_counter()
+            counts.observe(store.frame["user_id"].to_numpy(), store.frame["movie_id"].to_numpy())
+            counted = time.perf_counter() - began
             short_term = ShortTerm.of(counts, settings)
-            cycle(spark, history, settings, redis, version=1)  # warm-up
-            model, phases = cycle(spark, history, settings, redis, 2, short_term)
-            base = min(baseline(spark, table, redis, settings.top_k) for _ in range(2))
+            cycle(spark, small if large else store, settings, redis, version=1)  # warm-up
+            before, _ = memory(spark)
+            Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again
+            model, phases = cycle(spark, store, settings, redis, 2, short_term)
+            rss, heap = memory(spark)
+            peak = rss_mb("self", "VmHWM")
+            runs = 1 if large else 2
+            base = min(baseline(spark, table, redis, settings.top_k) for _ in range(runs))
             ours = phases["top-N + publish"]
             split = ", ".join(f"{phase} {seconds:.2f} s" for phase, seconds in phases.items())
-            print(f"{name}: {len(table):,} ratings; {split}")
+            pairs, held = counts.footprint()
+            print(f"{name}: {len(table):,} ratings, {store.users:,} users; {split}; "
+                  f"total {sum(phases.values()):.1f} s")  # fmt: skip
             print(f"  baseline recommendForAllUsers + SET {base:.2f} s; ratio {base / ours:.1f}x")
-            alone, hybrid = hybrid_cost(spark, history, model, settings, table)
+            print(f"  short-term counts: {pairs:,} pairs, {held / 2**20:,.0f} MB of arrays, "
+                  f"counted in {counted:.1f} s")  # fmt: skip
+            print(f"  driver Python RSS: {before:,.0f} MB before the retrain (this benchmark's "
+                  f"copy of the feed and the counts), peak {peak:,.0f} MB during it, "
+                  f"{rss:,.0f} MB after; JVM heap used after {heap:,.0f} MB")  # fmt: skip
+            alone, hybrid = hybrid_cost(spark, store, model, settings, table)
             print(f"  500-rating micro-batch (median of 20): ALS-only lists {alone:.3f} s, "
                   f"hybrid {hybrid:.3f} s; the hybrid adds {hybrid / alone - 1:+.0%}")  # fmt: skip
+            del table, store, counts, short_term, model  # before the next feed is made
 
-        small = synthetic_dataset(20_000, users=500, movies=400).ratings
-        history = history_of(small)
         light = settings.model_copy(update={"max_iter": 5})
         marks: dict[int, tuple[float, float]] = {}
         began = time.perf_counter()
         for number in range(1, args.cycles + 1):
-            cycle(spark, history, light, redis, 100 + number)
+            cycle(spark, small, light, redis, 100 + number)
             if number in (10, args.cycles):
                 marks[number] = memory(spark)
         spent = time.perf_counter() - began
@@ -193,6 +263,7 @@ def run(args: argparse.Namespace) -> None:
     finally:
         drop_prefix(redis)
         spark.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def _retrain(
     ratings = spark.createDataFrame(history.frame()).cache()
     ratings.count()
     began = time.perf_counter()
-    model = train_model(ratings, history.frame(), settings, version=version, batch_id=version - 1,
+    model = train_model(ratings, settings, version=version, batch_id=version - 1,
                         reason="benchmark", fit_stars=inside)  # fmt: skip
     _publish(spark, history, model, settings, redis)
     held = time.perf_counter() - began

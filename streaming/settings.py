@@ -264,6 +264,15 @@ class ModelSettings(StrictSettings):
             "evaluation); they reach the lists by fold-in."
         ),
     )
+    evaluation_users: int = Field(
+        10_000,
+        ge=1,
+        description=(
+            "Each retrain's evaluation ranks at most this many held-out users (a seeded "
+            "sample when there are more), so that the driver never reads every stored "
+            "rating; RMSE is over their held-out ratings."
+        ),
+    )
     relevant_rating: float = Field(
         4.0, description="A held-out rating at least this high counts as relevant for P/R/NDCG."
     )

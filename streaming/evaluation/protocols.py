@@ -106,8 +106,8 @@ def _train(
     history = RatingHistory.from_frame(train)
     frame = spark.createDataFrame(history.frame()).cache()
     try:
-        model = train_model(frame, history.frame(), _settings_for_evaluation(settings),
-                            version=1, batch_id=0, reason="evaluation")  # fmt: skip
+        model = train_model(frame, _settings_for_evaluation(settings), version=1, batch_id=0,
+                            reason="evaluation")  # fmt: skip
     finally:
         frame.unpersist()
     return model, history

@@ -24,7 +24,7 @@ from streaming.model.metrics import RankingFigures, rank_figures
 from streaming.model.topn import ItemIndex, top_k
 from streaming.rating.fitter import stars_rmse
 
-__all__ = ["Evaluation", "evaluate", "holdout_cutoff", "popularity"]
+__all__ = ["Evaluation", "evaluate", "holdout_cutoff", "ordered_counts", "popularity"]
 
 CUTOFF = 10
 _USERS_PER_BLOCK = 1024
@@ -72,8 +72,15 @@ def popularity(frame: pd.DataFrame, half_life_days: float = 0.0) -> pd.Series:
         counts = pd.Series(weight).groupby(frame["movie_id"].to_numpy()).sum()
     else:
         counts = frame.groupby("movie_id").size()
-    order = np.lexsort((counts.index.to_numpy(), -counts.to_numpy()))
-    return counts.iloc[order]
+    return ordered_counts(counts.index.to_numpy(), counts.to_numpy())
+
+
+def ordered_counts(movies: npt.ArrayLike, counts: npt.ArrayLike) -> pd.Series:
+    """Counts indexed by movie, most first, ties by ascending movie id (``popularity``'s order)."""
+    ids = np.asarray(movies)
+    values = np.asarray(counts)
+    order = np.lexsort((ids, -values))
+    return pd.Series(values[order], index=ids[order])
 
 
 def evaluate(
@@ -85,12 +92,19 @@ def evaluate(
     *,
     predicts_ratings: bool = True,
     stars: npt.NDArray[np.float64] | None = None,
+    popular: pd.Series | None = None,
+    held_out_total: int | None = None,
 ) -> Evaluation:
     """Score a model (user ids and factors, item factors) on ratings it did not see.
 
     ``stars``, aligned with ``held_out``, are the rating model's predictions (``nan``
     where it has none); RMSE is then theirs. Without them, ``predicts_ratings=False``
     (implicit feedback) leaves RMSE out.
+
+    ``train`` needs to hold the training ratings of ``held_out``'s users only: when both
+    are a sample of the users, ``popular`` gives the all-time training counts of every
+    movie (``popularity`` of the whole training set; by default ``train``'s), and
+    ``held_out_total`` the size of the whole held-out set (by default ``held_out``'s).
     """
     by_user = ItemIndex(*users)  # the same sorted lookup serves users
     user_ids, user_factors = by_user.movie_ids, by_user.factors
@@ -110,10 +124,11 @@ def evaluate(
     relevant = held_out[held_out["rating"] >= relevant_rating]
     wanted = relevant.groupby("user_id")["movie_id"].apply(lambda movies: set(movies.tolist()))
     wanted = wanted[wanted.index.isin(user_ids)]
+    total = len(held_out) if held_out_total is None else held_out_total
     if wanted.empty:
-        return Evaluation(len(held_out), rmse, rmse_pairs, rmse_model, 0, None, None)
+        return Evaluation(total, rmse, rmse_pairs, rmse_model, 0, None, None)
     rated = train.groupby("user_id")["movie_id"].apply(lambda movies: movies.to_numpy())
-    counts = popularity(train)
+    counts = popularity(train) if popular is None else popular
     popular_items = ItemIndex(counts.index.to_numpy(), counts.to_numpy(dtype=np.float64)[:, None])
     model_lists: list[list[int]] = []
     popular_lists: list[list[int]] = []
@@ -130,7 +145,7 @@ def evaluate(
         popular_lists.extend(row[row >= 0].tolist() for row in theirs)
     sets = [wanted[user] for user in targets.tolist()]
     return Evaluation(
-        held_out=len(held_out),
+        held_out=total,
         rmse=rmse,
         rmse_pairs=rmse_pairs,
         rmse_model=rmse_model,

@@ -25,8 +25,9 @@ from pyspark.sql import functions as F
 from serving.layout import ModelMeta, decode_meta
 from streaming.ingest.history import UserRatings
 from streaming.model.blend import ShortTerm
-from streaming.model.holdout import evaluate, holdout_cutoff, popularity
+from streaming.model.holdout import evaluate
 from streaming.model.lists import FoldIn, lists_for
+from streaming.model.summary import summarise
 from streaming.model.topn import ItemIndex
 from streaming.rating.fitter import held_out_stars, rating_model, stars_in_spark
 from streaming.rating.fm import RatingModel
@@ -103,7 +104,6 @@ class ModelVersion:
 
 def train_model(
     ratings: DataFrame,
-    everything: pd.DataFrame,
     settings: ModelSettings,
     *,
     version: int,
@@ -114,15 +114,19 @@ def train_model(
 ) -> ModelVersion:
     """Fit ALS on the stored ratings minus the most recent held-out share, and evaluate it.
 
+    What the build needs besides the fit (the cutoff, the popular list, the counts, the
+    evaluation's sample of held-out users) is read by Spark (``summarise``): the driver
+    holds per-movie counts and the ratings of at most ``evaluation_users`` users.
+
     With ``fit_stars`` (and ``rating_samples`` above 0) the rating model is fitted here
-    too (by Spark past ``rating_spark_above`` ratings: ``streaming.rating.spark_stars``);
+    too (by Spark past ``rating_spark_above`` ratings: ``streaming.rating.spark_stars``;
+    below, the factorization machine reads the training ratings into the driver);
     without, the version comes without stars, for the caller to fit them elsewhere
     (``streaming.rating.fitter``) on ``training_split``'s ratings.
 
     Args:
-        ratings: the store's ratings (latest per user and movie), the fit's input.
-        everything: the same ratings in the driver (user_id, movie_id, rating,
-            timestamp); they give the cutoff, the held-out set and the popular list.
+        ratings: the store's ratings (user_id, movie_id, rating, timestamp; latest per
+            user and movie), the fit's input.
         settings: hyperparameters, holdout share, relevance threshold, list length.
         version: the number the model will be published under.
         batch_id: the micro-batch that triggered the retrain.
@@ -131,20 +135,30 @@ def train_model(
         blocks: ALS blocks and input partitions (``fit_als``); None = Spark's defaults.
     """
     timings: dict[str, float] = {}
+    with timed(timings, "summary"):
+        summary = summarise(
+            ratings, holdout_fraction=settings.holdout_fraction,
+            half_life_days=settings.popularity_half_life_days,
+            evaluation_users=settings.evaluation_users, seed=settings.seed,
+        )  # fmt: skip
+    cutoff = summary.cutoff
     with timed(timings, "fit"):
-        cutoff = holdout_cutoff(everything["timestamp"].to_numpy(), settings.holdout_fraction)
         training = ratings if cutoff is None else ratings.where(F.col("timestamp") < cutoff)
         item_rows, user_rows = fit_als(
-            training.select("user_id", "movie_id", "rating"), settings, blocks
-        )
+            training.select("user_id", "movie_id", "rating"), settings, blocks,
+            users=summary.evaluated_users,
+        )  # fmt: skip
     with timed(timings, "rating_model"):
-        fitted_on, held_out = training_split(everything, cutoff)
         stars = None
-        if fit_stars and settings.rating_samples and stars_in_spark(settings, len(everything)):
+        if fit_stars and settings.rating_samples and stars_in_spark(settings, summary.ratings):
             stars = fit_spark_stars(training, settings, blocks)
-        elif fit_stars:
+        elif fit_stars and settings.rating_samples:
+            columns = training.select("user_id", "movie_id", "rating", "timestamp")
+            fitted_on = pd.DataFrame(columns.toPandas()).sort_values(
+                ["user_id", "movie_id"], ignore_index=True
+            )  # in one order whatever Spark's partitions were: the sampler is seeded
             stars = rating_model(fitted_on, settings)
-    counts = popularity(everything, settings.popularity_half_life_days)
+    counts = summary.popular
     movie_ids = np.array([r["id"] for r in item_rows], dtype=np.int64)
     items = ItemIndex(
         movie_ids,
@@ -159,14 +173,17 @@ def train_model(
                 np.array([r["id"] for r in user_rows], dtype=np.int64),
                 np.array([r["features"] for r in user_rows]).reshape(len(user_rows), settings.rank),
             )
+            train, held_out = summary.train, summary.held_out_sample
             evaluation = evaluate(
-                fitted_on,
+                train,
                 held_out,
                 users,
                 items,
                 settings.relevant_rating,
                 predicts_ratings=not settings.implicit_prefs,
-                stars=None if stars is None else held_out_stars(stars, fitted_on, held_out),
+                stars=None if stars is None else held_out_stars(stars, train, held_out),
+                popular=summary.train_popular,
+                held_out_total=summary.held_out,
             ).as_dict()
 
     head = counts.head(settings.top_k)
@@ -176,9 +193,9 @@ def train_model(
         trained_at=time.time(),
         batch_id=batch_id,
         reason=reason,
-        ratings=len(everything),
-        users=int(everything["user_id"].nunique()),
-        movies=int(everything["movie_id"].nunique()),
+        ratings=summary.ratings,
+        users=summary.users,
+        movies=summary.movies,
         model_movies=len(items),
         holdout_from_timestamp=None if cutoff is None else int(cutoff),
         hyperparameters=settings.model_dump(
@@ -200,18 +217,20 @@ def train_model(
         ),
         evaluation=evaluation,
         stars_from_version=None if stars is None else version,
-        timings_s={name: round(timings[name], 3) for name in ("fit", "rating_model", "evaluate")},
+        timings_s={name: round(seconds, 3) for name, seconds in timings.items()},
     )
     return ModelVersion(version, items, popular, meta, stars)
 
 
 def fit_als(
-    training: DataFrame, settings: ModelSettings, blocks: int | None = None
-) -> tuple[list[Row], list[Row]]:
+    training: DataFrame, settings: ModelSettings, blocks: int | None = None,
+    users: npt.ArrayLike | None = None,
+) -> tuple[list[Row], list[Row]]:  # fmt: skip
     """ALS fitted on (user_id, movie_id, rating): its item and user factor rows.
 
     With ``blocks``, the ratings are split into that many partitions and ALS into that
     many user and item blocks, so that the fit runs at most that many tasks at once.
+    With ``users``, only those users' factor rows come back (the rest stay in Spark).
     """
     if blocks is not None:
         training = training.repartition(blocks)
@@ -234,7 +253,13 @@ def fit_als(
     try:
         fitted = als.fit(training)
         item_rows = fitted.itemFactors.collect()
-        user_rows = fitted.userFactors.collect()
+        user_factors = fitted.userFactors
+        if users is not None:
+            wanted = training.sparkSession.createDataFrame(
+                pd.DataFrame({"id": np.asarray(users, dtype=np.int64)}), "id long"
+            )
+            user_factors = user_factors.join(F.broadcast(wanted), "id")
+        user_rows = user_factors.collect()
         fitted.itemFactors.unpersist()
         fitted.userFactors.unpersist()
     finally:
@@ -359,14 +384,15 @@ class ModelFolder:
     def train(self, *, version: int, batch_id: int, reason: str, fit_stars: bool) -> ModelVersion:
         """Fit and evaluate a new version (``train_model``) on the store's ratings.
 
-        The evaluation and the popular list read the same ratings in the driver, for as
-        long as the build runs.
+        The ratings are cached in Spark for as long as the build reads them.
         """
-        ratings = self.ratings(batch_id)
-        everything = ratings.select("user_id", "movie_id", "rating", "timestamp").toPandas()
-        return train_model(ratings, everything, self.settings, version=version,
-                           batch_id=batch_id, reason=reason, fit_stars=fit_stars,
-                           blocks=self.blocks)  # fmt: skip
+        ratings = self.ratings(batch_id).select("user_id", "movie_id", "rating", "timestamp")
+        ratings = ratings.cache()
+        try:
+            return train_model(ratings, self.settings, version=version, batch_id=batch_id,
+                               reason=reason, fit_stars=fit_stars, blocks=self.blocks)  # fmt: skip
+        finally:
+            ratings.unpersist()
 
     def save(self, model: ModelVersion) -> None:
         """Save ``model`` (``save_model``)."""

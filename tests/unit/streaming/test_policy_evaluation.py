@@ -125,7 +125,7 @@ def test_planted_low_rank_model_brings_a_withheld_favourite_back(
                              implicit_prefs=False, popularity_weight=0.0,
                              rating_samples=0)  # fmt: skip
     model = train_model(
-        spark.createDataFrame(frame), frame, settings, version=3, batch_id=2, reason="test"
+        spark.createDataFrame(frame), settings, version=3, batch_id=2, reason="test"
     )
     lists = lists_for(history.of_users([probe]), model.fold_in(settings), k=10)
     assert favourite in [movie for movie, _ in lists.pairs(0)]
@@ -158,7 +158,7 @@ def test_a_rating_model_is_fitted_scored_saved_and_loaded_with_its_version(
     history.add(frame.assign(batch_id=0, offset=range(len(frame))))
     settings = ModelSettings(rank=3, max_iter=5, rating_rank=3, rating_sweeps=40,
                              rating_burn_in=10, rating_samples=6)  # fmt: skip
-    model = train_model(spark.createDataFrame(frame), frame, settings, version=5, batch_id=4,
+    model = train_model(spark.createDataFrame(frame), settings, version=5, batch_id=4,
                         reason="test")  # fmt: skip
     assert model.stars is not None and model.stars.draws == 6
     evaluation = model.meta.evaluation
