@@ -106,6 +106,7 @@ def cycle(
     )  # fmt: skip
     ratings.unpersist()
     return model, {
+        "summary": model.meta.timings_s["summary"],
         "fit": model.meta.timings_s["fit"],
         "rating model": model.meta.timings_s["rating_model"],
         "evaluate": model.meta.timings_s["evaluate"],

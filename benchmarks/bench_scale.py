@@ -96,7 +96,8 @@ class Outcome:
     size: str
     ratings: int
     load_s: float = 0.0
-    versions: list[tuple[int, float, float]] = field(default_factory=list)  # v, fit, lists
+    # version, summary (what the build reads of the store), ALS fit, lists
+    versions: list[tuple[int, float, float, float]] = field(default_factory=list)
     batches: list[tuple[float, bool]] = field(default_factory=list)  # seconds, building
     tail_batches: list[tuple[float, bool]] = field(default_factory=list)
     tail_fresh: list[tuple[float, float]] = field(default_factory=list)  # per batch p50, max
@@ -181,8 +182,14 @@ def measure(spark: SparkSession, size: str, args: argparse.Namespace) -> Outcome
             folder = run.stream.state_dir / "models"
             for path in sorted(folder.glob("v*.npz"), key=lambda p: int(p.stem[1:])):
                 meta = load_model(path).meta
+                seconds = meta.timings_s
                 outcome.versions.append(
-                    (meta.version, meta.timings_s.get("fit", 0.0), meta.timings_s.get("lists", 0.0))
+                    (
+                        meta.version,
+                        seconds.get("summary", 0.0),
+                        seconds.get("fit", 0.0),
+                        seconds.get("lists", 0.0),
+                    )
                 )
             # The tail: one retrain due at its first batch, a paced feed meanwhile.
             settings = run.model.model_copy(update={"retrain_every_s": 1.0})
@@ -224,8 +231,9 @@ def report(outcome: Outcome) -> None:
     ingest = outcome.ratings / outcome.load_s if outcome.load_s else 0.0
     print(f"{size}: {outcome.ratings:,} ratings stored in {outcome.load_s:.0f} s "
           f"({ingest:,.0f} ratings/s sustained, retrains included)")  # fmt: skip
-    for version, fit, lists in outcome.versions:
-        print(f"  version {version}: ALS fit {fit:.1f} s, top-N + publish {lists:.1f} s")
+    for version, summary, fit, lists in outcome.versions:
+        print(f"  version {version}: summary {summary:.1f} s, ALS fit {fit:.1f} s, "
+              f"top-N + publish {lists:.1f} s")  # fmt: skip
     every = [s for s, _ in outcome.batches]
     building = [s for s, b in outcome.batches if b]
     print(f"  load micro-batches: all {_spread(every)} ({len(every)}); "
