@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import shutil
 import statistics
 import tempfile
@@ -173,15 +172,15 @@ def baseline(spark: SparkSession, table: RatingTable, redis: RedisSettings, k: i
 
 
 def memory(spark: SparkSession) -> tuple[float, float]:
-    """(Python RSS MB, JVM heap used MB after a GC) of the driver."""
+    """(Python RSS, JVM heap used after a GC) of the driver, in MB of 2^20 bytes like
+    ``rss_mb``'s peak."""
     gc.collect()
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    rss = pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+    rss = rss_mb("self")
     jvm = spark.sparkContext._jvm
     assert jvm is not None  # noqa: S101 - a live SparkContext always has its JVM
     jvm.System.gc()
     runtime = jvm.java.lang.Runtime.getRuntime()
-    return rss, (runtime.totalMemory() - runtime.freeMemory()) / 1e6
+    return rss, (runtime.totalMemory() - runtime.freeMemory()) / 2**20
 
 
 def main() -> None:
