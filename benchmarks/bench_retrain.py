@@ -52,6 +52,8 @@ from streaming.model.versions import ModelVersion, train_model
 from streaming.publish.executors import ListTarget, publish_ratings
 from streaming.settings import ModelSettings
 
+COUNTED_PER_CALL = 1_000_000  # ratings the short-term counts take at a time
+
 
 @dataclass(frozen=True)
 class Stored:
@@ -221,7 +223,10 @@ def run(args: argparse.Namespace) -> None:
             store = stored(table, folder)
             counts = transition_counts(settings)
             began = time.perf_counter()
-            counts.observe(store.frame["user_id"].to_numpy(), store.frame["movie_id"].to_numpy())
+            users, movies = store.frame["user_id"].to_numpy(), store.frame["movie_id"].to_numpy()
+            for first in range(0, len(users), COUNTED_PER_CALL):  # as the job's batches do;
+                rows = slice(first, first + COUNTED_PER_CALL)  # 25M in one call ran out
+                counts.observe(users[rows], movies[rows])  # of memory
             counted = time.perf_counter() - began
             short_term = ShortTerm.of(counts, settings)
             cycle(spark, small if large else store, settings, redis, version=1)  # warm-up
