@@ -34,6 +34,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from harness import ML100K, SHAPES, bench_spark, drop_prefix, local_services, rss_mb
 from pyspark.ml.recommendation import ALS
@@ -48,11 +49,23 @@ from serving.settings import RedisSettings
 from streaming.ingest.history import UserRatings, compressed_rows, newest_per_pair
 from streaming.model.blend import ShortTerm, transition_counts
 from streaming.model.lists import lists_for
+from streaming.model.transitions import TransitionCounts
 from streaming.model.versions import ModelVersion, train_model
 from streaming.publish.executors import ListTarget, publish_ratings
 from streaming.settings import ModelSettings
 
 COUNTED_PER_CALL = 1_000_000  # ratings the short-term counts take at a time
+
+
+def count_in_chunks(
+    counts: TransitionCounts, users: npt.NDArray[np.int64], movies: npt.NDArray[np.int64]
+) -> None:
+    """Ratings in arrival order into the short-term counts, ``COUNTED_PER_CALL`` at a time
+    as the job's batches do (the same counts; the 25M-shaped feed in one call ran the
+    driver out of memory)."""
+    for first in range(0, len(users), COUNTED_PER_CALL):
+        rows = slice(first, first + COUNTED_PER_CALL)
+        counts.observe(users[rows], movies[rows])
 
 
 @dataclass(frozen=True)
@@ -142,7 +155,7 @@ def hybrid_cost(
     order = np.argsort(table.timestamps, kind="stable")
     split = len(order) - 20 * 500
     counts = transition_counts(settings)
-    counts.observe(table.user_ids[order[:split]], table.movie_ids[order[:split]])
+    count_in_chunks(counts, table.user_ids[order[:split]], table.movie_ids[order[:split]])
     short_term = ShortTerm.of(counts, settings)
     alone, hybrid = [], []
     for first in range(split, len(order), 500):
@@ -224,9 +237,7 @@ def run(args: argparse.Namespace) -> None:
             counts = transition_counts(settings)
             began = time.perf_counter()
             users, movies = store.frame["user_id"].to_numpy(), store.frame["movie_id"].to_numpy()
-            for first in range(0, len(users), COUNTED_PER_CALL):  # as the job's batches do;
-                rows = slice(first, first + COUNTED_PER_CALL)  # 25M in one call ran out
-                counts.observe(users[rows], movies[rows])  # of memory
+            count_in_chunks(counts, users, movies)
             counted = time.perf_counter() - began
             short_term = ShortTerm.of(counts, settings)
             cycle(spark, small if large else store, settings, redis, version=1)  # warm-up
