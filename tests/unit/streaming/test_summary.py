@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from streaming.model.holdout import evaluate, holdout_cutoff, popularity
-from streaming.model.summary import kth_smallest, sample_users, summarise
+from streaming.model.summary import StoreSummary, kth_smallest, sample_users, summarise
 from streaming.model.topn import ItemIndex
 from streaming.model.versions import training_split
 
@@ -23,6 +25,15 @@ def _ratings(rows: int, seed: int) -> pd.DataFrame:
         "rating": rng.integers(1, 6, rows).astype(np.float64),
         "timestamp": 1_000_000 + rng.integers(0, rows // 3, rows) * 60,
     })  # fmt: skip
+
+
+def _summarised(
+    spark: SparkSession, seed: int, **options: Any
+) -> tuple[pd.DataFrame, DataFrame, StoreSummary]:
+    """A generated store in the driver and in Spark (cached), and its summary."""
+    frame = _ratings(20_000, seed=seed)
+    ratings = spark.createDataFrame(frame).cache()
+    return frame, ratings, summarise(ratings, seed=seed + 1, **options)
 
 
 def test_the_kth_smallest_value_is_exact_past_the_sketch_accuracy(spark: SparkSession) -> None:
@@ -48,10 +59,8 @@ def test_a_sample_of_users_is_seeded_sorted_and_drawn_from_them() -> None:
 def test_the_summary_matches_the_driver_side_holdout_and_popularity(
     spark: SparkSession,
 ) -> None:
-    frame = _ratings(20_000, seed=2)
-    ratings = spark.createDataFrame(frame).cache()
-    summary = summarise(ratings, holdout_fraction=0.1, half_life_days=30.0,
-                        evaluation_users=10_000, seed=3)  # fmt: skip
+    frame, ratings, summary = _summarised(spark, 2, holdout_fraction=0.1, half_life_days=30.0,
+                                          evaluation_users=10_000)  # fmt: skip
     cutoff = holdout_cutoff(frame["timestamp"].to_numpy(), 0.1)
     assert summary.cutoff == cutoff
     train, held_out = training_split(frame, cutoff)
@@ -94,10 +103,8 @@ def test_the_summary_matches_the_driver_side_holdout_and_popularity(
 def test_a_capped_evaluation_reads_only_its_sample_and_nothing_without_a_holdout(
     spark: SparkSession,
 ) -> None:
-    frame = _ratings(20_000, seed=5)
-    ratings = spark.createDataFrame(frame).cache()
-    summary = summarise(ratings, holdout_fraction=0.2, half_life_days=0.0,
-                        evaluation_users=25, seed=6)  # fmt: skip
+    frame, ratings, summary = _summarised(spark, 5, holdout_fraction=0.2, half_life_days=0.0,
+                                          evaluation_users=25)  # fmt: skip
     assert summary.cutoff is not None
     held_out_users = set(frame.loc[frame["timestamp"] >= summary.cutoff, "user_id"].tolist())
     assert len(summary.evaluated_users) == 25
