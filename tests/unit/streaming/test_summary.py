@@ -30,10 +30,10 @@ def _ratings(rows: int, seed: int) -> pd.DataFrame:
 def _summarised(
     spark: SparkSession, seed: int, **options: Any
 ) -> tuple[pd.DataFrame, DataFrame, StoreSummary]:
-    """A generated store in the driver and in Spark (cached), and its summary."""
+    """A generated store in the driver and in Spark (cached), and its summary by Spark."""
     frame = _ratings(20_000, seed=seed)
     ratings = spark.createDataFrame(frame).cache()
-    return frame, ratings, summarise(ratings, seed=seed + 1, **options)
+    return frame, ratings, summarise(ratings, seed=seed + 1, in_driver_up_to=0, **options)
 
 
 def test_the_kth_smallest_value_is_exact_past_the_sketch_accuracy(spark: SparkSession) -> None:
@@ -116,8 +116,29 @@ def test_a_capped_evaluation_reads_only_its_sample_and_nothing_without_a_holdout
     assert summary.held_out == int((frame["timestamp"] >= summary.cutoff).sum())
 
     nothing = summarise(ratings, holdout_fraction=0.0, half_life_days=0.0,
-                        evaluation_users=25, seed=6)  # fmt: skip
+                        evaluation_users=25, seed=6, in_driver_up_to=0)  # fmt: skip
     assert nothing.cutoff is None and nothing.held_out == 0
     assert nothing.train.empty and nothing.held_out_sample.empty
     assert nothing.train_popular.sum() == len(frame)  # every rating is a training one
+    ratings.unpersist()
+
+
+@pytest.mark.parametrize(("fraction", "cap"), [(0.1, 10_000), (0.2, 25), (0.0, 25)])
+def test_a_small_store_summarised_in_the_driver_gives_the_same_summary(
+    spark: SparkSession, fraction: float, cap: int
+) -> None:
+    options: dict[str, Any] = {"holdout_fraction": fraction, "half_life_days": 30.0,
+                               "evaluation_users": cap}  # fmt: skip
+    _, ratings, by_spark = _summarised(spark, 8, **options)
+    in_driver = summarise(ratings, seed=9, **options)  # 20,000 ratings: below the bound
+    for name in ("ratings", "users", "movies", "cutoff", "held_out"):
+        assert getattr(in_driver, name) == getattr(by_spark, name), name
+    assert in_driver.evaluated_users.tolist() == by_spark.evaluated_users.tolist()
+    for name in ("popular", "train_popular"):
+        mine, theirs = getattr(in_driver, name), getattr(by_spark, name)
+        assert mine.index.tolist() == theirs.index.tolist(), name
+        assert np.allclose(mine.to_numpy(dtype=float), theirs.to_numpy(dtype=float)), name
+    for name in ("train", "held_out_sample"):
+        pd.testing.assert_frame_equal(getattr(in_driver, name), getattr(by_spark, name),
+                                      check_dtype=False)  # fmt: skip
     ratings.unpersist()
