@@ -43,7 +43,7 @@ class StoreSummary:
 
     ``popular`` weighs each rating by the popularity half-life (the version's popular
     list and prior); ``train_popular`` counts the training ratings alike (the popular
-    baseline of the evaluation). ``train`` and ``held_out`` are the ratings of the
+    baseline of the evaluation). ``train`` and ``held_out_sample`` are the ratings of the
     evaluation's users only (``evaluated_users``), before and from the cutoff.
     """
 
