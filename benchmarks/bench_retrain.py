@@ -68,10 +68,16 @@ def count_in_chunks(
         counts.observe(users[rows], movies[rows])
 
 
+def shaped_feed(size: str) -> RatingTable:
+    """The synthetic feed shaped like a MovieLens release (``SHAPES``)."""
+    events, users, movies = SHAPES[size]
+    return synthetic_dataset(events, users=users, movies=movies).ratings
+
+
 @dataclass(frozen=True)
 class Stored:
     """A feed as the job's store holds it: the latest rating per (user, movie), in the
-    order they arrived, in the driver (for the build's ``everything`` and the batches)
+    order they arrived, in the driver (for the short-term counts and the micro-batches)
     and as Parquet (what the build's Spark reads)."""
 
     frame: pd.DataFrame
@@ -226,10 +232,7 @@ def run(args: argparse.Namespace) -> None:
         if (ML100K / "u.data").is_file():
             feeds.append(("ML-100K", lambda: load_grouplens(ML100K).ratings))
         for size in args.sizes:
-            events, users, movies = SHAPES[size]
-            feeds.append((f"synthetic {size.upper()}-shaped", partial(
-                lambda e, u, m: synthetic_dataset(e, users=u, movies=m).ratings,
-                events, users, movies)))  # fmt: skip
+            feeds.append((f"synthetic {size.upper()}-shaped", partial(shaped_feed, size)))
         for name, load in feeds:
             table = load()
             large = len(table) > 2_000_000  # one run of each, the warm-up on a small feed

@@ -52,7 +52,7 @@ def synthetic_dataset(
     what = np.empty(events, dtype=candidates.dtype)
     score = np.empty(events)
     for first in range(0, events, _EVENTS_PER_CHUNK):  # the factors of a chunk at a time:
-        rows = slice(first, first + _EVENTS_PER_CHUNK)  # all at once took 8 GB at 10M events
+        rows = slice(first, first + _EVENTS_PER_CHUNK)  # all at once, 10M events peaked at 3.9 GB
         affinity = np.einsum("er,ecr->ec", user_factors[who[rows]], movie_factors[candidates[rows]])
         pick = np.argmax(affinity + noise[rows], axis=1)
         what[rows] = candidates[rows][np.arange(len(pick)), pick]

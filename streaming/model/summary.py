@@ -108,6 +108,16 @@ def sample_users(users: npt.ArrayLike, at_most: int, seed: int) -> npt.NDArray[n
     return np.sort(np.random.default_rng(seed).choice(pool, size=at_most, replace=False))
 
 
+def _split_at(theirs: pd.DataFrame, cutoff: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The evaluated users' ratings by (user, time, movie), before and from ``cutoff``."""
+    ordered = theirs.sort_values(["user_id", "timestamp", "movie_id"], kind="stable",
+                                 ignore_index=True)  # fmt: skip
+    if cutoff is None:
+        return ordered, ordered.iloc[:0]
+    before = (ordered["timestamp"] < cutoff).to_numpy()
+    return ordered[before].reset_index(drop=True), ordered[~before].reset_index(drop=True)
+
+
 def summarise_frame(
     frame: pd.DataFrame, *, holdout_fraction: float, half_life_days: float,
     evaluation_users: int, seed: int,
@@ -118,9 +128,7 @@ def summarise_frame(
     if cutoff is not None:
         before = (frame["timestamp"] < cutoff).to_numpy()
     chosen = sample_users(frame.loc[~before, "user_id"].to_numpy(), evaluation_users, seed)
-    mine = frame["user_id"].isin(chosen).to_numpy()
-    theirs = frame[mine].assign(_before=before[mine])
-    theirs = theirs.sort_values(["user_id", "timestamp", "movie_id"], kind="stable")
+    train, held_out = _split_at(frame[frame["user_id"].isin(chosen)], cutoff)
     return StoreSummary(
         ratings=len(frame),
         users=int(frame["user_id"].nunique()),
@@ -130,8 +138,8 @@ def summarise_frame(
         popular=popularity(frame, half_life_days),
         train_popular=popularity(frame[before]),
         evaluated_users=chosen,
-        train=theirs[theirs["_before"]].drop(columns="_before").reset_index(drop=True),
-        held_out_sample=theirs[~theirs["_before"]].drop(columns="_before").reset_index(drop=True),
+        train=train,
+        held_out_sample=held_out,
     )
 
 
@@ -193,12 +201,8 @@ def summarise(
     candidates = [int(row[0]) for row in held.select("user_id").distinct().collect()]
     chosen = sample_users(candidates, evaluation_users, seed)
     wanted = ratings.sparkSession.createDataFrame(pd.DataFrame({"user_id": chosen}), "user_id long")
-    theirs = (
-        pd.DataFrame(ratings.join(F.broadcast(wanted), "user_id").select(*_KINDS).toPandas())
-        .astype(_KINDS)
-        .sort_values(["user_id", "timestamp", "movie_id"], kind="stable", ignore_index=True)
-    )
-    before = (theirs["timestamp"] < cutoff).to_numpy()
+    theirs = pd.DataFrame(ratings.join(F.broadcast(wanted), "user_id").select(*_KINDS).toPandas())
+    train, held_out = _split_at(theirs.astype(_KINDS), cutoff)
     return StoreSummary(
         ratings=count,
         users=int(totals["users"]),
@@ -208,6 +212,6 @@ def summarise(
         popular=popular,
         train_popular=train_popular,
         evaluated_users=chosen,
-        train=theirs[before].reset_index(drop=True),
-        held_out_sample=theirs[~before].reset_index(drop=True),
+        train=train,
+        held_out_sample=held_out,
     )
