@@ -3,8 +3,8 @@
 ``StreamingJob`` builds the real collaborators of the micro-batch pipeline
 (``streaming.pipeline``): Spark's intake and store, the model folder, the Redis
 publisher, the Kafka topic watcher and the rating model's fitter. It recovers what the
-driver keeps (the short-term transition counts, rebuilt from the store a chunk at a
-time, and the newest saved model), starts the query (the Kafka source, validation and
+driver keeps (the short-term transition counts, rebuilt from the store one stored batch
+at a time, and the newest saved model), starts the query (the Kafka source, validation and
 every user's ratings in Spark's state: ``streaming.ingest.state``) with ``foreachBatch``
 over the pipeline, keeps publishing between batches, and stops cleanly.
 

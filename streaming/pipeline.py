@@ -330,9 +330,10 @@ class BatchPipeline:
         topic: the catalog and the topic's end offsets.
         stars: the rating model's fits beside the stream.
         commits: the commit records so far (the offsets and counts are derived from them).
-        arrivals: every stored user's movies in the order they came, in chunks of
-            (users, movies) aligned arrays (each user's in order across the chunks): the
-            short-term counts are rebuilt from them.
+        arrivals: the stored first ratings of a movie, one (users, movies) pair of
+            aligned arrays per stored batch, in the order the batches came and each in
+            the order it had them: the short-term counts are rebuilt from them exactly
+            as the batches counted them.
         model: the current version, if any.
         clock: seconds since the epoch (``time.time``).
         retrain_executor: where new versions are built (a driver thread in the job);

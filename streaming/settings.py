@@ -155,6 +155,14 @@ class ModelSettings(StrictSettings):
         le=1,
         description="Weight with which a rating also counts as preceding those N movies.",
     )
+    transition_followers: int = Field(
+        200,
+        ge=0,
+        description=(
+            "Followers kept per movie: its N largest counts (a row is cut back once it "
+            "holds 2N), so the counts grow with the movies, not the ratings; 0 = keep all."
+        ),
+    )
     transition_memory: int = Field(
         20, ge=1, le=200, description="The user's last N movies score the short-term candidates."
     )

@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,6 +31,8 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 __all__ = ["BatchCommit", "RatingStore", "read_commits"]
+
+IntArray = npt.NDArray[np.int64]
 
 _RATING_COLUMNS = (
     "event_id string, source string, user_id int, movie_id int, rating double, "
@@ -68,6 +70,30 @@ class BatchCommit:
     rating_time: list[int] = field(default_factory=list)  # [first, last], or empty
     # Seconds from the Kafka append of the batch's valid events to this record: p50, max.
     freshness_s: list[float] = field(default_factory=list)
+
+
+def _batches(
+    chunks: Iterable[tuple[IntArray, IntArray, IntArray]],
+) -> Iterator[tuple[IntArray, IntArray]]:
+    """(users, movies) of each batch, from chunks of (users, movies, batch ids) in batch order.
+
+    A batch may span chunks: its pieces are held until the next batch begins.
+    """
+    held: list[tuple[IntArray, IntArray]] = []
+    held_batch: int | None = None
+    for users, movies, batch_ids in chunks:
+        starts = np.flatnonzero(np.diff(batch_ids)) + 1
+        for part in np.split(np.arange(len(batch_ids)), starts):
+            if not len(part):
+                continue
+            batch = int(batch_ids[part[0]])
+            if held and batch != held_batch:
+                yield np.concatenate([u for u, _ in held]), np.concatenate([m for _, m in held])
+                held = []
+            held.append((users[part], movies[part]))
+            held_batch = batch
+    if held:
+        yield np.concatenate([u for u, _ in held]), np.concatenate([m for _, m in held])
 
 
 def read_commits(folder: Path) -> list[BatchCommit]:
@@ -119,27 +145,36 @@ class RatingStore:
     def arrivals(
         self, chunk_rows: int = 1_000_000
     ) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
-        """Every user's movies in the order they were stored, in chunks of (users, movies).
+        """Each batch's first ratings of a movie, batch by batch as they came: (users, movies).
 
-        The latest rating per movie counts, at its place. Spark sorts them by user into a
-        scratch folder, which the driver reads ``chunk_rows`` at a time (each user's
-        movies in order across the chunks), so the driver never holds them all.
+        A user's first rating of a movie is the earliest stored one (by batch, partition
+        and offset), in the order the micro-batch had it, so observing these one batch at
+        a time replays exactly what the job counted live (the short-term counts cut their
+        rows between batches, so the batches must be the same). Spark sorts them into a
+        scratch folder, which the driver reads ``chunk_rows`` at a time: it holds one
+        batch (and one chunk), never the store.
         """
         scratch = self.root / ".arrivals"
+        earliest = Window.partitionBy("user_id", "movie_id").orderBy("batch_id", "partition",
+                                                                     "offset")  # fmt: skip
         ordered = (
-            self.ratings()
-            .select("user_id", "movie_id", "batch_id", "offset")
-            .repartitionByRange("user_id")
-            .sortWithinPartitions("user_id", "batch_id", "offset")
+            self.stored_rows()
+            .withColumn("_rank", F.row_number().over(earliest))
+            .where(F.col("_rank") == 1)
+            .select("user_id", "movie_id", "batch_id", "partition", "offset")
+            .orderBy("batch_id", "partition", "offset")
         )
         ordered.write.mode("overwrite").parquet(str(scratch))
         try:
-            for path in sorted(scratch.glob("*.parquet")):
+            yield from _batches(
+                (chunk.column(0).to_numpy().astype(np.int64),
+                 chunk.column(1).to_numpy().astype(np.int64),
+                 chunk.column(2).to_numpy().astype(np.int64))
+                for path in sorted(scratch.glob("*.parquet"))
                 for chunk in pq.ParquetFile(path).iter_batches(
-                    chunk_rows, columns=["user_id", "movie_id"]
-                ):
-                    yield (chunk.column(0).to_numpy().astype(np.int64),
-                           chunk.column(1).to_numpy().astype(np.int64))  # fmt: skip
+                    chunk_rows, columns=["user_id", "movie_id", "batch_id"]
+                )
+            )  # fmt: skip
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 

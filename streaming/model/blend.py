@@ -75,9 +75,10 @@ class ShortTerm:
 
 
 def transition_counts(settings: ModelSettings) -> TransitionCounts:
-    """Empty counts kept the way the settings say (window, reverse weight, memory)."""
+    """Empty counts kept the way the settings say (window, reverse weight, memory, followers)."""
     return TransitionCounts(settings.transition_window, settings.transition_memory,
-                            reverse=settings.transition_reverse)  # fmt: skip
+                            reverse=settings.transition_reverse,
+                            followers=settings.transition_followers)  # fmt: skip
 
 
 def blend(

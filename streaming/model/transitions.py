@@ -12,8 +12,14 @@ Only a user's first rating of a movie counts (a re-rating moves nothing), so cou
 the ratings a micro-batch added to the history is exactly-once whenever the history is:
 a batch replayed after a crash adds nothing new to the history, hence nothing here.
 Counts live in one sorted row per movie (numpy arrays: the movies that followed it and
-how often); memory grows with the distinct pairs seen,
-and the recent movies kept per user are at most ``memory``.
+how often). With ``followers`` set, a row keeps at most that many of them: once a
+batch's merge leaves a row with more than twice as many, it is cut back to its largest
+counts (ties: the lower movie id). So memory is bounded by the movies, like the item
+factors, not by the distinct pairs the ratings form (84.6M on an ML-25M-shaped feed);
+each row's total still counts everything that followed it. The cut depends on the order
+the batches came in, so a rebuild after a restart observes the stored ratings batch by
+batch, as they came (``streaming.ingest.store.RatingStore.arrivals``). The recent movies
+kept per user are at most ``max(window, memory)``.
 """
 
 from __future__ import annotations
@@ -64,16 +70,22 @@ class TransitionCounts:
     follows the batch's users and source movies, not its ratings times the window.
     """
 
-    def __init__(self, window: int = 5, memory: int = 20, reverse: float = 0.0) -> None:
+    def __init__(
+        self, window: int = 5, memory: int = 20, reverse: float = 0.0, followers: int = 0
+    ) -> None:
         if window < 1 or memory < 1:
             msg = f"window and memory must be at least 1, got {window} and {memory}"
+            raise ValueError(msg)
+        if followers < 0:
+            msg = f"followers must be 0 (keep all) or more, got {followers}"
             raise ValueError(msg)
         self.window = window
         self.memory = memory
         self.reverse = reverse
+        self.followers = followers
         self._rows: dict[int, tuple[IntArray, FloatArray]] = {}
         self._totals: dict[int, float] = {}  # every count out of a movie
-        self._recent: dict[int, list[int]] = {}  # oldest first, at most max(window, memory)
+        self._recent = _RecentMovies(max(window, memory))
         self.pairs = 0  # transitions counted so far
         self.observed = 0  # ratings observed so far (each changes a user's recent movies)
 
@@ -89,16 +101,14 @@ class TransitionCounts:
             return
         order = np.argsort(users, kind="stable")  # by user, each user's in arrival order
         distinct, starts = np.unique(users[order], return_index=True)
-        keep = max(self.window, self.memory)
         sequences: list[IntArray] = []  # per user: the kept tail, then the new movies
         tails: list[int] = []
         for user, mine in zip(distinct.tolist(), np.split(movies[order], starts[1:]), strict=True):
-            recent = self._recent.setdefault(user, [])
-            tail = recent[-self.window :]
-            sequences.append(np.asarray(tail + mine.tolist(), dtype=np.int64))
+            kept = self._recent.oldest_first(user)
+            tail = kept[len(kept) - min(len(kept), self.window) :]
+            sequences.append(np.concatenate([tail, mine]))
             tails.append(len(tail))
-            recent.extend(mine.tolist())
-            del recent[:-keep]
+            self._recent.put(user, np.concatenate([kept, mine]))
         self.observed += len(users)
         sequence = np.concatenate(sequences)
         lengths = np.array([len(part) for part in sequences])
@@ -134,6 +144,15 @@ class TransitionCounts:
             counts = summed[first:last]
             self._totals[movie] = self._totals.get(movie, 0.0) + float(counts.sum())
             self._merge(movie, target[first:last], counts)
+            if self.followers and len(self._rows[movie][0]) > 2 * self.followers:
+                self._cut(movie)
+
+    def _cut(self, movie: int) -> None:
+        """Keep ``movie``'s ``followers`` largest counts (ties: lower id), ids ascending."""
+        targets, counts = self._rows[movie]
+        best = np.lexsort((targets, -counts))[: self.followers]
+        best.sort()  # positions ascending keep the targets ascending
+        self._rows[movie] = (targets[best], counts[best])
 
     def footprint(self) -> tuple[int, int]:
         """(distinct pairs held, bytes of their arrays)."""
@@ -144,7 +163,8 @@ class TransitionCounts:
 
     def recent(self, user: int) -> list[int]:
         """The user's last ``memory`` movies, newest first."""
-        return self._recent.get(int(user), [])[::-1][: self.memory]
+        kept: list[int] = self._recent.oldest_first(int(user))[::-1][: self.memory].tolist()
+        return kept
 
     def following(self, movie: int) -> tuple[IntArray, FloatArray]:
         """Movies that followed ``movie`` (ascending) and how often."""
@@ -242,6 +262,41 @@ class TransitionCounts:
                 np.insert(held_targets, slots[absent], targets[absent]),
                 np.insert(held_counts, slots[absent], counts[absent]),
             )
+
+
+class _RecentMovies:
+    """Each user's last ``keep`` movies, oldest first, as rows of one int64 matrix.
+
+    One row per user (found through a dict) instead of a list of Python ints per user:
+    about ``8 · keep`` bytes a user instead of several times that.
+    """
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._row: dict[int, int] = {}
+        self._movies = np.zeros((0, keep), dtype=np.int64)
+        self._lengths = np.zeros(0, dtype=np.int64)
+
+    def oldest_first(self, user: int) -> IntArray:
+        """The user's kept movies, oldest first (empty for a user never seen)."""
+        row = self._row.get(user)
+        if row is None:
+            return np.zeros(0, dtype=np.int64)
+        kept: IntArray = self._movies[row, : self._lengths[row]]
+        return kept
+
+    def put(self, user: int, movies: IntArray) -> None:
+        """Keep the last ``keep`` of ``movies`` (oldest first) as the user's."""
+        row = self._row.get(user)
+        if row is None:
+            row = self._row[user] = len(self._row)
+            if row == len(self._movies):  # full: grow by half again
+                more = max(64, len(self._movies) // 2)
+                self._movies = np.vstack([self._movies, np.zeros((more, self.keep), np.int64)])
+                self._lengths = np.concatenate([self._lengths, np.zeros(more, np.int64)])
+        tail = movies[len(movies) - min(len(movies), self.keep) :]
+        self._movies[row, : len(tail)] = tail
+        self._lengths[row] = len(tail)
 
 
 def _row_starts(rows: IntArray, count: int) -> IntArray:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 
 from streaming.ingest.store import BatchCommit, RatingStore
+from streaming.model.transitions import TransitionCounts
 
 COLUMNS = (
     "event_id string, source string, user_id int, movie_id int, rating double, "
@@ -65,3 +67,55 @@ def test_commits_round_trip_in_batch_order(spark: SparkSession, tmp_path: Path) 
     assert (last.offsets, last.valid, last.model_version) == ({"ratings:0": 99}, 5, 3)
     assert last.committed_at > 0
     assert not list((tmp_path / "store" / "commits").glob(".commit-*"))  # no temporary left
+
+
+def test_arrivals_are_each_batchs_first_ratings_in_the_order_the_batch_had_them(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    store = RatingStore(spark, tmp_path / "store")
+    no_dead = spark.createDataFrame([], DEAD)
+    # (user, movie, rating, timestamp, offset); batch 1 repeats movie 10 for user 1
+    store.write_batch(0, _valid(spark, [(1, 10, 3.0, 100, 0), (2, 20, 4.0, 100, 1),
+                                        (1, 11, 3.0, 101, 2)]), no_dead)  # fmt: skip
+    second = _valid(spark, [(1, 12, 4.0, 90, 5), (1, 10, 5.0, 200, 3), (3, 30, 2.0, 201, 4)])
+    store.write_batch(1, second, no_dead)
+    store.write_batch(1, second, no_dead)  # replayed after a crash: stored once
+    store.write_batch(2, _valid(spark, [(2, 21, 1.0, 300, 6)]), no_dead)
+
+    for chunk_rows in (1_000, 2):  # one chunk, or batches spread over several
+        batches = [(users.tolist(), movies.tolist())
+                   for users, movies in store.arrivals(chunk_rows)]  # fmt: skip
+        # the re-rating of movie 10 is no first rating; batch 1 in offset order, not by time
+        assert batches == [([1, 2, 1], [10, 20, 11]), ([3, 1], [30, 12]), ([2], [21])]
+
+
+def test_counts_rebuilt_from_the_arrivals_equal_the_counts_of_the_live_batches(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    store = RatingStore(spark, tmp_path / "store")
+    no_dead = spark.createDataFrame([], DEAD)
+    rng = np.random.default_rng(11)
+    live = TransitionCounts(window=3, memory=4, reverse=0.5, followers=3)  # rows get cut
+    rated: set[tuple[int, int]] = set()
+    offset = 0
+    for batch_id in range(5):
+        users, movies = rng.integers(1, 15, 150), rng.integers(1, 40, 150)
+        rows = [(int(u), int(m), 3.0, 1_000 + offset + i, offset + i)
+                for i, (u, m) in enumerate(zip(users, movies, strict=True))]  # fmt: skip
+        offset += len(rows)
+        store.write_batch(batch_id, _valid(spark, rows), no_dead)
+        first = []  # what the users' state marks: a user's first rating of the movie
+        for position, pair in enumerate(zip(users.tolist(), movies.tolist(), strict=True)):
+            if pair not in rated:
+                rated.add(pair)
+                first.append(position)
+        live.observe(users[first], movies[first])
+
+    rebuilt = TransitionCounts(window=3, memory=4, reverse=0.5, followers=3)
+    for users, movies in store.arrivals(chunk_rows=64):
+        rebuilt.observe(users, movies)
+    assert rebuilt.pairs == live.pairs
+    for movie in range(1, 40):
+        assert rebuilt.following(movie)[0].tolist() == live.following(movie)[0].tolist()
+        assert rebuilt.following(movie)[1].tolist() == live.following(movie)[1].tolist()
+    assert all(rebuilt.recent(user) == live.recent(user) for user in range(1, 15))

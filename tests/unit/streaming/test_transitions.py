@@ -206,3 +206,49 @@ def test_many_users_at_once_score_as_each_one_alone() -> None:
     alone = np.vstack([counts.scores([int(user)], movie_ids, 0.8, 0.5) for user in asked])
     np.testing.assert_allclose(together, alone, rtol=1e-12, atol=1e-12)
     assert together.any(axis=1).sum() > 20
+
+
+def test_a_row_past_twice_its_followers_keeps_its_largest_counts() -> None:
+    counts = TransitionCounts(window=1, memory=1, followers=2)
+    # out of 10: 20 three times, 30 and 40 twice, 50 and 60 once (user n: 10, then one)
+    pairs = [20, 20, 20, 30, 30, 40, 40, 50, 60]
+    counts.observe(np.repeat(np.arange(len(pairs)), 2), np.ravel([[10, m] for m in pairs]))
+    targets, kept = counts.following(10)
+    assert targets.tolist() == [20, 30]  # 5 followers > 2 × 2: cut to the 2 largest, tie by id
+    assert kept.tolist() == [3.0, 2.0]
+    shares = counts.scores([100], np.array([20, 30, 40], dtype=np.int64), 1.0, 1.0)
+    assert shares.tolist() == [[0.0, 0.0, 0.0]]  # user 100 rated nothing yet
+    counts.observe([100], [10])
+    shares = counts.scores([100], np.array([20, 30, 40], dtype=np.int64), 1.0, 1.0)
+    assert shares[0].tolist() == pytest.approx([3 / 9, 2 / 9, 0.0])  # the total counts all 9
+
+
+def test_a_row_within_twice_its_followers_is_not_cut() -> None:
+    counts = TransitionCounts(window=1, memory=1, followers=2)
+    counts.observe([1, 1, 2, 2, 3, 3, 4, 4], [10, 20, 10, 30, 10, 40, 10, 50])
+    assert counts.following(10)[0].tolist() == [20, 30, 40, 50]  # 4 = 2 × 2 followers
+
+
+def test_bounded_rows_never_exceed_twice_their_followers_nor_the_true_counts() -> None:
+    rng = np.random.default_rng(3)
+    users, movies = rng.integers(1, 60, 6_000), rng.integers(1, 200, 6_000)
+    bounded = TransitionCounts(window=3, memory=4, reverse=0.5, followers=8)
+    exact = TransitionCounts(window=3, memory=4, reverse=0.5)
+    for part_users, part_movies in zip(np.array_split(users, 40), np.array_split(movies, 40),
+                                       strict=True):  # fmt: skip
+        bounded.observe(part_users, part_movies)
+        exact.observe(part_users, part_movies)
+    for source in range(1, 200):
+        targets, kept = bounded.following(source)
+        assert len(targets) <= 16
+        assert np.all(np.diff(targets) > 0)
+        true_targets, true_counts = exact.following(source)
+        rows = np.searchsorted(true_targets, targets)
+        assert np.all(kept <= true_counts[rows] + 1e-9)  # a follower cut and seen again restarts
+    assert bounded.footprint()[0] < exact.footprint()[0]
+    assert bounded.recent(5) == exact.recent(5)
+
+
+def test_followers_below_zero_are_refused() -> None:
+    with pytest.raises(ValueError, match="followers must be 0"):
+        TransitionCounts(followers=-1)
