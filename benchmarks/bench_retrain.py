@@ -13,7 +13,11 @@ Then ``--cycles`` retrains on small data, reporting the driver's memory (Python 
 JVM heap after a GC) after 10 and after all of them.
 
     .venv/bin/python benchmarks/bench_retrain.py [--cycles 100] [--sizes 1m,10m,25m]
-        [--driver-memory 4g]
+        [--driver-memory 4g] [--followers 200,0]
+
+``--followers`` times the top-N + publish of the same model again with the short-term
+counts kept to each further bound on a movie's followers (0: every pair), side by side;
+the first bound (the shipped one by default) is the retrain's.
 
 ``--sizes ''`` runs no synthetic feed. The larger feeds need a larger driver
 (``--driver-memory 12g`` for 25m).
@@ -134,6 +138,23 @@ def cycle(
     }
 
 
+def republish(
+    spark: SparkSession, store: Stored, model: ModelVersion, settings: ModelSettings,
+    redis: RedisSettings, version: int, short_term: ShortTerm,
+) -> float:  # fmt: skip
+    """Seconds of ``model``'s top-N + publish again, as ``cycle`` times it, with ``short_term``."""
+    ratings = spark.read.parquet(str(store.parquet)).cache()
+    ratings.count()
+    began = time.perf_counter()
+    publish_ratings(
+        ratings, model.fold_in(settings), settings.top_k, ListTarget(redis, version, "model"),
+        spark.sparkContext.defaultParallelism, model.stars, short_term,
+    )  # fmt: skip
+    seconds = time.perf_counter() - began
+    ratings.unpersist()
+    return seconds
+
+
 def micro_batch(
     spark: SparkSession, store: Stored, model: ModelVersion, settings: ModelSettings,
     short_term: ShortTerm | None, batch: pd.DataFrame,
@@ -211,7 +232,12 @@ def main() -> None:
         "--sizes", default="1m", help="synthetic feeds, of " + ",".join(SHAPES) + " ('' for none)"
     )
     parser.add_argument("--driver-memory", default="4g")
+    parser.add_argument(
+        "--followers", default=str(ModelSettings().transition_followers),
+        help="bounds on the followers kept per movie, the retrain's first (0: keep all)",
+    )  # fmt: skip
     args = parser.parse_args()
+    args.followers = [int(value) for value in args.followers.split(",")]
     args.sizes = [size for size in args.sizes.split(",") if size]
     unknown = [size for size in args.sizes if size not in SHAPES]
     if unknown:
@@ -237,11 +263,15 @@ def run(args: argparse.Namespace) -> None:
             table = load()
             large = len(table) > 2_000_000  # one run of each, the warm-up on a small feed
             store = stored(table, folder)
-            counts = transition_counts(settings)
-            began = time.perf_counter()
             users, movies = store.frame["user_id"].to_numpy(), store.frame["movie_id"].to_numpy()
-            count_in_chunks(counts, users, movies)
-            counted = time.perf_counter() - began
+            bounded = {}  # followers kept per movie → (its settings, its counts, seconds)
+            for followers in args.followers:
+                kept = settings.model_copy(update={"transition_followers": followers})
+                began = time.perf_counter()
+                counts = transition_counts(kept)
+                count_in_chunks(counts, users, movies)
+                bounded[followers] = (kept, counts, time.perf_counter() - began)
+            settings, counts, _ = bounded[args.followers[0]]
             short_term = ShortTerm.of(counts, settings)
             cycle(spark, small if large else store, settings, redis, version=1)  # warm-up
             before, _ = memory(spark)
@@ -253,12 +283,19 @@ def run(args: argparse.Namespace) -> None:
             base = min(baseline(spark, table, redis, settings.top_k) for _ in range(runs))
             ours = phases["top-N + publish"]
             split = ", ".join(f"{phase} {seconds:.2f} s" for phase, seconds in phases.items())
-            pairs, held = counts.footprint()
             print(f"{name}: {len(table):,} ratings, {store.users:,} users; {split}; "
                   f"total {sum(phases.values()):.1f} s")  # fmt: skip
             print(f"  baseline recommendForAllUsers + SET {base:.2f} s; ratio {base / ours:.1f}x")
-            print(f"  short-term counts: {pairs:,} pairs, {held / 2**20:,.0f} MB of arrays, "
-                  f"counted in {counted:.1f} s")  # fmt: skip
+            for number, (followers, (kept, other, seconds)) in enumerate(bounded.items()):
+                pairs, held = other.footprint()
+                publish = ours if number == 0 else republish(
+                    spark, store, model, kept, redis, 3 + number, ShortTerm.of(other, kept)
+                )  # fmt: skip
+                print(f"  followers kept {followers or 'all'}: short-term counts {pairs:,} "
+                      f"pairs, {held / 2**20:,.0f} MB of arrays, counted in {seconds:.1f} s; "
+                      f"top-N + publish {publish:.2f} s (ratio to the baseline "
+                      f"{base / publish:.1f}x)")  # fmt: skip
+            del bounded, other
             print(f"  driver Python RSS: {before:,.0f} MB before the retrain (this benchmark's "
                   f"copy of the feed and the counts), peak {peak:,.0f} MB during it, "
                   f"{rss:,.0f} MB after; JVM heap used after {heap:,.0f} MB")  # fmt: skip
