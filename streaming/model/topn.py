@@ -102,7 +102,8 @@ def _best_columns(scores: npt.NDArray[np.float64], width: int) -> npt.NDArray[np
         return np.zeros((scores.shape[0], 0), dtype=np.intp)
     if width >= scores.shape[1]:
         return np.argsort(-scores, axis=1, kind="stable")
-    candidates = np.sort(np.argpartition(-scores, width - 1, axis=1)[:, :width], axis=1)
+    last = scores.shape[1] - width  # the best ``width`` end up past it (no negated copy)
+    candidates = np.sort(np.argpartition(scores, last, axis=1)[:, last:], axis=1)
     candidate_scores = np.take_along_axis(scores, candidates, axis=1)
     order = np.take_along_axis(
         candidates, np.argsort(-candidate_scores, axis=1, kind="stable"), axis=1
