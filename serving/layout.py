@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, cast
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, ValidationError
 
 from serving.errors import ServingError
@@ -48,6 +49,7 @@ __all__ = [
     "decode_meta",
     "decode_movie",
     "encode_list",
+    "encode_lists",
     "lua_key",
     "lua_key_functions",
 ]
@@ -154,15 +156,44 @@ def encode_list(
     stars: Sequence[float] | None = None,
 ) -> bytes:
     """The stored form of a list (compact JSON); ``stars`` (``nan``: none) align with items."""
-    movies = [int(movie) for movie, _ in items]
-    scores = np.round(np.asarray([score for _, score in items], dtype=np.float64), 4).tolist()
-    rows: list[list[Any]] = [[movie, score] for movie, score in zip(movies, scores, strict=True)]
+    movies = np.asarray([[int(movie) for movie, _ in items]], dtype=np.int64).reshape(1, -1)
+    scores = np.asarray([[score for _, score in items]], dtype=np.float64).reshape(1, -1)
+    predicted = None if stars is None else np.asarray([stars], dtype=np.float64).reshape(1, -1)
+    return encode_lists(movies, scores, updated_at, source, predicted)[0]
+
+
+def encode_lists(
+    movies: npt.NDArray[np.int64],
+    scores: npt.NDArray[np.float64],
+    updated_at: float,
+    source: ListSource,
+    stars: npt.NDArray[np.float64] | None = None,
+) -> list[bytes]:
+    """The stored form of many lists at once, one per row (as ``encode_list`` encodes each).
+
+    ``movies``, ``scores`` and ``stars`` (``nan``: none) are ``lists × K`` arrays; a
+    negative movie id is padding and is left out with its score and stars. The rounding
+    and the conversion to Python numbers are done once for the whole block.
+    """
+    ids: list[list[int]] = movies.tolist()
+    rounded: list[list[float]] = np.round(scores, 4).tolist()
+    starred: list[list[float | None]] | None = None
     if stars is not None:
-        rounded = np.round(np.asarray(stars, dtype=np.float64), 2).tolist()
-        for row, value in zip(rows, rounded, strict=True):
-            row.append(None if value != value else value)  # nan -> null
-    document = {"items": rows, "updated_at": round(updated_at, 3), "source": source}
-    return json.dumps(document, separators=(",", ":")).encode()
+        kept = np.round(stars, 2)
+        nullable = kept.astype(object)
+        nullable[np.isnan(kept)] = None  # nan -> null
+        starred = nullable.tolist()
+    stamp = round(updated_at, 3)
+    encoded = []
+    for row, (movie_row, score_row) in enumerate(zip(ids, rounded, strict=True)):
+        shown = [index for index, movie in enumerate(movie_row) if movie >= 0]
+        if starred is None:
+            items: list[list[Any]] = [[movie_row[i], score_row[i]] for i in shown]
+        else:
+            items = [[movie_row[i], score_row[i], starred[row][i]] for i in shown]
+        document = {"items": items, "updated_at": stamp, "source": source}
+        encoded.append(json.dumps(document, separators=(",", ":")).encode())
+    return encoded
 
 
 def decode_list(raw: bytes | str, *, key: str = "a list") -> UserList:

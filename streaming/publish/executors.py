@@ -15,18 +15,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from serving.connection import open_redis
-from serving.layout import ListSource, RedisLayout, encode_list
+from serving.layout import ListSource, RedisLayout
 from serving.settings import RedisSettings
-from streaming.ingest.history import UserRatings, whole_users
+from streaming.ingest.history import whole_users
 from streaming.model.blend import ShortTerm
 from streaming.model.lists import FoldIn, lists_for
-from streaming.publish.writes import write_lists
+from streaming.publish.writes import encoded_lists, write_lists
 from streaming.rating.fm import RatingModel
 
 __all__ = ["ListTarget", "publish_ratings"]
@@ -72,12 +71,8 @@ def publish_ratings(
         written = 0
         try:
             for users in whole_users(frames):
-                lists = _personal_lists(users, fold_in, rating_model, k, recent)
-                encoded = (
-                    (user, encode_list(list(zip(movies, scores, strict=True)), updated_at,
-                                       target.source, predicted))
-                    for user, movies, scores, predicted in lists
-                )  # fmt: skip
+                lists = lists_for(users, fold_in, k, rating_model, recent)
+                encoded = encoded_lists(lists, updated_at, target.source)
                 written += write_lists(client, target.layout, target.version, encoded)
         finally:
             client.close()
@@ -95,25 +90,3 @@ def publish_ratings(
     finally:
         shared.unpersist()
     return 0 if total is None or total[0] is None else int(total[0])
-
-
-def _personal_lists(
-    users: UserRatings,
-    fold_in: FoldIn,
-    stars: RatingModel | None,
-    k: int,
-    short_term: ShortTerm | None = None,
-) -> Iterator[tuple[int, list[int], list[float], list[float] | None]]:
-    """(user, movies, scores, stars) of each user of ``users`` with a personal list.
-
-    ``lists_for`` ranks them a block at a time, so a chunk of any size is fine here.
-    """
-    lists = lists_for(users, fold_in, k, stars, short_term)
-    for row in np.flatnonzero(lists.personal).tolist():
-        keep = lists.movies[row] >= 0
-        yield (
-            int(lists.users[row]),
-            lists.movies[row][keep].tolist(),
-            lists.scores[row][keep].tolist(),
-            lists.stars_of(row),
-        )

@@ -31,6 +31,7 @@ from streaming.model.versions import ModelVersion
 from streaming.publish.executors import ListTarget, publish_ratings
 from streaming.publish.writes import (
     delete_expired_versions,
+    encoded_lists,
     publish_catalog,
     switch_current,
     write_lists,
@@ -328,15 +329,7 @@ class Publisher:
         users = sorted(self._pending.users)
         lists = lists_for(recent.of_users(users), model.fold_in(self.model_settings),
                           self.model_settings.top_k, model.stars, self.short_term)  # fmt: skip
-        now = time.time()
-        encoded = (
-            (
-                int(user),
-                encode_list(lists.pairs(position), now, "fold-in", lists.stars_of(position)),
-            )
-            for position, user in enumerate(lists.users.tolist())
-            if lists.personal[position]
-        )
+        encoded = encoded_lists(lists, time.time(), "fold-in")
         written = write_lists(client, self.layout, model.version, encoded)
         self._folded_in = (model.version, self._pending.last_batch)
         return written

@@ -14,13 +14,16 @@ from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from typing import Any, cast
 
+import numpy as np
 import redis
 
-from serving.layout import CatalogEntry, ModelMeta, RedisLayout
+from serving.layout import CatalogEntry, ListSource, ModelMeta, RedisLayout, encode_lists
+from streaming.model.lists import UserLists
 
 __all__ = [
     "current_version",
     "delete_expired_versions",
+    "encoded_lists",
     "publish_catalog",
     "switch_current",
     "write_lists",
@@ -45,6 +48,16 @@ def current_version(client: redis.Redis, layout: RedisLayout) -> int | None:
     """The version ``p:current`` points at, if any."""
     value = client.get(layout.current)
     return int(value) if value is not None else None
+
+
+def encoded_lists(
+    lists: UserLists, updated_at: float, source: ListSource
+) -> list[tuple[int, bytes]]:
+    """(user, stored list) of each user of ``lists`` with a personal list, encoded at once."""
+    rows = np.flatnonzero(lists.personal)
+    values = encode_lists(lists.movies[rows], lists.scores[rows], updated_at, source,
+                          None if lists.stars is None else lists.stars[rows])  # fmt: skip
+    return list(zip(lists.users[rows].tolist(), values, strict=True))
 
 
 def write_lists(

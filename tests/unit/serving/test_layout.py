@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from serving.layout import (
@@ -15,6 +16,7 @@ from serving.layout import (
     decode_meta,
     decode_movie,
     encode_list,
+    encode_lists,
     lua_key,
     lua_key_functions,
 )
@@ -84,6 +86,23 @@ def test_stars_ride_as_a_third_value_and_lists_without_them_still_decode() -> No
     assert decode_list(encode_list([(50, 0.9)], 1.0, "model")).stars == ()
     with pytest.raises(LayoutDecodeError, match="not a recommendation list"):
         decode_list(b'{"items": [[1, 2.0, 3.0, 4.0]], "updated_at": 1, "source": "model"}')
+
+
+def test_a_block_of_lists_encodes_each_row_as_one_list_does_without_its_padding() -> None:
+    movies = np.array([[50, 181, -1], [7, -1, -1], [-1, -1, -1]])
+    scores = np.array([[0.912345, 0.5, -np.inf], [2.0, -np.inf, -np.inf], [-np.inf] * 3])
+    stars = np.array([[4.4567, np.nan, np.nan], [3.0, np.nan, np.nan], [np.nan] * 3])
+    block = encode_lists(movies, scores, 1.0, "model", stars)
+    assert block == [
+        encode_list([(50, 0.912345), (181, 0.5)], 1.0, "model", [4.4567, float("nan")]),
+        encode_list([(7, 2.0)], 1.0, "model", [3.0]),
+        encode_list([], 1.0, "model", []),
+    ]
+    pinned = b'{"items":[[50,0.9123,4.46],[181,0.5,null]],"updated_at":1.0,"source":"model"}'
+    assert block[0] == pinned
+    assert encode_lists(movies[:1], scores[:1], 1.0, "fold-in")[0] == encode_list(
+        [(50, 0.912345), (181, 0.5)], 1.0, "fold-in"
+    )
 
 
 def test_movie_value_is_pinned() -> None:
