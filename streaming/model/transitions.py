@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -86,8 +87,13 @@ class TransitionCounts:
         self._rows: dict[int, tuple[IntArray, FloatArray]] = {}
         self._totals: dict[int, float] = {}  # every count out of a movie
         self._recent = _RecentMovies(max(window, memory))
+        self._matrix: _CountMatrix | None = None  # the rows as one matrix, until a change
         self.pairs = 0  # transitions counted so far
         self.observed = 0  # ratings observed so far (each changes a user's recent movies)
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled (broadcast, copied for a build) without the kept matrix."""
+        return {**self.__dict__, "_matrix": None}
 
     def observe(self, users: npt.ArrayLike, movies: npt.ArrayLike) -> None:
         """Count ratings given in arrival order (the caller passes first ratings only).
@@ -185,15 +191,15 @@ class TransitionCounts:
         followed m); zero for movies that never followed them.
         """
         column = _column_lookup(movie_ids)
-        asked = np.asarray(users, dtype=np.int64).tolist()
+        asked = np.asarray(users, dtype=np.int64)
+        if len(asked) >= _USERS_FOR_PRODUCT:
+            return self._product(asked, movie_ids, column, decay, source_norm)
         reads = [  # (row of the answer, source movie, its weight) for each recent movie
             (position, movie, decay**age / total**source_norm)
-            for position, user in enumerate(asked)
+            for position, user in enumerate(asked.tolist())
             for age, movie in enumerate(self.recent(user))
             if (total := self._totals.get(movie))
         ]
-        if len(asked) >= _USERS_FOR_PRODUCT:
-            return self._product(reads, len(asked), column, len(movie_ids))
         out = np.zeros((len(asked), len(movie_ids)))  # a few users: one pass over each one's rows
         for position, group in itertools.groupby(reads, key=lambda read: read[0]):
             followers: list[IntArray] = []
@@ -210,39 +216,33 @@ class TransitionCounts:
 
     def _product(
         self,
-        reads: list[tuple[int, int, float]],
-        users: int,
+        users: IntArray,
+        movie_ids: IntArray,
         column: Callable[[IntArray], IntArray],
-        width: int,
+        decay: float,
+        source_norm: float,
     ) -> FloatArray:
         """The scores of many users as one sparse product ``W @ R``, made dense.
 
-        ``W`` (users × sources) holds each user's scale of each of their recent movies,
-        ``R`` (sources × movies) the counts out of each source. Both are as sparse as
-        the counts, so the cost follows the rows read, not sources × movies.
+        ``W`` (users × sources) holds each user's weight of each of their recent movies,
+        ``R`` (sources × movies) every source's counts, built once and kept until the
+        counts change (so the blocks of one publication share it); both are as sparse
+        as the counts, and ``W`` is formed without a loop over the users.
         """
-        sources: dict[int, int] = {}  # source movie → its row in R
-        read_sources = [sources.setdefault(movie, len(sources)) for _, movie, _ in reads]
-        read_rows = np.fromiter((position for position, _, _ in reads), np.int64, len(reads))
-        weights = sparse.csr_array(  # built row by row: ``reads`` come ordered by user
-            (np.fromiter((scale for _, _, scale in reads), np.float64, len(reads)),
-             np.asarray(read_sources, dtype=np.int64), _row_starts(read_rows, users)),
-            shape=(users, len(sources)),
+        matrix = self._matrix
+        if matrix is None or not matrix.serves(self.observed, movie_ids):
+            matrix = self._matrix = _CountMatrix.of(self._rows, self._totals, self.observed,
+                                                    movie_ids, column)  # fmt: skip
+        recent, present = self._recent.newest_first(users, self.memory)
+        owner, age = np.nonzero(present)
+        place, known = sorted_lookup(matrix.sources, recent[owner, age])
+        owner, age, place = owner[known], age[known], place[known]
+        weights = sparse.csr_array(
+            (decay ** age.astype(np.float64) / matrix.totals[place] ** source_norm,
+             (owner, place)),
+            shape=(len(users), len(matrix.sources)),
         )  # fmt: skip
-        rows = [self.following(movie) for movie in sources]  # in R's order: dicts keep it
-        lengths = [len(targets) for targets, _ in rows]
-        if not sum(lengths):
-            return np.zeros((users, width))
-        columns = column(np.concatenate([targets for targets, _ in rows]))
-        known = columns >= 0
-        owners = np.repeat(np.arange(len(sources)), lengths)[known]
-        amounts = np.concatenate([counts for _, counts in rows])[known]
-        # Each row's columns are ascending already: built row by row, nothing is sorted.
-        counts = sparse.csr_array(
-            (amounts, columns[known], _row_starts(owners, len(sources))),
-            shape=(len(sources), width),
-        )
-        dense: FloatArray = (weights @ counts).toarray()
+        dense: FloatArray = (weights @ matrix.counts).toarray()
         return dense
 
     def _merge(self, source: int, targets: IntArray, counts: FloatArray) -> None:
@@ -262,6 +262,50 @@ class TransitionCounts:
                 np.insert(held_targets, slots[absent], targets[absent]),
                 np.insert(held_counts, slots[absent], counts[absent]),
             )
+
+
+@dataclass(frozen=True)
+class _CountMatrix:
+    """Every source's row as one sparse matrix over some movies, as of ``observed``."""
+
+    observed: int
+    movie_ids: bytes  # the columns' ids, as bytes (compared, not used)
+    sources: IntArray  # ascending source movie ids: the rows
+    totals: FloatArray  # every count out of each source (also those cut or not listed)
+    counts: sparse.csr_array  # sources × movies
+
+    @classmethod
+    def of(
+        cls,
+        rows: dict[int, tuple[IntArray, FloatArray]],
+        totals: dict[int, float],
+        observed: int,
+        movie_ids: IntArray,
+        column: Callable[[IntArray], IntArray],
+    ) -> _CountMatrix:
+        """The matrix of ``rows`` over ``movie_ids`` (``column`` maps ids to columns)."""
+        sources = np.array(sorted(rows), dtype=np.int64)
+        held = [rows[source] for source in sources.tolist()]
+        lengths = np.array([len(targets) for targets, _ in held], dtype=np.int64)
+        if held:
+            targets = np.concatenate([targets for targets, _ in held])
+            amounts = np.concatenate([counts for _, counts in held])
+        else:
+            targets, amounts = np.zeros(0, dtype=np.int64), np.zeros(0)
+        columns = column(targets)
+        known = columns >= 0
+        owners = np.repeat(np.arange(len(sources)), lengths)[known]
+        # Each row's columns are ascending already (targets ascending), nothing is sorted.
+        counts = sparse.csr_array(
+            (amounts[known], columns[known], _row_starts(owners, len(sources))),
+            shape=(len(sources), len(movie_ids)),
+        )
+        weights = np.array([totals[source] for source in sources.tolist()], dtype=np.float64)
+        return cls(observed, np.asarray(movie_ids).tobytes(), sources, weights, counts)
+
+    def serves(self, observed: int, movie_ids: IntArray) -> bool:
+        """Whether this matrix is the counts as of ``observed`` over ``movie_ids``."""
+        return self.observed == observed and self.movie_ids == np.asarray(movie_ids).tobytes()
 
 
 class _RecentMovies:
@@ -284,6 +328,23 @@ class _RecentMovies:
             return np.zeros(0, dtype=np.int64)
         kept: IntArray = self._movies[row, : self._lengths[row]]
         return kept
+
+    def newest_first(self, users: IntArray, count: int) -> tuple[IntArray, npt.NDArray[np.bool_]]:
+        """Each user's last ``count`` movies, newest first, as ``users × count`` arrays.
+
+        (movies, present): ``present`` is false past the movies a user has (those
+        entries of ``movies`` are 0).
+        """
+        rows = np.array([self._row.get(user, -1) for user in users.tolist()], dtype=np.int64)
+        seen = rows >= 0
+        lengths = np.zeros(len(rows), dtype=np.int64)
+        lengths[seen] = self._lengths[rows[seen]]
+        back = lengths[:, None] - 1 - np.arange(count)[None, :]  # index in the oldest-first row
+        present = back >= 0
+        movies = np.zeros((len(users), count), dtype=np.int64)
+        movies[present] = self._movies[np.broadcast_to(rows[:, None], back.shape)[present],
+                                       back[present]]  # fmt: skip
+        return movies, present
 
     def put(self, user: int, movies: IntArray) -> None:
         """Keep the last ``keep`` of ``movies`` (oldest first) as the user's."""

@@ -252,3 +252,31 @@ def test_bounded_rows_never_exceed_twice_their_followers_nor_the_true_counts() -
 def test_followers_below_zero_are_refused() -> None:
     with pytest.raises(ValueError, match="followers must be 0"):
         TransitionCounts(followers=-1)
+
+
+def test_many_users_read_one_kept_matrix_until_the_counts_change() -> None:
+    """The product path builds every row into one matrix once and reuses it across calls
+    (the blocks of one publication); a new batch, or other movies asked, rebuild it."""
+    counts = TransitionCounts(window=2, memory=4, followers=2)
+    users = np.arange(1, 21)
+    movies = np.arange(1, 9)
+    nothing = counts.scores(users, movies, 0.7)  # no user seen yet: zeros, not an error
+    assert nothing.shape == (20, 8) and not nothing.any()
+    rng = np.random.default_rng(7)
+    for _ in range(6):
+        who, what = rng.integers(1, 21, 30), rng.integers(1, 9, 30)
+        first = pd.DataFrame({"u": who, "m": what}).drop_duplicates()
+        counts.observe(first["u"].to_numpy(), first["m"].to_numpy())
+    before = counts.scores(users, movies, 0.7, 0.5)
+    kept = counts._matrix
+    np.testing.assert_array_equal(counts.scores(users, movies, 0.7, 0.5), before)
+    assert counts._matrix is kept  # read again, not rebuilt
+    alone = np.vstack([counts.scores([int(user)], movies, 0.7, 0.5) for user in users])
+    np.testing.assert_allclose(before, alone, rtol=1e-12, atol=1e-12)  # rows cut alike
+    counts.scores(users, movies[2:], 0.7, 0.5)
+    assert counts._matrix is not kept  # other columns: another matrix
+    counts.observe([21, 21], [1, 2])
+    after = counts.scores(np.arange(1, 22), movies, 0.7, 0.5)
+    assert counts._matrix is not None and counts._matrix.observed == counts.observed
+    assert after[20, 1] > 0  # the new user's 2 followed their 1, counted since
+    assert pickle.loads(pickle.dumps(counts))._matrix is None  # noqa: S301 - our own bytes
