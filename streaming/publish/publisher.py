@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import redis
 from py4j.protocol import Py4JJavaError
@@ -42,6 +43,16 @@ from streaming.settings import ModelSettings, StreamSettings
 __all__ = ["PublishOutcome", "Publisher"]
 
 _log = logging.getLogger(__name__)
+
+
+class StoredRatings(Protocol):
+    """The store's ratings as a DataFrame (``streaming.ingest.store.RatingStore.ratings``)."""
+
+    def __call__(
+        self, through_batch: int | None = None, *, by_user: int | None = None
+    ) -> DataFrame: ...
+
+
 # Executor-side Redis failures reach the driver wrapped in a Spark error.
 _PUBLISH_ERRORS = (redis.RedisError, OSError, Py4JJavaError, PySparkException)
 
@@ -81,7 +92,7 @@ class Publisher:
     def __init__(
         self,
         spark: SparkSession,
-        ratings: Callable[[int | None], DataFrame],
+        ratings: StoredRatings,
         settings: RedisSettings,
         stream: StreamSettings,
         model_settings: ModelSettings,
@@ -313,9 +324,10 @@ class Publisher:
         """
         target = ListTarget(self.settings, model.version, "model")
         partitions = partitions or self.spark.sparkContext.defaultParallelism
-        return publish_ratings(self.ratings(through_batch), model.fold_in(self.model_settings),
-                               self.model_settings.top_k, target, partitions, model.stars,
-                               short_term)  # fmt: skip
+        return publish_ratings(self.ratings(through_batch, by_user=partitions),
+                               model.fold_in(self.model_settings), self.model_settings.top_k,
+                               target, partitions, model.stars, short_term,
+                               by_user=True)  # fmt: skip
 
     def _publish_fold_in(
         self, client: redis.Redis, recent: RecentRatings, model: ModelVersion
