@@ -84,9 +84,11 @@ class _Pending:
 class Publisher:
     """Pending Redis work of the streaming job, flushed with retry and backoff.
 
-    A version's lists for everyone are scored from ``ratings(through_batch)``, the
-    store's ratings (latest per user and movie) through that batch (None: all), on the
-    executors; fold-in lists from the recent users' ratings the job hands ``flush``.
+    A version's lists for everyone are scored from ``ratings(through_batch, by_user=N)``,
+    the store's ratings (latest per user and movie) through that batch (None: all),
+    split by user into the N partitions that score them (the publisher adds no shuffle
+    of its own, so ``ratings`` must split them), on the executors; fold-in lists from
+    the recent users' ratings the job hands ``flush``.
     """
 
     def __init__(
