@@ -124,21 +124,15 @@ class RatingStore:
             target = self.dead_letter_dir / f"batch_id={batch_id}"
             invalid.write.mode("overwrite").parquet(str(target))
 
-    def ratings(self, through_batch: int | None = None, *, by_user: int | None = None) -> DataFrame:
+    def ratings(self, through_batch: int | None = None) -> DataFrame:
         """Every stored rating, the latest per (user, movie).
 
         With ``through_batch``, only what the batches up to that id stored (what the store
         held when that batch was done, for a retrain that later batches must not change).
-        With ``by_user``, the stored rows are first split by user into that many
-        partitions: the latest-wins window needs no shuffle of its own then, and the
-        result comes partitioned by user and sorted by user within each partition, so a
-        reader of whole users (``streaming.publish.executors``) adds no second shuffle.
         """
         stored = self.stored_rows()
         if through_batch is not None:
             stored = stored.where(F.col("batch_id") <= through_batch)
-        if by_user is not None:
-            stored = stored.repartition(max(1, by_user), "user_id")
         newest_first = Window.partitionBy("user_id", "movie_id").orderBy(
             F.col("timestamp").desc(), F.col("batch_id").desc(), F.col("offset").desc()
         )

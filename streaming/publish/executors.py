@@ -53,16 +53,13 @@ def publish_ratings(
     partitions: int,
     stars: RatingModel | None = None,
     short_term: ShortTerm | None = None,
-    *,
-    by_user: bool = False,
 ) -> int:
     """Score every user in ``ratings`` and write their lists, all on the executors; how many.
 
     ``ratings`` has user_id, movie_id and rating, one row per user and movie. It is split
-    into ``partitions`` by user (``by_user``: it already is, as
-    ``RatingStore.ratings(by_user=partitions)`` gives it, and no shuffle is added); each
-    partition pipelines its encoded lists straight into Redis. With ``stars``, every
-    listed movie carries the rating the user is predicted to give it.
+    into ``partitions`` by user; each partition pipelines its encoded lists straight into
+    Redis. With ``stars``, every listed movie carries the rating the user is predicted to
+    give it.
     """
     context = ratings.sparkSession.sparkContext
     shared = context.broadcast((model, stars, short_term))
@@ -82,11 +79,10 @@ def publish_ratings(
         yield pd.DataFrame({"written": [written]})
 
     try:
-        chosen = ratings.select("user_id", "movie_id", "rating")
-        if not by_user:
-            chosen = chosen.repartition(max(1, partitions), "user_id")
         total = (
-            chosen.sortWithinPartitions("user_id")  # free when it already is (``by_user``)
+            ratings.select("user_id", "movie_id", "rating")
+            .repartition(max(1, partitions), "user_id")
+            .sortWithinPartitions("user_id")
             .mapInPandas(write_partition, "written long")
             .agg(F.sum("written"))
             .first()

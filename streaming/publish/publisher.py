@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import redis
 from py4j.protocol import Py4JJavaError
@@ -43,16 +42,6 @@ from streaming.settings import ModelSettings, StreamSettings
 __all__ = ["PublishOutcome", "Publisher"]
 
 _log = logging.getLogger(__name__)
-
-
-class StoredRatings(Protocol):
-    """The store's ratings as a DataFrame (``streaming.ingest.store.RatingStore.ratings``)."""
-
-    def __call__(
-        self, through_batch: int | None = None, *, by_user: int | None = None
-    ) -> DataFrame: ...
-
-
 # Executor-side Redis failures reach the driver wrapped in a Spark error.
 _PUBLISH_ERRORS = (redis.RedisError, OSError, Py4JJavaError, PySparkException)
 
@@ -84,17 +73,15 @@ class _Pending:
 class Publisher:
     """Pending Redis work of the streaming job, flushed with retry and backoff.
 
-    A version's lists for everyone are scored from ``ratings(through_batch, by_user=N)``,
-    the store's ratings (latest per user and movie) through that batch (None: all),
-    split by user into the N partitions that score them (the publisher adds no shuffle
-    of its own, so ``ratings`` must split them), on the executors; fold-in lists from
-    the recent users' ratings the job hands ``flush``.
+    A version's lists for everyone are scored from ``ratings(through_batch)``, the
+    store's ratings (latest per user and movie) through that batch (None: all), on the
+    executors; fold-in lists from the recent users' ratings the job hands ``flush``.
     """
 
     def __init__(
         self,
         spark: SparkSession,
-        ratings: StoredRatings,
+        ratings: Callable[[int | None], DataFrame],
         settings: RedisSettings,
         stream: StreamSettings,
         model_settings: ModelSettings,
@@ -326,10 +313,9 @@ class Publisher:
         """
         target = ListTarget(self.settings, model.version, "model")
         partitions = partitions or self.spark.sparkContext.defaultParallelism
-        return publish_ratings(self.ratings(through_batch, by_user=partitions),
-                               model.fold_in(self.model_settings), self.model_settings.top_k,
-                               target, partitions, model.stars, short_term,
-                               by_user=True)  # fmt: skip
+        return publish_ratings(self.ratings(through_batch), model.fold_in(self.model_settings),
+                               self.model_settings.top_k, target, partitions, model.stars,
+                               short_term)  # fmt: skip
 
     def _publish_fold_in(
         self, client: redis.Redis, recent: RecentRatings, model: ModelVersion

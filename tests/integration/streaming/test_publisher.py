@@ -39,9 +39,8 @@ def test_redis_outage_is_retried_with_backoff_and_nothing_is_lost(
     server = LocalRedis(LocalServicesSettings(state_dir=state_dir), settings)
     stored = [pd.DataFrame({"user_id": [1, 1, 2], "movie_id": [10, 11, 12], "rating": 4.0})]
 
-    def ratings(through_batch: int | None = None, *, by_user: int | None = None) -> DataFrame:
-        frame = spark.createDataFrame(pd.concat(stored, ignore_index=True))
-        return frame if by_user is None else frame.repartition(by_user, "user_id")
+    def ratings(through_batch: int | None) -> DataFrame:
+        return spark.createDataFrame(pd.concat(stored, ignore_index=True))
 
     recent = RecentRatings()  # the users whose fold-in lists wait, as the pipeline keeps them
     recent.update(compressed_rows([1, 1, 2], [10, 11, 12], [4.0, 4.0, 4.0]))
