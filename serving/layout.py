@@ -33,6 +33,7 @@ from typing import Annotated, Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, ValidationError
 
 from serving.errors import ServingError
@@ -191,8 +192,9 @@ def encode_lists(
             items: list[list[Any]] = [[movie_row[i], score_row[i]] for i in shown]
         else:
             items = [[movie_row[i], score_row[i], starred[row][i]] for i in shown]
-        document = {"items": items, "updated_at": stamp, "source": source}
-        encoded.append(json.dumps(document, separators=(",", ":")).encode())
+        # orjson writes compact JSON, floats as their shortest round trip like json.dumps,
+        # about ten times faster (a retrain at ML-10M scale encodes 70,000 lists).
+        encoded.append(orjson.dumps({"items": items, "updated_at": stamp, "source": source}))
     return encoded
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from serving.layout import (
     KEY_TEMPLATES,
@@ -103,6 +107,35 @@ def test_a_block_of_lists_encodes_each_row_as_one_list_does_without_its_padding(
     assert encode_lists(movies[:1], scores[:1], 1.0, "fold-in")[0] == encode_list(
         [(50, 0.912345), (181, 0.5)], 1.0, "fold-in"
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2**40), st.floats(-1e6, 1e6), st.floats(1, 5) | st.just(None)),
+        max_size=12,
+    ),
+    st.floats(0, 4e9),
+)
+def test_the_stored_bytes_are_what_json_dumps_writes(
+    items: list[tuple[int, float, float | None]], updated_at: float
+) -> None:
+    # The lists are encoded with orjson for speed; the contract's bytes are the stdlib's.
+    movies = np.array([[movie for movie, _, _ in items]], dtype=np.int64).reshape(1, -1)
+    scores = np.array([[score for _, score, _ in items]]).reshape(1, -1)
+    stars = np.array([[np.nan if s is None else s for _, _, s in items]]).reshape(1, -1)
+    rounded = np.round(scores, 4)[0].tolist()  # the encoder's rounding: the bytes are checked
+    starred = np.round(stars, 2)[0].tolist()
+    document = {
+        "items": [
+            [movie, rounded[i], None if star is None else starred[i]]
+            for i, (movie, _, star) in enumerate(items)
+        ],
+        "updated_at": round(updated_at, 3),
+        "source": "model",
+    }
+    expected = json.dumps(document, separators=(",", ":")).encode()
+    assert encode_lists(movies, scores, updated_at, "model", stars) == [expected]
 
 
 def test_movie_value_is_pinned() -> None:
