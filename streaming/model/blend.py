@@ -86,6 +86,8 @@ def blend(
     prior: FloatArray,
     transitions: FloatArray | None = None,
     transition_weight: float = 0.0,
+    *,
+    in_place: bool = False,
 ) -> FloatArray:
     """The hybrid score of every (user, movie): ``users × movies`` (see the module doc).
 
@@ -94,11 +96,14 @@ def blend(
         prior: the popularity prior of each movie.
         transitions: transition scores, ``users × movies`` (non-negative), or None.
         transition_weight: what the user's best transition candidate gains.
+        in_place: write the scores into ``als`` (it is returned) instead of a new array;
+            the same values to the last bit, without two more ``users × movies`` arrays.
     """
-    score = als + prior
+    score: FloatArray = np.add(als, prior, out=als if in_place else None)
     if transitions is None or transition_weight == 0:
         return score
     top = transitions.max(axis=1, initial=0.0, keepdims=True)
     share = np.divide(transitions, top, out=np.zeros_like(transitions), where=top > 0)
-    blended: FloatArray = score + transition_weight * share
-    return blended
+    share *= transition_weight
+    score += share
+    return score

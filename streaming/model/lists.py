@@ -162,7 +162,7 @@ def _block_lists(
         for u in range(len(history.users))
     ]
     scores = blend(factors @ model.items.factors.T, model.items.prior, transitions,
-                   0.0 if short_term is None else short_term.weight)  # fmt: skip
+                   0.0 if short_term is None else short_term.weight, in_place=True)  # fmt: skip
     movies, scores = best_k(scores, model.items, rated, k)
     movies[~personal] = -1
     scores[~personal] = -np.inf

@@ -115,6 +115,18 @@ def test_the_blend_adds_the_transition_share_to_als_and_prior() -> None:
     assert np.allclose(blend(als, prior, transitions, 0.0), als + prior)
 
 
+def test_the_blend_in_place_gives_the_same_bits_in_the_als_array() -> None:
+    rng = np.random.default_rng(3)
+    als, prior = rng.normal(size=(40, 30)), rng.normal(size=30)
+    transitions = rng.poisson(0.4, size=(40, 30)).astype(np.float64)
+    expected = blend(als, prior, transitions, 0.35)
+    mine = als.copy()
+    scores = blend(mine, prior, transitions, 0.35, in_place=True)
+    assert scores is mine
+    assert np.array_equal(scores, expected)
+    assert np.array_equal(blend(als.copy(), prior, in_place=True), als + prior)
+
+
 def test_ties_in_the_blend_rank_by_ascending_movie_id() -> None:
     items = ItemIndex([3, 1, 2], np.zeros((3, 2)))
     history = RatingHistory.from_arrays([1], [9], [4.0], [0])  # a movie the model lacks
