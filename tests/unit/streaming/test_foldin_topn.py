@@ -129,6 +129,33 @@ def test_fast_top_k_equals_the_full_stable_sort_under_heavy_ties() -> None:
     assert np.array_equal(ids, reference)
 
 
+@pytest.mark.parametrize(
+    ("movies", "k", "distinct", "rated_share"),
+    [(2_000, 20, 2_000, 0.05), (2_003, 20, 40, 0.3), (1_700, 100, 3, 0.0), (3_000, 50, 500, 0.99)],
+)
+def test_top_k_narrowed_to_groups_of_movies_equals_the_full_stable_sort(
+    movies: int, k: int, distinct: int, rated_share: float
+) -> None:
+    # Wide catalogues take the grouped search: exact ties (few distinct factors), a
+    # catalogue that groups unevenly (2,003), and users who rated nearly every movie.
+    rng = np.random.default_rng(movies + k)
+    factors = rng.normal(size=(distinct, 3))[rng.integers(0, distinct, movies)]
+    items = ItemIndex(np.arange(1, movies + 1), factors, prior=np.round(rng.normal(size=movies), 1))
+    users = np.round(rng.normal(size=(300, 3)), 1)
+    users[:20] = 0.0  # the prior alone: ties across whole groups
+    rated = [
+        np.flatnonzero(rng.random(movies) < rated_share * rng.random()) for _ in range(300)
+    ]  # fmt: skip
+    ids, _ = top_k(users, items, rated, k)
+    scores = users @ items.factors.T + items.prior
+    for row, excluded in enumerate(rated):
+        scores[row, excluded] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    best = np.take_along_axis(scores, order, axis=1)
+    reference = np.where(np.isfinite(best), items.movie_ids[order], -1)
+    assert np.array_equal(ids, reference)
+
+
 def test_the_item_prior_is_added_to_every_users_score() -> None:
     items = ItemIndex([3, 1, 2], np.array([[1.0], [2.0], [3.0]]), prior=[5.0, 0.0, -0.5])
     assert items.prior.tolist() == [0.0, -0.5, 5.0]  # sorted with the movie ids
