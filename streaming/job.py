@@ -25,7 +25,6 @@ from pyspark.sql.streaming.query import StreamingQuery
 
 from producer.settings import KafkaSettings
 from serving.settings import RedisSettings
-from streaming.heap import trim
 from streaming.ingest.intake import SparkIntake
 from streaming.ingest.state import with_user_state
 from streaming.ingest.store import RatingStore
@@ -130,9 +129,7 @@ class StreamingJob:
         """Run one micro-batch through the pipeline; safe to run again for the same id."""
         with self._lock:
             self._resume()
-            report = self.pipeline.run(records, batch_id)
-            trim()  # what the batch freed goes back to the OS, not kept by the allocator
-            return report
+            return self.pipeline.run(records, batch_id)
 
     def _in_retrain_pool(self) -> None:
         """Run the retrain thread's Spark jobs in their pool, under one cancellable group."""
