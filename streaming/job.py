@@ -25,6 +25,7 @@ from pyspark.sql.streaming.query import StreamingQuery
 
 from producer.settings import KafkaSettings
 from serving.settings import RedisSettings
+from streaming import heap
 from streaming.ingest.intake import SparkIntake
 from streaming.ingest.state import with_user_state
 from streaming.ingest.store import RatingStore
@@ -76,6 +77,9 @@ class StreamingJob:
         stream: StreamSettings,
         model: ModelSettings,
     ) -> None:
+        # Before the micro-batch and build threads exist: their buffers freed go back to
+        # the operating system instead of staying as holes in per-thread arenas.
+        heap.settle()
         self.spark = spark
         self.kafka = kafka
         self.stream = stream
