@@ -31,6 +31,7 @@ in the whole feed): how a micro-batch's cost grows with what is stored, in less 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -53,6 +54,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from streaming.ingest.store import BatchCommit
+from streaming.ingest.topics import spark_source_options
 from streaming.job import StreamingJob, stop_between_batches
 from streaming.model.policy import RetrainPolicy
 from streaming.model.versions import load_model
@@ -217,8 +219,7 @@ def measure(spark: SparkSession, size: str, args: argparse.Namespace) -> Outcome
                 for r in reports
                 if r.batch_id in commits and commits[r.batch_id].freshness_s
             ]
-            outcome.tail_ages = _ages(job, [commits[r.batch_id] for r in reports
-                                            if r.batch_id in commits])  # fmt: skip
+            outcome.tail_ages = _ages(spark, job, commits, [r.batch_id for r in reports])
             outcome.driver_peak = rss_mb("self", "VmHWM")
         finally:
             stop.set()
@@ -227,16 +228,30 @@ def measure(spark: SparkSession, size: str, args: argparse.Namespace) -> Outcome
     return outcome
 
 
-def _ages(job: StreamingJob, commits: list[BatchCommit]) -> list[float]:
-    """Each stored rating's seconds from its Kafka append to its batch's commit record."""
-    committed = {commit.batch_id: commit.committed_at for commit in commits}
-    rows = (
-        job.store.stored_rows()
-        .where(F.col("batch_id").isin(list(committed)))
-        .select("batch_id", F.col("kafka_timestamp").cast("double").alias("appended"))
-        .collect()
+def _ages(spark: SparkSession, job: StreamingJob, commits: dict[int, BatchCommit],
+          batches: list[int]) -> list[float]:  # fmt: skip
+    """Each rating the ``batches`` stored: seconds from its Kafka append to its batch's commit.
+
+    The append times are read back from the topic (from the offsets the batch before the
+    first of them had reached), matched to the stored ratings by partition and offset.
+    """
+    done = [batch for batch in batches if batch in commits]
+    if not done:
+        return []
+    before = [commit for batch, commit in commits.items() if batch < min(done)]
+    start = max(before, key=lambda c: c.batch_id).offsets if before else {}
+    topic = job.kafka.topic
+    starting = {topic: {p: int(o) for p, o in start.items()}} if start else None
+    reader = spark.read.format("kafka").options(**spark_source_options(job.kafka))
+    reader = reader.option("subscribe", topic)
+    if starting:
+        reader = reader.option("startingOffsets", json.dumps(starting))
+    appended = reader.load().select(
+        "partition", "offset", F.col("timestamp").cast("double").alias("appended")
     )
-    return [committed[row.batch_id] - float(row.appended) for row in rows]
+    stored = job.store.stored_rows().where(F.col("batch_id").isin(done))
+    rows = stored.join(appended, ["partition", "offset"]).select("batch_id", "appended").collect()
+    return [commits[row.batch_id].committed_at - float(row.appended) for row in rows]
 
 
 def _spread(values: list[float]) -> str:
