@@ -13,8 +13,8 @@ Per feed, on a fresh topic, state folder and Redis prefix:
 2. **tail**: a second feed at ``--tail-rate`` events/s for ``--tail-s`` seconds with one
    retrain started at its beginning: micro-batch p50/p99 while it builds, and freshness
    (Kafka append to the batch's commit record) of the tail's ratings: p50/p99/max over
-   every rating (its append time as stored, its batch's commit time), and the p50 of the
-   batches' medians with the p99 of the batches' maxima, as the commit records give them;
+   every rating (its append time read back from the topic, its batch's commit time), and
+   the p50 of the batches' medians with the p99 of their maxima (the commit records');
 3. **memory**: the driver's Python RSS after the last retrain (and its peak), the JVM's
    RSS (in ``local[N]`` the driver and the executors), the executors' Python workers.
 
