@@ -1,16 +1,15 @@
 """Validate the rating events of a micro-batch: Kafka records in, valid and invalid frames out.
 
-Every record gets at most one reason, the first that applies, in this order: empty or
-oversized message, no key, not a JSON object, a missing field, a field of the wrong
-type, unknown schema version, unknown source, an id out of range, a rating off its
-source's scale, an implausible timestamp, a key that is not the user id. Records with
-a reason are not dropped: they go to the dead-letter sink with the raw bytes, the
-reason and where they came from (topic, partition, offset).
+The rules, their order and their reasons are ``producer.validation``'s; this module
+writes them as Spark columns. Records with a reason are not dropped: they go to the
+dead-letter sink with the raw bytes, the reason and where they came from (topic,
+partition, offset).
 """
 
 from __future__ import annotations
 
 import operator
+import string
 from functools import cache, reduce
 
 from pyspark.sql import Column, DataFrame
@@ -18,6 +17,14 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from producer.events import RATING_SCALES, SCHEMA_VERSION
+from producer.validation import (
+    DUPLICATE_REASON,
+    EVENT_FIELDS,
+    FUTURE_TOLERANCE_S,
+    INTEGER_BITS,
+    MAX_MESSAGE_BYTES,
+    REASONS,
+)
 from recstream_base.ids import MAX_ID
 
 __all__ = [
@@ -31,22 +38,30 @@ __all__ = [
     "tag_reasons",
 ]
 
-MAX_MESSAGE_BYTES = 64 * 1024
-FUTURE_TOLERANCE_S = 86_400
-DUPLICATE_REASON = "duplicate event (its user, movie and timestamp arrived before)"
+_SPARK_TYPES = {32: T.IntegerType(), 64: T.LongType()}
 
-EVENT_SCHEMA = T.StructType(
-    [
-        T.StructField("schema_version", T.IntegerType()),
-        T.StructField("event_id", T.StringType()),
-        T.StructField("source", T.StringType()),
-        T.StructField("user_id", T.LongType()),
-        T.StructField("movie_id", T.LongType()),
-        T.StructField("rating", T.DoubleType()),
-        T.StructField("timestamp", T.LongType()),
-    ]
-)
-_FIELDS = [field.name for field in EVENT_SCHEMA.fields]
+
+def _spark_type(name: str) -> T.DataType:
+    if name == "rating":
+        return T.DoubleType()
+    if name in INTEGER_BITS:
+        return _SPARK_TYPES[INTEGER_BITS[name]]
+    return T.StringType()
+
+
+EVENT_SCHEMA = T.StructType([T.StructField(name, _spark_type(name)) for name in EVENT_FIELDS])
+_FIELDS = list(EVENT_FIELDS)
+
+
+def _text(reason: str, **values: Column) -> Column:
+    """Reason ``reason`` of ``REASONS`` as a column, its ``{name}`` parts from ``values``."""
+    parts: list[Column] = []
+    for literal, name, _, _ in string.Formatter().parse(REASONS[reason]):
+        if literal:
+            parts.append(F.lit(literal))
+        if name is not None:
+            parts.append(values[name].cast("string"))
+    return parts[0] if len(parts) == 1 else F.concat(*parts)
 
 
 def _on_scale(source: Column, rating: Column) -> Column:
@@ -73,48 +88,31 @@ def _reason() -> Column:
     """
     fields, event = F.col("_fields"), F.col("_event")
     reason = (
-        F.when(F.col("value").isNull() | (F.length("value") == 0), F.lit("empty message"))
-        .when(
-            F.length("value") > MAX_MESSAGE_BYTES,
-            F.lit(f"message larger than {MAX_MESSAGE_BYTES} bytes"),
-        )
-        .when(F.col("key").isNull(), F.lit("message has no key (it must be the user id)"))
-        .when(fields.isNull(), F.lit("not a JSON object"))
+        F.when(F.col("value").isNull() | (F.length("value") == 0), _text("empty"))
+        .when(F.length("value") > MAX_MESSAGE_BYTES, _text("too_large"))
+        .when(F.col("key").isNull(), _text("no_key"))
+        .when(fields.isNull(), _text("not_object"))
     )
     for name in _FIELDS:
         reason = reason.when(
             ~F.map_contains_key(fields, name) | fields[name].isNull(),
-            F.lit(f"missing field {name}"),
+            F.lit(REASONS["missing"].format(field=name)),
         )
     for name in _FIELDS:
-        reason = reason.when(event[name].isNull(), F.lit(f"field {name} has the wrong type"))
+        reason = reason.when(event[name].isNull(), F.lit(REASONS["wrong_type"].format(field=name)))
     known_sources = list(RATING_SCALES)
     user, movie, rating, stamp = event.user_id, event.movie_id, event.rating, event.timestamp
     return (
         reason.when(
             event.schema_version != SCHEMA_VERSION,
-            F.concat(F.lit("unknown schema version "), event.schema_version.cast("string")),
+            _text("schema_version", schema_version=event.schema_version),
         )
-        .when(~event.source.isin(known_sources), F.concat(F.lit("unknown source "), event.source))
-        .when((user < 1) | (user > MAX_ID), F.lit(f"user_id outside 1..{MAX_ID}"))
-        .when((movie < 1) | (movie > MAX_ID), F.lit(f"movie_id outside 1..{MAX_ID}"))
-        .when(
-            ~_on_scale(event.source, rating),
-            F.concat(
-                F.lit("rating "),
-                rating.cast("string"),
-                F.lit(" is off the scale of source "),
-                event.source,
-            ),
-        )
-        .when(
-            (stamp < 0) | (stamp > F.col("_latest_s")),
-            F.lit("timestamp before 1970 or more than a day in the future"),
-        )
-        .when(
-            F.col("key").cast("string") != user.cast("string"),
-            F.lit("message key is not the user id"),
-        )
+        .when(~event.source.isin(known_sources), _text("source", source=event.source))
+        .when((user < 1) | (user > MAX_ID), _text("user_id"))
+        .when((movie < 1) | (movie > MAX_ID), _text("movie_id"))
+        .when(~_on_scale(event.source, rating), _text("rating", rating=rating, source=event.source))
+        .when((stamp < 0) | (stamp > F.col("_latest_s")), _text("timestamp"))
+        .when(F.col("key").cast("string") != user.cast("string"), _text("key"))
     )
 
 
