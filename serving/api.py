@@ -8,17 +8,22 @@
 ``GET /healthz``                                       200 when Redis answers and a model is
                                                        published, else 503 with the reason
 ``GET /metrics``                                       Prometheus text format
+``POST /ratings``                                      one rating or a list, sent to the ratings
+                                                       topic (202 with their event ids); needs
+                                                       the ingest token, off without one
 =====================================================  ==========================================
 
-Bad parameters answer 422 with a message naming what is allowed; Redis down or no model
-answer 503 with ``Retry-After``; a value in Redis that does not follow the layout answers
-502. Answers never carry internals (addresses, key names, tracebacks): those go to the
-log, and any other error is logged and answered 500 with a fixed message. Metrics are
-per process (with several workers, each worker counts its own requests).
+Bad parameters answer 422 with a message naming what is allowed; Redis down, Kafka down
+(for a write) or no model answer 503 with ``Retry-After``; a value in Redis that does
+not follow the layout answers 502. Answers never carry internals (addresses, key names,
+tracebacks): those go to the log, and any other error is logged and answered 500 with a
+fixed message. Metrics are per process (with several workers, each worker counts its
+own requests).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -36,11 +41,21 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from producer.settings import KafkaSettings
 from recstream_base.ids import MAX_ID
 from serving.client import MAX_N, AsyncRecommendationClient, Health, ModelInfo, Recommendations
-from serving.errors import RedisUnavailableError, ServingError
+from serving.errors import IngestRejectedError, RedisUnavailableError, ServingError
+from serving.ingest import (
+    MAX_RATINGS,
+    Accepted,
+    RatingIn,
+    RatingSender,
+    check_token,
+    events_from_body,
+)
 from serving.settings import ApiSettings, RedisSettings
 
 __all__ = ["app_from_env", "create_app"]
@@ -90,12 +105,53 @@ def _allowed(error: dict[str, Any]) -> str:
     return rules.get(where, f"{where}: {error.get('msg', 'invalid')}")
 
 
+_MAX_BODY_BYTES = 1024 * 1024
+_RATINGS_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "anyOf": [
+                    RatingIn.model_json_schema(),
+                    {"type": "array", "items": RatingIn.model_json_schema(),
+                     "minItems": 1, "maxItems": MAX_RATINGS},
+                ]
+            },
+            "examples": {
+                "one": {"value": {"user_id": 196, "movie_id": 242, "rating": 4}},
+                "several": {"value": [
+                    {"user_id": 196, "movie_id": 242, "rating": 4, "timestamp": 881250949},
+                    {"user_id": 196, "movie_id": 302, "rating": 3, "source": "ml-100k"},
+                ]},
+            },
+        }
+    },
+}  # fmt: skip
+
+
+def _json_body(raw: bytes) -> Any:
+    if len(raw) > _MAX_BODY_BYTES:
+        msg = f"the body is larger than {_MAX_BODY_BYTES} bytes; send fewer ratings per request"
+        raise IngestRejectedError(msg)
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        msg_0 = f"the body is not JSON ({exc})"
+        raise IngestRejectedError(msg_0) from None
+
+
 def create_app(
-    redis_settings: RedisSettings | None = None, api_settings: ApiSettings | None = None
+    redis_settings: RedisSettings | None = None,
+    api_settings: ApiSettings | None = None,
+    kafka_settings: KafkaSettings | None = None,
 ) -> FastAPI:
-    """The API over the configured Redis; the Redis client opens with the app."""
+    """The API over the configured Redis (and Kafka, for writes).
+
+    The Redis client opens with the app; the Kafka producer on the first write.
+    """
     redis_settings = redis_settings or RedisSettings()
     api = api_settings or ApiSettings()
+    sender = RatingSender(kafka_settings or KafkaSettings(), api.ingest_timeout_s)
     retry = {"Retry-After": str(api.retry_after_s)}
     metrics = _Metrics()
     state: dict[str, AsyncRecommendationClient] = {}
@@ -107,6 +163,7 @@ def create_app(
             yield
         finally:
             await state.pop("client").close()
+            await run_in_threadpool(sender.close)
 
     app = FastAPI(
         title="recstream",
@@ -171,6 +228,35 @@ def create_app(
         status = 200 if health.ok else 503
         headers = None if health.ok else retry
         return JSONResponse(health.model_dump(), status_code=status, headers=headers)
+
+    @app.post(
+        "/ratings",
+        status_code=202,
+        response_model=Accepted,
+        openapi_extra={"requestBody": _RATINGS_BODY},
+        responses={
+            401: {"description": "No or another ingest token (Authorization: Bearer …)."},
+            403: {"description": "Rating over HTTP is off: RECSTREAM_API_INGEST_TOKEN unset."},
+            422: {"description": "A rating is refused; the message names it and the field."},
+            503: {"description": "Kafka did not take the ratings in time; see Retry-After."},
+        },
+    )
+    async def post_ratings(request: Request) -> Response:
+        """Send one rating or a list to the ratings topic; the streaming job takes them in.
+
+        Checked with the streaming job's own rules; one bad rating refuses the whole
+        body and nothing is sent. Answers 202 with the event ids (derived from source,
+        user, movie and timestamp: a resend with the same timestamps is stored once).
+        """
+        check_token(api.ingest_token, request.headers.get("authorization"))
+        events = events_from_body(
+            _json_body(await request.body()),
+            default_source=api.ingest_source,
+            now_s=int(time.time()),
+        )
+        await run_in_threadpool(sender.send, events)
+        accepted = Accepted(accepted=len(events), event_ids=[e.event_id for e in events])
+        return Response(accepted.model_dump_json(), status_code=202, media_type="application/json")
 
     @app.get("/metrics", response_class=Response)
     async def prometheus() -> Response:

@@ -12,7 +12,15 @@ from typing import ClassVar
 
 from recstream_base.errors import RecstreamError
 
-__all__ = ["NoModelError", "RedisUnavailableError", "ServingError"]
+__all__ = [
+    "IngestOffError",
+    "IngestRejectedError",
+    "IngestTokenError",
+    "KafkaUnavailableError",
+    "NoModelError",
+    "RedisUnavailableError",
+    "ServingError",
+]
 
 
 class ServingError(RecstreamError):
@@ -42,3 +50,41 @@ class NoModelError(ServingError):
     public_message = None  # says what to start, and names nothing private
     retry_later = True
     log_level = logging.INFO
+
+
+class IngestOffError(ServingError):
+    """``POST /ratings`` was called, but no ingest token is configured."""
+
+    status_code = 403
+    public_message = (
+        "rating over HTTP is off; set RECSTREAM_API_INGEST_TOKEN on the API to turn it on"
+    )
+    log_level = logging.INFO
+
+
+class IngestTokenError(ServingError):
+    """A write came without the ingest token, or with another one."""
+
+    status_code = 401
+    public_message = (
+        "writing needs the ingest token: send the header 'Authorization: Bearer <token>' "
+        "with the value of RECSTREAM_API_INGEST_TOKEN"
+    )
+    log_level = logging.WARNING
+
+
+class IngestRejectedError(ServingError):
+    """The body of ``POST /ratings`` is not a list of valid ratings; the text says why."""
+
+    status_code = 422
+    public_message = None  # names the rating and the field, nothing private
+    log_level = logging.INFO
+
+
+class KafkaUnavailableError(ServingError):
+    """Kafka did not take the ratings in time (down, unreachable, or refusing us)."""
+
+    status_code = 503
+    public_message = "the ratings topic (Kafka) is unavailable; retry later"
+    retry_later = True
+    log_level = logging.WARNING

@@ -8,10 +8,12 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from producer.events import RATING_SCALES
 from recstream_base.settings import StrictSettings
 
 __all__ = ["ApiSettings", "RedisSettings"]
 
+_MIN_TOKEN_CHARS = 16
 _KEY_PREFIX = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -97,3 +99,34 @@ class ApiSettings(StrictSettings):
     retry_after_s: int = Field(
         5, ge=1, le=3600, description="Retry-After (seconds) sent with 503 answers."
     )
+    ingest_token: SecretStr | None = Field(
+        None,
+        description="Token a client must send (Authorization: Bearer) to POST /ratings; "
+        "unset, rating over HTTP is off.",
+    )
+    ingest_source: str = Field(
+        "ml-1m",
+        description="Dataset name given to ratings posted without one; it fixes their scale.",
+    )
+    ingest_timeout_s: float = Field(
+        5.0, gt=0, le=120, description="How long POST /ratings waits for Kafka before a 503."
+    )
+
+    @field_validator("ingest_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < _MIN_TOKEN_CHARS:
+            msg = (
+                f"ingest_token must be at least {_MIN_TOKEN_CHARS} characters (for example "
+                "`openssl rand -hex 16`); leave it unset to keep rating over HTTP off"
+            )
+            raise ValueError(msg)
+        return value
+
+    @field_validator("ingest_source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        if value not in RATING_SCALES:
+            msg = f"ingest_source must be one of {', '.join(RATING_SCALES)}, got {value!r}"
+            raise ValueError(msg)
+        return value

@@ -143,11 +143,14 @@ def test_model_health_and_metrics(http: TestClient) -> None:
 
 
 @pytest.mark.usefixtures("published")
-def test_read_only_and_documented(http: TestClient) -> None:
+def test_reads_are_read_only_and_documented(http: TestClient) -> None:
     assert http.post(RECS.format(1)).status_code == 405
     assert http.delete("/model").status_code == 405
+    assert http.post("/ratings", json={}).status_code == 403  # writing is off by default
     spec = http.get("/openapi.json").json()
-    assert set(spec["paths"]) == {RECS.format("{user_id}"), "/model", "/healthz", "/metrics"}
+    assert set(spec["paths"]) == {
+        RECS.format("{user_id}"), "/model", "/healthz", "/metrics", "/ratings",
+    }  # fmt: skip
     assert http.get("/docs").status_code == 200
 
 
