@@ -4,6 +4,8 @@
 ``GET /users/{user_id}/recommendations?n=10&genre=``   the user's top n (1..100), optionally of
                                                        one genre; unknown users get the popular
                                                        list with ``source: popular``
+``GET /movies/{movie_id}/similar?n=10``                the movie's n nearest movies (1..100) by
+                                                       the current model's item factors
 ``GET /model``                                         the current model and its evaluation
 ``GET /healthz``                                       200 when Redis answers and a model is
                                                        published, else 503 with the reason
@@ -46,7 +48,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producer.settings import KafkaSettings
 from recstream_base.ids import MAX_ID
-from serving.client import MAX_N, AsyncRecommendationClient, Health, ModelInfo, Recommendations
+from serving.client import (
+    MAX_N,
+    AsyncRecommendationClient,
+    Health,
+    ModelInfo,
+    Recommendations,
+    SimilarMovies,
+)
 from serving.errors import IngestRejectedError, RedisUnavailableError, ServingError
 from serving.ingest import (
     MAX_RATINGS,
@@ -99,6 +108,7 @@ def _allowed(error: dict[str, Any]) -> str:
     where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("path", "query"))
     rules = {
         "user_id": f"user_id must be an integer in 1..{MAX_ID}",
+        "movie_id": f"movie_id must be an integer in 1..{MAX_ID}",
         "n": f"n must be an integer in 1..{MAX_N}",
         "genre": "genre must be 1-64 characters, e.g. Comedy",
     }
@@ -209,6 +219,19 @@ def create_app(
         """The user's top n, best first, with titles; unknown users get the popular list."""
         found = await client().recommendations(user_id, n, genre=genre)
         # Serialised once by pydantic-core; FastAPI would validate and encode it again.
+        return Response(found.model_dump_json(), media_type="application/json")
+
+    @app.get(
+        "/movies/{movie_id}/similar",
+        response_model=SimilarMovies,
+        responses={**failures, 404: {"description": "The current model has not learned it."}},
+    )
+    async def similar(
+        movie_id: Annotated[int, Path(ge=1, le=MAX_ID, description="The movie's id.")],
+        n: Annotated[int, Query(ge=1, le=MAX_N, description="How many movies.")] = 10,
+    ) -> Response:
+        """The movie's n nearest movies by the current model's item factors, nearest first."""
+        found = await client().similar(movie_id, n)
         return Response(found.model_dump_json(), media_type="application/json")
 
     @app.get("/model", response_model=ModelInfo, responses=failures)

@@ -15,7 +15,7 @@ from rich.table import Table
 from recstream_base.cli import command_app
 from recstream_base.ids import MAX_ID
 from serving.client import MAX_N, RecommendationClient
-from serving.errors import NoModelError, RedisUnavailableError
+from serving.errors import NoModelError, RedisUnavailableError, UnknownMovieError
 from serving.layout import LayoutDecodeError
 from serving.settings import ApiSettings, RedisSettings
 
@@ -75,6 +75,38 @@ def recs(
         stars = "—" if movie.predicted_rating is None else f"{movie.predicted_rating:.1f}"
         table.add_row(str(rank), str(movie.movie_id), movie.title or "(not in the catalog)",
                       ", ".join(movie.genres), f"{movie.score:.3f}", stars)  # fmt: skip
+    Console().print(table)
+
+
+@app.command()
+def similar(
+    movie_id: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The movie's id.")],
+    n: Annotated[int, typer.Option("-n", "--n", min=1, max=MAX_N, help="How many.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = (
+        False
+    ),
+) -> None:
+    """A movie's N nearest movies by the current model's item factors, nearest first."""
+    with _client() as client:
+        try:
+            found = client.similar(movie_id, n)
+        except ValueError as exc:
+            _fail(str(exc), 2)
+        except (RedisUnavailableError, NoModelError, UnknownMovieError, LayoutDecodeError) as exc:
+            _fail(str(exc), 1)
+    if as_json:
+        print(found.model_dump_json(indent=2))
+        return
+    title = (
+        f"movies like {found.movie_id} ({found.title or 'not in the catalog'}) — "
+        f"model v{found.model_version} trained {_when(found.trained_at)}"
+    )
+    table = Table(title=title, title_justify="left")
+    for column in ("#", "movie", "title", "genres", "similarity"):
+        table.add_column(column, justify="left" if column in {"title", "genres"} else "right")
+    for rank, movie in enumerate(found.movies, start=1):
+        table.add_row(str(rank), str(movie.movie_id), movie.title or "(not in the catalog)",
+                      ", ".join(movie.genres), f"{movie.similarity:.3f}")  # fmt: skip
     Console().print(table)
 
 

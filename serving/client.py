@@ -3,7 +3,8 @@
 A lookup runs one Lua script on the server: it resolves ``p:current``, reads the
 user's list in that version (or the version's popular list when the user has none),
 the version's metadata, and the catalog entries of the listed movies; so a lookup
-never mixes versions and costs one round trip. The script reads keys it derives from
+never mixes versions and costs one round trip. A movie's nearest movies are read the
+same way from the version's ``similar`` hash. The script reads keys it derives from
 the prefix, which a single Redis server (or a replica) allows; Redis Cluster would need
 the keys under one hash tag.
 
@@ -25,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from recstream_base.ids import MAX_ID
 from serving.connection import open_async_redis, open_redis
-from serving.errors import NoModelError, RedisUnavailableError
+from serving.errors import NoModelError, RedisUnavailableError, UnknownMovieError
 from serving.layout import (
     CatalogEntry,
     LayoutDecodeError,
@@ -45,6 +46,8 @@ __all__ = [
     "RecommendationClient",
     "Recommendations",
     "RecommendedMovie",
+    "SimilarMovie",
+    "SimilarMovies",
 ]
 
 MAX_N = 100
@@ -63,12 +66,39 @@ local meta = redis.call('GET', meta_key(prefix, version))
 """
 )
 
+# A stored list cut to its first ``limit`` movies, and those movies' catalog entries. A
+# list the script cannot parse is returned as stored, for the client to report.
+_HEAD = """
+local function head(list, limit)
+  local entries = {}
+  local ok, doc = pcall(cjson.decode, list)
+  if ok and type(doc) == 'table' and type(doc.items) == 'table' then
+    local ids = {}
+    local first = {}
+    for i, pair in ipairs(doc.items) do
+      if i > limit then break end
+      first[i] = pair
+      if type(pair) == 'table' and type(pair[1]) == 'number' then
+        ids[#ids + 1] = string.format('%d', pair[1])
+      end
+    end
+    if #ids > 0 then entries = redis.call('HMGET', catalog_key(prefix), unpack(ids)) end
+    if #doc.items > limit then
+      -- only the head travels back; an empty table would encode as {} rather than []
+      doc.items = first
+      list = cjson.encode(doc)
+    end
+  end
+  return list, entries
+end
+"""
+
 # ARGV: prefix, user id, how many movies to read from the top of the list.
 # Returns {version, meta, list (cut to that many movies), personal (1/0), {catalog
-# entries of those movies}}. A list the script cannot parse is returned as stored, for
-# the client to report.
+# entries of those movies}}.
 _LOOKUP = (
     _CURRENT
+    + _HEAD
     + """
 local list = redis.call('HGET', lists_key(prefix, version), ARGV[2])
 local personal = 1
@@ -77,28 +107,23 @@ if not list then
   personal = 0
 end
 local entries = {}
-if list then
-  local ok, doc = pcall(cjson.decode, list)
-  if ok and type(doc) == 'table' and type(doc.items) == 'table' then
-    local ids = {}
-    local head = {}
-    local limit = tonumber(ARGV[3])
-    for i, pair in ipairs(doc.items) do
-      if i > limit then break end
-      head[i] = pair
-      if type(pair) == 'table' and type(pair[1]) == 'number' then
-        ids[#ids + 1] = string.format('%d', pair[1])
-      end
-    end
-    if #ids > 0 then entries = redis.call('HMGET', catalog_key(prefix), unpack(ids)) end
-    if #doc.items > limit then
-      -- only the head travels back; an empty table would encode as {} rather than []
-      doc.items = head
-      list = cjson.encode(doc)
-    end
-  end
-end
+if list then list, entries = head(list, tonumber(ARGV[3])) end
 return {version, meta or false, list or false, personal, entries}
+"""
+)
+
+# ARGV: prefix, movie id, how many neighbours. Returns {version, meta, its neighbours
+# (cut to that many; false when the version has none for it), {their catalog entries},
+# the movie's own catalog entry}.
+_SIMILAR = (
+    _CURRENT
+    + _HEAD
+    + """
+local list = redis.call('HGET', similar_key(prefix, version), ARGV[2])
+local entries = {}
+if list then list, entries = head(list, tonumber(ARGV[3])) end
+local own = redis.call('HGET', catalog_key(prefix), ARGV[2])
+return {version, meta or false, list or false, entries, own or false}
 """
 )
 
@@ -147,6 +172,26 @@ class Recommendations(BaseModel):
     movies: list[RecommendedMovie]
 
 
+class SimilarMovie(BaseModel):
+    """One of a movie's nearest movies, nearest first."""
+
+    movie_id: int
+    title: str | None = Field(description="None when the catalog has no entry for it.")
+    genres: list[str]
+    similarity: float = Field(description="Cosine of the two movies' factors, -1..1.")
+
+
+class SimilarMovies(BaseModel):
+    """A movie's nearest movies under the current model version."""
+
+    movie_id: int
+    title: str | None
+    genres: list[str]
+    model_version: int
+    trained_at: float = Field(description="When the model was trained (epoch seconds).")
+    movies: list[SimilarMovie]
+
+
 class ModelInfo(BaseModel):
     """The current model version and its metadata."""
 
@@ -178,13 +223,21 @@ class Health(BaseModel):
     reason: str
 
 
-def _check_request(user_id: int, n: int, genre: str | None) -> None:
-    if isinstance(user_id, bool) or not isinstance(user_id, int) or not 1 <= user_id <= MAX_ID:
-        msg = f"user_id must be an integer in 1..{MAX_ID}, got {user_id!r}"
+def _check_id(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
+        msg = f"{name} must be an integer in 1..{MAX_ID}, got {value!r}"
         raise ValueError(msg)
+
+
+def _check_n(n: int) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
         msg = f"n must be an integer in 1..{MAX_N}, got {n!r}"
         raise ValueError(msg)
+
+
+def _check_request(user_id: int, n: int, genre: str | None) -> None:
+    _check_id("user_id", user_id)
+    _check_n(n)
     if genre is not None and not 1 <= len(genre) <= 64:
         msg = f"genre must be 1-64 characters, got {len(genre)}"
         raise ValueError(msg)
@@ -263,6 +316,48 @@ def assemble(
     )
 
 
+def assemble_similar(
+    layout: RedisLayout, movie_id: int, n: int, reply: Sequence[Any]
+) -> SimilarMovies:
+    """Turn the similar-movies script's reply into ``SimilarMovies``.
+
+    Raises:
+        NoModelError: no model version is current.
+        UnknownMovieError: the current version has no neighbours for the movie.
+        LayoutDecodeError: a value read does not follow the layout.
+    """
+    if not reply:
+        raise NoModelError(_NO_MODEL)
+    raw_version, raw_meta, raw_list, entries, own = reply
+    version = int(raw_version)
+    if raw_meta is None:
+        msg = f"{layout.meta(version)} is missing although version {version} is current"
+        raise LayoutDecodeError(msg)
+    trained_at = _trained_at(raw_meta, layout.meta(version))
+    if raw_list is None:
+        msg = (
+            f"movie {movie_id} has no similar movies in model version {version}: the model "
+            "has not learned it (no ratings of it yet, or too few)"
+        )
+        raise UnknownMovieError(msg)
+    listed = decode_list(raw_list, key=f"{layout.similar(version)}[{movie_id}]")
+    movies = []
+    for (movie, cosine), entry in zip(listed.items[:n], entries, strict=False):
+        known = None if entry is None else _movie(entry, f"{layout.catalog}[{movie}]")
+        movies.append(SimilarMovie(movie_id=movie, title=known.title if known else None,
+                                   genres=list(known.genres) if known else [],
+                                   similarity=cosine))  # fmt: skip
+    itself = None if own is None else _movie(own, f"{layout.catalog}[{movie_id}]")
+    return SimilarMovies(
+        movie_id=movie_id,
+        title=itself.title if itself else None,
+        genres=list(itself.genres) if itself else [],
+        model_version=version,
+        trained_at=trained_at,
+        movies=movies,
+    )
+
+
 def model_info(layout: RedisLayout, reply: Sequence[Any], now: float | None = None) -> ModelInfo:
     """Turn the model script's reply into ``ModelInfo`` (NoModelError without a model)."""
     if not reply:
@@ -312,6 +407,7 @@ class RecommendationClient:
         self.layout = RedisLayout(self.settings.key_prefix)
         self._redis = client or open_redis(self.settings)
         self._lookup = self._redis.register_script(_LOOKUP)
+        self._similar = self._redis.register_script(_SIMILAR)
         self._model = self._redis.register_script(_MODEL)
 
     def recommendations(
@@ -330,6 +426,22 @@ class RecommendationClient:
         except redis.RedisError as exc:
             raise _unavailable(self.settings, exc) from exc
         return assemble(self.layout, user_id, n, genre, cast(list[Any], reply))
+
+    def similar(self, movie_id: int, n: int = 10) -> SimilarMovies:
+        """The movie's ``n`` nearest movies under the current model, nearest first.
+
+        Raises:
+            ValueError: ``movie_id`` or ``n`` out of range (the message says which).
+            UnknownMovieError: the current model has not learned the movie.
+            NoModelError, RedisUnavailableError, LayoutDecodeError: see the module docstring.
+        """
+        _check_id("movie_id", movie_id)
+        _check_n(n)
+        try:
+            reply = self._similar(args=[self.layout.prefix, movie_id, n])
+        except redis.RedisError as exc:
+            raise _unavailable(self.settings, exc) from exc
+        return assemble_similar(self.layout, movie_id, n, cast(list[Any], reply))
 
     def model_info(self) -> ModelInfo:
         """The current model's metadata (NoModelError when there is none)."""
@@ -367,6 +479,7 @@ class AsyncRecommendationClient:
         self.layout = RedisLayout(self.settings.key_prefix)
         self._redis = open_async_redis(self.settings)
         self._lookup = self._redis.register_script(_LOOKUP)
+        self._similar = self._redis.register_script(_SIMILAR)
         self._model = self._redis.register_script(_MODEL)
 
     async def recommendations(
@@ -380,6 +493,16 @@ class AsyncRecommendationClient:
         except redis.RedisError as exc:
             raise _unavailable(self.settings, exc) from exc
         return assemble(self.layout, user_id, n, genre, cast(list[Any], reply))
+
+    async def similar(self, movie_id: int, n: int = 10) -> SimilarMovies:
+        """See ``RecommendationClient.similar``."""
+        _check_id("movie_id", movie_id)
+        _check_n(n)
+        try:
+            reply = await self._similar(args=[self.layout.prefix, movie_id, n])
+        except redis.RedisError as exc:
+            raise _unavailable(self.settings, exc) from exc
+        return assemble_similar(self.layout, movie_id, n, cast(list[Any], reply))
 
     async def model_info(self) -> ModelInfo:
         """See ``RecommendationClient.model_info``."""

@@ -20,6 +20,7 @@ __all__ = [
     "NoModelError",
     "RedisUnavailableError",
     "ServingError",
+    "UnknownMovieError",
 ]
 
 
@@ -88,3 +89,11 @@ class KafkaUnavailableError(ServingError):
     public_message = "the ratings topic (Kafka) is unavailable; retry later"
     retry_later = True
     log_level = logging.WARNING
+
+
+class UnknownMovieError(ServingError):
+    """The current model version has no neighbours for the movie asked about."""
+
+    status_code = 404
+    public_message = None  # names the movie and the version, nothing private
+    log_level = logging.INFO

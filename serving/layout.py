@@ -11,6 +11,8 @@ key                        type    value
 ``p:v{v}:lists``           hash    user id -> that user's list (JSON, see ``encode_list``)
 ``p:v{v}:meta``            string  model metadata (JSON object)
 ``p:v{v}:popular``         string  the popularity list of that model (JSON, as a user list)
+``p:v{v}:similar``         hash    movie id -> its nearest movies by the model's item
+                                   factors (JSON, as a user list; score = cosine)
 ``p:catalog``              hash    movie id -> ``{"title": …, "genres": […]}`` (JSON)
 =========================  ======  ==========================================================
 
@@ -76,6 +78,7 @@ KEY_TEMPLATES = {
     "lists": "{prefix}:v{version}:lists",
     "meta": "{prefix}:v{version}:meta",
     "popular": "{prefix}:v{version}:popular",
+    "similar": "{prefix}:v{version}:similar",
 }
 _PLACEHOLDER = re.compile(r"\{(prefix|version)\}")
 
@@ -113,9 +116,15 @@ class RedisLayout:
         """Popularity list of one model version."""
         return KEY_TEMPLATES["popular"].format(prefix=self.prefix, version=version)
 
+    def similar(self, version: int) -> str:
+        """Hash of movie id -> its nearest movies, for one model version."""
+        return KEY_TEMPLATES["similar"].format(prefix=self.prefix, version=version)
+
     def version_keys(self, version: int) -> list[str]:
         """Every key that belongs to one version (what deleting it removes)."""
-        return [self.lists(version), self.meta(version), self.popular(version)]
+        return [
+            self.lists(version), self.meta(version), self.popular(version), self.similar(version)
+        ]  # fmt: skip
 
 
 def lua_key(name: str) -> str:

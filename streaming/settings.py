@@ -287,6 +287,9 @@ class ModelSettings(StrictSettings):
     top_k: int = Field(
         100, ge=1, le=10_000, description="Length of each stored list (serving truncates)."
     )
+    similar_k: int = Field(
+        20, ge=1, le=100, description="Nearest movies published per movie (/movies/{id}/similar)."
+    )
 
     @model_validator(mode="after")
     def _check_alpha(self) -> ModelSettings:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import redis
 
 from serving.layout import ModelMeta, RedisLayout, encode_list
-from streaming.publish.writes import publish_catalog, switch_current, write_version
+from streaming.model.topn import ItemIndex
+from streaming.publish.writes import publish_catalog, switch_current, write_similar, write_version
 
 CATALOG = [
     (10, "Toy Story (1995)", ["Animation", "Comedy"]),
@@ -27,6 +28,14 @@ META = ModelMeta(
 )
 
 
+# Item factors: seen from 10, movie 14 is nearly the same, 12 at 45°, 20 at cos 0.6, 11 at
+# a right angle, 13 opposite; 30 has no factors (the model learned nothing of it).
+ITEMS = ItemIndex(
+    [10, 11, 12, 13, 14, 20, 30],
+    [[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [-3.0, 0.0], [1.0, 0.1], [0.6, -0.8], [0.0, 0.0]],
+)
+
+
 def publish(client: redis.Redis, layout: RedisLayout, version: int = 3) -> None:
     """A version as the streaming job writes it: lists, popular, meta, then the switch."""
     first = [(10, 4.9), (11, 4.5), (14, 4.4), (12, 4.1), (13, 3.9)]
@@ -38,5 +47,6 @@ def publish(client: redis.Redis, layout: RedisLayout, version: int = 3) -> None:
     write_version(
         client, layout, version, lists, popular, META.model_copy(update={"version": version})
     )
+    write_similar(client, layout, version, ITEMS, k=5)
     publish_catalog(client, layout, CATALOG)
     switch_current(client, layout, version, now=1_700_000_050.0)

@@ -35,6 +35,7 @@ from streaming.publish.writes import (
     publish_catalog,
     switch_current,
     write_lists,
+    write_similar,
     write_version,
 )
 from streaming.settings import ModelSettings, StreamSettings
@@ -131,16 +132,27 @@ class Publisher:
     ) -> int | None:
         """Write ``model``'s lists of everyone stored through ``through_batch``, before the switch.
 
-        Safe beside a flush on another thread: it writes only the new version's lists
-        and touches none of the pending work. How many lists; None when Redis failed
-        (the switch then publishes the version in full).
+        Then its movies' nearest movies (should that fail, the switch writes them).
+        Safe beside a flush on another thread: it writes only the new version's keys
+        and touches none of the pending work. How many lists; None when writing them
+        failed (the switch then publishes the version in full).
         """
         try:
-            return self._model_lists(model, through_batch, short_term, self.stage_partitions)
+            staged = self._model_lists(model, through_batch, short_term, self.stage_partitions)
         except _PUBLISH_ERRORS as exc:
             _log.warning("writing version %d's lists ahead of its switch failed (%s); it will "
                          "be published in full", model.version, type(exc).__name__)  # fmt: skip
             return None
+        try:
+            client = open_redis(self.settings)
+            try:
+                self._write_similar(client, model)
+            finally:
+                client.close()
+        except _PUBLISH_ERRORS as exc:
+            _log.warning("writing version %d's nearest movies ahead of its switch failed (%s); "
+                         "the switch writes them", model.version, type(exc).__name__)  # fmt: skip
+        return staged
 
     def users_changed(self, users: Sequence[int], batch_id: int) -> None:
         """Refresh these users' lists in the current version at the next flush."""
@@ -297,6 +309,8 @@ class Publisher:
                 _log.warning("version %d's staged lists are gone from Redis; publishing it "
                              "in full", model.version)  # fmt: skip
             written = self._model_lists(model, None, self.short_term)
+        if not client.exists(self.layout.similar(model.version)):
+            self._write_similar(client, model)
         popular = encode_list(model.popular, time.time(), "popular", model.popular_stars())
         write_version(client, self.layout, model.version, [], popular, self._meta(model))
         if switch_current(client, self.layout, model.version):
@@ -316,6 +330,15 @@ class Publisher:
         return publish_ratings(self.ratings(through_batch), model.fold_in(self.model_settings),
                                self.model_settings.top_k, target, partitions, model.stars,
                                short_term)  # fmt: skip
+
+    def _write_similar(self, client: redis.Redis, model: ModelVersion) -> int:
+        """Write each movie's nearest movies under ``model``'s version; how many movies."""
+        began = time.perf_counter()
+        written = write_similar(client, self.layout, model.version, model.items,
+                                self.model_settings.similar_k)  # fmt: skip
+        _log.info("version %d: the nearest movies of %d movies written in %.1f s",
+                  model.version, written, time.perf_counter() - began)  # fmt: skip
+        return written
 
     def _publish_fold_in(
         self, client: redis.Redis, recent: RecentRatings, model: ModelVersion

@@ -19,6 +19,8 @@ import redis
 
 from serving.layout import CatalogEntry, ListSource, ModelMeta, RedisLayout, encode_lists
 from streaming.model.lists import UserLists
+from streaming.model.similar import similar_movies
+from streaming.model.topn import ItemIndex
 
 __all__ = [
     "current_version",
@@ -27,6 +29,7 @@ __all__ = [
     "publish_catalog",
     "switch_current",
     "write_lists",
+    "write_similar",
     "write_version",
 ]
 
@@ -64,12 +67,34 @@ def write_lists(
     client: redis.Redis, layout: RedisLayout, version: int, lists: Iterable[tuple[int, bytes]]
 ) -> int:
     """HSET encoded user lists into a version's hash, pipelined in chunks; how many."""
+    return _hset_chunked(client, layout.lists(version), lists)
+
+
+def write_similar(
+    client: redis.Redis, layout: RedisLayout, version: int, items: ItemIndex, k: int
+) -> int:
+    """HSET each movie's ``k`` nearest movies into a version's ``similar`` hash; how many.
+
+    Movies without a neighbour (their factors are zero) get no entry.
+    """
+    stamp = time.time()
+
+    def encoded() -> Iterable[tuple[int, bytes]]:
+        for movies, neighbours, cosines in similar_movies(items, k):
+            known = neighbours[:, 0] >= 0
+            values = encode_lists(neighbours[known], cosines[known], stamp, "model")
+            yield from zip(movies[known].tolist(), values, strict=True)
+
+    return _hset_chunked(client, layout.similar(version), encoded())
+
+
+def _hset_chunked(client: redis.Redis, key: str, entries: Iterable[tuple[int, bytes]]) -> int:
+    """HSET (field, value) pairs into ``key``, pipelined in chunks; how many."""
     written = 0
     chunk: dict[Any, Any] = {}  # redis-py's hset wants exactly its own key union
-    key = layout.lists(version)
     with client.pipeline(transaction=False) as pipe:
-        for user, value in lists:
-            chunk[str(user)] = value
+        for field, value in entries:
+            chunk[str(field)] = value
             if len(chunk) >= _CHUNK:
                 pipe.hset(key, mapping=chunk)
                 written += len(chunk)

@@ -63,9 +63,30 @@ def test_unknown_user_gets_the_popular_list(http: TestClient) -> None:
     assert [m["movie_id"] for m in body["movies"]] == [20, 10, 11]
 
 
+@pytest.mark.usefixtures("published")
+def test_similar_movies(http: TestClient) -> None:
+    body = http.get("/movies/10/similar", params={"n": 2}).json()
+    assert body["movie_id"] == 10
+    assert body["title"] == "Toy Story (1995)"
+    assert body["model_version"] == 3
+    assert body["movies"] == [
+        {"movie_id": 14, "title": None, "genres": [], "similarity": 0.995},
+        {"movie_id": 12, "title": "Clueless (1995)", "genres": ["Comedy", "Romance"],
+         "similarity": 0.7071},
+    ]  # fmt: skip
+    unknown = http.get("/movies/999/similar")
+    assert unknown.status_code == 404
+    assert unknown.json() == {
+        "detail": "movie 999 has no similar movies in model version 3: the model has not "
+        "learned it (no ratings of it yet, or too few)"
+    }
+
+
 @pytest.mark.parametrize(
     ("path", "params", "message"),
     [
+        ("/movies/0/similar", {}, "movie_id must be an integer in 1..2147483647"),
+        ("/movies/10/similar", {"n": 101}, "n must be an integer in 1..100"),
         (RECS.format("abc"), {}, "user_id must be an integer in 1..2147483647"),
         (RECS.format(-5), {}, "user_id must be an integer in 1..2147483647"),
         (RECS.format(0), {}, "user_id must be an integer in 1..2147483647"),
@@ -86,7 +107,7 @@ def test_bad_input_is_422_saying_what_is_allowed(
 
 
 def test_no_model_is_503_with_retry_after(http: TestClient) -> None:
-    for path in (RECS.format(1), "/model", "/healthz"):
+    for path in (RECS.format(1), "/movies/1/similar", "/model", "/healthz"):
         answer = http.get(path)
         assert answer.status_code == 503, path
         assert answer.headers["Retry-After"] == "5"
@@ -149,7 +170,8 @@ def test_reads_are_read_only_and_documented(http: TestClient) -> None:
     assert http.post("/ratings", json={}).status_code == 403  # writing is off by default
     spec = http.get("/openapi.json").json()
     assert set(spec["paths"]) == {
-        RECS.format("{user_id}"), "/model", "/healthz", "/metrics", "/ratings",
+        RECS.format("{user_id}"), "/movies/{movie_id}/similar", "/model", "/healthz",
+        "/metrics", "/ratings",
     }  # fmt: skip
     assert http.get("/docs").status_code == 200
 

@@ -45,6 +45,20 @@ def test_recs_prints_a_table_and_json(runner: CliRunner) -> None:
 
 
 @pytest.mark.usefixtures("published")
+def test_similar_prints_a_table_and_json(runner: CliRunner) -> None:
+    table = runner.invoke(app, ["similar", "10", "-n", "3"])
+    assert table.exit_code == 0, table.output
+    assert "movies like 10 (Toy Story (1995))" in table.output
+    assert "Clueless (1995)" in table.output
+    assert "0.995" in table.output
+    body = json.loads(runner.invoke(app, ["similar", "10", "-n", "2", "--json"]).output)
+    assert [m["movie_id"] for m in body["movies"]] == [14, 12]
+    unknown = runner.invoke(app, ["similar", "999"])
+    assert unknown.exit_code == 1
+    assert "movie 999 has no similar movies in model version 3" in unknown.output
+
+
+@pytest.mark.usefixtures("published")
 def test_model_and_health(runner: CliRunner) -> None:
     model = runner.invoke(app, ["model"])
     assert model.exit_code == 0, model.output
@@ -63,7 +77,11 @@ def test_without_a_model_the_cli_says_so(runner: CliRunner) -> None:
     assert runner.invoke(app, ["health"]).exit_code == 1
 
 
-@pytest.mark.parametrize("args", [["recs", "0"], ["recs", "abc"], ["recs", "1", "-n", "101"]])
+@pytest.mark.parametrize(
+    "args",
+    [["recs", "0"], ["recs", "abc"], ["recs", "1", "-n", "101"], ["similar", "0"],
+     ["similar", "5", "-n", "0"]],
+)  # fmt: skip
 def test_bad_input_exits_2(runner: CliRunner, args: list[str]) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 2

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from serving.client import RecommendationClient
-from serving.errors import NoModelError, RedisUnavailableError
+from serving.errors import NoModelError, RedisUnavailableError, UnknownMovieError
 from serving.layout import LayoutDecodeError, encode_list
 from serving.settings import RedisSettings
 from streaming.publish.writes import switch_current, write_lists, write_version
@@ -69,7 +69,8 @@ def test_one_round_trip_per_lookup(
     client: RecommendationClient, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     publish(redis_client, client.layout)
-    client.recommendations(1)  # loads the script once
+    client.recommendations(1)  # loads the scripts once
+    client.similar(10)
     sent: list[object] = []
     connection = client._redis
     execute: Callable[..., object] = connection.execute_command
@@ -81,7 +82,27 @@ def test_one_round_trip_per_lookup(
     monkeypatch.setattr(connection, "execute_command", counting)
     client.recommendations(1, n=5)
     client.recommendations(999, n=5, genre="Crime")
-    assert sent == ["EVALSHA", "EVALSHA"]
+    client.similar(12, n=3)
+    assert sent == ["EVALSHA", "EVALSHA", "EVALSHA"]
+
+
+def test_similar_movies_nearest_first_with_titles(
+    client: RecommendationClient, redis_client: redis.Redis
+) -> None:
+    publish(redis_client, client.layout)
+    found = client.similar(10, n=4)
+    assert (found.movie_id, found.title, found.model_version) == (10, "Toy Story (1995)", 3)
+    assert [m.movie_id for m in found.movies] == [14, 12, 20, 11]
+    assert [m.similarity for m in found.movies] == [0.995, 0.7071, 0.6, 0.0]
+    assert [m.title for m in found.movies] == [None, "Clueless (1995)", "Fargo (1996)",
+                                               "Heat (1995)"]  # fmt: skip
+    assert len(client.similar(10, n=100).movies) == 5  # as many as were published
+    assert client.similar(14).title is None  # not in the catalog, but the model knows it
+    for unknown in (30, 999):  # no factors; never rated
+        with pytest.raises(UnknownMovieError, match=f"movie {unknown} has no similar movies"):
+            client.similar(unknown)
+    with pytest.raises(ValueError, match="movie_id must be an integer"):
+        client.similar(0)
 
 
 def test_model_info(client: RecommendationClient, redis_client: redis.Redis) -> None:

@@ -76,6 +76,10 @@ def test_redis_outage_is_retried_with_backoff_and_nothing_is_lost(
             first = decode_list(client.hget(layout.lists(4), "1") or b"").items[:2]
             # what serving shows: a user's list, or the version's popular list
             assert publisher.served([1, 99], 2) == {1: [m for m, _ in first], 99: [10, 12]}
+            # each movie's nearest movies, written with the version (similar_k of them)
+            assert client.hlen(layout.similar(4)) == 10
+            nearest = decode_list(client.hget(layout.similar(4), "10") or b"").items
+            assert len(nearest) == 9  # every other movie: fewer than similar_k (20)
             publisher.users_changed([2], batch_id=7)
             assert publisher.flush(recent).fold_in_lists == 1
             assert decode_list(client.hget(layout.lists(4), "2") or b"").source == "fold-in"

@@ -130,6 +130,9 @@ def test_ml100k_in_two_halves_publishes_every_user_and_versions_grow(
             found = lookups.recommendations(everything[0][0], n=10)
             unknown = lookups.recommendations(999_999, n=5)
             info = lookups.model_info()
+            nearest = lookups.similar(found.movies[0].movie_id, n=5)  # written with the version
+        assert (nearest.model_version, len(nearest.movies)) == (versions[1], 5)
+        assert all(-1 <= movie.similarity <= 1 and movie.title for movie in nearest.movies)
         assert (found.model_version, found.source, len(found.movies)) == (versions[1], "model", 10)
         assert all(movie.title for movie in found.movies)  # the catalog came with the replay
         for entry in (*found.movies, *unknown.movies):  # predicted stars beside each movie

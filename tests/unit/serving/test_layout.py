@@ -34,10 +34,12 @@ def test_keys_are_pinned() -> None:
     assert layout.lists(7) == "recstream:v7:lists"
     assert layout.meta(7) == "recstream:v7:meta"
     assert layout.popular(7) == "recstream:v7:popular"
+    assert layout.similar(7) == "recstream:v7:similar"
     assert layout.version_keys(7) == [
         "recstream:v7:lists",
         "recstream:v7:meta",
         "recstream:v7:popular",
+        "recstream:v7:similar",
     ]
 
 
