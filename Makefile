@@ -49,7 +49,7 @@ spark-cluster-down: ## Stop the local Spark cluster that `make spark-cluster` st
 spark-cluster-status: ## Show whether the local Spark cluster runs
 	@if [ -x $(PY) ]; then $(PY) -m recstream_infra.spark_cluster status; else echo "no .venv: nothing was started"; fi
 
-DATASET ?= tfds
+DATASET ?= auto
 DEMO_SECONDS ?= 300
 DEMO_RATE ?= 400
 

@@ -95,7 +95,8 @@ def replay(
         _fail(f"bad settings: {exc}", 2)
     pacer = _pacer(settings, speed=speed, rate=rate, max_pace=max_pace)
     try:
-        dataset = load_source(source or settings.source, settings, strict=strict)
+        dataset = load_source(source or settings.source, settings, strict=strict,
+                              fell_back=lambda note: _err.print(f"note: {note}"))  # fmt: skip
         _err.print(
             f"source: {dataset.label}: {len(dataset.ratings):,} ratings, "
             f"{len(dataset.movies):,} movies"

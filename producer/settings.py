@@ -142,7 +142,10 @@ class ProducerSettings(StrictSettings):
     source: str = Field(
         "tfds:movielens/1m-ratings",
         min_length=1,
-        description=("What to replay: tfds:<name>, a GroupLens folder or zip, or 'synthetic'."),
+        description=(
+            "What to replay: tfds:<name>, a GroupLens folder or zip, 'synthetic', or 'auto' "
+            "(MovieLens-1M through tensorflow-datasets, else the synthetic feed)."
+        ),
     )
     tfds_data_dir: Path | None = Field(
         None, description="TFDS data folder; unset means TFDS's default (~/tensorflow_datasets)."

@@ -61,6 +61,7 @@ class DemoRun:
     api_port: int
     env: dict[str, str] = field(default_factory=dict)
     started_at: float = 0.0  # epoch seconds
+    dataset: str = ""  # what is replayed, as the report names it (a synthetic feed says so)
 
     @property
     def commits_dir(self) -> Path:
@@ -95,10 +96,10 @@ def run(
     dataset: Annotated[
         str,
         typer.Option(
-            help="tfds (MovieLens-1M through tensorflow-datasets), tfds:<name>, a GroupLens "
-            "folder or zip, or synthetic"
+            help="auto (MovieLens-1M through tensorflow-datasets, else the synthetic feed), "
+            "tfds, tfds:<name>, a GroupLens folder or zip, or synthetic"
         ),
-    ] = "tfds",
+    ] = "auto",
     seconds: Annotated[
         float, typer.Option(min=0, help="Stop replaying after this long (0 = replay it all)")
     ] = 300.0,
@@ -109,7 +110,7 @@ def run(
     report: Annotated[Path, typer.Option(help="Where the HTML report goes")] = Path("demo-report"),
 ) -> None:
     """Replay a dataset through Kafka, the streaming job and Redis, print, report, stop."""
-    data = _load(dataset)
+    dataset, data = _load(dataset)
     ratings = data.ratings.in_replay_order()
     limit = len(ratings) if seconds == 0 else min(len(ratings), int(rate * seconds))
     samples = _pick_samples(ratings.user_ids[:limit])
@@ -118,6 +119,7 @@ def run(
           f"(about {limit / rate / 60:.1f} min); sample users "
           f"{', '.join(str(s.user_id) for s in samples)}")  # fmt: skip
     demo = _prepare(state, api_port)
+    demo.dataset = data.label
     services = LocalServices()
     started: list[str] = []
     processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -154,11 +156,13 @@ def run(
         print(f"demo: report written to {target}")
 
 
-def _load(spec: str) -> Dataset:
-    from producer.sources import load_source
+def _load(spec: str) -> tuple[str, Dataset]:
+    """The source the producer will replay (``auto`` resolved) and its dataset."""
+    from producer.sources import AUTO, load_source
 
+    fell_back: list[str] = []
     try:
-        return load_source(spec, ProducerSettings())
+        data = load_source(spec, ProducerSettings(), fell_back=fell_back.append)
     except ProducerError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         if spec.startswith("tfds"):
@@ -166,6 +170,11 @@ def _load(spec: str) -> Dataset:
                   "  make demo DATASET=<path to a GroupLens folder, e.g. ../shared/data/ml-100k>\n"
                   "  make demo DATASET=synthetic", file=sys.stderr)  # fmt: skip
         raise typer.Exit(2) from exc
+    for note in fell_back:
+        print(f"demo: {note}")
+    if spec == AUTO:
+        spec = "synthetic" if fell_back else "tfds"
+    return spec, data
 
 
 def _pick_samples(users: np.ndarray) -> list[Sample]:
@@ -478,8 +487,9 @@ def _html(
         "<!doctype html><meta charset='utf-8'><title>recstream demo report</title>",
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
         "td,th{padding:.2em .8em;text-align:left}</style>",
-        f"<h1>recstream demo</h1><p>topic <code>{escape(demo.topic)}</code>, generated "
-        f"{time.strftime('%Y-%m-%d %H:%M:%S')}</p><table>",
+        f"<h1>recstream demo</h1><p>{escape(demo.dataset)}: topic "
+        f"<code>{escape(demo.topic)}</code>, generated {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        "</p><table>",
         *(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows),
         "</table>",
         *(
