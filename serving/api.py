@@ -48,14 +48,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producer.settings import KafkaSettings
 from recstream_base.ids import MAX_ID
-from serving.client import (
-    MAX_N,
-    AsyncRecommendationClient,
-    Health,
-    ModelInfo,
-    Recommendations,
-    SimilarMovies,
-)
+from serving.answers import MAX_N, Health, ModelInfo, Recommendations, SimilarMovies
+from serving.client import AsyncRecommendationClient
 from serving.errors import IngestRejectedError, RedisUnavailableError, ServingError
 from serving.ingest import (
     MAX_RATINGS,

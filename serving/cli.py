@@ -14,7 +14,8 @@ from rich.table import Table
 
 from recstream_base.cli import command_app
 from recstream_base.ids import MAX_ID
-from serving.client import MAX_N, RecommendationClient
+from serving.answers import MAX_N
+from serving.client import RecommendationClient
 from serving.errors import NoModelError, RedisUnavailableError, UnknownMovieError
 from serving.layout import LayoutDecodeError
 from serving.settings import ApiSettings, RedisSettings

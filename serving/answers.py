@@ -1,0 +1,269 @@
+"""What a lookup answers: the typed results, built from the lookup scripts' replies.
+
+``serving.client`` runs the scripts; the functions here turn a reply into a result or
+the error it stands for (``NoModelError``, ``UnknownMovieError``, ``LayoutDecodeError``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from serving.errors import NoModelError, UnknownMovieError
+from serving.layout import (
+    CatalogEntry,
+    LayoutDecodeError,
+    RedisLayout,
+    decode_list,
+    decode_meta,
+    decode_movie,
+)
+
+__all__ = [
+    "MAX_N",
+    "Health",
+    "ModelInfo",
+    "Recommendations",
+    "RecommendedMovie",
+    "SimilarMovie",
+    "SimilarMovies",
+    "assemble",
+    "assemble_similar",
+    "health_of",
+    "model_info",
+]
+
+MAX_N = 100
+"""The most movies one lookup returns (the stored lists are at most K long)."""
+
+_NO_MODEL = "no model has been published yet: start the streaming job (python -m streaming run)"
+
+
+class RecommendedMovie(BaseModel):
+    """One movie of a list, best first."""
+
+    movie_id: int
+    title: str | None = Field(description="None when the catalog has no entry for it.")
+    genres: list[str]
+    score: float
+    predicted_rating: float | None = Field(
+        None,
+        description=(
+            "The stars (1-5) the user is predicted to give the movie, from the rating "
+            "model; None when the job runs without one or it does not know the movie."
+        ),
+    )
+
+
+class Recommendations(BaseModel):
+    """A user's recommendations and where they came from."""
+
+    user_id: int
+    source: Literal["model", "fold-in", "popular"] = Field(
+        description=(
+            "model: computed when the model was published; fold-in: refreshed after the "
+            "user's latest ratings; popular: the user has no personal list (unknown user)."
+        )
+    )
+    genre: str | None
+    model_version: int
+    trained_at: float = Field(description="When the model was trained (epoch seconds).")
+    updated_at: float = Field(description="When this list was last written (epoch seconds).")
+    movies: list[RecommendedMovie]
+
+
+class SimilarMovie(BaseModel):
+    """One of a movie's nearest movies, nearest first."""
+
+    movie_id: int
+    title: str | None = Field(description="None when the catalog has no entry for it.")
+    genres: list[str]
+    similarity: float = Field(description="Cosine of the two movies' factors, -1..1.")
+
+
+class SimilarMovies(BaseModel):
+    """A movie's nearest movies under the current model version."""
+
+    movie_id: int
+    title: str | None
+    genres: list[str]
+    model_version: int
+    trained_at: float = Field(description="When the model was trained (epoch seconds).")
+    movies: list[SimilarMovie]
+
+
+class ModelInfo(BaseModel):
+    """The current model version and its metadata."""
+
+    version: int
+    trained_at: float
+    published_at: float | None
+    age_s: float = Field(description="Seconds since the model was trained.")
+    ratings: int | None = None
+    users: int | None = None
+    movies: int | None = None
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None
+    last_folded_in_batch: int | None = None
+    stars_from_version: int | None = Field(
+        None,
+        description=(
+            "The version whose training ratings fitted the predicted stars in the lists: "
+            "this version once its own rating model is ready, an earlier one before."
+        ),
+    )
+
+
+class Health(BaseModel):
+    """Whether serving can answer: Redis reachable and a model published."""
+
+    ok: bool
+    redis: bool
+    model_version: int | None
+    reason: str
+
+
+# Catalog entries and metadata repeat across lookups: decode each distinct value once.
+@lru_cache(maxsize=65_536)
+def _decoded_movie(raw: bytes) -> CatalogEntry:
+    return decode_movie(raw)
+
+
+@lru_cache(maxsize=16)
+def _decoded_trained_at(raw: bytes) -> float:
+    return decode_meta(raw).trained_at
+
+
+def _movie(raw: bytes, key: str) -> CatalogEntry:
+    try:
+        return _decoded_movie(raw)
+    except LayoutDecodeError:
+        return decode_movie(raw, key=key)  # raises again, naming the key
+
+
+def _trained_at(raw: bytes, key: str) -> float:
+    try:
+        return _decoded_trained_at(raw)
+    except LayoutDecodeError:
+        return decode_meta(raw, key=key).trained_at  # raises, naming the key
+
+
+def assemble(
+    layout: RedisLayout, user_id: int, n: int, genre: str | None, reply: Sequence[Any]
+) -> Recommendations:
+    """Turn the lookup script's reply into ``Recommendations``.
+
+    Raises:
+        NoModelError: no model version is current.
+        LayoutDecodeError: a value read does not follow the layout.
+    """
+    if not reply:
+        raise NoModelError(_NO_MODEL)
+    raw_version, raw_meta, raw_list, personal, entries = reply
+    version = int(raw_version)
+    if raw_meta is None:
+        msg = f"{layout.meta(version)} is missing although version {version} is current"
+        raise LayoutDecodeError(msg)
+    trained_at = _trained_at(raw_meta, layout.meta(version))
+    if raw_list is None:
+        msg = f"{layout.popular(version)} is missing although version {version} is current"
+        raise LayoutDecodeError(msg)
+    where = f"{layout.lists(version)}[{user_id}]" if personal else layout.popular(version)
+    listed = decode_list(raw_list, key=where)
+    wanted = genre.casefold() if genre else None
+    movies: list[RecommendedMovie] = []
+    stars = listed.stars or (None,) * len(listed.items)
+    for (movie, score), star, entry in zip(listed.items, stars, entries, strict=False):
+        title: str | None = None
+        genres: tuple[str, ...] = ()
+        if entry is not None:
+            known = _movie(entry, f"{layout.catalog}[{movie}]")
+            title, genres = known.title, known.genres
+        if wanted is not None and wanted not in (g.casefold() for g in genres):
+            continue
+        movies.append(RecommendedMovie(movie_id=movie, title=title, genres=list(genres),
+                                       score=score, predicted_rating=star))  # fmt: skip
+        if len(movies) == n:
+            break
+    return Recommendations(
+        user_id=user_id,
+        source=listed.source if personal else "popular",
+        genre=genre,
+        model_version=version,
+        trained_at=trained_at,
+        updated_at=listed.updated_at,
+        movies=movies,
+    )
+
+
+def assemble_similar(
+    layout: RedisLayout, movie_id: int, n: int, reply: Sequence[Any]
+) -> SimilarMovies:
+    """Turn the similar-movies script's reply into ``SimilarMovies``.
+
+    Raises:
+        NoModelError: no model version is current.
+        UnknownMovieError: the current version has no neighbours for the movie.
+        LayoutDecodeError: a value read does not follow the layout.
+    """
+    if not reply:
+        raise NoModelError(_NO_MODEL)
+    raw_version, raw_meta, raw_list, entries, own = reply
+    version = int(raw_version)
+    if raw_meta is None:
+        msg = f"{layout.meta(version)} is missing although version {version} is current"
+        raise LayoutDecodeError(msg)
+    trained_at = _trained_at(raw_meta, layout.meta(version))
+    if raw_list is None:
+        msg = (
+            f"movie {movie_id} has no similar movies in model version {version}: the model "
+            "has not learned it (no ratings of it yet, or too few)"
+        )
+        raise UnknownMovieError(msg)
+    listed = decode_list(raw_list, key=f"{layout.similar(version)}[{movie_id}]")
+    movies = []
+    for (movie, cosine), entry in zip(listed.items[:n], entries, strict=False):
+        known = None if entry is None else _movie(entry, f"{layout.catalog}[{movie}]")
+        movies.append(SimilarMovie(movie_id=movie, title=known.title if known else None,
+                                   genres=list(known.genres) if known else [],
+                                   similarity=cosine))  # fmt: skip
+    itself = None if own is None else _movie(own, f"{layout.catalog}[{movie_id}]")
+    return SimilarMovies(
+        movie_id=movie_id,
+        title=itself.title if itself else None,
+        genres=list(itself.genres) if itself else [],
+        model_version=version,
+        trained_at=trained_at,
+        movies=movies,
+    )
+
+
+def model_info(layout: RedisLayout, reply: Sequence[Any], now: float | None = None) -> ModelInfo:
+    """Turn the model script's reply into ``ModelInfo`` (NoModelError without a model)."""
+    if not reply:
+        raise NoModelError(_NO_MODEL)
+    raw_version, raw_meta, published = reply
+    version = int(raw_version)
+    if raw_meta is None:
+        msg = f"{layout.meta(version)} is missing although version {version} is current"
+        raise LayoutDecodeError(msg)
+    meta = decode_meta(raw_meta, key=layout.meta(version))
+    moment = time.time() if now is None else now
+    shown = meta.model_dump(include=set(ModelInfo.model_fields) - {"version"})
+    return ModelInfo(
+        version=version,
+        published_at=None if published is None else float(published),
+        age_s=max(0.0, moment - meta.trained_at),
+        **shown,
+    )
+
+
+def health_of(version: bytes | None) -> Health:
+    """Health from what ``p:current`` holds (Redis answered)."""
+    if version is None:
+        return Health(ok=False, redis=True, model_version=None, reason=_NO_MODEL)
+    return Health(ok=True, redis=True, model_version=int(version), reason="ok")
