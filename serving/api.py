@@ -35,6 +35,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -169,7 +170,9 @@ def create_app(
             await state.pop("client").close()
             await run_in_threadpool(sender.close)
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the package's own
+    # files, not from a CDN, so they work without internet.
+    app = FastAPIOffline(
         title="recstream",
         summary="Fresh movie recommendations, looked up by user id.",
         version="0.1.0",
