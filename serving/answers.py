@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from serving.errors import NoModelError, UnknownMovieError
 from serving.layout import (
+    BatchStats,
     CatalogEntry,
     LayoutDecodeError,
     RedisLayout,
@@ -27,6 +28,7 @@ __all__ = [
     "MAX_N",
     "Health",
     "ModelInfo",
+    "PipelineView",
     "Recommendations",
     "RecommendedMovie",
     "SimilarMovie",
@@ -35,6 +37,7 @@ __all__ = [
     "assemble_similar",
     "health_of",
     "model_info",
+    "pipeline_view",
 ]
 
 MAX_N = 100
@@ -115,6 +118,22 @@ class ModelInfo(BaseModel):
             "The version whose training ratings fitted the predicted stars in the lists: "
             "this version once its own rating model is ready, an earlier one before."
         ),
+    )
+
+
+class PipelineView(BaseModel):
+    """The job's newest micro-batches and what they add up to (for the console and ops)."""
+
+    batches: list[BatchStats] = Field(description="Newest first.")
+    window_s: float = Field(description="Seconds from the oldest to the newest commit shown.")
+    ratings_per_s: float | None = Field(
+        None, description="Ratings stored per second over the window (None: one batch)."
+    )
+    hit_rate_at_10: float | None = Field(
+        None, description="Of the window's ratings checked, the share in the user's top 10."
+    )
+    popular_hit_rate_at_10: float | None = Field(
+        None, description="The same for the popular list: the baseline."
     )
 
 
@@ -239,6 +258,35 @@ def assemble_similar(
         model_version=version,
         trained_at=trained_at,
         movies=movies,
+    )
+
+
+def pipeline_view(layout: RedisLayout, raw: Sequence[bytes]) -> PipelineView:
+    """The view of ``p:pipeline``'s newest entries (``raw``, newest first).
+
+    Raises:
+        LayoutDecodeError: an entry is not ``BatchStats`` JSON.
+    """
+    batches = []
+    for position, entry in enumerate(raw):
+        try:
+            batches.append(BatchStats.model_validate_json(entry))
+        except ValueError as exc:
+            msg = f"{layout.pipeline}[{position}] in Redis is not a batch's figures"
+            raise LayoutDecodeError(msg) from exc
+    if not batches:
+        return PipelineView(batches=[], window_s=0.0)
+    window = batches[0].committed_at - batches[-1].committed_at
+    stored = sum(batch.valid for batch in batches[:-1])  # the oldest batch opens the window
+    checked = sum(batch.checked for batch in batches)
+    return PipelineView(
+        batches=batches,
+        window_s=round(window, 3),
+        ratings_per_s=round(stored / window, 1) if window > 0 else None,
+        hit_rate_at_10=round(sum(b.hits_at_10 for b in batches) / checked, 4) if checked else None,
+        popular_hit_rate_at_10=(
+            round(sum(b.popular_hits_at_10 for b in batches) / checked, 4) if checked else None
+        ),
     )
 
 

@@ -7,6 +7,7 @@
 ``GET /movies/{movie_id}/similar?n=10``                the movie's n nearest movies (1..100) by
                                                        the current model's item factors
 ``GET /model``                                         the current model and its evaluation
+``GET /pipeline?batches=60``                           the job's newest micro-batches and totals
 ``GET /healthz``                                       200 when Redis answers and a model is
                                                        published, else 503 with the reason
 ``GET /metrics``                                       Prometheus text format
@@ -49,7 +50,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producer.settings import KafkaSettings
 from recstream_base.ids import MAX_ID
-from serving.answers import MAX_N, Health, ModelInfo, Recommendations, SimilarMovies
+from serving.answers import MAX_N, Health, ModelInfo, PipelineView, Recommendations, SimilarMovies
 from serving.client import AsyncRecommendationClient
 from serving.errors import IngestRejectedError, RedisUnavailableError, ServingError
 from serving.ingest import (
@@ -60,6 +61,7 @@ from serving.ingest import (
     check_token,
     events_from_body,
 )
+from serving.layout import PIPELINE_KEPT
 from serving.settings import ApiSettings, RedisSettings
 
 __all__ = ["app_from_env", "create_app"]
@@ -105,6 +107,7 @@ def _allowed(error: dict[str, Any]) -> str:
         "user_id": f"user_id must be an integer in 1..{MAX_ID}",
         "movie_id": f"movie_id must be an integer in 1..{MAX_ID}",
         "n": f"n must be an integer in 1..{MAX_N}",
+        "batches": f"batches must be an integer in 1..{PIPELINE_KEPT}",
         "genre": "genre must be 1-64 characters, e.g. Comedy",
     }
     return rules.get(where, f"{where}: {error.get('msg', 'invalid')}")
@@ -236,6 +239,21 @@ def create_app(
         """The current model version, when it was trained, its size and evaluation."""
         info = await client().model_info()
         return Response(info.model_dump_json(), media_type="application/json")
+
+    @app.get("/pipeline", response_model=PipelineView, responses=failures)
+    async def pipeline(
+        batches: Annotated[
+            int, Query(ge=1, le=PIPELINE_KEPT, description="How many of the newest batches.")
+        ] = 60,
+    ) -> Response:
+        """The streaming job's newest micro-batches and what they add up to.
+
+        Per batch: ratings stored and set aside, seconds, lag, model version, retrains,
+        the live check against the served lists; over the window: ratings/s and the live
+        hit rate beside the popular list's.
+        """
+        view = await client().pipeline(batches)
+        return Response(view.model_dump_json(), media_type="application/json")
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
     async def healthz() -> Response:

@@ -26,16 +26,18 @@ from serving.answers import (
     MAX_N,
     Health,
     ModelInfo,
+    PipelineView,
     Recommendations,
     SimilarMovies,
     assemble,
     assemble_similar,
     health_of,
     model_info,
+    pipeline_view,
 )
 from serving.connection import open_async_redis, open_redis
 from serving.errors import RedisUnavailableError
-from serving.layout import RedisLayout, lua_key_functions
+from serving.layout import PIPELINE_KEPT, RedisLayout, lua_key_functions
 from serving.settings import RedisSettings
 
 __all__ = ["AsyncRecommendationClient", "RecommendationClient"]
@@ -137,6 +139,13 @@ def _check_n(n: int) -> None:
         raise ValueError(msg)
 
 
+def _check_batches(batches: int) -> None:
+    whole = isinstance(batches, int) and not isinstance(batches, bool)
+    if not whole or not 1 <= batches <= PIPELINE_KEPT:
+        msg = f"batches must be an integer in 1..{PIPELINE_KEPT}, got {batches!r}"
+        raise ValueError(msg)
+
+
 def _check_request(user_id: int, n: int, genre: str | None) -> None:
     _check_id("user_id", user_id)
     _check_n(n)
@@ -210,6 +219,20 @@ class RecommendationClient:
             raise _unavailable(self.settings, exc) from exc
         return assemble_similar(self.layout, movie_id, n, cast(list[Any], reply))
 
+    def pipeline(self, batches: int = 60) -> PipelineView:
+        """The job's newest ``batches`` micro-batches, newest first, and their totals.
+
+        Raises:
+            ValueError: ``batches`` outside 1..``PIPELINE_KEPT``.
+            RedisUnavailableError, LayoutDecodeError: see the module docstring.
+        """
+        _check_batches(batches)
+        try:
+            raw = cast(list[bytes], self._redis.lrange(self.layout.pipeline, 0, batches - 1))
+        except redis.RedisError as exc:
+            raise _unavailable(self.settings, exc) from exc
+        return pipeline_view(self.layout, raw)
+
     def model_info(self) -> ModelInfo:
         """The current model's metadata (NoModelError when there is none)."""
         try:
@@ -270,6 +293,16 @@ class AsyncRecommendationClient:
         except redis.RedisError as exc:
             raise _unavailable(self.settings, exc) from exc
         return assemble_similar(self.layout, movie_id, n, cast(list[Any], reply))
+
+    async def pipeline(self, batches: int = 60) -> PipelineView:
+        """See ``RecommendationClient.pipeline``."""
+        _check_batches(batches)
+        try:
+            key = self.layout.pipeline
+            raw = await cast(Awaitable[list[bytes]], self._redis.lrange(key, 0, batches - 1))
+        except redis.RedisError as exc:
+            raise _unavailable(self.settings, exc) from exc
+        return pipeline_view(self.layout, raw)
 
     async def model_info(self) -> ModelInfo:
         """See ``RecommendationClient.model_info``."""

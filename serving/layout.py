@@ -14,6 +14,8 @@ key                        type    value
 ``p:v{v}:similar``         hash    movie id -> its nearest movies by the model's item
                                    factors (JSON, as a user list; score = cosine)
 ``p:catalog``              hash    movie id -> ``{"title": …, "genres": […]}`` (JSON)
+``p:pipeline``             list    the newest micro-batches' figures, newest first
+                                   (``BatchStats`` JSON; at most ``PIPELINE_KEPT``)
 =========================  ======  ==========================================================
 
 A version's keys are written in full before ``p:current`` points at it, so a reader
@@ -42,6 +44,8 @@ from serving.errors import ServingError
 
 __all__ = [
     "KEY_TEMPLATES",
+    "PIPELINE_KEPT",
+    "BatchStats",
     "CatalogEntry",
     "LayoutDecodeError",
     "ListSource",
@@ -56,6 +60,8 @@ __all__ = [
     "lua_key",
     "lua_key_functions",
 ]
+
+PIPELINE_KEPT = 600  # micro-batches in ``p:pipeline``: ten minutes at the 1 s trigger
 
 ListSource = Literal["model", "fold-in", "popular"]
 _SOURCES = ("model", "fold-in", "popular")
@@ -79,6 +85,7 @@ KEY_TEMPLATES = {
     "meta": "{prefix}:v{version}:meta",
     "popular": "{prefix}:v{version}:popular",
     "similar": "{prefix}:v{version}:similar",
+    "pipeline": "{prefix}:pipeline",
 }
 _PLACEHOLDER = re.compile(r"\{(prefix|version)\}")
 
@@ -103,6 +110,11 @@ class RedisLayout:
     def catalog(self) -> str:
         """Hash of movie id -> title and genres."""
         return KEY_TEMPLATES["catalog"].format(prefix=self.prefix)
+
+    @property
+    def pipeline(self) -> str:
+        """List of the newest micro-batches' figures, newest first."""
+        return KEY_TEMPLATES["pipeline"].format(prefix=self.prefix)
 
     def lists(self, version: int) -> str:
         """Hash of user id -> list, for one model version."""
@@ -339,3 +351,37 @@ def decode_meta(
             where = ".".join(str(part) for part in first["loc"])
             msg = f"{key}{place} has a bad {where} ({first['msg']})"
         raise LayoutDecodeError(msg) from exc
+
+
+class BatchStats(BaseModel):
+    """One micro-batch as the job reports it to ``p:pipeline`` (for the console and ops).
+
+    Written after the batch committed; a batch whose figures Redis did not take (down)
+    is missing from the list, never retried. Unknown keys are ignored on reading.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    batch_id: StrictInt
+    committed_at: float = Field(description="Epoch seconds when the batch committed.")
+    valid: StrictInt = Field(description="Ratings stored.")
+    invalid: StrictInt = Field(description="Records set aside with a reason.")
+    seconds: float = Field(description="The whole micro-batch, seconds.")
+    lag: StrictInt | None = Field(None, description="Records in the topic not read yet.")
+    model_version: StrictInt | None = Field(None, description="The version lists came from.")
+    building: bool = Field(False, description="A new version was being built meanwhile.")
+    retrain: str | None = Field(None, description="Why a retrain started in this batch.")
+    switched_to: StrictInt | None = Field(None, description="The version switched in.")
+    fold_in_lists: StrictInt = Field(0, description="Users whose lists were refreshed.")
+    checked: StrictInt = Field(0, description="Ratings checked against the served list.")
+    hits_at_10: StrictInt = Field(0, description="Of those, rated movies in the user's top 10.")
+    popular_hits_at_10: StrictInt = Field(
+        0, description="Of those, rated movies in the popular top 10 (the baseline)."
+    )
+    freshness_p50_s: float | None = Field(
+        None, description="Median seconds from a rating's Kafka append to this commit."
+    )
+
+    def to_json(self) -> bytes:
+        """The stored form: compact JSON, fields in definition order."""
+        return self.model_dump_json().encode()

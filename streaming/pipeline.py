@@ -49,6 +49,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from serving.layout import BatchStats
 from streaming.ingest.history import RecentRatings, latest_ratings
 from streaming.ingest.intake import TakenBatch
 from streaming.ingest.store import BatchCommit
@@ -178,6 +179,10 @@ class ListPublisher(Protocol):
 
     def flush(self, recent: RecentRatings) -> PublishOutcome:
         """Publish what is queued (fold-ins from ``recent``); what fails stays queued."""
+        ...
+
+    def record_batch(self, stats: BatchStats) -> bool:
+        """Report one micro-batch's figures (best effort); True when written."""
         ...
 
 
@@ -312,6 +317,27 @@ def popular_hits(
     return int(listed.sum())
 
 
+def _stats(commit: BatchCommit, report: BatchReport, now: float) -> BatchStats:
+    """The figures of one micro-batch as ``p:pipeline`` keeps them."""
+    return BatchStats(
+        batch_id=commit.batch_id,
+        committed_at=round(now, 3),
+        valid=commit.valid,
+        invalid=commit.invalid,
+        seconds=report.seconds,
+        lag=report.lag,
+        model_version=commit.model_version,
+        building=report.building,
+        retrain=report.retrain,
+        switched_to=report.switched_to,
+        fold_in_lists=report.fold_in_users,
+        checked=commit.checked,
+        hits_at_10=commit.hits_at_10,
+        popular_hits_at_10=commit.popular_hits_at_10,
+        freshness_p50_s=commit.freshness_s[0] if commit.freshness_s else None,
+    )
+
+
 def _freshness(appended_s: npt.NDArray[np.float64], now: float) -> list[float]:
     """[p50, max] seconds from the Kafka append of each event to ``now``; empty for none."""
     if not len(appended_s):
@@ -433,24 +459,23 @@ class BatchPipeline:
 
         outcome = self._flush()
         timings["publish"] = outcome.seconds
-        self.store.commit(
-            BatchCommit(
-                batch_id=batch_id,
-                offsets={str(p): o for p, o in offsets.items()},
-                valid=len(batch),
-                invalid=invalid,
-                invalid_reasons=reasons,
-                model_version=None if self.model is None else self.model.version,
-                retrained=reason is not None,
-                checked=checked,
-                hits_at_10=hits,
-                popular_hits_at_10=popular_hits,
-                rating_time=[int(batch["timestamp"].min()), int(batch["timestamp"].max())]
-                if len(batch)
-                else [],
-                freshness_s=_freshness(batch["appended_s"].to_numpy(), self.clock()),
-            )
+        commit = BatchCommit(
+            batch_id=batch_id,
+            offsets={str(p): o for p, o in offsets.items()},
+            valid=len(batch),
+            invalid=invalid,
+            invalid_reasons=reasons,
+            model_version=None if self.model is None else self.model.version,
+            retrained=reason is not None,
+            checked=checked,
+            hits_at_10=hits,
+            popular_hits_at_10=popular_hits,
+            rating_time=[int(batch["timestamp"].min()), int(batch["timestamp"].max())]
+            if len(batch)
+            else [],
+            freshness_s=_freshness(batch["appended_s"].to_numpy(), self.clock()),
         )
+        self.store.commit(commit)
         report = BatchReport(
             batch_id=batch_id,
             records=len(batch) + invalid,
@@ -467,6 +492,7 @@ class BatchPipeline:
         )
         keep_newest(self.reports, report, REPORTS_KEPT)
         _log.info("%s", report.line)
+        self.publisher.record_batch(_stats(commit, report, self.clock()))
         return report
 
     def between_batches(self, *, verify: bool = True) -> PublishOutcome | None:

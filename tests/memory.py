@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from serving.layout import ModelMeta
+from serving.layout import BatchStats, ModelMeta
 from streaming.ingest.history import RecentRatings, compressed_rows
 from streaming.ingest.intake import BATCH_COLUMNS, HELD_COLUMNS, TakenBatch
 from streaming.ingest.state import judge, latest
@@ -142,6 +142,7 @@ class MemoryPublisher:
         self.fold_ins: list[tuple[int, list[int]]] = []
         self.catalogs: list[list[Any]] = []
         self.verified = 0
+        self.batch_stats: list[BatchStats] = []  # what record_batch was given, oldest first
         self._model: ModelVersion | None = None
         self._published: ModelVersion | None = None
         self._users: dict[int, list[int]] = {}
@@ -199,6 +200,13 @@ class MemoryPublisher:
     def verify(self) -> None:
         """Count the checks (nothing here is ever lost)."""
         self.verified += 1
+
+    def record_batch(self, stats: BatchStats) -> bool:
+        """Keep a batch's figures, unless ``down`` (then they are dropped, as in Redis)."""
+        if self.down:
+            return False
+        self.batch_stats.append(stats)
+        return True
 
     def flush(self, recent: RecentRatings) -> PublishOutcome:
         """Publish what is queued, or keep it queued while ``down``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from serving.layout import ModelMeta, RedisLayout, encode_list
+from serving.layout import BatchStats, ModelMeta, RedisLayout, encode_list
 from streaming.model.topn import ItemIndex
 from streaming.publish.writes import publish_catalog, switch_current, write_similar, write_version
 
@@ -50,3 +50,20 @@ def publish(client: redis.Redis, layout: RedisLayout, version: int = 3) -> None:
     write_similar(client, layout, version, ITEMS, k=5)
     publish_catalog(client, layout, CATALOG)
     switch_current(client, layout, version, now=1_700_000_050.0)
+
+
+def record_batches(client: redis.Redis, layout: RedisLayout) -> list[BatchStats]:
+    """Three micro-batches' figures in ``p:pipeline``, as the job pushes them (oldest first)."""
+    batches = [
+        BatchStats(batch_id=7, committed_at=100.0, valid=300, invalid=0, seconds=0.8, lag=0,
+                   model_version=3, checked=280, hits_at_10=14, popular_hits_at_10=9),
+        BatchStats(batch_id=8, committed_at=101.0, valid=310, invalid=2, seconds=0.9, lag=5,
+                   model_version=3, retrain="every 1000 ratings", building=True, checked=300,
+                   hits_at_10=18, popular_hits_at_10=10, freshness_p50_s=1.2),
+        BatchStats(batch_id=9, committed_at=102.0, valid=290, invalid=0, seconds=0.7, lag=0,
+                   model_version=4, switched_to=4, fold_in_lists=120, checked=290,
+                   hits_at_10=20, popular_hits_at_10=11, freshness_p50_s=1.1),
+    ]  # fmt: skip
+    for batch in batches:
+        client.lpush(layout.pipeline, batch.to_json())
+    return batches

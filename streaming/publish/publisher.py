@@ -22,7 +22,15 @@ from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 
 from serving.connection import open_redis
-from serving.layout import LayoutDecodeError, ModelMeta, RedisLayout, decode_list, encode_list
+from serving.layout import (
+    PIPELINE_KEPT,
+    BatchStats,
+    LayoutDecodeError,
+    ModelMeta,
+    RedisLayout,
+    decode_list,
+    encode_list,
+)
 from serving.settings import RedisSettings
 from streaming.ingest.history import RecentRatings
 from streaming.model.blend import ShortTerm
@@ -216,6 +224,27 @@ class Publisher:
             _log.warning("the served lists could not be read for the live check (%s); this "
                          "batch's ratings are not checked", type(exc).__name__)  # fmt: skip
             return None
+
+    def record_batch(self, stats: BatchStats) -> bool:
+        """Push one micro-batch's figures onto ``p:pipeline`` (kept to ``PIPELINE_KEPT``).
+
+        Best effort: figures Redis does not take (down) are dropped, not retried, since
+        they describe the past and the data itself is published by ``flush``. True when
+        written.
+        """
+        try:
+            client = open_redis(self.settings)
+            try:
+                with client.pipeline(transaction=True) as pipe:
+                    pipe.lpush(self.layout.pipeline, stats.to_json())
+                    pipe.ltrim(self.layout.pipeline, 0, PIPELINE_KEPT - 1)
+                    pipe.execute()
+            finally:
+                client.close()
+        except (redis.RedisError, OSError) as exc:
+            _log.debug("batch %d's figures not written (%s)", stats.batch_id, type(exc).__name__)
+            return False
+        return True
 
     @property
     def pending_users(self) -> int:

@@ -20,7 +20,7 @@ from serving.api import create_app
 from serving.layout import RedisLayout
 from serving.settings import RedisSettings
 from tests.conftest import subprocess_env
-from tests.serving_data import publish
+from tests.serving_data import publish, record_batches
 
 pytestmark = pytest.mark.integration
 
@@ -83,9 +83,18 @@ def test_similar_movies(http: TestClient) -> None:
     }
 
 
+def test_pipeline(http: TestClient, redis_client: redis.Redis, published: RedisLayout) -> None:
+    record_batches(redis_client, published)
+    body = http.get("/pipeline", params={"batches": 2}).json()
+    assert [b["batch_id"] for b in body["batches"]] == [9, 8]
+    assert body["batches"][0]["switched_to"] == 4
+    assert (body["ratings_per_s"], body["hit_rate_at_10"]) == (290.0, 0.0644)  # 38 of 590
+
+
 @pytest.mark.parametrize(
     ("path", "params", "message"),
     [
+        ("/pipeline", {"batches": 601}, "batches must be an integer in 1..600"),
         ("/movies/0/similar", {}, "movie_id must be an integer in 1..2147483647"),
         ("/movies/10/similar", {"n": 101}, "n must be an integer in 1..100"),
         (RECS.format("abc"), {}, "user_id must be an integer in 1..2147483647"),
@@ -171,8 +180,8 @@ def test_reads_are_read_only_and_documented(http: TestClient) -> None:
     assert http.post("/ratings", json={}).status_code == 403  # writing is off by default
     spec = http.get("/openapi.json").json()
     assert set(spec["paths"]) == {
-        RECS.format("{user_id}"), "/movies/{movie_id}/similar", "/model", "/healthz",
-        "/metrics", "/ratings",
+        RECS.format("{user_id}"), "/movies/{movie_id}/similar", "/model", "/pipeline",
+        "/healthz", "/metrics", "/ratings",
     }  # fmt: skip
     for page in ("/docs", "/redoc"):  # their scripts come from the API itself, not a CDN
         html = http.get(page).text

@@ -12,7 +12,7 @@ from serving.errors import NoModelError, RedisUnavailableError, UnknownMovieErro
 from serving.layout import LayoutDecodeError, encode_list
 from serving.settings import RedisSettings
 from streaming.publish.writes import switch_current, write_lists, write_version
-from tests.serving_data import META, publish
+from tests.serving_data import META, publish, record_batches
 
 pytestmark = pytest.mark.integration
 
@@ -103,6 +103,23 @@ def test_similar_movies_nearest_first_with_titles(
             client.similar(unknown)
     with pytest.raises(ValueError, match="movie_id must be an integer"):
         client.similar(0)
+
+
+def test_the_pipeline_newest_first_with_totals(
+    client: RecommendationClient, redis_client: redis.Redis
+) -> None:
+    assert client.pipeline().batches == []  # the job has not reported yet
+    written = record_batches(redis_client, client.layout)
+    view = client.pipeline()
+    assert view.batches == written[::-1]
+    assert (view.window_s, view.ratings_per_s) == (2.0, 300.0)  # 310 + 290 over 2 s
+    assert (view.hit_rate_at_10, view.popular_hit_rate_at_10) == (
+        0.0598,
+        0.0345,
+    )  # 52 and 30 of 870
+    assert [b.batch_id for b in client.pipeline(2).batches] == [9, 8]
+    with pytest.raises(ValueError, match=r"batches must be an integer in 1\.\.600"):
+        client.pipeline(0)
 
 
 def test_model_info(client: RecommendationClient, redis_client: redis.Redis) -> None:

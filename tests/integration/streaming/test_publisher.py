@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 from recstream_infra.redis_local import LocalRedis
 from recstream_infra.settings import LocalServicesSettings
 from serving.connection import open_redis
-from serving.layout import ModelMeta, RedisLayout, decode_list
+from serving.layout import BatchStats, ModelMeta, RedisLayout, decode_list
 from serving.settings import RedisSettings
 from streaming.ingest.history import RecentRatings, compressed_rows
 from streaming.model.topn import ItemIndex
@@ -61,6 +61,8 @@ def test_redis_outage_is_retried_with_backoff_and_nothing_is_lost(
     clock.now += 2.0
     assert "next attempt in 3.0 s" in publisher.flush(recent).error  # ... up to the cap
     stored.append(pd.DataFrame({"user_id": [3], "movie_id": [13], "rating": 5.0}))  # meanwhile
+    figures = BatchStats(batch_id=5, committed_at=1.0, valid=1, invalid=0, seconds=0.1)
+    assert not publisher.record_batch(figures)  # a batch's figures are dropped while down
 
     assert server.start() == "started"
     try:
@@ -86,6 +88,10 @@ def test_redis_outage_is_retried_with_backoff_and_nothing_is_lost(
             assert json.loads(client.get(layout.meta(4)) or b"{}")["last_folded_in_batch"] == 7
             publisher.catalog([(10, "Ten (1990)", ["Drama"])])
             assert publisher.flush(recent).state == "published"
+            assert publisher.record_batch(figures.model_copy(update={"batch_id": 6}))
+            assert client.lrange(layout.pipeline, 0, -1) == [
+                figures.model_copy(update={"batch_id": 6}).to_json()
+            ]
         finally:
             client.close()
         # Redis restarts without persistence: everything it held is gone. The next

@@ -1,4 +1,4 @@
-"""``auto``: MovieLens-1M when tensorflow-datasets can give it, else the synthetic feed, said once."""
+"""``auto``: MovieLens-1M through tensorflow-datasets when it loads, else the synthetic feed."""
 
 from __future__ import annotations
 

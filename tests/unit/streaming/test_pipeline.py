@@ -96,6 +96,9 @@ def test_a_batch_is_stored_counted_and_committed_last(tmp_path: Path) -> None:
     assert wired.pipeline.stored == 12
     assert wired.store.stored[0]["first"].all()  # every rating a first of its movie
     assert wired.pipeline.new_since_model == 12
+    (stats,) = wired.publisher.batch_stats  # the figures the console shows, after the commit
+    assert (stats.batch_id, stats.valid, stats.invalid, stats.lag) == (0, 12, 1, 2)
+    assert (stats.seconds, stats.model_version, stats.retrain) == (report.seconds, None, None)
 
 
 def test_the_first_model_then_fold_in_then_a_retrain_every_n_ratings(tmp_path: Path) -> None:
@@ -168,6 +171,7 @@ def test_lists_that_redis_refused_wait_and_go_between_batches(tmp_path: Path) ->
     assert outcome is not None and (outcome.state, outcome.version) == ("published", 1)
     assert wired.pipeline.between_batches() is None  # nothing left
     assert wired.publisher.verified == 3
+    assert wired.publisher.batch_stats == []  # the batch's figures were dropped, not queued
 
 
 def test_fold_in_off_queues_no_lists_and_checks_nothing(tmp_path: Path) -> None:
