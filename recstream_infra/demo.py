@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -139,8 +140,11 @@ def run(
             sys.executable, "-m", "producer", "replay", "--source", dataset,
             "--topic", demo.topic, "--rate", f"{rate:g}", "--limit", str(limit), "--no-progress",
         ])  # fmt: skip
-        print(f"demo: streaming job, API (http://127.0.0.1:{demo.api_port}/docs) and producer "
-              f"started; logs in {demo.state / 'logs'}; Ctrl-C stops everything")  # fmt: skip
+        print(f"demo: streaming job, API and producer started; logs in {demo.state / 'logs'}; "
+              "Ctrl-C stops everything\n"
+              f"demo: open the live console at http://127.0.0.1:{demo.api_port}/console"
+              f"#token={demo.env['RECSTREAM_API_INGEST_TOKEN']} (the token lets it rate; "
+              "API docs at /docs)")  # fmt: skip
         _watch(demo, processes, samples, titles, ticks, began, limit, interval)
     except KeyboardInterrupt:
         print("\ndemo: interrupted; stopping what it started")
@@ -209,6 +213,9 @@ def _prepare(state: Path, api_port: int) -> DemoRun:
         # A model within seconds, then a retrain every 30 s, so versions visibly move.
         "RECSTREAM_MODEL_MIN_RATINGS": os.environ.get("RECSTREAM_MODEL_MIN_RATINGS", "1000"),
         "RECSTREAM_MODEL_RETRAIN_EVERY_S": os.environ.get("RECSTREAM_MODEL_RETRAIN_EVERY_S", "30"),
+        # The console rates through POST /ratings: a token of this run's own, unless given.
+        "RECSTREAM_API_INGEST_TOKEN": os.environ.get("RECSTREAM_API_INGEST_TOKEN")
+        or secrets.token_hex(16),
         "PYTHONUNBUFFERED": "1",
     }
     return demo

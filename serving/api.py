@@ -11,6 +11,7 @@
 ``GET /healthz``                                       200 when Redis answers and a model is
                                                        published, else 503 with the reason
 ``GET /metrics``                                       Prometheus text format
+``GET /console`` (``/`` redirects there)               the live console in a browser
 ``POST /ratings``                                      one rating or a list, sent to the ratings
                                                        topic (202 with their event ids); needs
                                                        the ingest token, off without one
@@ -31,11 +32,12 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.resources import files
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi_offline import FastAPIOffline
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -114,6 +116,7 @@ def _allowed(error: dict[str, Any]) -> str:
 
 
 _MAX_BODY_BYTES = 1024 * 1024
+_CONSOLE = files("serving").joinpath("console.html").read_text(encoding="utf-8")
 _RATINGS_BODY = {
     "required": True,
     "content": {
@@ -295,6 +298,16 @@ def create_app(
         await run_in_threadpool(sender.send, events)
         accepted = Accepted(accepted=len(events), event_ids=[e.event_id for e in events])
         return Response(accepted.model_dump_json(), status_code=202, media_type="application/json")
+
+    @app.get("/console", response_class=HTMLResponse, include_in_schema=False)
+    async def console() -> HTMLResponse:
+        """The live console: a user's list, rating it, similar movies, the pipeline."""
+        return HTMLResponse(_CONSOLE)
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        """The console."""
+        return RedirectResponse("/console")
 
     @app.get("/metrics", response_class=Response)
     async def prometheus() -> Response:

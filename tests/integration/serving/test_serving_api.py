@@ -83,6 +83,17 @@ def test_similar_movies(http: TestClient) -> None:
     }
 
 
+def test_the_console_is_served_from_the_api_itself(http: TestClient) -> None:
+    home = http.get("/", follow_redirects=False)
+    assert (home.status_code, home.headers["location"]) == (307, "/console")
+    page = http.get("/console")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    for needed in ('id="user"', 'id="list"', 'id="batches"', '"/ratings"', "/pipeline?batches="):
+        assert needed in page.text, needed
+    assert "http://" not in page.text and "https://" not in page.text  # nothing from outside
+
+
 def test_pipeline(http: TestClient, redis_client: redis.Redis, published: RedisLayout) -> None:
     record_batches(redis_client, published)
     body = http.get("/pipeline", params={"batches": 2}).json()
