@@ -17,7 +17,7 @@ from recstream_base.ids import MAX_ID
 from serving.answers import MAX_N
 from serving.client import RecommendationClient
 from serving.errors import NoModelError, RedisUnavailableError, UnknownMovieError
-from serving.layout import LayoutDecodeError
+from serving.layout import PIPELINE_KEPT, LayoutDecodeError
 from serving.settings import ApiSettings, RedisSettings
 
 __all__ = ["app", "main"]
@@ -141,6 +141,54 @@ def _figures(value: object) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{key} {_figures(inner)}" for key, inner in sorted(value.items()))
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+@app.command()
+def pipeline(
+    batches: Annotated[
+        int, typer.Option("-b", "--batches", min=1, max=PIPELINE_KEPT, help="How many.")
+    ] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = (
+        False
+    ),
+) -> None:
+    """The streaming job's newest micro-batches, newest first, and what they add up to."""
+    with _client() as client:
+        try:
+            view = client.pipeline(batches)
+        except (RedisUnavailableError, LayoutDecodeError) as exc:
+            _fail(str(exc), 1)
+    if as_json:
+        print(view.model_dump_json(indent=2))
+        return
+    if not view.batches:
+        print("no micro-batch reported yet: is the streaming job running?")
+        return
+    rate = "-" if view.ratings_per_s is None else f"{view.ratings_per_s:,.0f}"
+    hits = "-" if view.hit_rate_at_10 is None else f"{view.hit_rate_at_10:.4f}"
+    popular = "-" if view.popular_hit_rate_at_10 is None else f"{view.popular_hit_rate_at_10:.4f}"
+    title = (
+        f"{len(view.batches)} batches over {view.window_s:.0f} s: {rate} ratings/s stored, "
+        f"live hit@10 {hits} (popular {popular})"
+    )
+    table = Table(title=title, title_justify="left")
+    for column in ("batch", "committed", "stored", "bad", "seconds", "lag", "model", "note"):
+        table.add_column(column, justify="left" if column in {"committed", "note"} else "right")
+    for batch in view.batches:
+        note = "; ".join(
+            part
+            for part in (
+                f"retrain: {batch.retrain}" if batch.retrain else "",
+                f"switched to v{batch.switched_to}" if batch.switched_to is not None else "",
+            )
+            if part
+        )
+        table.add_row(str(batch.batch_id), _when(batch.committed_at), f"{batch.valid:,}",
+                      str(batch.invalid), f"{batch.seconds:.2f}",
+                      "-" if batch.lag is None else f"{batch.lag:,}",
+                      "-" if batch.model_version is None else f"v{batch.model_version}",
+                      note)  # fmt: skip
+    Console().print(table)
 
 
 @app.command()

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from serving.cli import app
 from serving.layout import RedisLayout
 from serving.settings import RedisSettings
-from tests.serving_data import publish
+from tests.serving_data import publish, record_batches
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +56,22 @@ def test_similar_prints_a_table_and_json(runner: CliRunner) -> None:
     unknown = runner.invoke(app, ["similar", "999"])
     assert unknown.exit_code == 1
     assert "movie 999 has no similar movies in model version 3" in unknown.output
+
+
+def test_pipeline_prints_the_newest_batches(
+    runner: CliRunner, redis_client: redis.Redis, redis_settings: RedisSettings
+) -> None:
+    empty = runner.invoke(app, ["pipeline"])
+    assert (empty.exit_code, empty.output.strip()) == (
+        0, "no micro-batch reported yet: is the streaming job running?",
+    )  # fmt: skip
+    record_batches(redis_client, RedisLayout(redis_settings.key_prefix))
+    table = runner.invoke(app, ["pipeline", "-b", "2"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    assert "2 batches over 1 s: 290 ratings/s stored, live hit@10 0.0644" in table.output
+    assert "switched to v4" in table.output
+    body = json.loads(runner.invoke(app, ["pipeline", "--json"]).output)
+    assert [b["batch_id"] for b in body["batches"]] == [9, 8, 7]
 
 
 @pytest.mark.usefixtures("published")
