@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages recstream needs when they are missing: redis-server,
-# a Java runtime 17 or newer, Maven, and OpenBLAS (the native libblas.so.3 and
-# liblapack.so.3 that Spark's ALS uses instead of its slower pure-Java fallback). As root it installs them; otherwise it prints
+# a Java runtime 17 or newer, Maven, OpenBLAS (the native libblas.so.3 and
+# liblapack.so.3 that Spark's ALS uses instead of its slower pure-Java fallback), and
+# chromium (the headless browser of the console's test). As root it installs them; otherwise it prints
 # the exact command and fails, so that `make setup` never half-succeeds.
 set -euo pipefail
 
@@ -21,9 +22,11 @@ native_blas() {
         && /sbin/ldconfig -p 2>/dev/null | grep -q 'liblapack\.so\.3 '
 }
 native_blas || missing+=(libopenblas0-pthread)
+# The console's browser test drives a real headless browser (Playwright, pointed at it).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "system: redis-server, java $major, maven and a native BLAS are present"
+    echo "system: redis-server, java $major, maven, a native BLAS and chromium are present"
     exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
