@@ -140,15 +140,22 @@ _RATINGS_BODY = {
 }  # fmt: skip
 
 
-def _json_body(raw: bytes) -> Any:
-    if len(raw) > _MAX_BODY_BYTES:
-        msg = f"the body is larger than {_MAX_BODY_BYTES} bytes; send fewer ratings per request"
-        raise IngestRejectedError(msg)
+async def _json_body(request: Request) -> Any:
+    """The request's JSON body, read up to ``_MAX_BODY_BYTES`` and no further."""
+    too_large = f"the body is larger than {_MAX_BODY_BYTES} bytes; send fewer ratings per request"
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > _MAX_BODY_BYTES:
+        raise IngestRejectedError(too_large)
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > _MAX_BODY_BYTES:
+            raise IngestRejectedError(too_large)
     try:
         return json.loads(raw)
     except ValueError as exc:
-        msg_0 = f"the body is not JSON ({exc})"
-        raise IngestRejectedError(msg_0) from None
+        msg = f"the body is not JSON ({exc})"
+        raise IngestRejectedError(msg) from None
 
 
 def create_app(
@@ -291,7 +298,7 @@ def create_app(
         """
         check_token(api.ingest_token, request.headers.get("authorization"))
         events = events_from_body(
-            _json_body(await request.body()),
+            await _json_body(request),
             default_source=api.ingest_source,
             now_s=int(time.time()),
         )

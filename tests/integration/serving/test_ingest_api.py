@@ -96,6 +96,9 @@ def test_a_refused_body_names_the_field_and_sends_nothing(
     garbled = ingest.post("/ratings", content=b"{not json", headers=AUTH)
     assert garbled.status_code == 422
     assert garbled.json()["detail"].startswith("the body is not JSON")
+    huge = ingest.post("/ratings", content=b"[" + b" " * (1024 * 1024) + b"]", headers=AUTH)
+    assert huge.status_code == 422
+    assert huge.json()["detail"].startswith("the body is larger than 1048576 bytes")
     assert _topic_records(services.kafka, kafka_topic) == []
 
 
