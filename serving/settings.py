@@ -112,6 +112,12 @@ class ApiSettings(StrictSettings):
         5.0, gt=0, le=120, description="How long POST /ratings waits for Kafka before a 503."
     )
 
+    @field_validator("ingest_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty value (``VAR=`` in a compose file) leaves rating over HTTP off."""
+        return None if value in ("", b"") else value
+
     @field_validator("ingest_token")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:

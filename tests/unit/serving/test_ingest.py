@@ -165,3 +165,4 @@ def test_settings_refuse_a_short_token_and_an_unknown_source() -> None:
     with pytest.raises(ValidationError, match="ingest_source must be one of ml-100k"):
         ApiSettings(ingest_source="netflix")
     assert ApiSettings().ingest_token is None  # off by default
+    assert ApiSettings(ingest_token="").ingest_token is None  # and when given empty
