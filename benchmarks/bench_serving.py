@@ -9,7 +9,9 @@ with a popularity skew, 5 % unknown users (popular fallback), 5 % with a genre f
 
 Measured side by side in one run:
 1. latency p50/p99 at a fixed 1,000 requests/s (open loop: requests leave on schedule,
-   whether or not earlier ones came back, so queueing shows in the figures);
+   whether or not earlier ones came back, so queueing shows in the figures); then of
+   ``/movies/{id}/similar?n=10`` at 500 requests/s (the version's nearest movies,
+   written by the job's own code from rank-20 factors of the 3,706 movies);
 2. peak requests/s with ``--connections`` concurrent keep-alive clients (closed loop);
 3. raw Redis GET throughput: ``redis-benchmark`` (C, 50 clients, pipelining off) and a
    Python asyncio loop with the same number of connections as step 2.
@@ -40,7 +42,13 @@ from recstream_infra.local_service import free_tcp_port
 from serving.connection import open_redis
 from serving.layout import ModelMeta, RedisLayout, encode_list
 from serving.settings import RedisSettings
-from streaming.publish.writes import publish_catalog, switch_current, write_version
+from streaming.model.topn import ItemIndex
+from streaming.publish.writes import (
+    publish_catalog,
+    switch_current,
+    write_similar,
+    write_version,
+)
 
 USERS, MOVIES, K = 6040, 3706, 100
 GENRES = ["Action", "Comedy", "Drama", "Thriller", "Romance", "Sci-Fi", "Children's", "Crime"]
@@ -64,6 +72,8 @@ def publish(settings: RedisSettings) -> None:
         client, layout,
         [(m, f"Movie {m} (1999)", rng.sample(GENRES, 2)) for m in range(1, MOVIES + 1)],
     )  # fmt: skip
+    factors = [[rng.gauss(0.0, 1.0) for _ in range(20)] for _ in range(MOVIES)]
+    write_similar(client, layout, 1, ItemIndex(range(1, MOVIES + 1), factors), k=20)
     switch_current(client, layout, 1)
     client.close()
 
@@ -84,6 +94,17 @@ def paths(count: int) -> list[bytes]:
             path = f"/users/{user}/recommendations?n=10"
         lines.append(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
     return lines
+
+
+def similar_paths(count: int) -> list[bytes]:
+    """Request lines of ``/movies/{id}/similar``, movies drawn with a popularity skew."""
+    rng = random.Random(3)  # noqa: S311 - synthetic traffic
+    weights = [1 / (rank**0.8) for rank in range(1, MOVIES + 1)]
+    movies = rng.choices(range(1, MOVIES + 1), weights=weights, k=count)
+    return [
+        f"GET /movies/{movie}/similar?n=10 HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+        for movie in movies
+    ]
 
 
 async def _exchange(
@@ -220,6 +241,15 @@ def measure(settings: RedisSettings, workers: int, args: argparse.Namespace) -> 
         print(
             f"{workers} worker(s): at 1,000 req/s for {args.seconds:.0f} s (reached "
             f"{achieved:,.0f}/s): p50 {percentile(latencies, 0.5):.2f} ms, "
+            f"p99 {percentile(latencies, 0.99):.2f} ms, max {max(latencies):.1f} ms; "
+            f"statuses {statuses}"
+        )
+        latencies, statuses, achieved = asyncio.run(
+            open_loop(port, similar_paths(50_000), 500, args.seconds, args.connections)
+        )
+        print(
+            f"{workers} worker(s): similar movies at 500 req/s for {args.seconds:.0f} s "
+            f"(reached {achieved:,.0f}/s): p50 {percentile(latencies, 0.5):.2f} ms, "
             f"p99 {percentile(latencies, 0.99):.2f} ms, max {max(latencies):.1f} ms; "
             f"statuses {statuses}"
         )
