@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from serving.errors import NoModelError, UnknownMovieError
 from serving.layout import (
@@ -65,6 +65,14 @@ class RecommendedMovie(BaseModel):
 class Recommendations(BaseModel):
     """A user's recommendations and where they came from."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "user_id": 196, "source": "fold-in", "genre": None, "model_version": 12,
+        "trained_at": 1764979200.0, "updated_at": 1764979231.5,
+        "movies": [{"movie_id": 50, "title": "Star Wars (1977)",
+                    "genres": ["Action", "Adventure", "Romance", "Sci-Fi", "War"],
+                    "score": 1.2143, "predicted_rating": 4.37}],
+    }]})  # fmt: skip
+
     user_id: int
     source: Literal["model", "fold-in", "popular"] = Field(
         description=(
@@ -91,6 +99,13 @@ class SimilarMovie(BaseModel):
 class SimilarMovies(BaseModel):
     """A movie's nearest movies under the current model version."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "movie_id": 50, "title": "Star Wars (1977)", "genres": ["Action", "Sci-Fi"],
+        "model_version": 12, "trained_at": 1764979200.0,
+        "movies": [{"movie_id": 181, "title": "Return of the Jedi (1983)",
+                    "genres": ["Action", "Sci-Fi"], "similarity": 0.9312}],
+    }]})  # fmt: skip
+
     movie_id: int
     title: str | None
     genres: list[str]
@@ -101,6 +116,14 @@ class SimilarMovies(BaseModel):
 
 class ModelInfo(BaseModel):
     """The current model version and its metadata."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "version": 12, "trained_at": 1764979200.0, "published_at": 1764979215.2,
+        "age_s": 42.0, "ratings": 100000, "users": 943, "movies": 1682,
+        "hyperparameters": {"rank": 20, "reg_param": 0.1, "implicit_prefs": True},
+        "evaluation": {"model": {"precision": 0.076}, "popular": {"precision": 0.061}},
+        "last_folded_in_batch": 410, "stars_from_version": 12,
+    }]})  # fmt: skip
 
     version: int
     trained_at: float
@@ -124,6 +147,16 @@ class ModelInfo(BaseModel):
 class PipelineView(BaseModel):
     """The job's newest micro-batches and what they add up to (for the console and ops)."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "batches": [{"batch_id": 411, "committed_at": 1764979240.1, "valid": 402,
+                     "invalid": 0, "seconds": 0.82, "lag": 0, "model_version": 12,
+                     "building": False, "retrain": None, "switched_to": None,
+                     "fold_in_lists": 310, "checked": 380, "hits_at_10": 21,
+                     "popular_hits_at_10": 9, "freshness_p50_s": 1.3}],
+        "window_s": 59.2, "ratings_per_s": 398.4, "hit_rate_at_10": 0.0581,
+        "popular_hit_rate_at_10": 0.0312,
+    }]})  # fmt: skip
+
     batches: list[BatchStats] = Field(description="Newest first.")
     window_s: float = Field(description="Seconds from the oldest to the newest commit shown.")
     ratings_per_s: float | None = Field(
@@ -139,6 +172,10 @@ class PipelineView(BaseModel):
 
 class Health(BaseModel):
     """Whether serving can answer: Redis reachable and a model published."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"ok": True, "redis": True, "model_version": 12, "reason": "ok"},
+    ]})  # fmt: skip
 
     ok: bool
     redis: bool

@@ -116,6 +116,10 @@ def _allowed(error: dict[str, Any]) -> str:
 
 
 _MAX_BODY_BYTES = 1024 * 1024
+_METRICS_EXAMPLE = (
+    'recstream_http_requests_total{route="/users/{user_id}/recommendations",status="200"} 1523.0\n'
+    "recstream_model_version 12.0\n"
+)
 _CONSOLE = files("serving").joinpath("console.html").read_text(encoding="utf-8")
 _RATINGS_BODY = {
     "required": True,
@@ -316,7 +320,11 @@ def create_app(
         """The console."""
         return RedirectResponse("/console")
 
-    @app.get("/metrics", response_class=Response)
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {"example": _METRICS_EXAMPLE}}}},
+    )
     async def prometheus() -> Response:
         """Request counts and latencies, Redis errors, model version and age."""
         try:

@@ -76,6 +76,10 @@ class RatingIn(BaseModel):
 class Accepted(BaseModel):
     """What ``POST /ratings`` answers with 202: the events now in the ratings topic."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"accepted": 1, "event_ids": ["0b5cc8a4-9c3e-5a8e-8d0f-3f1e6f0b1d2a"]},
+    ]})  # fmt: skip
+
     accepted: int = Field(description="How many ratings were sent.")
     event_ids: list[str] = Field(description="Their event ids, in the body's order.")
 

@@ -194,6 +194,13 @@ def test_reads_are_read_only_and_documented(http: TestClient) -> None:
         RECS.format("{user_id}"), "/movies/{movie_id}/similar", "/model", "/pipeline",
         "/healthz", "/metrics", "/ratings",
     }  # fmt: skip
+    for path, operations in spec["paths"].items():  # every answer documented with an example
+        for method, operation in operations.items():
+            success = next(v for k, v in operation["responses"].items() if k.startswith("2"))
+            (content,) = success["content"].values()
+            schema = content.get("schema", {})
+            named = spec["components"]["schemas"].get(schema.get("$ref", "").split("/")[-1], {})
+            assert "example" in content or "examples" in named, (method, path)
     for page in ("/docs", "/redoc"):  # their scripts come from the API itself, not a CDN
         html = http.get(page).text
         assert "cdn.jsdelivr.net" not in html
