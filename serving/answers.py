@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from recstream_base.ids import MAX_ID
 from serving.errors import NoModelError, UnknownMovieError
 from serving.layout import (
     BatchStats,
@@ -26,6 +27,7 @@ from serving.layout import (
 
 __all__ = [
     "MAX_N",
+    "NO_MODEL_MESSAGE",
     "Health",
     "ModelInfo",
     "PipelineView",
@@ -33,17 +35,23 @@ __all__ = [
     "RecommendedMovie",
     "SimilarMovie",
     "SimilarMovies",
+    "VisitorRecommendations",
     "assemble",
     "assemble_similar",
+    "check_id",
+    "check_n",
     "health_of",
     "model_info",
     "pipeline_view",
+    "visitor_answer",
 ]
 
 MAX_N = 100
 """The most movies one lookup returns (the stored lists are at most K long)."""
 
-_NO_MODEL = "no model has been published yet: start the streaming job (python -m streaming run)"
+NO_MODEL_MESSAGE = (
+    "no model has been published yet: start the streaming job (python -m streaming run)"
+)
 
 
 class RecommendedMovie(BaseModel):
@@ -112,6 +120,26 @@ class SimilarMovies(BaseModel):
     model_version: int
     trained_at: float = Field(description="When the model was trained (epoch seconds).")
     movies: list[SimilarMovie]
+
+
+class VisitorRecommendations(BaseModel):
+    """A list for a visitor without a user id, folded in from the movies they gave."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "source": "anonymous", "model_version": 12, "trained_at": 1764979200.0,
+        "unknown_movies": [],
+        "movies": [{"movie_id": 181, "title": "Return of the Jedi (1983)",
+                    "genres": ["Action", "Sci-Fi"], "score": 0.8812, "predicted_rating": None}],
+    }]})  # fmt: skip
+
+    source: Literal["anonymous", "popular"] = Field(
+        description="anonymous: folded in from the given movies; popular: none of them is "
+        "known to the model, so the version's popular list."
+    )
+    model_version: int
+    trained_at: float = Field(description="When the model was trained (epoch seconds).")
+    unknown_movies: list[int] = Field(description="Given movies the model has not learned.")
+    movies: list[RecommendedMovie]
 
 
 class ModelInfo(BaseModel):
@@ -218,7 +246,7 @@ def assemble(
         LayoutDecodeError: a value read does not follow the layout.
     """
     if not reply:
-        raise NoModelError(_NO_MODEL)
+        raise NoModelError(NO_MODEL_MESSAGE)
     raw_version, raw_meta, raw_list, personal, entries = reply
     version = int(raw_version)
     if raw_meta is None:
@@ -267,7 +295,7 @@ def assemble_similar(
         LayoutDecodeError: a value read does not follow the layout.
     """
     if not reply:
-        raise NoModelError(_NO_MODEL)
+        raise NoModelError(NO_MODEL_MESSAGE)
     raw_version, raw_meta, raw_list, entries, own = reply
     version = int(raw_version)
     if raw_meta is None:
@@ -327,10 +355,44 @@ def pipeline_view(layout: RedisLayout, raw: Sequence[bytes]) -> PipelineView:
     )
 
 
+def check_id(name: str, value: int) -> None:
+    """Raise ValueError unless ``value`` is an id in 1..MAX_ID (``name`` says which)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
+        msg = f"{name} must be an integer in 1..{MAX_ID}, got {value!r}"
+        raise ValueError(msg)
+
+
+def check_n(n: int) -> None:
+    """Raise ValueError unless ``n`` is a list length in 1..MAX_N."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
+        msg = f"n must be an integer in 1..{MAX_N}, got {n!r}"
+        raise ValueError(msg)
+
+
+def visitor_answer(
+    layout: RedisLayout,
+    version: int,
+    trained_at: float,
+    listed: Sequence[tuple[int, float]],
+    source: Literal["anonymous", "popular"],
+    unknown: Sequence[int],
+    entries: Sequence[bytes | None],
+) -> VisitorRecommendations:
+    """A visitor's list with the catalog entries of its movies (``entries``, aligned)."""
+    movies = []
+    for (movie, score), entry in zip(listed, entries, strict=True):
+        known = None if entry is None else _movie(entry, f"{layout.catalog}[{movie}]")
+        movies.append(RecommendedMovie(movie_id=movie, title=known.title if known else None,
+                                       genres=list(known.genres) if known else [],
+                                       score=round(score, 4)))  # fmt: skip
+    return VisitorRecommendations(source=source, model_version=version, trained_at=trained_at,
+                                  unknown_movies=list(unknown), movies=movies)  # fmt: skip
+
+
 def model_info(layout: RedisLayout, reply: Sequence[Any], now: float | None = None) -> ModelInfo:
     """Turn the model script's reply into ``ModelInfo`` (NoModelError without a model)."""
     if not reply:
-        raise NoModelError(_NO_MODEL)
+        raise NoModelError(NO_MODEL_MESSAGE)
     raw_version, raw_meta, published = reply
     version = int(raw_version)
     if raw_meta is None:
@@ -350,5 +412,5 @@ def model_info(layout: RedisLayout, reply: Sequence[Any], now: float | None = No
 def health_of(version: bytes | None) -> Health:
     """Health from what ``p:current`` holds (Redis answered)."""
     if version is None:
-        return Health(ok=False, redis=True, model_version=None, reason=_NO_MODEL)
+        return Health(ok=False, redis=True, model_version=None, reason=NO_MODEL_MESSAGE)
     return Health(ok=True, redis=True, model_version=int(version), reason="ok")

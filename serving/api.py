@@ -12,6 +12,8 @@
                                                        published, else 503 with the reason
 ``GET /metrics``                                       Prometheus text format
 ``GET /console`` (``/`` redirects there)               the live console in a browser
+``POST /recommendations``                              a list for a visitor without an id, from
+                                                       the movies (and stars) they give
 ``POST /ratings``                                      one rating or a list, sent to the ratings
                                                        topic (202 with their event ids); needs
                                                        the ingest token, off without one
@@ -27,7 +29,6 @@ own requests).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -52,16 +53,25 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producer.settings import KafkaSettings
 from recstream_base.ids import MAX_ID
-from serving.answers import MAX_N, Health, ModelInfo, PipelineView, Recommendations, SimilarMovies
+from serving.anonymous import VisitorRequest
+from serving.answers import (
+    MAX_N,
+    Health,
+    ModelInfo,
+    PipelineView,
+    Recommendations,
+    SimilarMovies,
+    VisitorRecommendations,
+)
 from serving.client import AsyncRecommendationClient
-from serving.errors import IngestRejectedError, RedisUnavailableError, ServingError
+from serving.errors import RedisUnavailableError, ServingError
 from serving.ingest import (
-    MAX_RATINGS,
+    RATINGS_BODY,
     Accepted,
-    RatingIn,
     RatingSender,
     check_token,
     events_from_body,
+    json_body,
 )
 from serving.layout import PIPELINE_KEPT
 from serving.settings import ApiSettings, RedisSettings
@@ -115,51 +125,11 @@ def _allowed(error: dict[str, Any]) -> str:
     return rules.get(where, f"{where}: {error.get('msg', 'invalid')}")
 
 
-_MAX_BODY_BYTES = 1024 * 1024
 _METRICS_EXAMPLE = (
     'recstream_http_requests_total{route="/users/{user_id}/recommendations",status="200"} 1523.0\n'
     "recstream_model_version 12.0\n"
 )
 _CONSOLE = files("serving").joinpath("console.html").read_text(encoding="utf-8")
-_RATINGS_BODY = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {
-                "anyOf": [
-                    RatingIn.model_json_schema(),
-                    {"type": "array", "items": RatingIn.model_json_schema(),
-                     "minItems": 1, "maxItems": MAX_RATINGS},
-                ]
-            },
-            "examples": {
-                "one": {"value": {"user_id": 196, "movie_id": 242, "rating": 4}},
-                "several": {"value": [
-                    {"user_id": 196, "movie_id": 242, "rating": 4, "timestamp": 881250949},
-                    {"user_id": 196, "movie_id": 302, "rating": 3, "source": "ml-100k"},
-                ]},
-            },
-        }
-    },
-}  # fmt: skip
-
-
-async def _json_body(request: Request) -> Any:
-    """The request's JSON body, read up to ``_MAX_BODY_BYTES`` and no further."""
-    too_large = f"the body is larger than {_MAX_BODY_BYTES} bytes; send fewer ratings per request"
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > _MAX_BODY_BYTES:
-        raise IngestRejectedError(too_large)
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > _MAX_BODY_BYTES:
-            raise IngestRejectedError(too_large)
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        msg = f"the body is not JSON ({exc})"
-        raise IngestRejectedError(msg) from None
 
 
 def create_app(
@@ -248,6 +218,21 @@ def create_app(
         found = await client().similar(movie_id, n)
         return Response(found.model_dump_json(), media_type="application/json")
 
+    @app.post("/recommendations", response_model=VisitorRecommendations, responses=failures)
+    async def for_visitor(request: VisitorRequest) -> Response:
+        """A list for a visitor without a user id, folded in from the movies they give.
+
+        Against the current version's item factors, on the request path (the job's
+        fold-in for the same ratings); the popular list when the model knows none of
+        the movies. Nothing is stored.
+        """
+        movies = [(movie.movie_id, movie.rating) for movie in request.movies]
+        try:
+            found = await client().for_visitor(movies, request.n)
+        except ValueError as exc:  # a movie given twice
+            return _error(422, str(exc))
+        return Response(found.model_dump_json(), media_type="application/json")
+
     @app.get("/model", response_model=ModelInfo, responses=failures)
     async def model() -> Response:
         """The current model version, when it was trained, its size and evaluation."""
@@ -285,7 +270,7 @@ def create_app(
         "/ratings",
         status_code=202,
         response_model=Accepted,
-        openapi_extra={"requestBody": _RATINGS_BODY},
+        openapi_extra={"requestBody": RATINGS_BODY},
         responses={
             401: {"description": "No or another ingest token (Authorization: Bearer …)."},
             403: {"description": "Rating over HTTP is off: RECSTREAM_API_INGEST_TOKEN unset."},
@@ -302,7 +287,7 @@ def create_app(
         """
         check_token(api.ingest_token, request.headers.get("authorization"))
         events = events_from_body(
-            await _json_body(request),
+            await json_body(request),
             default_source=api.ingest_source,
             now_s=int(time.time()),
         )

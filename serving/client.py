@@ -16,28 +16,35 @@ turn Redis failures into ``RedisUnavailableError``, a missing model into
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, cast
 
 import redis
 
-from recstream_base.ids import MAX_ID
+from serving.anonymous import VisitorLists, check_visitor
 from serving.answers import (
-    MAX_N,
     Health,
     ModelInfo,
     PipelineView,
     Recommendations,
     SimilarMovies,
+    VisitorRecommendations,
     assemble,
     assemble_similar,
+    check_id,
+    check_n,
     health_of,
     model_info,
     pipeline_view,
+    visitor_answer,
 )
 from serving.connection import open_async_redis, open_redis
 from serving.errors import RedisUnavailableError
-from serving.layout import PIPELINE_KEPT, RedisLayout, lua_key_functions
+from serving.layout import (
+    PIPELINE_KEPT,
+    RedisLayout,
+    lua_key_functions,
+)
 from serving.settings import RedisSettings
 
 __all__ = ["AsyncRecommendationClient", "RecommendationClient"]
@@ -117,6 +124,19 @@ return {version, meta or false, list or false, entries, own or false}
 """
 )
 
+# ARGV: prefix, the version whose factor table the client holds (-1: none). Returns
+# {version, meta, factor table (false when the client holds this version's, or when the
+# version has none), popular list}.
+_VISITOR = (
+    _CURRENT
+    + """
+local factors = false
+if version ~= ARGV[2] then factors = redis.call('GET', factors_key(prefix, version)) end
+local popular = redis.call('GET', popular_key(prefix, version))
+return {version, meta or false, factors or false, popular or false}
+"""
+)
+
 # ARGV: prefix. Returns {version, meta, published_at}.
 _MODEL = (
     _CURRENT
@@ -127,18 +147,6 @@ return {version, meta or false, published or false}
 )
 
 
-def _check_id(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
-        msg = f"{name} must be an integer in 1..{MAX_ID}, got {value!r}"
-        raise ValueError(msg)
-
-
-def _check_n(n: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
-        msg = f"n must be an integer in 1..{MAX_N}, got {n!r}"
-        raise ValueError(msg)
-
-
 def _check_batches(batches: int) -> None:
     whole = isinstance(batches, int) and not isinstance(batches, bool)
     if not whole or not 1 <= batches <= PIPELINE_KEPT:
@@ -147,8 +155,8 @@ def _check_batches(batches: int) -> None:
 
 
 def _check_request(user_id: int, n: int, genre: str | None) -> None:
-    _check_id("user_id", user_id)
-    _check_n(n)
+    check_id("user_id", user_id)
+    check_n(n)
     if genre is not None and not 1 <= len(genre) <= 64:
         msg = f"genre must be 1-64 characters, got {len(genre)}"
         raise ValueError(msg)
@@ -185,6 +193,8 @@ class RecommendationClient:
         self._lookup = self._redis.register_script(_LOOKUP)
         self._similar = self._redis.register_script(_SIMILAR)
         self._model = self._redis.register_script(_MODEL)
+        self._visitor = self._redis.register_script(_VISITOR)
+        self._visitors = VisitorLists(self.layout)
 
     def recommendations(
         self, user_id: int, n: int = 10, *, genre: str | None = None
@@ -211,13 +221,42 @@ class RecommendationClient:
             UnknownMovieError: the current model has not learned the movie.
             NoModelError, RedisUnavailableError, LayoutDecodeError: see the module docstring.
         """
-        _check_id("movie_id", movie_id)
-        _check_n(n)
+        check_id("movie_id", movie_id)
+        check_n(n)
         try:
             reply = self._similar(args=[self.layout.prefix, movie_id, n])
         except redis.RedisError as exc:
             raise _unavailable(self.settings, exc) from exc
         return assemble_similar(self.layout, movie_id, n, cast(list[Any], reply))
+
+    def for_visitor(
+        self, movies: Sequence[tuple[int, float | None]], n: int = 10
+    ) -> VisitorRecommendations:
+        """A list for a visitor who gives (movie id, stars or None) pairs instead of an id.
+
+        Folded in against the current version's item factors (``serving.anonymous``); a
+        visitor none of whose movies the model knows gets the popular list. Two round
+        trips (three when the version changed since the last call).
+
+        Raises:
+            ValueError: no movies, too many, one twice, an id or rating out of range.
+            NoModelError, RedisUnavailableError, LayoutDecodeError: see the module docstring.
+        """
+        ids, stars = check_visitor(movies, n)
+        try:
+            reply = self._visitor(args=[self.layout.prefix, self._visitors.held])
+            version, trained_at, listed, source, unknown = self._visitors.listed(
+                cast(list[Any], reply), ids, stars, n
+            )
+            keys = [str(movie) for movie, _ in listed]
+            entries = (
+                cast(list[bytes | None], self._redis.hmget(self.layout.catalog, keys))
+                if keys
+                else []
+            )
+        except redis.RedisError as exc:
+            raise _unavailable(self.settings, exc) from exc
+        return visitor_answer(self.layout, version, trained_at, listed, source, unknown, entries)
 
     def pipeline(self, batches: int = 60) -> PipelineView:
         """The job's newest ``batches`` micro-batches, newest first, and their totals.
@@ -271,6 +310,8 @@ class AsyncRecommendationClient:
         self._lookup = self._redis.register_script(_LOOKUP)
         self._similar = self._redis.register_script(_SIMILAR)
         self._model = self._redis.register_script(_MODEL)
+        self._visitor = self._redis.register_script(_VISITOR)
+        self._visitors = VisitorLists(self.layout)
 
     async def recommendations(
         self, user_id: int, n: int = 10, *, genre: str | None = None
@@ -286,13 +327,30 @@ class AsyncRecommendationClient:
 
     async def similar(self, movie_id: int, n: int = 10) -> SimilarMovies:
         """See ``RecommendationClient.similar``."""
-        _check_id("movie_id", movie_id)
-        _check_n(n)
+        check_id("movie_id", movie_id)
+        check_n(n)
         try:
             reply = await self._similar(args=[self.layout.prefix, movie_id, n])
         except redis.RedisError as exc:
             raise _unavailable(self.settings, exc) from exc
         return assemble_similar(self.layout, movie_id, n, cast(list[Any], reply))
+
+    async def for_visitor(
+        self, movies: Sequence[tuple[int, float | None]], n: int = 10
+    ) -> VisitorRecommendations:
+        """See ``RecommendationClient.for_visitor``."""
+        ids, stars = check_visitor(movies, n)
+        try:
+            reply = await self._visitor(args=[self.layout.prefix, self._visitors.held])
+            version, trained_at, listed, source, unknown = self._visitors.listed(
+                cast(list[Any], reply), ids, stars, n
+            )
+            keys = [str(movie) for movie, _ in listed]
+            catalog = self._redis.hmget(self.layout.catalog, keys) if keys else None
+            entries = [] if catalog is None else await cast(Awaitable[list[Any]], catalog)
+        except redis.RedisError as exc:
+            raise _unavailable(self.settings, exc) from exc
+        return visitor_answer(self.layout, version, trained_at, listed, source, unknown, entries)
 
     async def pipeline(self, batches: int = 60) -> PipelineView:
         """See ``RecommendationClient.pipeline``."""

@@ -16,12 +16,14 @@ once.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from fastapi import Request
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -38,12 +40,15 @@ from serving.errors import (
 )
 
 __all__ = [
+    "MAX_BODY_BYTES",
     "MAX_RATINGS",
+    "RATINGS_BODY",
     "Accepted",
     "RatingIn",
     "RatingSender",
     "check_token",
     "events_from_body",
+    "json_body",
 ]
 
 MAX_RATINGS = 1_000
@@ -228,3 +233,45 @@ class RatingSender:
             if self._producer is not None:
                 self._producer.close(timeout=self.timeout_s)
                 self._producer = None
+
+
+MAX_BODY_BYTES = 1024 * 1024
+RATINGS_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "anyOf": [
+                    RatingIn.model_json_schema(),
+                    {"type": "array", "items": RatingIn.model_json_schema(),
+                     "minItems": 1, "maxItems": MAX_RATINGS},
+                ]
+            },
+            "examples": {
+                "one": {"value": {"user_id": 196, "movie_id": 242, "rating": 4}},
+                "several": {"value": [
+                    {"user_id": 196, "movie_id": 242, "rating": 4, "timestamp": 881250949},
+                    {"user_id": 196, "movie_id": 302, "rating": 3, "source": "ml-100k"},
+                ]},
+            },
+        }
+    },
+}  # fmt: skip
+
+
+async def json_body(request: Request) -> Any:
+    """The request's JSON body, read up to ``MAX_BODY_BYTES`` and no further."""
+    too_large = f"the body is larger than {MAX_BODY_BYTES} bytes; send fewer ratings per request"
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise IngestRejectedError(too_large)
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise IngestRejectedError(too_large)
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        msg = f"the body is not JSON ({exc})"
+        raise IngestRejectedError(msg) from None

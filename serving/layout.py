@@ -13,6 +13,8 @@ key                        type    value
 ``p:v{v}:popular``         string  the popularity list of that model (JSON, as a user list)
 ``p:v{v}:similar``         hash    movie id -> its nearest movies by the model's item
                                    factors (JSON, as a user list; score = cosine)
+``p:v{v}:factors``         string  the version's item factors and popularity prior
+                                   (binary, ``encode_factors``), for lists of visitors
 ``p:catalog``              hash    movie id -> ``{"title": …, "genres": […]}`` (JSON)
 ``p:pipeline``             list    the newest micro-batches' figures, newest first
                                    (``BatchStats`` JSON; at most ``PIPELINE_KEPT``)
@@ -43,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, Validation
 from serving.errors import ServingError
 
 __all__ = [
+    "FACTORS_MAGIC",
     "KEY_TEMPLATES",
     "PIPELINE_KEPT",
     "BatchStats",
@@ -52,9 +55,11 @@ __all__ = [
     "ModelMeta",
     "RedisLayout",
     "UserList",
+    "decode_factors",
     "decode_list",
     "decode_meta",
     "decode_movie",
+    "encode_factors",
     "encode_list",
     "encode_lists",
     "lua_key",
@@ -86,6 +91,7 @@ KEY_TEMPLATES = {
     "popular": "{prefix}:v{version}:popular",
     "similar": "{prefix}:v{version}:similar",
     "pipeline": "{prefix}:pipeline",
+    "factors": "{prefix}:v{version}:factors",
 }
 _PLACEHOLDER = re.compile(r"\{(prefix|version)\}")
 
@@ -132,10 +138,15 @@ class RedisLayout:
         """Hash of movie id -> its nearest movies, for one model version."""
         return KEY_TEMPLATES["similar"].format(prefix=self.prefix, version=version)
 
+    def factors(self, version: int) -> str:
+        """The item factors and prior of one model version (``encode_factors``)."""
+        return KEY_TEMPLATES["factors"].format(prefix=self.prefix, version=version)
+
     def version_keys(self, version: int) -> list[str]:
         """Every key that belongs to one version (what deleting it removes)."""
         return [
-            self.lists(version), self.meta(version), self.popular(version), self.similar(version)
+            self.lists(version), self.meta(version), self.popular(version),
+            self.similar(version), self.factors(version),
         ]  # fmt: skip
 
 
@@ -385,3 +396,50 @@ class BatchStats(BaseModel):
     def to_json(self) -> bytes:
         """The stored form: compact JSON, fields in definition order."""
         return self.model_dump_json().encode()
+
+
+FACTORS_MAGIC = b"RSF1"  # the factor table's format: bump it with any change of layout
+
+
+def encode_factors(
+    movie_ids: npt.NDArray[np.int64],
+    factors: npt.NDArray[np.float64],
+    prior: npt.NDArray[np.float64],
+) -> bytes:
+    """A version's item table as stored (no pickling: readers rebuild the arrays).
+
+    ``FACTORS_MAGIC``, then little-endian uint32 movies and rank, int64 movie ids
+    (ascending), float64 factors (movies × rank, row by row) and float64 prior (one per
+    movie).
+    """
+    ids = np.ascontiguousarray(movie_ids, dtype="<i8")
+    table = np.ascontiguousarray(factors, dtype="<f8")
+    extra = np.ascontiguousarray(prior, dtype="<f8")
+    count, rank = table.shape
+    if ids.shape != (count,) or extra.shape != (count,):
+        msg = f"{len(ids)} ids and {len(extra)} priors for {count} rows of factors"
+        raise ValueError(msg)
+    header = FACTORS_MAGIC + np.array([count, rank], dtype="<u4").tobytes()
+    return header + ids.tobytes() + table.tobytes() + extra.tobytes()
+
+
+def decode_factors(
+    raw: bytes, *, key: str = "a factor table"
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """(movie ids, factors, prior) of a stored item table.
+
+    Raises:
+        LayoutDecodeError: the value is not a factor table of this format.
+    """
+    if len(raw) < 12 or raw[:4] != FACTORS_MAGIC:
+        msg = f"{key} in Redis is not a factor table ({FACTORS_MAGIC!r} expected)"
+        raise LayoutDecodeError(msg)
+    count, rank = (int(v) for v in np.frombuffer(raw, dtype="<u4", count=2, offset=4))
+    if len(raw) != 12 + count * (8 + 8 * rank + 8):
+        msg = f"{key} in Redis has {len(raw)} bytes, not those of {count} movies of rank {rank}"
+        raise LayoutDecodeError(msg)
+    ids = np.frombuffer(raw, dtype="<i8", count=count, offset=12).astype(np.int64)
+    at = 12 + 8 * count
+    factors = np.frombuffer(raw, dtype="<f8", count=count * rank, offset=at).reshape(count, rank)
+    prior = np.frombuffer(raw, dtype="<f8", count=count, offset=at + 8 * count * rank)
+    return ids, factors.astype(np.float64), prior.astype(np.float64)

@@ -6,7 +6,13 @@ import redis
 
 from serving.layout import BatchStats, ModelMeta, RedisLayout, encode_list
 from streaming.model.topn import ItemIndex
-from streaming.publish.writes import publish_catalog, switch_current, write_similar, write_version
+from streaming.publish.writes import (
+    publish_catalog,
+    switch_current,
+    write_factors,
+    write_similar,
+    write_version,
+)
 
 CATALOG = [
     (10, "Toy Story (1995)", ["Animation", "Comedy"]),
@@ -23,7 +29,7 @@ META = ModelMeta(
     ratings=1234,
     users=56,
     movies=78,
-    hyperparameters={"rank": 10, "reg_param": 0.1},
+    hyperparameters={"rank": 10, "reg_param": 0.1, "implicit_prefs": True, "alpha": 1.0},
     evaluation={"rmse": 0.93, "popular": {"precision": 0.05, "ndcg": 0.07}},
 )
 
@@ -48,6 +54,7 @@ def publish(client: redis.Redis, layout: RedisLayout, version: int = 3) -> None:
         client, layout, version, lists, popular, META.model_copy(update={"version": version})
     )
     write_similar(client, layout, version, ITEMS, k=5)
+    write_factors(client, layout, version, ITEMS)
     publish_catalog(client, layout, CATALOG)
     switch_current(client, layout, version, now=1_700_000_050.0)
 

@@ -42,6 +42,7 @@ from streaming.publish.writes import (
     encoded_lists,
     publish_catalog,
     switch_current,
+    write_factors,
     write_lists,
     write_similar,
     write_version,
@@ -140,7 +141,8 @@ class Publisher:
     ) -> int | None:
         """Write ``model``'s lists of everyone stored through ``through_batch``, before the switch.
 
-        Then its movies' nearest movies (should that fail, the switch writes them).
+        Then its movies' nearest movies and its factor table (should that fail, the
+        switch writes them).
         Safe beside a flush on another thread: it writes only the new version's keys
         and touches none of the pending work. How many lists; None when writing them
         failed (the switch then publishes the version in full).
@@ -154,12 +156,13 @@ class Publisher:
         try:
             client = open_redis(self.settings)
             try:
-                self._write_similar(client, model)
+                self._write_items(client, model)
             finally:
                 client.close()
         except _PUBLISH_ERRORS as exc:
-            _log.warning("writing version %d's nearest movies ahead of its switch failed (%s); "
-                         "the switch writes them", model.version, type(exc).__name__)  # fmt: skip
+            _log.warning("writing version %d's nearest movies and factors ahead of its switch "
+                         "failed (%s); the switch writes them", model.version,
+                         type(exc).__name__)  # fmt: skip
         return staged
 
     def users_changed(self, users: Sequence[int], batch_id: int) -> None:
@@ -338,8 +341,11 @@ class Publisher:
                 _log.warning("version %d's staged lists are gone from Redis; publishing it "
                              "in full", model.version)  # fmt: skip
             written = self._model_lists(model, None, self.short_term)
-        if not client.exists(self.layout.similar(model.version)):
-            self._write_similar(client, model)
+        if (
+            client.exists(self.layout.similar(model.version), self.layout.factors(model.version))
+            < 2
+        ):
+            self._write_items(client, model)
         popular = encode_list(model.popular, time.time(), "popular", model.popular_stars())
         write_version(client, self.layout, model.version, [], popular, self._meta(model))
         if switch_current(client, self.layout, model.version):
@@ -360,14 +366,15 @@ class Publisher:
                                self.model_settings.top_k, target, partitions, model.stars,
                                short_term)  # fmt: skip
 
-    def _write_similar(self, client: redis.Redis, model: ModelVersion) -> int:
-        """Write each movie's nearest movies under ``model``'s version; how many movies."""
+    def _write_items(self, client: redis.Redis, model: ModelVersion) -> None:
+        """Write ``model``'s item keys: each movie's nearest movies, and the factor table."""
         began = time.perf_counter()
         written = write_similar(client, self.layout, model.version, model.items,
                                 self.model_settings.similar_k)  # fmt: skip
-        _log.info("version %d: the nearest movies of %d movies written in %.1f s",
-                  model.version, written, time.perf_counter() - began)  # fmt: skip
-        return written
+        size = write_factors(client, self.layout, model.version, model.items)
+        _log.info("version %d: the nearest movies of %d movies and %.1f MB of factors written "
+                  "in %.1f s", model.version, written, size / 2**20,
+                  time.perf_counter() - began)  # fmt: skip
 
     def _publish_fold_in(
         self, client: redis.Redis, recent: RecentRatings, model: ModelVersion

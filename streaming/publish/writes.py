@@ -17,7 +17,14 @@ from typing import Any, cast
 import numpy as np
 import redis
 
-from serving.layout import CatalogEntry, ListSource, ModelMeta, RedisLayout, encode_lists
+from serving.layout import (
+    CatalogEntry,
+    ListSource,
+    ModelMeta,
+    RedisLayout,
+    encode_factors,
+    encode_lists,
+)
 from streaming.model.lists import UserLists
 from streaming.model.similar import similar_movies
 from streaming.model.topn import ItemIndex
@@ -28,6 +35,7 @@ __all__ = [
     "encoded_lists",
     "publish_catalog",
     "switch_current",
+    "write_factors",
     "write_lists",
     "write_similar",
     "write_version",
@@ -86,6 +94,15 @@ def write_similar(
             yield from zip(movies[known].tolist(), values, strict=True)
 
     return _hset_chunked(client, layout.similar(version), encoded())
+
+
+def write_factors(
+    client: redis.Redis, layout: RedisLayout, version: int, items: ItemIndex
+) -> int:
+    """SET a version's item factors and prior (``encode_factors``); how many bytes."""
+    table = encode_factors(items.movie_ids, items.factors, items.prior)
+    client.set(layout.factors(version), table)
+    return len(table)
 
 
 def _hset_chunked(client: redis.Redis, key: str, entries: Iterable[tuple[int, bytes]]) -> int:

@@ -83,6 +83,25 @@ def test_similar_movies(http: TestClient) -> None:
     }
 
 
+@pytest.mark.usefixtures("published")
+def test_a_visitor_gets_a_list_from_the_movies_they_give(http: TestClient) -> None:
+    body = {"movies": [{"movie_id": 10, "rating": 5}, {"movie_id": 999}], "n": 3}
+    found = http.post("/recommendations", json=body).json()
+    assert (found["source"], found["model_version"], found["unknown_movies"]) == (
+        "anonymous", 3, [999],
+    )  # fmt: skip
+    assert len(found["movies"]) == 3 and 10 not in [m["movie_id"] for m in found["movies"]]
+    assert found["movies"][0]["title"] in {"Clueless (1995)", None, "Fargo (1996)"}
+    nobody = http.post("/recommendations", json={"movies": [{"movie_id": 999}]}).json()
+    assert nobody["source"] == "popular"
+    assert [m["movie_id"] for m in nobody["movies"]] == [20, 10, 11]
+    twice = http.post("/recommendations", json={"movies": [{"movie_id": 10}, {"movie_id": 10}]})
+    assert (twice.status_code, twice.json()) == (422, {"detail": "movie 10 is given twice"})
+    for bad in ({"movies": []}, {"movies": [{"movie_id": 0}]},
+                {"movies": [{"movie_id": 5, "rating": 9}]}, {"movies": [{"id": 5}]}):  # fmt: skip
+        assert http.post("/recommendations", json=bad).status_code == 422, bad
+
+
 def test_the_console_is_served_from_the_api_itself(http: TestClient) -> None:
     home = http.get("/", follow_redirects=False)
     assert (home.status_code, home.headers["location"]) == (307, "/console")
@@ -192,7 +211,7 @@ def test_reads_are_read_only_and_documented(http: TestClient) -> None:
     spec = http.get("/openapi.json").json()
     assert set(spec["paths"]) == {
         RECS.format("{user_id}"), "/movies/{movie_id}/similar", "/model", "/pipeline",
-        "/healthz", "/metrics", "/ratings",
+        "/healthz", "/metrics", "/ratings", "/recommendations",
     }  # fmt: skip
     for path, operations in spec["paths"].items():  # every answer documented with an example
         for method, operation in operations.items():

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import pytest
 import redis
 
+from serving.anonymous import ItemTable, anonymous_list
 from serving.client import RecommendationClient
 from serving.errors import NoModelError, RedisUnavailableError, UnknownMovieError
 from serving.layout import LayoutDecodeError, encode_list
 from serving.settings import RedisSettings
 from streaming.publish.writes import switch_current, write_lists, write_version
-from tests.serving_data import META, publish, record_batches
+from tests.serving_data import ITEMS, META, publish, record_batches
 
 pytestmark = pytest.mark.integration
 
@@ -122,6 +124,26 @@ def test_the_pipeline_newest_first_with_totals(
         client.pipeline(0)
 
 
+def test_a_visitor_gets_the_fold_in_of_the_movies_they_give(
+    client: RecommendationClient, redis_client: redis.Redis
+) -> None:
+    publish(redis_client, client.layout)
+    found = client.for_visitor([(10, 5.0), (12, None), (999, 3.0)], n=3)
+    table = ItemTable(3, ITEMS.movie_ids, ITEMS.factors, ITEMS.prior, 0.1, True, 1.0)
+    expected, _ = anonymous_list(table, np.array([10, 12, 999]), np.array([5.0, 4.0, 3.0]), 3)
+    assert [(m.movie_id, m.score) for m in found.movies] == [
+        (movie, round(score, 4)) for movie, score in expected
+    ]
+    assert (found.source, found.model_version, found.unknown_movies) == ("anonymous", 3, [999])
+    assert {m.movie_id for m in found.movies}.isdisjoint({10, 12})
+    popular = client.for_visitor([(999, 5.0)])  # a movie the model has not learned
+    assert (popular.source, [m.movie_id for m in popular.movies]) == ("popular", [20, 10, 11])
+    for bad, message in (([], "give 1..200 movies"), ([(10, 1.0), (10, 2.0)], "given twice"),
+                         ([(10, 7.0)], "must be 0.5..5 stars")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            client.for_visitor(bad)
+
+
 def test_model_info(client: RecommendationClient, redis_client: redis.Redis) -> None:
     publish(redis_client, client.layout)
     info = client.model_info()
@@ -129,7 +151,9 @@ def test_model_info(client: RecommendationClient, redis_client: redis.Redis) -> 
     assert info.published_at == 1_700_000_050.0
     assert (info.ratings, info.users, info.movies) == (1234, 56, 78)
     assert info.evaluation == {"rmse": 0.93, "popular": {"precision": 0.05, "ndcg": 0.07}}
-    assert info.hyperparameters == {"rank": 10, "reg_param": 0.1}
+    assert info.hyperparameters == {
+        "rank": 10, "reg_param": 0.1, "implicit_prefs": True, "alpha": 1.0,
+    }  # fmt: skip
     assert info.age_s > 0
     assert client.health().ok
 

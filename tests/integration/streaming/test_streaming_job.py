@@ -131,6 +131,10 @@ def test_ml100k_in_two_halves_publishes_every_user_and_versions_grow(
             unknown = lookups.recommendations(999_999, n=5)
             info = lookups.model_info()
             nearest = lookups.similar(found.movies[0].movie_id, n=5)  # written with the version
+            visitor = lookups.for_visitor([(m.movie_id, 5.0) for m in found.movies[:3]], n=5)
+        assert (visitor.source, visitor.model_version, len(visitor.movies)) == (
+            "anonymous", versions[1], 5,
+        )  # fmt: skip
         assert (nearest.model_version, len(nearest.movies)) == (versions[1], 5)
         assert all(-1 <= movie.similarity <= 1 and movie.title for movie in nearest.movies)
         assert (found.model_version, found.source, len(found.movies)) == (versions[1], "model", 10)

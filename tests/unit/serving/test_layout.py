@@ -35,11 +35,14 @@ def test_keys_are_pinned() -> None:
     assert layout.meta(7) == "recstream:v7:meta"
     assert layout.popular(7) == "recstream:v7:popular"
     assert layout.similar(7) == "recstream:v7:similar"
+    assert layout.factors(7) == "recstream:v7:factors"
+    assert layout.pipeline == "recstream:pipeline"
     assert layout.version_keys(7) == [
         "recstream:v7:lists",
         "recstream:v7:meta",
         "recstream:v7:popular",
         "recstream:v7:similar",
+        "recstream:v7:factors",
     ]
 
 
