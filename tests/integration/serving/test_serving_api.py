@@ -97,8 +97,11 @@ def test_a_visitor_gets_a_list_from_the_movies_they_give(http: TestClient) -> No
     assert [m["movie_id"] for m in nobody["movies"]] == [20, 10, 11]
     twice = http.post("/recommendations", json={"movies": [{"movie_id": 10}, {"movie_id": 10}]})
     assert (twice.status_code, twice.json()) == (422, {"detail": "movie 10 is given twice"})
-    for bad in ({"movies": []}, {"movies": [{"movie_id": 0}]},
-                {"movies": [{"movie_id": 5, "rating": 9}]}, {"movies": [{"id": 5}]}):  # fmt: skip
+    refused: list[dict[str, object]] = [
+        {"movies": []}, {"movies": [{"movie_id": 0}]},
+        {"movies": [{"movie_id": 5, "rating": 9}]}, {"movies": [{"id": 5}]},
+    ]  # fmt: skip
+    for bad in refused:
         assert http.post("/recommendations", json=bad).status_code == 422, bad
 
 

@@ -82,9 +82,9 @@ def test_redis_outage_is_retried_with_backoff_and_nothing_is_lost(
             assert client.hlen(layout.similar(4)) == 10
             nearest = decode_list(client.hget(layout.similar(4), "10") or b"").items
             assert len(nearest) == 9  # every other movie: fewer than similar_k (20)
-            assert decode_factors(client.get(layout.factors(4)) or b"")[0].tolist() == list(
-                range(10, 20)
-            )  # the factor table that lists for visitors are folded in against
+            table = client.get(layout.factors(4))  # what lists for visitors are folded in against
+            assert isinstance(table, bytes)
+            assert decode_factors(table)[0].tolist() == list(range(10, 20))
             publisher.users_changed([2], batch_id=7)
             assert publisher.flush(recent).fold_in_lists == 1
             assert decode_list(client.hget(layout.lists(4), "2") or b"").source == "fold-in"
