@@ -96,9 +96,7 @@ def write_similar(
     return _hset_chunked(client, layout.similar(version), encoded())
 
 
-def write_factors(
-    client: redis.Redis, layout: RedisLayout, version: int, items: ItemIndex
-) -> int:
+def write_factors(client: redis.Redis, layout: RedisLayout, version: int, items: ItemIndex) -> int:
     """SET a version's item factors and prior (``encode_factors``); how many bytes."""
     table = encode_factors(items.movie_ids, items.factors, items.prior)
     client.set(layout.factors(version), table)
