@@ -11,7 +11,9 @@ Measured side by side in one run:
 1. latency p50/p99 at a fixed 1,000 requests/s (open loop: requests leave on schedule,
    whether or not earlier ones came back, so queueing shows in the figures); then of
    ``/movies/{id}/similar?n=10`` at 500 requests/s (the version's nearest movies,
-   written by the job's own code from rank-20 factors of the 3,706 movies);
+   written by the job's own code from rank-20 factors of the 3,706 movies), and of
+   ``POST /recommendations`` for visitors giving 50 rated movies, at 100 requests/s
+   (folded in against the version's factor table on the request path);
 2. peak requests/s with ``--connections`` concurrent keep-alive clients (closed loop);
 3. raw Redis GET throughput: ``redis-benchmark`` (C, 50 clients, pipelining off) and a
    Python asyncio loop with the same number of connections as step 2.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -46,6 +49,7 @@ from streaming.model.topn import ItemIndex
 from streaming.publish.writes import (
     publish_catalog,
     switch_current,
+    write_factors,
     write_similar,
     write_version,
 )
@@ -67,13 +71,17 @@ def publish(settings: RedisSettings) -> None:
 
     lists = ((user, encode_list(ranked(), now, "model")) for user in range(1, USERS + 1))
     popular = encode_list([(m, float(K - m)) for m in range(1, K + 1)], now, "popular")
-    write_version(client, layout, 1, lists, popular, ModelMeta(version=1, trained_at=now))
+    fold_in = {"rank": 20, "reg_param": 0.1, "implicit_prefs": True, "alpha": 1.0}
+    meta = ModelMeta(version=1, trained_at=now, hyperparameters=fold_in)
+    write_version(client, layout, 1, lists, popular, meta)
     publish_catalog(
         client, layout,
         [(m, f"Movie {m} (1999)", rng.sample(GENRES, 2)) for m in range(1, MOVIES + 1)],
     )  # fmt: skip
     factors = [[rng.gauss(0.0, 1.0) for _ in range(20)] for _ in range(MOVIES)]
-    write_similar(client, layout, 1, ItemIndex(range(1, MOVIES + 1), factors), k=20)
+    items = ItemIndex(range(1, MOVIES + 1), factors)
+    write_similar(client, layout, 1, items, k=20)
+    write_factors(client, layout, 1, items)
     switch_current(client, layout, 1)
     client.close()
 
@@ -105,6 +113,20 @@ def similar_paths(count: int) -> list[bytes]:
         f"GET /movies/{movie}/similar?n=10 HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
         for movie in movies
     ]
+
+
+def visitor_requests(count: int, rated: int = 50) -> list[bytes]:
+    """``POST /recommendations`` requests, each with ``rated`` movies and their stars."""
+    rng = random.Random(4)  # noqa: S311 - synthetic traffic
+    lines = []
+    for _ in range(count):
+        movies = rng.sample(range(1, MOVIES + 1), rated)
+        body = json.dumps({"movies": [{"movie_id": m, "rating": rng.randint(1, 5)}
+                                      for m in movies], "n": 10}).encode()  # fmt: skip
+        head = (f"POST /recommendations HTTP/1.1\r\nHost: bench\r\nContent-Type: "
+                f"application/json\r\nContent-Length: {len(body)}\r\n\r\n")  # fmt: skip
+        lines.append(head.encode() + body)
+    return lines
 
 
 async def _exchange(
@@ -252,6 +274,15 @@ def measure(settings: RedisSettings, workers: int, args: argparse.Namespace) -> 
             f"(reached {achieved:,.0f}/s): p50 {percentile(latencies, 0.5):.2f} ms, "
             f"p99 {percentile(latencies, 0.99):.2f} ms, max {max(latencies):.1f} ms; "
             f"statuses {statuses}"
+        )
+        latencies, statuses, achieved = asyncio.run(
+            open_loop(port, visitor_requests(2_000), 100, args.seconds, args.connections)
+        )
+        print(
+            f"{workers} worker(s): visitors' lists (50 rated movies) at 100 req/s for "
+            f"{args.seconds:.0f} s (reached {achieved:,.0f}/s): p50 "
+            f"{percentile(latencies, 0.5):.2f} ms, p99 {percentile(latencies, 0.99):.2f} ms, "
+            f"max {max(latencies):.1f} ms; statuses {statuses}"
         )
         peak, statuses = asyncio.run(closed_loop(port, lines, args.connections, args.seconds))
         print(f"{workers} worker(s): peak {peak:,.0f} req/s with {args.connections} "
