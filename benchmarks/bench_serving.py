@@ -257,33 +257,21 @@ def measure(settings: RedisSettings, workers: int, args: argparse.Namespace) -> 
         wait_for("the API", up, 60)
         lines = paths(200_000)
         asyncio.run(closed_loop(port, lines, args.connections, 2))  # warm-up
-        latencies, statuses, achieved = asyncio.run(
-            open_loop(port, lines, 1000, args.seconds, args.connections)
-        )
-        print(
-            f"{workers} worker(s): at 1,000 req/s for {args.seconds:.0f} s (reached "
-            f"{achieved:,.0f}/s): p50 {percentile(latencies, 0.5):.2f} ms, "
-            f"p99 {percentile(latencies, 0.99):.2f} ms, max {max(latencies):.1f} ms; "
-            f"statuses {statuses}"
-        )
-        latencies, statuses, achieved = asyncio.run(
-            open_loop(port, similar_paths(50_000), 500, args.seconds, args.connections)
-        )
-        print(
-            f"{workers} worker(s): similar movies at 500 req/s for {args.seconds:.0f} s "
-            f"(reached {achieved:,.0f}/s): p50 {percentile(latencies, 0.5):.2f} ms, "
-            f"p99 {percentile(latencies, 0.99):.2f} ms, max {max(latencies):.1f} ms; "
-            f"statuses {statuses}"
-        )
-        latencies, statuses, achieved = asyncio.run(
-            open_loop(port, visitor_requests(2_000), 100, args.seconds, args.connections)
-        )
-        print(
-            f"{workers} worker(s): visitors' lists (50 rated movies) at 100 req/s for "
-            f"{args.seconds:.0f} s (reached {achieved:,.0f}/s): p50 "
-            f"{percentile(latencies, 0.5):.2f} ms, p99 {percentile(latencies, 0.99):.2f} ms, "
-            f"max {max(latencies):.1f} ms; statuses {statuses}"
-        )
+        at_rate = [
+            (lines, 1000, ""),
+            (similar_paths(50_000), 500, "similar movies "),
+            (visitor_requests(2_000), 100, "visitors' lists (50 rated movies) "),
+        ]
+        for requests, rate, what in at_rate:
+            latencies, statuses, achieved = asyncio.run(
+                open_loop(port, requests, rate, args.seconds, args.connections)
+            )
+            print(
+                f"{workers} worker(s): {what}at {rate:,} req/s for {args.seconds:.0f} s "
+                f"(reached {achieved:,.0f}/s): p50 {percentile(latencies, 0.5):.2f} ms, "
+                f"p99 {percentile(latencies, 0.99):.2f} ms, max {max(latencies):.1f} ms; "
+                f"statuses {statuses}"
+            )
         peak, statuses = asyncio.run(closed_loop(port, lines, args.connections, args.seconds))
         print(f"{workers} worker(s): peak {peak:,.0f} req/s with {args.connections} "
               f"connections; statuses {statuses}")  # fmt: skip
