@@ -130,7 +130,7 @@ def run(
         for service in services.services:
             outcome = service.start()
             print(f"demo: {service.name} {outcome} at {service.address}")
-            if outcome != "already running":
+            if outcome == "started":  # not one already running, nor an external one
                 started.append(service.name)
         _clear_prefix(demo.prefix)
         processes["job"] = _spawn(demo, "job", [sys.executable, "-m", "streaming", "run"])
