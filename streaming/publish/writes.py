@@ -81,9 +81,11 @@ def write_lists(
 def write_similar(
     client: redis.Redis, layout: RedisLayout, version: int, items: ItemIndex, k: int
 ) -> int:
-    """HSET each movie's ``k`` nearest movies into a version's ``similar`` hash; how many.
+    """Write each movie's ``k`` nearest movies as a version's ``similar`` hash; how many.
 
-    Movies without a neighbour (their factors are zero) get no entry.
+    Movies without a neighbour (their factors are zero) get no entry. The hash is
+    filled under a staging name and renamed at the end, so the version's key exists
+    only once it is whole (a switch that finds it does not write it again).
     """
     stamp = time.time()
 
@@ -93,7 +95,13 @@ def write_similar(
             values = encode_lists(neighbours[known], cosines[known], stamp, "model")
             yield from zip(movies[known].tolist(), values, strict=True)
 
-    return _hset_chunked(client, layout.similar(version), encoded())
+    final = layout.similar(version)
+    staging = f"{final}:staging"
+    client.delete(staging)
+    written = _hset_chunked(client, staging, encoded())
+    if written:
+        client.rename(staging, final)
+    return written
 
 
 def write_factors(client: redis.Redis, layout: RedisLayout, version: int, items: ItemIndex) -> int:
