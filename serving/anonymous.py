@@ -134,12 +134,14 @@ class VisitorLists:
 
     def __init__(self, layout: RedisLayout) -> None:
         self.layout = layout
-        self.table: ItemTable | None = None
+        # The newest tables by version: a request whose script ran just before another
+        # one replaced the newest still finds the version it was answered for.
+        self.tables: dict[int, ItemTable] = {}
 
     @property
     def held(self) -> int:
-        """The version of the table held (-1: none yet)."""
-        return -1 if self.table is None else self.table.version
+        """The newest version whose table is held (-1: none yet)."""
+        return max(self.tables, default=-1)
 
     def listed(
         self, reply: Sequence[Any], ids: np.ndarray, stars: np.ndarray, n: int
@@ -153,7 +155,8 @@ class VisitorLists:
             msg = f"{self.layout.meta(version)} is missing although version {version} is current"
             raise LayoutDecodeError(msg)
         meta = decode_meta(raw_meta, key=self.layout.meta(version))
-        if version != self.held:
+        table = self.tables.get(version)
+        if table is None:
             key = self.layout.factors(version)
             if raw_factors is None:
                 msg = f"{key} is missing: the job that published version {version} writes none"
@@ -161,14 +164,14 @@ class VisitorLists:
             movie_ids, factors, prior = decode_factors(raw_factors, key=key)
             found = meta.hyperparameters
             try:
-                self.table = ItemTable(version, movie_ids, factors, prior,
-                                       float(found["reg_param"]), bool(found["implicit_prefs"]),
-                                       float(found["alpha"]))  # fmt: skip
+                table = ItemTable(version, movie_ids, factors, prior, float(found["reg_param"]),
+                                  bool(found["implicit_prefs"]), float(found["alpha"]))  # fmt: skip
             except (KeyError, TypeError, ValueError) as exc:
                 msg = f"{self.layout.meta(version)} lacks the fold-in's hyperparameters"
                 raise LayoutDecodeError(msg) from exc
-        assert self.table is not None  # noqa: S101 - set just above for a new version
-        listed, known = anonymous_list(self.table, ids, stars, n)
+            # the two newest versions' tables, swapped in whole for readers on other threads
+            self.tables = dict(sorted({**self.tables, version: table}.items())[-2:])
+        listed, known = anonymous_list(table, ids, stars, n)
         unknown = ids[~known].tolist()
         if listed:
             return version, meta.trained_at, listed, "anonymous", unknown

@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.anonymous import ItemTable, anonymous_list, visitor_factor
-from serving.layout import FACTORS_MAGIC, LayoutDecodeError, decode_factors, encode_factors
+from serving.anonymous import ItemTable, VisitorLists, anonymous_list, visitor_factor
+from serving.layout import (
+    FACTORS_MAGIC,
+    LayoutDecodeError,
+    ModelMeta,
+    RedisLayout,
+    decode_factors,
+    encode_factors,
+)
 from streaming.ingest.history import UserRatings
 from streaming.model.lists import FoldIn, fold_in_users, lists_for
 from streaming.model.topn import ItemIndex
@@ -67,3 +74,26 @@ def test_the_factor_table_round_trips_and_is_pinned() -> None:
         decode_factors(b"{}", key="p:v3:factors")
     with pytest.raises(LayoutDecodeError, match="has 40 bytes, not those of 1 movies of rank 2"):
         decode_factors(tiny[:-4], key="p:v3:factors")
+
+
+def test_a_reply_for_the_version_before_the_newest_still_finds_its_table() -> None:
+    """An answer computed while another request switched the held table to a newer one."""
+    visitors = VisitorLists(RedisLayout("p"))
+    meta = ModelMeta(version=3, trained_at=1.0, hyperparameters={
+        "reg_param": 0.05, "implicit_prefs": True, "alpha": 2.0})  # fmt: skip
+    table = encode_factors(MOVIES, FACTORS, PRIOR)
+    ids, stars = np.array([12, 50]), np.array([5.0, 4.0])
+    for version in (3, 4):
+        meta_v = meta.model_copy(update={"version": version}).to_json()
+        visitors.listed([str(version).encode(), meta_v, table, None], ids, stars, 5)
+    assert visitors.held == 4
+    # the script ran when version 3 was current and the client held 3: no table sent
+    meta_3 = meta.to_json()
+    version, _, listed, source, _ = visitors.listed([b"3", meta_3, None, None], ids, stars, 5)
+    assert (version, source, len(listed)) == (3, "anonymous", 5)
+    for version in (5, 6):  # only the two newest tables are kept
+        meta_v = meta.model_copy(update={"version": version}).to_json()
+        visitors.listed([str(version).encode(), meta_v, table, None], ids, stars, 5)
+    assert sorted(visitors.tables) == [5, 6]
+    with pytest.raises(LayoutDecodeError, match="p:v3:factors is missing"):
+        visitors.listed([b"3", meta_3, None, None], ids, stars, 5)
