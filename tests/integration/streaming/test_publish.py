@@ -9,6 +9,7 @@ import redis
 
 from serving.connection import open_redis
 from serving.layout import (
+    KEY_TEMPLATES,
     CatalogEntry,
     ModelMeta,
     RedisLayout,
@@ -113,9 +114,13 @@ def test_catalog_entries(client: redis.Redis, redis_settings: RedisSettings) -> 
 
 def test_the_scripts_key_functions_name_the_layouts_keys(client: redis.Redis) -> None:
     layout = RedisLayout("tenant-{a}:x")  # a hash tag and a colon: passed through as text
-    script = lua_key_functions() + (
-        "return {current_key(ARGV[1]), versions_key(ARGV[1]), catalog_key(ARGV[1]), "
-        "lists_key(ARGV[1], ARGV[2]), meta_key(ARGV[1], ARGV[2]), popular_key(ARGV[1], ARGV[2])}"
-    )
+    names = list(KEY_TEMPLATES)  # every key of the layout, in the order they are defined
+    calls = ", ".join(f"{name}_key(ARGV[1], ARGV[2])" for name in names)
+    script = lua_key_functions() + f"return {{{calls}}}"
     keys = [bytes(key).decode() for key in client.eval(script, 0, layout.prefix, 12)]
-    assert keys == [layout.current, layout.versions, layout.catalog, *layout.version_keys(12)]
+    assert names == ["current", "versions", "catalog", "lists", "meta", "popular", "similar",
+                     "pipeline", "factors"]  # fmt: skip
+    assert keys == [layout.current, layout.versions, layout.catalog, layout.lists(12),
+                    layout.meta(12), layout.popular(12), layout.similar(12), layout.pipeline,
+                    layout.factors(12)]  # fmt: skip
+    assert set(layout.version_keys(12)) < set(keys)
