@@ -27,7 +27,7 @@ import time
 import uuid
 
 import httpx
-from harness import PARTITIONS, local_services
+from harness import PARTITIONS, local_services, wait_for
 from kafka import KafkaConsumer, TopicPartition
 
 from producer.broker import client_options, create_topic, delete_topic
@@ -37,19 +37,22 @@ from producer.settings import KafkaSettings, ProducerSettings
 from recstream_infra.local_service import free_tcp_port
 
 
-def _bodies(events: int, batch: int) -> list[list[dict[str, int]]]:
-    """``events`` distinct ratings (users 1.., movies cycling), in bodies of ``batch``."""
-    stamp = int(time.time()) - 10 * 86_400  # every rating in the past
-    ratings = [
-        {
-            "user_id": 1 + n // 50,
-            "movie_id": 1 + n % 50,
-            "rating": 1 + n % 5,
-            "timestamp": stamp + n,
-        }
+def _ratings(events: int) -> list[RatingEvent]:
+    """``events`` distinct ratings (users 1.., movies cycling), all in the past."""
+    stamp = int(time.time()) - 10 * 86_400
+    return [
+        RatingEvent("ml-1m", 1 + n // 50, 1 + n % 50, float(1 + n % 5), stamp + n)
         for n in range(events)
     ]
-    return [ratings[first : first + batch] for first in range(0, events, batch)]
+
+
+def _bodies(ratings: list[RatingEvent], batch: int) -> list[list[dict[str, float]]]:
+    """The ratings as ``POST /ratings`` bodies of ``batch`` each."""
+    posted = [
+        {"user_id": e.user_id, "movie_id": e.movie_id, "rating": e.rating, "timestamp": e.timestamp}
+        for e in ratings
+    ]
+    return [posted[first : first + batch] for first in range(0, len(posted), batch)]
 
 
 def _end_total(kafka: KafkaSettings, topic: str) -> int:
@@ -61,8 +64,10 @@ def _end_total(kafka: KafkaSettings, topic: str) -> int:
         consumer.close()
 
 
-async def _post_all(base: str, token: str, bodies: list[list[dict[str, int]]], clients: int) -> int:
-    queue: asyncio.Queue[list[dict[str, int]]] = asyncio.Queue()
+async def _post_all(
+    base: str, token: str, bodies: list[list[dict[str, float]]], clients: int
+) -> int:
+    queue: asyncio.Queue[list[dict[str, float]]] = asyncio.Queue()
     for body in bodies:
         queue.put_nowait(body)
     accepted = 0
@@ -83,7 +88,9 @@ async def _post_all(base: str, token: str, bodies: list[list[dict[str, int]]], c
     return accepted
 
 
-def http_path(kafka: KafkaSettings, args: argparse.Namespace) -> tuple[float, int]:
+def http_path(
+    kafka: KafkaSettings, ratings: list[RatingEvent], args: argparse.Namespace
+) -> tuple[float, int]:
     """(seconds, ratings in the topic) for posting every body through the API."""
     topic = f"bench-http-{uuid.uuid4().hex[:10]}"
     create_topic(kafka, topic, partitions=PARTITIONS)
@@ -98,17 +105,15 @@ def http_path(kafka: KafkaSettings, args: argparse.Namespace) -> tuple[float, in
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
+
+        def answers() -> bool:
             try:
-                httpx.get(f"{base}/openapi.json", timeout=1)
-                break
+                return httpx.get(f"{base}/openapi.json", timeout=1).status_code == 200
             except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    msg = "the API did not answer within 60 s"
-                    raise RuntimeError(msg) from None
-                time.sleep(0.2)
-        bodies = _bodies(args.events, args.batch)
+                return False
+
+        wait_for("the API", answers, 60)
+        bodies = _bodies(ratings, args.batch)
         asyncio.run(_post_all(base, token, bodies[:20], args.clients))  # warm-up
         warm = _end_total(kafka, topic)
         began = time.perf_counter()
@@ -125,14 +130,9 @@ def http_path(kafka: KafkaSettings, args: argparse.Namespace) -> tuple[float, in
         delete_topic(kafka, topic)
 
 
-def raw_loop(kafka: KafkaSettings, events: int) -> float:
+def raw_loop(kafka: KafkaSettings, ratings: list[RatingEvent]) -> float:
     """Seconds to send the same ratings, serialised beforehand, with a bare loop."""
-    stamp = int(time.time()) - 10 * 86_400  # every rating in the past
-    messages = [
-        (event.key, event.to_json())
-        for event in (RatingEvent("ml-1m", 1 + n // 50, 1 + n % 50, float(1 + n % 5), stamp + n)
-                      for n in range(events))
-    ]  # fmt: skip
+    messages = [(event.key, event.to_json()) for event in ratings]
     topic = f"bench-raw-{uuid.uuid4().hex[:10]}"
     create_topic(kafka, topic, partitions=PARTITIONS)
     producer = open_producer(kafka, ProducerSettings())
@@ -155,9 +155,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     args = parser.parse_args()
     kafka = KafkaSettings()
+    ratings = _ratings(args.events)
     with local_services():
-        raw = raw_loop(kafka, args.events)
-        seconds, arrived = http_path(kafka, args)
+        raw = raw_loop(kafka, ratings)
+        seconds, arrived = http_path(kafka, ratings, args)
     print(
         f"{args.events:,} ratings | raw producer loop {args.events / raw:,.0f}/s | "
         f"POST /ratings ({args.batch} a body, {args.clients} clients, {args.workers} worker) "
