@@ -19,8 +19,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from recstream_base.ids import MAX_ID
-from serving.answers import MAX_N, NO_MODEL_MESSAGE, check_id, check_n
-from serving.errors import NoModelError
+from serving.answers import MAX_N, check_id, check_n, current
 from serving.layout import LayoutDecodeError, RedisLayout, decode_factors, decode_list, decode_meta
 
 __all__ = [
@@ -147,14 +146,8 @@ class VisitorLists:
         self, reply: Sequence[Any], ids: np.ndarray, stars: np.ndarray, n: int
     ) -> tuple[int, float, list[tuple[int, float]], Literal["anonymous", "popular"], list[int]]:
         """(version, trained_at, list, source, unknown movies) from the script's reply."""
-        if not reply:
-            raise NoModelError(NO_MODEL_MESSAGE)
-        raw_version, raw_meta, raw_factors, raw_popular = reply
-        version = int(raw_version)
-        if raw_meta is None:
-            msg = f"{self.layout.meta(version)} is missing although version {version} is current"
-            raise LayoutDecodeError(msg)
-        meta = decode_meta(raw_meta, key=self.layout.meta(version))
+        version, raw_meta, trained_at = current(self.layout, reply)
+        _, _, raw_factors, raw_popular = reply
         table = self.tables.get(version)
         if table is None:
             key = self.layout.factors(version)
@@ -162,7 +155,7 @@ class VisitorLists:
                 msg = f"{key} is missing: the job that published version {version} writes none"
                 raise LayoutDecodeError(msg)
             movie_ids, factors, prior = decode_factors(raw_factors, key=key)
-            found = meta.hyperparameters
+            found = decode_meta(raw_meta, key=self.layout.meta(version)).hyperparameters
             try:
                 table = ItemTable(version, movie_ids, factors, prior, float(found["reg_param"]),
                                   bool(found["implicit_prefs"]), float(found["alpha"]))  # fmt: skip
@@ -174,7 +167,7 @@ class VisitorLists:
         listed, known = anonymous_list(table, ids, stars, n)
         unknown = ids[~known].tolist()
         if listed:
-            return version, meta.trained_at, listed, "anonymous", unknown
+            return version, trained_at, listed, "anonymous", unknown
         if raw_popular is None:
             msg = f"{self.layout.popular(version)} is missing although version {version} is current"
             raise LayoutDecodeError(msg)
@@ -182,7 +175,7 @@ class VisitorLists:
         popular = decode_list(raw_popular, key=self.layout.popular(version)).items
         return (
             version,
-            meta.trained_at,
+            trained_at,
             [i for i in popular if i[0] not in given][:n],
             "popular",
             unknown,

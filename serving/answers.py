@@ -40,6 +40,8 @@ __all__ = [
     "assemble_similar",
     "check_id",
     "check_n",
+    "current",
+    "described",
     "health_of",
     "model_info",
     "pipeline_view",
@@ -236,6 +238,30 @@ def _trained_at(raw: bytes, key: str) -> float:
         return decode_meta(raw, key=key).trained_at  # raises, naming the key
 
 
+def described(layout: RedisLayout, movie: int, entry: bytes | None) -> tuple[str | None, list[str]]:
+    """(title, genres) of ``movie`` from its catalog entry; (None, []) without one."""
+    if entry is None:
+        return None, []
+    known = _movie(entry, f"{layout.catalog}[{movie}]")
+    return known.title, list(known.genres)
+
+
+def current(layout: RedisLayout, reply: Sequence[Any]) -> tuple[int, bytes, float]:
+    """(version, metadata, trained_at) of a script's reply, which starts with those two.
+
+    Raises:
+        NoModelError: the reply is empty: no model version is current.
+        LayoutDecodeError: the current version has no readable metadata.
+    """
+    if not reply:
+        raise NoModelError(NO_MODEL_MESSAGE)
+    version, raw_meta = int(reply[0]), reply[1]
+    if raw_meta is None:
+        msg = f"{layout.meta(version)} is missing although version {version} is current"
+        raise LayoutDecodeError(msg)
+    return version, raw_meta, _trained_at(raw_meta, layout.meta(version))
+
+
 def assemble(
     layout: RedisLayout, user_id: int, n: int, genre: str | None, reply: Sequence[Any]
 ) -> Recommendations:
@@ -245,14 +271,8 @@ def assemble(
         NoModelError: no model version is current.
         LayoutDecodeError: a value read does not follow the layout.
     """
-    if not reply:
-        raise NoModelError(NO_MODEL_MESSAGE)
-    raw_version, raw_meta, raw_list, personal, entries = reply
-    version = int(raw_version)
-    if raw_meta is None:
-        msg = f"{layout.meta(version)} is missing although version {version} is current"
-        raise LayoutDecodeError(msg)
-    trained_at = _trained_at(raw_meta, layout.meta(version))
+    version, _, trained_at = current(layout, reply)
+    _, _, raw_list, personal, entries = reply
     if raw_list is None:
         msg = f"{layout.popular(version)} is missing although version {version} is current"
         raise LayoutDecodeError(msg)
@@ -262,14 +282,10 @@ def assemble(
     movies: list[RecommendedMovie] = []
     stars = listed.stars or (None,) * len(listed.items)
     for (movie, score), star, entry in zip(listed.items, stars, entries, strict=False):
-        title: str | None = None
-        genres: tuple[str, ...] = ()
-        if entry is not None:
-            known = _movie(entry, f"{layout.catalog}[{movie}]")
-            title, genres = known.title, known.genres
+        title, genres = described(layout, movie, entry)
         if wanted is not None and wanted not in (g.casefold() for g in genres):
             continue
-        movies.append(RecommendedMovie(movie_id=movie, title=title, genres=list(genres),
+        movies.append(RecommendedMovie(movie_id=movie, title=title, genres=genres,
                                        score=score, predicted_rating=star))  # fmt: skip
         if len(movies) == n:
             break
@@ -294,14 +310,8 @@ def assemble_similar(
         UnknownMovieError: the current version has no neighbours for the movie.
         LayoutDecodeError: a value read does not follow the layout.
     """
-    if not reply:
-        raise NoModelError(NO_MODEL_MESSAGE)
-    raw_version, raw_meta, raw_list, entries, own = reply
-    version = int(raw_version)
-    if raw_meta is None:
-        msg = f"{layout.meta(version)} is missing although version {version} is current"
-        raise LayoutDecodeError(msg)
-    trained_at = _trained_at(raw_meta, layout.meta(version))
+    version, _, trained_at = current(layout, reply)
+    _, _, raw_list, entries, own = reply
     if raw_list is None:
         msg = (
             f"movie {movie_id} has no similar movies in model version {version}: the model "
@@ -311,15 +321,14 @@ def assemble_similar(
     listed = decode_list(raw_list, key=f"{layout.similar(version)}[{movie_id}]")
     movies = []
     for (movie, cosine), entry in zip(listed.items[:n], entries, strict=False):
-        known = None if entry is None else _movie(entry, f"{layout.catalog}[{movie}]")
-        movies.append(SimilarMovie(movie_id=movie, title=known.title if known else None,
-                                   genres=list(known.genres) if known else [],
+        title, genres = described(layout, movie, entry)
+        movies.append(SimilarMovie(movie_id=movie, title=title, genres=genres,
                                    similarity=cosine))  # fmt: skip
-    itself = None if own is None else _movie(own, f"{layout.catalog}[{movie_id}]")
+    title, genres = described(layout, movie_id, own)
     return SimilarMovies(
         movie_id=movie_id,
-        title=itself.title if itself else None,
-        genres=list(itself.genres) if itself else [],
+        title=title,
+        genres=genres,
         model_version=version,
         trained_at=trained_at,
         movies=movies,
@@ -381,9 +390,8 @@ def visitor_answer(
     """A visitor's list with the catalog entries of its movies (``entries``, aligned)."""
     movies = []
     for (movie, score), entry in zip(listed, entries, strict=True):
-        known = None if entry is None else _movie(entry, f"{layout.catalog}[{movie}]")
-        movies.append(RecommendedMovie(movie_id=movie, title=known.title if known else None,
-                                       genres=list(known.genres) if known else [],
+        title, genres = described(layout, movie, entry)
+        movies.append(RecommendedMovie(movie_id=movie, title=title, genres=genres,
                                        score=round(score, 4)))  # fmt: skip
     return VisitorRecommendations(source=source, model_version=version, trained_at=trained_at,
                                   unknown_movies=list(unknown), movies=movies)  # fmt: skip
@@ -391,13 +399,8 @@ def visitor_answer(
 
 def model_info(layout: RedisLayout, reply: Sequence[Any], now: float | None = None) -> ModelInfo:
     """Turn the model script's reply into ``ModelInfo`` (NoModelError without a model)."""
-    if not reply:
-        raise NoModelError(NO_MODEL_MESSAGE)
-    raw_version, raw_meta, published = reply
-    version = int(raw_version)
-    if raw_meta is None:
-        msg = f"{layout.meta(version)} is missing although version {version} is current"
-        raise LayoutDecodeError(msg)
+    version, raw_meta, _ = current(layout, reply)
+    published = reply[2]
     meta = decode_meta(raw_meta, key=layout.meta(version))
     moment = time.time() if now is None else now
     shown = meta.model_dump(include=set(ModelInfo.model_fields) - {"version"})
