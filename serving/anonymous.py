@@ -19,7 +19,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from recstream_base.ids import MAX_ID
-from serving.answers import MAX_N, check_id, check_n, current
+from serving.answers import MAX_N, check_whole, current
 from serving.layout import LayoutDecodeError, RedisLayout, decode_factors, decode_list, decode_meta
 
 __all__ = [
@@ -109,13 +109,13 @@ def check_visitor(
     movies: Sequence[tuple[int, float | None]], n: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The visitor's movie ids and stars as arrays (stars left out count ``DEFAULT_STARS``)."""
-    check_n(n)
+    check_whole("n", n, MAX_N)
     if not 1 <= len(movies) <= MAX_VISITOR_MOVIES:
         msg = f"give 1..{MAX_VISITOR_MOVIES} movies, got {len(movies)}"
         raise ValueError(msg)
     seen: set[int] = set()
     for movie, stars in movies:
-        check_id("movie_id", movie)
+        check_whole("movie_id", movie, MAX_ID)
         if movie in seen:
             msg = f"movie {movie} is given twice"
             raise ValueError(msg)

@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from recstream_base.ids import MAX_ID
 from serving.errors import NoModelError, UnknownMovieError
 from serving.layout import (
     BatchStats,
@@ -38,8 +37,7 @@ __all__ = [
     "VisitorRecommendations",
     "assemble",
     "assemble_similar",
-    "check_id",
-    "check_n",
+    "check_whole",
     "current",
     "described",
     "health_of",
@@ -364,17 +362,10 @@ def pipeline_view(layout: RedisLayout, raw: Sequence[bytes]) -> PipelineView:
     )
 
 
-def check_id(name: str, value: int) -> None:
-    """Raise ValueError unless ``value`` is an id in 1..MAX_ID (``name`` says which)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
-        msg = f"{name} must be an integer in 1..{MAX_ID}, got {value!r}"
-        raise ValueError(msg)
-
-
-def check_n(n: int) -> None:
-    """Raise ValueError unless ``n`` is a list length in 1..MAX_N."""
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
-        msg = f"n must be an integer in 1..{MAX_N}, got {n!r}"
+def check_whole(name: str, value: int, most: int) -> None:
+    """Raise ValueError unless ``value`` is an integer in 1..``most`` (``name`` says which)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        msg = f"{name} must be an integer in 1..{most}, got {value!r}"
         raise ValueError(msg)
 
 

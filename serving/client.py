@@ -21,8 +21,10 @@ from typing import Any, cast
 
 import redis
 
+from recstream_base.ids import MAX_ID
 from serving.anonymous import VisitorLists, check_visitor
 from serving.answers import (
+    MAX_N,
     Health,
     ModelInfo,
     PipelineView,
@@ -31,8 +33,7 @@ from serving.answers import (
     VisitorRecommendations,
     assemble,
     assemble_similar,
-    check_id,
-    check_n,
+    check_whole,
     health_of,
     model_info,
     pipeline_view,
@@ -147,16 +148,9 @@ return {version, meta or false, published or false}
 )
 
 
-def _check_batches(batches: int) -> None:
-    whole = isinstance(batches, int) and not isinstance(batches, bool)
-    if not whole or not 1 <= batches <= PIPELINE_KEPT:
-        msg = f"batches must be an integer in 1..{PIPELINE_KEPT}, got {batches!r}"
-        raise ValueError(msg)
-
-
 def _check_request(user_id: int, n: int, genre: str | None) -> None:
-    check_id("user_id", user_id)
-    check_n(n)
+    check_whole("user_id", user_id, MAX_ID)
+    check_whole("n", n, MAX_N)
     if genre is not None and not 1 <= len(genre) <= 64:
         msg = f"genre must be 1-64 characters, got {len(genre)}"
         raise ValueError(msg)
@@ -221,8 +215,8 @@ class RecommendationClient:
             UnknownMovieError: the current model has not learned the movie.
             NoModelError, RedisUnavailableError, LayoutDecodeError: see the module docstring.
         """
-        check_id("movie_id", movie_id)
-        check_n(n)
+        check_whole("movie_id", movie_id, MAX_ID)
+        check_whole("n", n, MAX_N)
         try:
             reply = self._similar(args=[self.layout.prefix, movie_id, n])
         except redis.RedisError as exc:
@@ -265,7 +259,7 @@ class RecommendationClient:
             ValueError: ``batches`` outside 1..``PIPELINE_KEPT``.
             RedisUnavailableError, LayoutDecodeError: see the module docstring.
         """
-        _check_batches(batches)
+        check_whole("batches", batches, PIPELINE_KEPT)
         try:
             raw = cast(list[bytes], self._redis.lrange(self.layout.pipeline, 0, batches - 1))
         except redis.RedisError as exc:
@@ -327,8 +321,8 @@ class AsyncRecommendationClient:
 
     async def similar(self, movie_id: int, n: int = 10) -> SimilarMovies:
         """See ``RecommendationClient.similar``."""
-        check_id("movie_id", movie_id)
-        check_n(n)
+        check_whole("movie_id", movie_id, MAX_ID)
+        check_whole("n", n, MAX_N)
         try:
             reply = await self._similar(args=[self.layout.prefix, movie_id, n])
         except redis.RedisError as exc:
@@ -354,7 +348,7 @@ class AsyncRecommendationClient:
 
     async def pipeline(self, batches: int = 60) -> PipelineView:
         """See ``RecommendationClient.pipeline``."""
-        _check_batches(batches)
+        check_whole("batches", batches, PIPELINE_KEPT)
         try:
             key = self.layout.pipeline
             raw = await cast(Awaitable[list[bytes]], self._redis.lrange(key, 0, batches - 1))
