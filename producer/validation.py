@@ -110,10 +110,6 @@ def _typed(name: str, value: Any) -> Any:
     return value if isinstance(value, int) and -bound <= value < bound else _WRONG
 
 
-def _on_scale(source: str, rating: float) -> bool:
-    return not math.isnan(rating) and RATING_SCALES[source].contains(rating)
-
-
 def _rules(event: Mapping[str, Any], latest_s: int) -> str | None:
     """The first rule a typed event breaks, from its schema version on."""
     if event["schema_version"] != SCHEMA_VERSION:
@@ -123,7 +119,7 @@ def _rules(event: Mapping[str, Any], latest_s: int) -> str | None:
     for name in ("user_id", "movie_id"):
         if not 1 <= event[name] <= MAX_ID:
             return REASONS[name]
-    if not _on_scale(event["source"], event["rating"]):
+    if not RATING_SCALES[event["source"]].contains(event["rating"]):  # NaN is on no scale
         return REASONS["rating"].format(rating=double_text(event["rating"]), source=event["source"])
     if not 0 <= event["timestamp"] <= latest_s:
         return REASONS["timestamp"]
@@ -181,9 +177,12 @@ def _spark_views(members: _Pairs) -> tuple[dict[str, Any], dict[str, Any]]:
         first.setdefault(name, value)
         if name not in EVENT_FIELDS:
             continue
-        typed = _WRONG if value is None else _typed(name, _plain(value))
-        if value is None or typed is not _WRONG:
-            event[name] = _WRONG if value is None else typed
+        if value is None:
+            event[name] = _WRONG  # a null clears what an earlier occurrence set
+            continue
+        typed = _typed(name, _plain(value))
+        if typed is not _WRONG:  # one of the wrong type leaves the field as it was
+            event[name] = typed
     return first, event
 
 
