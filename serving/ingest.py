@@ -52,8 +52,6 @@ __all__ = [
 ]
 
 MAX_RATINGS = 1_000
-_OPTIONAL = ("timestamp", "source")
-_REQUIRED = ("user_id", "movie_id", "rating")
 _log = logging.getLogger("recstream.serving")
 
 
@@ -111,7 +109,7 @@ def _event(position: int, item: Any, default_source: str, now_s: int) -> RatingE
     if not isinstance(item, dict):
         msg = f"{where} is not a JSON object"
         raise IngestRejectedError(msg)
-    unknown = sorted(set(item) - set(_REQUIRED) - set(_OPTIONAL))
+    unknown = sorted(set(item) - set(RatingIn.model_fields))
     if unknown:
         msg = (
             f"{where}: unknown field {unknown[0]!r}; a rating has user_id, movie_id, rating "
