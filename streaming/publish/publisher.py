@@ -341,10 +341,8 @@ class Publisher:
                 _log.warning("version %d's staged lists are gone from Redis; publishing it "
                              "in full", model.version)  # fmt: skip
             written = self._model_lists(model, None, self.short_term)
-        if (
-            client.exists(self.layout.similar(model.version), self.layout.factors(model.version))
-            < 2
-        ):
+        item_keys = (self.layout.similar(model.version), self.layout.factors(model.version))
+        if client.exists(*item_keys) < len(item_keys):  # not both staged by the build
             self._write_items(client, model)
         popular = encode_list(model.popular, time.time(), "popular", model.popular_stars())
         write_version(client, self.layout, model.version, [], popular, self._meta(model))
