@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn
 
@@ -35,6 +36,18 @@ def _client() -> RecommendationClient:
         return RecommendationClient(RedisSettings())
     except ValidationError as exc:
         _fail(f"bad settings: {exc}", 2)
+
+
+def _print_table(
+    title: str, columns: Sequence[str], left: set[str], rows: Sequence[Sequence[str]]
+) -> None:
+    """A table under ``title``: the ``left`` columns of text aligned left, the rest right."""
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="left" if column in left else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
 
 
 def _when(epoch_s: float | None) -> str:
@@ -69,14 +82,14 @@ def recs(
         f"model v{found.model_version} trained {_when(found.trained_at)}, "
         f"list updated {_when(found.updated_at)}"
     )
-    table = Table(title=title, title_justify="left")
-    for column in ("#", "movie", "title", "genres", "score", "stars"):
-        table.add_column(column, justify="left" if column in {"title", "genres"} else "right")
-    for rank, movie in enumerate(found.movies, start=1):
-        stars = "—" if movie.predicted_rating is None else f"{movie.predicted_rating:.1f}"
-        table.add_row(str(rank), str(movie.movie_id), movie.title or "(not in the catalog)",
-                      ", ".join(movie.genres), f"{movie.score:.3f}", stars)  # fmt: skip
-    Console().print(table)
+    rows = [
+        (str(rank), str(movie.movie_id), movie.title or "(not in the catalog)",
+         ", ".join(movie.genres), f"{movie.score:.3f}",
+         "—" if movie.predicted_rating is None else f"{movie.predicted_rating:.1f}")
+        for rank, movie in enumerate(found.movies, start=1)
+    ]  # fmt: skip
+    columns = ("#", "movie", "title", "genres", "score", "stars")
+    _print_table(title, columns, {"title", "genres"}, rows)
 
 
 @app.command()
@@ -102,13 +115,12 @@ def similar(
         f"movies like {found.movie_id} ({found.title or 'not in the catalog'}) — "
         f"model v{found.model_version} trained {_when(found.trained_at)}"
     )
-    table = Table(title=title, title_justify="left")
-    for column in ("#", "movie", "title", "genres", "similarity"):
-        table.add_column(column, justify="left" if column in {"title", "genres"} else "right")
-    for rank, movie in enumerate(found.movies, start=1):
-        table.add_row(str(rank), str(movie.movie_id), movie.title or "(not in the catalog)",
-                      ", ".join(movie.genres), f"{movie.similarity:.3f}")  # fmt: skip
-    Console().print(table)
+    rows = [
+        (str(rank), str(movie.movie_id), movie.title or "(not in the catalog)",
+         ", ".join(movie.genres), f"{movie.similarity:.3f}")
+        for rank, movie in enumerate(found.movies, start=1)
+    ]  # fmt: skip
+    _print_table(title, ("#", "movie", "title", "genres", "similarity"), {"title", "genres"}, rows)
 
 
 @app.command()
@@ -171,24 +183,19 @@ def pipeline(
         f"{len(view.batches)} batches over {view.window_s:.0f} s: {rate} ratings/s stored, "
         f"live hit@10 {hits} (popular {popular})"
     )
-    table = Table(title=title, title_justify="left")
-    for column in ("batch", "committed", "stored", "bad", "seconds", "lag", "model", "note"):
-        table.add_column(column, justify="left" if column in {"committed", "note"} else "right")
+    rows = []
     for batch in view.batches:
-        note = "; ".join(
-            part
-            for part in (
-                f"retrain: {batch.retrain}" if batch.retrain else "",
-                f"switched to v{batch.switched_to}" if batch.switched_to is not None else "",
-            )
-            if part
+        notes = (
+            f"retrain: {batch.retrain}" if batch.retrain else "",
+            f"switched to v{batch.switched_to}" if batch.switched_to is not None else "",
         )
-        table.add_row(str(batch.batch_id), _when(batch.committed_at), f"{batch.valid:,}",
-                      str(batch.invalid), f"{batch.seconds:.2f}",
-                      "-" if batch.lag is None else f"{batch.lag:,}",
-                      "-" if batch.model_version is None else f"v{batch.model_version}",
-                      note)  # fmt: skip
-    Console().print(table)
+        rows.append((str(batch.batch_id), _when(batch.committed_at), f"{batch.valid:,}",
+                     str(batch.invalid), f"{batch.seconds:.2f}",
+                     "-" if batch.lag is None else f"{batch.lag:,}",
+                     "-" if batch.model_version is None else f"v{batch.model_version}",
+                     "; ".join(note for note in notes if note)))  # fmt: skip
+    columns = ("batch", "committed", "stored", "bad", "seconds", "lag", "model", "note")
+    _print_table(title, columns, {"committed", "note"}, rows)
 
 
 @app.command()
