@@ -142,6 +142,7 @@ def publish_seconds(
     publish_ratings(
         ratings, model.fold_in(settings), settings.top_k, ListTarget(redis, version, "model"),
         ratings.sparkSession.sparkContext.defaultParallelism, model.stars, short_term,
+        settings.explain_k,
     )  # fmt: skip
     return time.perf_counter() - began
 
@@ -170,7 +171,7 @@ def micro_batch(
         short_term.counts.observe(batch["user_id"].to_numpy(), batch["movie_id"].to_numpy())
     users = np.unique(batch["user_id"].to_numpy())
     lists = lists_for(store.rows.for_users(users), model.fold_in(settings), settings.top_k,
-                      model.stars, short_term)  # fmt: skip
+                      model.stars, short_term, settings.explain_k)  # fmt: skip
     rows = [(int(u), int(lists.movies[p][0])) for p, u in enumerate(lists.users.tolist())]
     spark.createDataFrame(rows, "user_id long, movie_id long").count()
     return time.perf_counter() - began

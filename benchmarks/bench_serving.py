@@ -11,7 +11,9 @@ Measured side by side in one run:
 1. latency p50/p99 at a fixed 1,000 requests/s (open loop: requests leave on schedule,
    whether or not earlier ones came back, so queueing shows in the figures); then of
    ``/movies/{id}/similar?n=10`` at 500 requests/s (the version's nearest movies,
-   written by the job's own code from rank-20 factors of the 3,706 movies), and of
+   written by the job's own code from rank-20 factors of the 3,706 movies), of
+   ``/users/{id}/recommendations?n=10&explain=true`` at 500 requests/s (every list
+   carries its first 20 movies' explanations, as the job publishes them), and of
    ``POST /recommendations`` for visitors giving 50 rated movies, at 100 requests/s
    (folded in against the version's factor table on the request path);
 2. peak requests/s with ``--connections`` concurrent keep-alive clients (closed loop);
@@ -55,6 +57,7 @@ from streaming.publish.writes import (
 )
 
 USERS, MOVIES, K = 6040, 3706, 100
+EXPLAINED = 20  # listed movies explained per list (RECSTREAM_MODEL_EXPLAIN_K)
 GENRES = ["Action", "Comedy", "Drama", "Thriller", "Romance", "Sci-Fi", "Children's", "Crime"]
 
 
@@ -65,11 +68,13 @@ def publish(settings: RedisSettings) -> None:
     rng = random.Random(1)  # noqa: S311 - synthetic data
     now = time.time()
 
-    def ranked() -> list[tuple[int, float]]:
-        movies = rng.sample(range(1, MOVIES + 1), K)
-        return [(movie, 5.0 - i / K) for i, movie in enumerate(movies)]
+    def ranked() -> bytes:
+        movies = rng.sample(range(1, MOVIES + 1), K + EXPLAINED)
+        items = [(movie, 5.0 - i / K) for i, movie in enumerate(movies[:K])]
+        # as the job explains them: the first EXPLAINED, by movies off the list (rated)
+        return encode_list(items, now, "model", because=movies[K:])
 
-    lists = ((user, encode_list(ranked(), now, "model")) for user in range(1, USERS + 1))
+    lists = ((user, ranked()) for user in range(1, USERS + 1))
     popular = encode_list([(m, float(K - m)) for m in range(1, K + 1)], now, "popular")
     fold_in = {"rank": 20, "reg_param": 0.1, "implicit_prefs": True, "alpha": 1.0}
     meta = ModelMeta(version=1, trained_at=now, hyperparameters=fold_in)
@@ -102,6 +107,18 @@ def paths(count: int) -> list[bytes]:
             path = f"/users/{user}/recommendations?n=10"
         lines.append(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
     return lines
+
+
+def explain_paths(count: int) -> list[bytes]:
+    """Request lines of ``/users/{id}/recommendations?n=10&explain=true``, known users."""
+    rng = random.Random(5)  # noqa: S311 - synthetic traffic
+    weights = [1 / (rank**0.8) for rank in range(1, USERS + 1)]
+    users = rng.choices(range(1, USERS + 1), weights=weights, k=count)
+    return [
+        f"GET /users/{user}/recommendations?n=10&explain=true HTTP/1.1\r\nHost: bench\r\n\r\n"
+        .encode()
+        for user in users
+    ]  # fmt: skip
 
 
 def similar_paths(count: int) -> list[bytes]:
@@ -260,6 +277,7 @@ def measure(settings: RedisSettings, workers: int, args: argparse.Namespace) -> 
         at_rate = [
             (lines, 1000, ""),
             (similar_paths(50_000), 500, "similar movies "),
+            (explain_paths(50_000), 500, "explained lists (explain=true) "),
             (visitor_requests(2_000), 100, "visitors' lists (50 rated movies) "),
         ]
         for requests, rate, what in at_rate:

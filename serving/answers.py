@@ -27,6 +27,7 @@ from serving.layout import (
 __all__ = [
     "MAX_N",
     "NO_MODEL_MESSAGE",
+    "BecauseMovie",
     "Health",
     "ModelInfo",
     "PipelineView",
@@ -54,6 +55,13 @@ NO_MODEL_MESSAGE = (
 )
 
 
+class BecauseMovie(BaseModel):
+    """The user's rated movie behind a recommendation: "because you rated …"."""
+
+    movie_id: int
+    title: str | None = Field(description="None when the catalog has no entry for it.")
+
+
 class RecommendedMovie(BaseModel):
     """One movie of a list, best first."""
 
@@ -68,6 +76,15 @@ class RecommendedMovie(BaseModel):
             "model; None when the job runs without one or it does not know the movie."
         ),
     )
+    because: BecauseMovie | None = Field(
+        None,
+        description=(
+            "Asked with explain=true: the user's rated movie whose part of this movie's "
+            "score (ALS and short-term together) is the largest. None when not asked, on "
+            "a popular list, past the explained head of the list (the first "
+            "RECSTREAM_MODEL_EXPLAIN_K movies), or when no rated movie raised the score."
+        ),
+    )
 
 
 class Recommendations(BaseModel):
@@ -78,7 +95,8 @@ class Recommendations(BaseModel):
         "trained_at": 1764979200.0, "updated_at": 1764979231.5,
         "movies": [{"movie_id": 50, "title": "Star Wars (1977)",
                     "genres": ["Action", "Adventure", "Romance", "Sci-Fi", "War"],
-                    "score": 1.2143, "predicted_rating": 4.37}],
+                    "score": 1.2143, "predicted_rating": 4.37,
+                    "because": {"movie_id": 181, "title": "Return of the Jedi (1983)"}}],
     }]})  # fmt: skip
 
     user_id: int
@@ -261,30 +279,40 @@ def current(layout: RedisLayout, reply: Sequence[Any]) -> tuple[int, bytes, floa
 
 
 def assemble(
-    layout: RedisLayout, user_id: int, n: int, genre: str | None, reply: Sequence[Any]
+    layout: RedisLayout,
+    user_id: int,
+    n: int,
+    genre: str | None,
+    reply: Sequence[Any],
+    *,
+    explain: bool = False,
 ) -> Recommendations:
-    """Turn the lookup script's reply into ``Recommendations``.
+    """Turn the lookup script's reply into ``Recommendations`` (``because`` with ``explain``).
 
     Raises:
         NoModelError: no model version is current.
         LayoutDecodeError: a value read does not follow the layout.
     """
     version, _, trained_at = current(layout, reply)
-    _, _, raw_list, personal, entries = reply
+    _, _, raw_list, personal, entries, reasons = reply
     if raw_list is None:
         msg = f"{layout.popular(version)} is missing although version {version} is current"
         raise LayoutDecodeError(msg)
     where = f"{layout.lists(version)}[{user_id}]" if personal else layout.popular(version)
     listed = decode_list(raw_list, key=where)
+    behind = _reasons(layout, listed.because, reasons) if explain and personal else {}
     wanted = genre.casefold() if genre else None
     movies: list[RecommendedMovie] = []
     stars = listed.stars or (None,) * len(listed.items)
-    for (movie, score), star, entry in zip(listed.items, stars, entries, strict=False):
+    for place, ((movie, score), star, entry) in enumerate(
+        zip(listed.items, stars, entries, strict=False)
+    ):
         title, genres = described(layout, movie, entry)
         if wanted is not None and wanted not in (g.casefold() for g in genres):
             continue
         movies.append(RecommendedMovie(movie_id=movie, title=title, genres=genres,
-                                       score=score, predicted_rating=star))  # fmt: skip
+                                       score=score, predicted_rating=star,
+                                       because=behind.get(place)))  # fmt: skip
         if len(movies) == n:
             break
     return Recommendations(
@@ -296,6 +324,18 @@ def assemble(
         updated_at=listed.updated_at,
         movies=movies,
     )
+
+
+def _reasons(
+    layout: RedisLayout, because: Sequence[int | None], entries: Sequence[bytes | None]
+) -> dict[int, BecauseMovie]:
+    """Each explained place of a list and its movie, titled from ``entries`` (one per named)."""
+    named = [(place, movie) for place, movie in enumerate(because) if movie is not None]
+    found = {}
+    for (place, movie), entry in zip(named, entries, strict=False):
+        title, _ = described(layout, movie, entry)
+        found[place] = BecauseMovie(movie_id=movie, title=title)
+    return found
 
 
 def assemble_similar(

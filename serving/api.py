@@ -3,7 +3,9 @@
 =====================================================  ==========================================
 ``GET /users/{user_id}/recommendations?n=10&genre=``   the user's top n (1..100), optionally of
                                                        one genre; unknown users get the popular
-                                                       list with ``source: popular``
+                                                       list with ``source: popular``;
+                                                       ``&explain=true`` adds each movie's
+                                                       "because you rated …"
 ``GET /movies/{movie_id}/similar?n=10``                the movie's n nearest movies (1..100) by
                                                        the current model's item factors
 ``GET /model``                                         the current model and its evaluation
@@ -121,6 +123,7 @@ def _allowed(error: dict[str, Any]) -> str:
         "n": f"n must be an integer in 1..{MAX_N}",
         "batches": f"batches must be an integer in 1..{PIPELINE_KEPT}",
         "genre": "genre must be 1-64 characters, e.g. Comedy",
+        "explain": "explain must be true or false",
     }
     return rules.get(where, f"{where}: {error.get('msg', 'invalid')}")
 
@@ -199,11 +202,21 @@ def create_app(
             str | None,
             Query(min_length=1, max_length=64, description="Only movies of this genre."),
         ] = None,
+        explain: Annotated[
+            bool,
+            Query(description='Add each movie\'s "because you rated …" (its `because`).'),
+        ] = False,
     ) -> Response:
-        """The user's top n, best first, with titles; unknown users get the popular list."""
-        found = await client().recommendations(user_id, n, genre=genre)
+        """The user's top n, best first, with titles; unknown users get the popular list.
+
+        With `explain=true`, each of the first movies of a personal list names the user's
+        rated movie that raised its score the most, from the ALS and short-term parts.
+        """
+        found = await client().recommendations(user_id, n, genre=genre, explain=explain)
         # Serialised once by pydantic-core; FastAPI would validate and encode it again.
-        return Response(found.model_dump_json(), media_type="application/json")
+        # Without explain, ``because`` is left out rather than null on every movie.
+        unasked = None if explain else {"movies": {"__all__": {"because"}}}
+        return Response(found.model_dump_json(exclude=unasked), media_type="application/json")
 
     @app.get(
         "/movies/{movie_id}/similar",

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from recstream_base.cli import command_app
 from recstream_base.ids import MAX_ID
-from serving.answers import MAX_N
+from serving.answers import MAX_N, BecauseMovie
 from serving.client import RecommendationClient
 from serving.errors import NoModelError, RedisUnavailableError, UnknownMovieError
 from serving.layout import PIPELINE_KEPT, LayoutDecodeError
@@ -61,6 +61,9 @@ def recs(
     user_id: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The user's id.")],
     n: Annotated[int, typer.Option("-n", "--n", min=1, max=MAX_N, help="How many.")] = 10,
     genre: Annotated[str | None, typer.Option(help="Only movies of this genre.")] = None,
+    explain: Annotated[
+        bool, typer.Option(help="Add the rated movie behind each one (because you rated).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = (
         False
     ),
@@ -68,7 +71,7 @@ def recs(
     """A user's top N movies, best first (unknown users get the popular list)."""
     with _client() as client:
         try:
-            found = client.recommendations(user_id, n, genre=genre)
+            found = client.recommendations(user_id, n, genre=genre, explain=explain)
         except ValueError as exc:
             _fail(str(exc), 2)
         except (RedisUnavailableError, NoModelError, LayoutDecodeError) as exc:
@@ -86,10 +89,20 @@ def recs(
         (str(rank), str(movie.movie_id), movie.title or "(not in the catalog)",
          ", ".join(movie.genres), f"{movie.score:.3f}",
          "—" if movie.predicted_rating is None else f"{movie.predicted_rating:.1f}")
+        + ((_because(movie.because),) if explain else ())
         for rank, movie in enumerate(found.movies, start=1)
     ]  # fmt: skip
-    columns = ("#", "movie", "title", "genres", "score", "stars")
-    _print_table(title, columns, {"title", "genres"}, rows)
+    columns: tuple[str, ...] = ("#", "movie", "title", "genres", "score", "stars")
+    if explain:
+        columns += ("because you rated",)
+    _print_table(title, columns, {"title", "genres", "because you rated"}, rows)
+
+
+def _because(movie: BecauseMovie | None) -> str:
+    """A table cell naming the movie behind a recommendation ("—" without one)."""
+    if movie is None:
+        return "—"
+    return movie.title or f"movie {movie.movie_id} (not in the catalog)"
 
 
 @app.command()

@@ -64,11 +64,14 @@ local meta = redis.call('GET', meta_key(prefix, version))
 """
 )
 
-# A stored list cut to its first ``limit`` movies, and those movies' catalog entries. A
-# list the script cannot parse is returned as stored, for the client to report.
+# A stored list cut to its first ``limit`` movies, and those movies' catalog entries;
+# with ``explain``, also the entries of the rated movies its ``because`` array names
+# for them (in order, nulls skipped). A list the script cannot parse is returned as
+# stored, for the client to report.
 _HEAD = """
-local function head(list, limit)
+local function head(list, limit, explain)
   local entries = {}
+  local reasons = {}
   local ok, doc = pcall(cjson.decode, list)
   if ok and type(doc) == 'table' and type(doc.items) == 'table' then
     local ids = {}
@@ -81,19 +84,33 @@ local function head(list, limit)
       end
     end
     if #ids > 0 then entries = redis.call('HMGET', catalog_key(prefix), unpack(ids)) end
+    local behind = {}
+    local named = {}
+    if type(doc.because) == 'table' then
+      for i, movie in ipairs(doc.because) do
+        if i > limit then break end
+        behind[i] = movie
+        if explain and type(movie) == 'number' then
+          named[#named + 1] = string.format('%d', movie)
+        end
+      end
+    end
+    if #named > 0 then reasons = redis.call('HMGET', catalog_key(prefix), unpack(named)) end
     if #doc.items > limit then
       -- only the head travels back; an empty table would encode as {} rather than []
       doc.items = first
+      if type(doc.because) == 'table' then doc.because = behind end
       list = cjson.encode(doc)
     end
   end
-  return list, entries
+  return list, entries, reasons
 end
 """
 
-# ARGV: prefix, user id, how many movies to read from the top of the list.
-# Returns {version, meta, list (cut to that many movies), personal (1/0), {catalog
-# entries of those movies}}.
+# ARGV: prefix, user id, how many movies to read from the top of the list, 1 to read
+# the catalog entries of the movies behind them too. Returns {version, meta, list (cut
+# to that many movies), personal (1/0), {catalog entries of those movies}, {catalog
+# entries of the movies behind them (with ARGV[4] = 1)}}.
 _LOOKUP = (
     _CURRENT
     + _HEAD
@@ -105,8 +122,9 @@ if not list then
   personal = 0
 end
 local entries = {}
-if list then list, entries = head(list, tonumber(ARGV[3])) end
-return {version, meta or false, list or false, personal, entries}
+local reasons = {}
+if list then list, entries, reasons = head(list, tonumber(ARGV[3]), ARGV[4] == '1') end
+return {version, meta or false, list or false, personal, entries, reasons}
 """
 )
 
@@ -148,12 +166,17 @@ return {version, meta or false, published or false}
 )
 
 
-def _check_request(user_id: int, n: int, genre: str | None) -> None:
+def _lookup_args(
+    layout: RedisLayout, user_id: int, n: int, genre: str | None, explain: bool
+) -> list[str | int]:
+    """The lookup script's arguments, once the request is checked (ValueError names what)."""
     check_whole("user_id", user_id, MAX_ID)
     check_whole("n", n, MAX_N)
     if genre is not None and not 1 <= len(genre) <= 64:
         msg = f"genre must be 1-64 characters, got {len(genre)}"
         raise ValueError(msg)
+    limit = _WHOLE_LIST if genre else n
+    return [layout.prefix, user_id, limit, 1 if explain else 0]
 
 
 def _unavailable(settings: RedisSettings, exc: redis.RedisError) -> RedisUnavailableError:
@@ -191,21 +214,23 @@ class RecommendationClient:
         self._visitors = VisitorLists(self.layout)
 
     def recommendations(
-        self, user_id: int, n: int = 10, *, genre: str | None = None
+        self, user_id: int, n: int = 10, *, genre: str | None = None, explain: bool = False
     ) -> Recommendations:
         """The user's top ``n`` (of ``genre`` when given); unknown users get the popular list.
+
+        With ``explain``, each movie of the explained head of a personal list carries the
+        user's rated movie that raised its score the most (``RecommendedMovie.because``).
 
         Raises:
             ValueError: ``user_id``, ``n`` or ``genre`` out of range (the message says which).
             NoModelError, RedisUnavailableError, LayoutDecodeError: see the module docstring.
         """
-        _check_request(user_id, n, genre)
-        limit = _WHOLE_LIST if genre else n
+        args = _lookup_args(self.layout, user_id, n, genre, explain)
         try:
-            reply = self._lookup(args=[self.layout.prefix, user_id, limit])
+            reply = self._lookup(args=args)
         except redis.RedisError as exc:
             raise _unavailable(self.settings, exc) from exc
-        return assemble(self.layout, user_id, n, genre, cast(list[Any], reply))
+        return assemble(self.layout, user_id, n, genre, cast(list[Any], reply), explain=explain)
 
     def similar(self, movie_id: int, n: int = 10) -> SimilarMovies:
         """The movie's ``n`` nearest movies under the current model, nearest first.
@@ -308,16 +333,15 @@ class AsyncRecommendationClient:
         self._visitors = VisitorLists(self.layout)
 
     async def recommendations(
-        self, user_id: int, n: int = 10, *, genre: str | None = None
+        self, user_id: int, n: int = 10, *, genre: str | None = None, explain: bool = False
     ) -> Recommendations:
         """See ``RecommendationClient.recommendations``."""
-        _check_request(user_id, n, genre)
-        limit = _WHOLE_LIST if genre else n
+        args = _lookup_args(self.layout, user_id, n, genre, explain)
         try:
-            reply = await self._lookup(args=[self.layout.prefix, user_id, limit])
+            reply = await self._lookup(args=args)
         except redis.RedisError as exc:
             raise _unavailable(self.settings, exc) from exc
-        return assemble(self.layout, user_id, n, genre, cast(list[Any], reply))
+        return assemble(self.layout, user_id, n, genre, cast(list[Any], reply), explain=explain)
 
     async def similar(self, movie_id: int, n: int = 10) -> SimilarMovies:
         """See ``RecommendationClient.similar``."""

@@ -26,7 +26,9 @@ write into the current version's hash. A user list is
 ``{"items":[[movie_id,score],…],"updated_at":<epoch s>,"source":"model"|"fold-in"}``
 with the best movie first and scores rounded to 4 decimals. With a rating model, each
 item carries a third value, the stars the user is predicted to give the movie (1-5,
-2 decimals; ``null`` when the rating model does not know the movie).
+2 decimals; ``null`` when the rating model does not know the movie). A list may also
+carry ``"because":[movie_id|null,…]``, aligned with the first items (at most
+``RECSTREAM_MODEL_EXPLAIN_K``): the rated movie that raised each one's score the most.
 """
 
 from __future__ import annotations
@@ -180,6 +182,7 @@ class UserList:
     updated_at: float
     source: ListSource
     stars: tuple[float | None, ...] = ()  # aligned with items; empty without a rating model
+    because: tuple[int | None, ...] = ()  # aligned with the first items; empty: not explained
 
 
 def encode_list(
@@ -187,12 +190,17 @@ def encode_list(
     updated_at: float,
     source: ListSource,
     stars: Sequence[float] | None = None,
+    because: Sequence[int] | None = None,
 ) -> bytes:
-    """The stored form of a list (compact JSON); ``stars`` (``nan``: none) align with items."""
+    """The stored form of a list (compact JSON); ``stars`` (``nan``: none) align with items.
+
+    ``because`` (negative: none) aligns with the first items.
+    """
     movies = np.asarray([[int(movie) for movie, _ in items]], dtype=np.int64).reshape(1, -1)
     scores = np.asarray([[score for _, score in items]], dtype=np.float64).reshape(1, -1)
     predicted = None if stars is None else np.asarray([stars], dtype=np.float64).reshape(1, -1)
-    return encode_lists(movies, scores, updated_at, source, predicted)[0]
+    behind = None if because is None else np.asarray([because], dtype=np.int64).reshape(1, -1)
+    return encode_lists(movies, scores, updated_at, source, predicted, behind)[0]
 
 
 def encode_lists(
@@ -201,12 +209,14 @@ def encode_lists(
     updated_at: float,
     source: ListSource,
     stars: npt.NDArray[np.float64] | None = None,
+    because: npt.NDArray[np.int64] | None = None,
 ) -> list[bytes]:
     """The stored form of many lists at once, one per row (as ``encode_list`` encodes each).
 
     ``movies``, ``scores`` and ``stars`` (``nan``: none) are ``lists × K`` arrays; a
-    negative movie id is padding and is left out with its score and stars. The rounding
-    and the conversion to Python numbers are done once for the whole block.
+    negative movie id is padding and is left out with its score and stars. ``because``
+    is ``lists × E`` (``E ≤ K``; negative: none), aligned with the first ``E`` columns.
+    The rounding and the conversion to Python numbers are done once for the whole block.
     """
     ids: list[list[int]] = movies.tolist()
     rounded: list[list[float]] = np.round(scores, 4).tolist()
@@ -216,6 +226,11 @@ def encode_lists(
         nullable = kept.astype(object)
         nullable[np.isnan(kept)] = None  # nan -> null
         starred = nullable.tolist()
+    behind: list[list[int | None]] | None = None
+    if because is not None:
+        named = because.astype(object)
+        named[because < 0] = None
+        behind = named.tolist()
     stamp = round(updated_at, 3)
     encoded = []
     for row, (movie_row, score_row) in enumerate(zip(ids, rounded, strict=True)):
@@ -224,9 +239,12 @@ def encode_lists(
             items: list[list[Any]] = [[movie_row[i], score_row[i]] for i in shown]
         else:
             items = [[movie_row[i], score_row[i], starred[row][i]] for i in shown]
+        document: dict[str, Any] = {"items": items, "updated_at": stamp, "source": source}
+        if behind is not None:
+            document["because"] = [behind[row][i] for i in shown if i < len(behind[row])]
         # orjson writes compact JSON, floats as their shortest round trip like json.dumps,
         # about ten times faster (a retrain at ML-10M scale encodes 70,000 lists).
-        encoded.append(orjson.dumps({"items": items, "updated_at": stamp, "source": source}))
+        encoded.append(orjson.dumps(document))
     return encoded
 
 
@@ -242,6 +260,8 @@ def decode_list(raw: bytes | str, *, key: str = "a list") -> UserList:
         starred = any(len(row) == 3 for row in document["items"])
         updated_at = float(document["updated_at"])
         source = document["source"]
+        because = tuple(None if movie is None else int(movie)
+                        for movie in document.get("because", ()))  # fmt: skip
     except (ValueError, KeyError, TypeError) as exc:
         msg = f"{key} in Redis is not a recommendation list ({type(exc).__name__})"
         raise LayoutDecodeError(msg) from exc
@@ -250,7 +270,7 @@ def decode_list(raw: bytes | str, *, key: str = "a list") -> UserList:
     if source not in _SOURCES:
         msg = f"{key} in Redis has unknown source {source!r}"
         raise LayoutDecodeError(msg)
-    return UserList(items, updated_at, cast(ListSource, source), stars)
+    return UserList(items, updated_at, cast(ListSource, source), stars, because)
 
 
 def _item(row: Sequence[Any]) -> tuple[int, float, float | None]:

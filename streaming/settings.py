@@ -290,6 +290,15 @@ class ModelSettings(StrictSettings):
     similar_k: int = Field(
         20, ge=1, le=100, description="Nearest movies published per movie (/movies/{id}/similar)."
     )
+    explain_k: int = Field(
+        20,
+        ge=0,
+        le=100,
+        description=(
+            "Listed movies per user published with the rated movie behind each "
+            "(?explain=true); 0: none."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check_alpha(self) -> ModelSettings:

@@ -46,7 +46,8 @@ def publish(client: redis.Redis, layout: RedisLayout, version: int = 3) -> None:
     """A version as the streaming job writes it: lists, popular, meta, then the switch."""
     first = [(10, 4.9), (11, 4.5), (14, 4.4), (12, 4.1), (13, 3.9)]
     lists = [
-        (1, encode_list(first, 1_700_000_100.0, "model")),
+        # explained: the first three (10 by 20, nothing raised 11, 14 by 30: not in the catalog)
+        (1, encode_list(first, 1_700_000_100.0, "model", because=[20, -1, 30])),
         (2, encode_list([(13, 4.0), (12, 3.5)], 1_700_000_200.0, "fold-in", [4.26, float("nan")])),
     ]
     popular = encode_list([(20, 500.0), (10, 400.0), (11, 300.0)], 1_700_000_000.0, "popular")

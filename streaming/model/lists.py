@@ -23,6 +23,7 @@ import numpy.typing as npt
 from streaming.ingest.history import UserRatings
 from streaming.linalg import add_grouped
 from streaming.model.blend import ShortTerm, blend
+from streaming.model.explain import because
 from streaming.model.foldin import gramian
 from streaming.model.topn import ItemIndex, best_k
 from streaming.rating.fm import RatingModel
@@ -47,13 +48,24 @@ class FoldIn:
         """``YᵀY`` over all items (implicit feedback only needs it); computed once."""
         return gramian(self.items.factors)
 
+    def targets(self, ratings: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Each rating's weight ``t`` in the right-hand side ``Σ t y`` (``streaming.model.foldin``).
+
+        Explicit feedback: the rating. Implicit: ``1 + α|r|`` for a positive rating, else 0.
+        """
+        if not self.implicit:
+            return ratings
+        return np.where(ratings > 0, 1.0 + self.alpha * np.abs(ratings), 0.0)
+
 
 @dataclass(frozen=True)
 class UserLists:
     """Top-K lists of some users; rows of users without a personal list are all ``-1``.
 
     ``stars`` (same shape as ``movies``, ``nan`` where there is none) holds predicted
-    ratings when a rating model was given.
+    ratings when a rating model was given. ``because`` (``users × E``, the first ``E``
+    columns of ``movies``; -1 where none) holds the rated movie that raised each listed
+    movie's score the most (``streaming.model.explain``), when explanations were asked.
     """
 
     users: npt.NDArray[np.int64]
@@ -61,6 +73,7 @@ class UserLists:
     scores: npt.NDArray[np.float64]
     personal: npt.NDArray[np.bool_]
     stars: npt.NDArray[np.float64] | None = None
+    because: npt.NDArray[np.int64] | None = None
 
     def pairs(self, position: int) -> list[tuple[int, float]]:
         """(movie, score) pairs of one user's list, best first, padding dropped."""
@@ -82,9 +95,13 @@ class UserLists:
 
 
 def fold_in_users(
-    history: UserRatings, model: FoldIn
+    history: UserRatings, model: FoldIn, normals: npt.NDArray[np.float64] | None = None
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
-    """Factors of every user in ``history`` and whether each has one (knows ≥ 1 movie)."""
+    """Factors of every user in ``history`` and whether each has one (knows ≥ 1 movie).
+
+    ``normals`` (``users × rank × rank`` zeros), when given, receives each user's matrix
+    ``A`` of the solve (left zero for a user without a factor).
+    """
     rank = model.items.factors.shape[1]
     users = len(history.users)
     factors = np.zeros((users, rank))
@@ -93,7 +110,7 @@ def fold_in_users(
     first = 0
     while first < users:
         last = _chunk_end(history.start, first)
-        _solve_chunk(history, model, base, first, last, factors, solvable)
+        _solve_chunk(history, model, base, first, last, factors, solvable, normals)
         first = last
     return factors, solvable
 
@@ -104,10 +121,12 @@ def lists_for(
     k: int,
     stars: RatingModel | None = None,
     short_term: ShortTerm | None = None,
+    explain: int = 0,
 ) -> UserLists:
     """Fold in every user of ``history``, then pick their best ``k`` unrated movies.
 
-    Each listed movie gets its predicted stars when ``stars`` is given.
+    Each listed movie gets its predicted stars when ``stars`` is given, and the first
+    ``explain`` of them the rated movie behind them (``UserLists.because``).
 
     With ``short_term``, movies are ranked by the hybrid score (``streaming.model.blend``),
     and a user the model cannot fold in still gets a personal list when their recent
@@ -119,10 +138,10 @@ def lists_for(
     """
     count = len(history.users)
     if count <= _USERS_PER_BLOCK:
-        return _block_lists(history, model, k, stars, short_term)
+        return _block_lists(history, model, k, stars, short_term, explain)
     parts = [
         _block_lists(_users_between(history, first, min(first + _USERS_PER_BLOCK, count)),
-                     model, k, stars, short_term)
+                     model, k, stars, short_term, explain)
         for first in range(0, count, _USERS_PER_BLOCK)
     ]  # fmt: skip
     return UserLists(
@@ -131,6 +150,7 @@ def lists_for(
         np.concatenate([part.scores for part in parts]),
         np.concatenate([part.personal for part in parts]),
         None if stars is None else np.concatenate([part.stars for part in parts]),
+        None if explain <= 0 else np.concatenate([part.because for part in parts]),
     )
 
 
@@ -147,9 +167,12 @@ def _block_lists(
     k: int,
     stars: RatingModel | None,
     short_term: ShortTerm | None,
+    explain: int = 0,
 ) -> UserLists:
     """``lists_for`` on one block of users."""
-    factors, personal = fold_in_users(history, model)
+    rank = model.items.factors.shape[1]
+    normals = np.zeros((len(history.users), rank, rank)) if explain > 0 else None
+    factors, personal = fold_in_users(history, model, normals)
     transitions = None
     if short_term is not None and short_term.weight > 0:
         transitions = short_term.scores(history.users, model.items.movie_ids)
@@ -172,7 +195,12 @@ def _block_lists(
         predicted = np.full(movies.shape, np.nan)
         positions = np.repeat(np.arange(len(history.users)), movies.shape[1])[listed.ravel()]
         predicted[listed] = stars.predict(history, positions, movies[listed])
-    return UserLists(history.users, movies, scores, personal, predicted)
+    explained = None
+    if normals is not None:
+        recent = None if transitions is None or short_term is None else (short_term, transitions)
+        explained = because(history, model.items, model.targets(history.ratings), normals,
+                            movies[:, :explain], recent)  # fmt: skip
+    return UserLists(history.users, movies, scores, personal, predicted, explained)
 
 
 def _chunk_end(start: npt.NDArray[np.int64], first: int) -> int:
@@ -190,6 +218,7 @@ def _solve_chunk(
     last: int,
     factors: npt.NDArray[np.float64],
     solvable: npt.NDArray[np.bool_],
+    normals: npt.NDArray[np.float64] | None,
 ) -> None:
     window = slice(int(history.start[first]), int(history.start[last]))
     rows, known = model.items.lookup(history.movies[window])
@@ -197,14 +226,14 @@ def _solve_chunk(
     owner, y, r = owner[known], model.items.factors[rows[known]], history.ratings[window][known]
     rank = y.shape[1]
     count = last - first
+    target = model.targets(r)
     if model.implicit:
         gram = model.item_gramian if base is None else base
-        confidence = model.alpha * np.abs(r)
-        weight, target = confidence, np.where(r > 0, 1.0 + confidence, 0.0)
+        weight = model.alpha * np.abs(r)
         counted = (r > 0).astype(np.float64)
         normal = np.broadcast_to(gram, (count, rank, rank)).copy()
     else:
-        weight, target, counted = np.ones_like(r), r, np.ones_like(r)
+        weight, counted = np.ones_like(r), np.ones_like(r)
         normal = np.zeros((count, rank, rank))
     rhs = np.zeros((count, rank))
     add_grouped(normal, rhs, owner, lambda part: (y[part], weight[part], target[part]))
@@ -213,4 +242,6 @@ def _solve_chunk(
     normal[ok] += model.reg_param * n[ok, None, None] * np.eye(rank)
     if ok.any():
         factors[first:last][ok] = np.linalg.solve(normal[ok], rhs[ok][:, :, None])[:, :, 0]
+        if normals is not None:
+            normals[first:last][ok] = normal[ok]
     solvable[first:last] = ok

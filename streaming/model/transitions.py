@@ -214,6 +214,47 @@ class TransitionCounts:
                                         minlength=len(movie_ids))  # fmt: skip
         return out
 
+    def terms(
+        self,
+        users: Sequence[int] | IntArray,
+        targets: IntArray,
+        decay: float,
+        source_norm: float = 0.0,
+    ) -> tuple[IntArray, FloatArray]:
+        """Each recent movie's term of each user's transition score of some movies.
+
+        ``targets`` is ``users × E`` movie ids (any order; negative ones get 0). Returns
+        (recent, terms): ``recent`` is each user's last ``memory`` movies, newest first,
+        ``users × memory`` with -1 past the movies a user has; ``terms[u, k, e]`` is
+        ``decay^k · count(recent[u, k] → targets[u, e]) / total^β``, the part of
+        ``scores``' sum that movie brings. Summed over ``k`` they are ``scores``.
+        """
+        asked = np.asarray(users, dtype=np.int64)
+        recent, present = self._recent.newest_first(asked, self.memory)
+        recent = np.where(present, recent, -1)
+        sources = np.unique(recent[present])
+        rows = [self.following(movie) for movie in sources.tolist()]
+        lengths = np.array([len(followers) for followers, _ in rows], dtype=np.int64)
+        if lengths.sum():
+            keys = np.repeat(np.arange(len(sources), dtype=np.int64), lengths) << 32 | (
+                np.concatenate([followers for followers, _ in rows])
+            )  # ascending: sources ascending, each row's followers ascending
+            counts = np.concatenate([amounts for _, amounts in rows])
+        else:
+            keys, counts = np.zeros(1, dtype=np.int64) - 1, np.zeros(1)
+        source = np.searchsorted(sources, recent)  # where present, the source's row
+        wanted = source[:, :, None] << 32 | np.maximum(targets, 0)[:, None, :]
+        at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+        found = (keys[at] == wanted) & present[:, :, None] & (targets >= 0)[:, None, :]
+        totals = np.array([self._totals.get(movie, 0.0) for movie in sources.tolist()])
+        scale = np.zeros(recent.shape)
+        if len(sources):
+            total = totals[np.minimum(source, len(sources) - 1)]
+            ages = np.broadcast_to(np.arange(self.memory, dtype=np.float64), recent.shape)
+            usable = present & (total > 0)
+            scale[usable] = decay ** ages[usable] / total[usable] ** source_norm
+        return recent, np.where(found, counts[at], 0.0) * scale[:, :, None]
+
     def _product(
         self,
         users: IntArray,

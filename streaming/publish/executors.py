@@ -53,13 +53,14 @@ def publish_ratings(
     partitions: int,
     stars: RatingModel | None = None,
     short_term: ShortTerm | None = None,
+    explain: int = 0,
 ) -> int:
     """Score every user in ``ratings`` and write their lists, all on the executors; how many.
 
     ``ratings`` has user_id, movie_id and rating, one row per user and movie. It is split
     into ``partitions`` by user; each partition pipelines its encoded lists straight into
     Redis. With ``stars``, every listed movie carries the rating the user is predicted to
-    give it.
+    give it; the first ``explain`` carry the rated movie behind them.
     """
     context = ratings.sparkSession.sparkContext
     shared = context.broadcast((model, stars, short_term))
@@ -71,7 +72,7 @@ def publish_ratings(
         written = 0
         try:
             for users in whole_users(frames):
-                lists = lists_for(users, fold_in, k, rating_model, recent)
+                lists = lists_for(users, fold_in, k, rating_model, recent, explain)
                 encoded = encoded_lists(lists, updated_at, target.source)
                 written += write_lists(client, target.layout, target.version, encoded)
         finally:

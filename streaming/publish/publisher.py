@@ -362,7 +362,7 @@ class Publisher:
         partitions = partitions or self.spark.sparkContext.defaultParallelism
         return publish_ratings(self.ratings(through_batch), model.fold_in(self.model_settings),
                                self.model_settings.top_k, target, partitions, model.stars,
-                               short_term)  # fmt: skip
+                               short_term, self.model_settings.explain_k)  # fmt: skip
 
     def _write_items(self, client: redis.Redis, model: ModelVersion) -> None:
         """Write ``model``'s item keys: each movie's nearest movies, and the factor table."""
@@ -385,7 +385,8 @@ class Publisher:
         """Write the pending users' fold-in lists into ``model``'s version; how many."""
         users = sorted(self._pending.users)
         lists = lists_for(recent.of_users(users), model.fold_in(self.model_settings),
-                          self.model_settings.top_k, model.stars, self.short_term)  # fmt: skip
+                          self.model_settings.top_k, model.stars, self.short_term,
+                          self.model_settings.explain_k)  # fmt: skip
         encoded = encoded_lists(lists, time.time(), "fold-in")
         written = write_lists(client, self.layout, model.version, encoded)
         self._folded_in = (model.version, self._pending.last_batch)

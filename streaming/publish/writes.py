@@ -67,7 +67,8 @@ def encoded_lists(
     """(user, stored list) of each user of ``lists`` with a personal list, encoded at once."""
     rows = np.flatnonzero(lists.personal)
     values = encode_lists(lists.movies[rows], lists.scores[rows], updated_at, source,
-                          None if lists.stars is None else lists.stars[rows])  # fmt: skip
+                          None if lists.stars is None else lists.stars[rows],
+                          None if lists.because is None else lists.because[rows])  # fmt: skip
     return list(zip(lists.users[rows].tolist(), values, strict=True))
 
 

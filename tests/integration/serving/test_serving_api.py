@@ -58,6 +58,16 @@ def test_recommendations(http: TestClient) -> None:
 
 
 @pytest.mark.usefixtures("published")
+def test_explain_adds_because_you_rated(http: TestClient) -> None:
+    body = http.get(RECS.format(1), params={"n": 3, "explain": "true"}).json()
+    assert [m["because"] for m in body["movies"]] == [
+        {"movie_id": 20, "title": "Fargo (1996)"}, None, {"movie_id": 30, "title": None}
+    ]  # fmt: skip
+    plain = http.get(RECS.format(1), params={"n": 3}).json()
+    assert all("because" not in m for m in plain["movies"])  # only when asked
+
+
+@pytest.mark.usefixtures("published")
 def test_unknown_user_gets_the_popular_list(http: TestClient) -> None:
     body = http.get(RECS.format(123456)).json()
     assert body["source"] == "popular"
@@ -138,6 +148,7 @@ def test_pipeline(http: TestClient, redis_client: redis.Redis, published: RedisL
         (RECS.format(1), {"n": 101}, "n must be an integer in 1..100"),
         (RECS.format(1), {"n": "ten"}, "n must be an integer in 1..100"),
         (RECS.format(1), {"genre": "x" * 65}, "genre must be 1-64 characters, e.g. Comedy"),
+        (RECS.format(1), {"explain": "perhaps"}, "explain must be true or false"),
     ],
 )
 @pytest.mark.usefixtures("published")

@@ -42,6 +42,17 @@ def test_recs_prints_a_table_and_json(runner: CliRunner) -> None:
     body = json.loads(as_json.output)
     assert [m["movie_id"] for m in body["movies"]] == [11, 13]
     assert body["genre"] == "Crime"
+    assert "because you rated" not in table.output
+
+
+@pytest.mark.usefixtures("published")
+def test_recs_explain_adds_the_movie_behind_each(runner: CliRunner) -> None:
+    table = runner.invoke(app, ["recs", "1", "-n", "3", "--explain"],
+                           env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    assert "because you rated" in table.output
+    assert "Fargo (1996)" in table.output  # behind movie 10
+    assert "movie 30 (not in the catalog)" in table.output  # behind movie 14
 
 
 @pytest.mark.usefixtures("published")

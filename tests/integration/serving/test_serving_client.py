@@ -67,6 +67,30 @@ def test_genre_filter_looks_down_the_whole_list(
     assert client.recommendations(1, n=5, genre="Western").movies == []
 
 
+def test_explain_names_the_rated_movie_behind_each_explained_movie(
+    client: RecommendationClient, redis_client: redis.Redis
+) -> None:
+    publish(redis_client, client.layout)
+    found = client.recommendations(1, n=5, explain=True)
+    behind = [None if m.because is None else m.because.model_dump() for m in found.movies]
+    assert behind == [
+        {"movie_id": 20, "title": "Fargo (1996)"},
+        None,  # no rated movie raised it
+        {"movie_id": 30, "title": None},  # not in the catalog: named without a title
+        None,  # past the explained head of the list
+        None,
+    ]
+    assert all(m.because is None for m in client.recommendations(1, n=5).movies)  # not asked
+    assert [m.because is not None for m in client.recommendations(1, n=1, explain=True)
+            .movies] == [True]  # fmt: skip
+    comedies = client.recommendations(1, n=2, genre="comedy", explain=True)
+    assert [(m.movie_id, m.because and m.because.movie_id) for m in comedies.movies] == [
+        (10, 20), (12, None)
+    ]  # fmt: skip
+    popular = client.recommendations(999, n=3, explain=True)
+    assert popular.source == "popular" and all(m.because is None for m in popular.movies)
+
+
 def test_one_round_trip_per_lookup(
     client: RecommendationClient, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -83,9 +107,10 @@ def test_one_round_trip_per_lookup(
 
     monkeypatch.setattr(connection, "execute_command", counting)
     client.recommendations(1, n=5)
+    client.recommendations(1, n=5, explain=True)  # the titles behind them too
     client.recommendations(999, n=5, genre="Crime")
     client.similar(12, n=3)
-    assert sent == ["EVALSHA", "EVALSHA", "EVALSHA"]
+    assert sent == ["EVALSHA"] * 4
 
 
 def test_similar_movies_nearest_first_with_titles(

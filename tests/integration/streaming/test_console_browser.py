@@ -157,6 +157,7 @@ def test_rating_in_the_console_changes_the_list_on_the_page(
                 rated.append(movie)
             assert page.inner_text("#source") == "fold-in"  # the list now follows the ratings
             assert "reached your list" in page.inner_text("#status")
+            assert "because you rated" in page.inner_text("#list")  # asked with explain=true
             # the pipeline panel shows figures (ratings/s) once the job has reported
             page.wait_for_function("/\\d/.test(document.querySelector('#rate').textContent)")
             shot = os.environ.get("RECSTREAM_CONSOLE_SCREENSHOT")

@@ -78,6 +78,10 @@ def test_redis_outage_is_retried_with_backoff_and_nothing_is_lost(
             first = decode_list(client.hget(layout.lists(4), "1") or b"").items[:2]
             # what serving shows: a user's list, or the version's popular list
             assert publisher.served([1, 99], 2) == {1: [m for m, _ in first], 99: [10, 12]}
+            # each listed movie is explained by one of the user's rated movies, or by none
+            explained = decode_list(client.hget(layout.lists(4), "1") or b"").because
+            assert len(explained) == 5 and set(explained) <= {10, 11, None}
+            assert any(explained)
             # each movie's nearest movies, written with the version (similar_k of them)
             assert client.hlen(layout.similar(4)) == 10
             nearest = decode_list(client.hget(layout.similar(4), "10") or b"").items
@@ -87,7 +91,9 @@ def test_redis_outage_is_retried_with_backoff_and_nothing_is_lost(
             assert decode_factors(table)[0].tolist() == list(range(10, 20))
             publisher.users_changed([2], batch_id=7)
             assert publisher.flush(recent).fold_in_lists == 1
-            assert decode_list(client.hget(layout.lists(4), "2") or b"").source == "fold-in"
+            folded = decode_list(client.hget(layout.lists(4), "2") or b"")
+            assert folded.source == "fold-in"
+            assert set(folded.because) <= {12, None} and len(folded.because) == 5
             assert json.loads(client.get(layout.meta(4)) or b"{}")["last_folded_in_batch"] == 7
             publisher.catalog([(10, "Ten (1990)", ["Drama"])])
             assert publisher.flush(recent).state == "published"

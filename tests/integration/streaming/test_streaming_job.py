@@ -132,6 +132,10 @@ def test_ml100k_in_two_halves_publishes_every_user_and_versions_grow(
             info = lookups.model_info()
             nearest = lookups.similar(found.movies[0].movie_id, n=5)  # written with the version
             visitor = lookups.for_visitor([(m.movie_id, 5.0) for m in found.movies[:3]], n=5)
+            explained = lookups.recommendations(everything[0][0], n=10, explain=True)
+        reasons = [m.because for m in explained.movies if m.because is not None]
+        assert len(reasons) >= 5  # "because you rated …": the movie behind most of them
+        assert all(r.movie_id in rated[everything[0][0]] and r.title for r in reasons)
         assert (visitor.source, visitor.model_version, len(visitor.movies)) == (
             "anonymous", versions[1], 5,
         )  # fmt: skip

@@ -114,6 +114,21 @@ def test_a_block_of_lists_encodes_each_row_as_one_list_does_without_its_padding(
     )
 
 
+def test_the_movies_behind_a_list_align_with_its_first_items() -> None:
+    movies = np.array([[50, 181, 7], [9, -1, -1]])
+    scores = np.array([[0.9, 0.5, 0.1], [2.0, -np.inf, -np.inf]])
+    because = np.array([[172, -1], [1, 2]])  # explained: the first two of each list
+    block = encode_lists(movies, scores, 1.0, "model", because=because)
+    assert block[0] == (b'{"items":[[50,0.9],[181,0.5],[7,0.1]],"updated_at":1.0,'
+                        b'"source":"model","because":[172,null]}')  # fmt: skip
+    assert decode_list(block[0]).because == (172, None)
+    assert decode_list(block[1]).because == (1,)  # the padding's slot is left out
+    assert block[1] == encode_list([(9, 2.0)], 1.0, "model", because=[1, 2])
+    assert decode_list(encode_list([(9, 2.0)], 1.0, "model")).because == ()  # not explained
+    with pytest.raises(LayoutDecodeError, match="not a recommendation list"):
+        decode_list(b'{"items":[[1,2.0]],"updated_at":1,"source":"model","because":["x"]}')
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(
