@@ -15,6 +15,9 @@ JVM heap after a GC) after 10 and after all of them.
     .venv/bin/python benchmarks/bench_retrain.py [--cycles 100] [--sizes 1m,10m,25m]
         [--driver-memory 4g] [--followers 200,0]
 
+The top-N + publish of the same model is also timed without the explanations
+("because you rated", ``RECSTREAM_MODEL_EXPLAIN_K=0``), to show what they cost.
+
 ``--followers`` times the top-N + publish of the same model again with the short-term
 counts kept to each further bound on a movie's followers (0: every pair), side by side;
 the first bound (the shipped one by default) is the retrain's.
@@ -300,6 +303,11 @@ def run(args: argparse.Namespace) -> None:
                       f"top-N + publish {publish:.2f} s (ratio to the baseline "
                       f"{base / publish:.1f}x)")  # fmt: skip
             del bounded, other
+            unexplained = settings.model_copy(update={"explain_k": 0})
+            plain = republish(spark, store, model, unexplained, redis, 9, short_term)
+            print(f"  without the explanations (RECSTREAM_MODEL_EXPLAIN_K=0, the same model): "
+                  f"top-N + publish {plain:.2f} s; explaining the first {settings.explain_k} "
+                  f"of each list adds {ours / plain - 1:+.0%}")  # fmt: skip
             print(f"  driver Python RSS: {before:,.0f} MB before the retrain (this benchmark's "
                   f"copy of the feed and the counts), peak {peak:,.0f} MB during it, "
                   f"{rss:,.0f} MB after; JVM heap used after {heap:,.0f} MB")  # fmt: skip
