@@ -36,28 +36,12 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
 
-def because(
-    history: UserRatings,
-    items: ItemIndex,
-    targets: FloatArray,
-    normals: FloatArray,
-    listed: IntArray,
-    short_term: tuple[ShortTerm, FloatArray] | None = None,
-) -> IntArray:
+def because(history: UserRatings, parts: FloatArray, listed: IntArray) -> IntArray:
     """The rated movie behind each listed movie (``users × E``, ``NONE`` where none).
 
-    Args:
-        history: the users' ratings (each user's rows ``start[u]:start[u+1]``).
-        items: the model's item factors.
-        targets: each rating's weight ``t_j`` in the fold-in's right-hand side (aligned
-            with ``history.movies``; 0 for movies the model does not know).
-        normals: each user's fold-in matrix ``A`` (``users × rank × rank``; all zeros
-            for a user without a factor).
-        listed: the listed movies to explain, ``users × E`` (negative: padding).
-        short_term: the blend's short-term part and its transition scores of every
-            movie of ``items`` (``users × movies``), when the lists were blended.
+    ``parts`` are each rating's parts of the ``listed`` movies' scores (``rating_parts``);
+    a negative listed movie is padding.
     """
-    parts = rating_parts(history, items, targets, normals, listed, short_term)
     found = np.full(listed.shape, NONE, dtype=np.int64)
     lengths = np.diff(history.start)
     rated = np.flatnonzero(lengths > 0)
@@ -84,10 +68,21 @@ def rating_parts(
     listed: IntArray,
     short_term: tuple[ShortTerm, FloatArray] | None = None,
 ) -> FloatArray:
-    """Each rating's part of each listed movie's score: ``ratings × E`` (see ``because``).
+    """Each rating's part of each listed movie's score: ``ratings × E`` (module doc).
 
     Row ``j`` belongs to the history's rating ``j``; column ``e`` to each owner's listed
     movie ``e``. A padding column's parts are meaningless.
+
+    Args:
+        history: the users' ratings (each user's rows ``start[u]:start[u+1]``).
+        items: the model's item factors.
+        targets: each rating's weight ``t_j`` in the fold-in's right-hand side (aligned
+            with ``history.movies``; movies the model does not know bring nothing).
+        normals: each user's fold-in matrix ``A`` (``users × rank × rank``; all zeros
+            for a user without a factor).
+        listed: the listed movies to explain, ``users × E`` (negative: padding).
+        short_term: the blend's short-term part and its transition scores of every
+            movie of ``items`` (``users × movies``), when the lists were blended.
     """
     users, width = listed.shape
     parts = np.zeros((len(history.movies), width))

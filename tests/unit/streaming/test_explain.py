@@ -107,8 +107,7 @@ def test_hand_computed_explicit_parts_pick_the_movie_that_pulls_the_factor() -> 
     listed = np.array([[3, -1]])
     parts = rating_parts(history, items, model.targets(history.ratings), normals, listed)
     assert parts[:, 0].tolist() == pytest.approx([5.0 / 1.2, 0.0])
-    assert because(history, items, model.targets(history.ratings), normals,
-                   listed).tolist() == [[1, NONE]]  # fmt: skip
+    assert because(history, parts, listed).tolist() == [[1, NONE]]
 
 
 def test_without_a_positive_part_nothing_is_explained() -> None:
