@@ -47,8 +47,7 @@ def test_recs_prints_a_table_and_json(runner: CliRunner) -> None:
 
 @pytest.mark.usefixtures("published")
 def test_recs_explain_adds_the_movie_behind_each(runner: CliRunner) -> None:
-    table = runner.invoke(app, ["recs", "1", "-n", "3", "--explain"],
-                           env={"COLUMNS": "200"})
+    table = runner.invoke(app, ["recs", "1", "-n", "3", "--explain"], env={"COLUMNS": "200"})
     assert table.exit_code == 0, table.output
     assert "because you rated" in table.output
     assert "Fargo (1996)" in table.output  # behind movie 10
