@@ -291,12 +291,13 @@ class ModelSettings(StrictSettings):
         20, ge=1, le=100, description="Nearest movies published per movie (/movies/{id}/similar)."
     )
     explain_k: int = Field(
-        20,
+        10,
         ge=0,
         le=100,
         description=(
             "Listed movies per user published with the rated movie behind each "
-            "(?explain=true); 0: none."
+            "(?explain=true; the API's default n); 0: none. Each one more costs the "
+            "publication time (benchmarks/bench_retrain.py)."
         ),
     )
 

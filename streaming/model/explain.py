@@ -20,6 +20,8 @@ equal parts go to the rating that comes first in the history.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import numpy.typing as npt
 
@@ -36,42 +38,15 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
 
-def because(history: UserRatings, parts: FloatArray, listed: IntArray) -> IntArray:
-    """The rated movie behind each listed movie (``users × E``, ``NONE`` where none).
-
-    ``parts`` are each rating's parts of the ``listed`` movies' scores (``rating_parts``);
-    a negative listed movie is padding.
-    """
-    found = np.full(listed.shape, NONE, dtype=np.int64)
-    lengths = np.diff(history.start)
-    rated = np.flatnonzero(lengths > 0)
-    if not len(rated):
-        return found
-    starts = history.start[rated]
-    best = np.maximum.reduceat(parts, starts, axis=0)  # users with ratings × E
-    owner = np.repeat(np.arange(len(rated)), lengths[rated])
-    position = np.arange(len(parts))[:, None]
-    first = np.minimum.reduceat(
-        np.where(parts == best[owner], position, len(parts)), starts, axis=0
-    )
-    explained = np.where(best > 0, history.movies[np.minimum(first, len(parts) - 1)], NONE)
-    found[rated] = explained
-    found[listed < 0] = NONE
-    return found
-
-
-def rating_parts(
+def because(
     history: UserRatings,
     items: ItemIndex,
     targets: FloatArray,
     normals: FloatArray,
     listed: IntArray,
     short_term: tuple[ShortTerm, FloatArray] | None = None,
-) -> FloatArray:
-    """Each rating's part of each listed movie's score: ``ratings × E`` (module doc).
-
-    Row ``j`` belongs to the history's rating ``j``; column ``e`` to each owner's listed
-    movie ``e``. A padding column's parts are meaningless.
+) -> IntArray:
+    """The rated movie behind each listed movie (``users × E``, ``NONE`` where none).
 
     Args:
         history: the users' ratings (each user's rows ``start[u]:start[u+1]``).
@@ -84,44 +59,95 @@ def rating_parts(
         short_term: the blend's short-term part and its transition scores of every
             movie of ``items`` (``users × movies``), when the lists were blended.
     """
-    users, width = listed.shape
-    parts = np.zeros((len(history.movies), width))
-    rows, known = items.lookup(np.maximum(listed, 0))
-    listed_factors = items.factors[np.where(known, rows, 0)]  # users × E × rank
-    solvable = np.flatnonzero(normals.any(axis=(1, 2)))
-    if len(solvable):
-        z = np.zeros((users, items.factors.shape[1], width))
-        z[solvable] = np.linalg.solve(normals[solvable],
-                                      np.swapaxes(listed_factors[solvable], 1, 2))  # fmt: skip
-        rated_rows, rated_known = items.lookup(history.movies)
-        rated_factors = items.factors[np.where(rated_known, rated_rows, 0)]
-        weights = np.where(rated_known, targets, 0.0)
-        for user in solvable.tolist():
-            mine = slice(int(history.start[user]), int(history.start[user + 1]))
-            parts[mine] = (rated_factors[mine] @ z[user]) * weights[mine, None]
-    if short_term is not None:
-        _add_recent_parts(parts, history, items, listed, *short_term)
+    found = np.full(listed.shape, NONE, dtype=np.int64)
+    slots = np.arange(listed.shape[1])
+    for user, mine in _parts_by_user(history, items, targets, normals, listed, short_term):
+        best = mine.argmax(axis=0)  # the first of equal parts: the earlier rating
+        movies = history.movies[history.start[user] : history.start[user + 1]]
+        found[user] = np.where(mine[best, slots] > 0, movies[best], NONE)
+    found[listed < 0] = NONE
+    return found
+
+
+def rating_parts(
+    history: UserRatings,
+    items: ItemIndex,
+    targets: FloatArray,
+    normals: FloatArray,
+    listed: IntArray,
+    short_term: tuple[ShortTerm, FloatArray] | None = None,
+) -> FloatArray:
+    """Each rating's part of each listed movie's score: ``ratings × E`` (arguments: ``because``).
+
+    Row ``j`` belongs to the history's rating ``j``; column ``e`` to each owner's listed
+    movie ``e``. A padding column's parts are meaningless.
+    """
+    parts = np.zeros((len(history.movies), listed.shape[1]))
+    for user, mine in _parts_by_user(history, items, targets, normals, listed, short_term):
+        parts[history.start[user] : history.start[user + 1]] = mine
     return parts
 
 
-def _add_recent_parts(
-    parts: FloatArray,
+def _parts_by_user(
     history: UserRatings,
     items: ItemIndex,
+    targets: FloatArray,
+    normals: FloatArray,
     listed: IntArray,
-    short_term: ShortTerm,
-    transitions: FloatArray,
-) -> None:
-    """Add each recent movie's scaled transition term to its rating's row of ``parts``."""
+    short_term: tuple[ShortTerm, FloatArray] | None,
+) -> Iterator[tuple[int, FloatArray]]:
+    """(user position, the parts of their ratings) of each user with ratings, in order.
+
+    Everything that vectorises over the users is done first; the loop is one small
+    matrix product per user and the recent movies' terms added to their rows, so no
+    ``ratings × E`` array of the whole block is made.
+    """
+    users, width = listed.shape
+    rows, known = items.lookup(np.maximum(listed, 0))
+    listed_factors = items.factors[np.where(known, rows, 0)]  # users × E × rank
+    solvable = np.any(normals, axis=(1, 2)).astype(np.bool_)
+    z = np.zeros((users, items.factors.shape[1], width))  # A⁻¹ yᵢ of each listed movie
+    if solvable.any():
+        z[solvable] = np.linalg.solve(normals[solvable],
+                                      np.swapaxes(listed_factors[solvable], 1, 2))  # fmt: skip
+    rated_rows, rated_known = items.lookup(history.movies)
+    rated_factors = items.factors[np.where(rated_known, rated_rows, 0)]
+    weights = np.where(rated_known, targets, 0.0)[:, None]
+    recent = None if short_term is None else _recent_parts(history, listed, *short_term)
+    bounds = history.start.tolist()
+    for user, has_factor in enumerate(solvable.tolist()):
+        first, last = bounds[user], bounds[user + 1]
+        if first == last:
+            continue
+        if has_factor:
+            mine = rated_factors[first:last] @ z[user]
+            mine *= weights[first:last]
+        else:
+            mine = np.zeros((last - first, width))
+        if recent is not None:
+            at, terms = recent[0][user], recent[1][user]
+            kept = at >= 0
+            mine[at[kept]] += terms[kept]  # a user's recent movies are distinct
+        yield user, mine
+
+
+def _recent_parts(
+    history: UserRatings, listed: IntArray, short_term: ShortTerm, transitions: FloatArray
+) -> tuple[IntArray, FloatArray]:
+    """Each user's recent movies' scaled transition terms, and their rows among the user's.
+
+    (rows, terms): ``users × memory`` rows within each user's ratings (-1: none), and
+    ``users × memory × E`` the terms scaled as the blend scales the transition score.
+    """
     top = transitions.max(axis=1, initial=0.0)
     scale = np.divide(short_term.weight, top, out=np.zeros_like(top), where=top > 0)
     recent, terms = short_term.counts.terms(history.users, listed, short_term.decay,
                                             short_term.source_norm)  # fmt: skip
     users, ages = np.nonzero(recent >= 0)
     place = _rating_place(history, users, recent[users, ages])
-    found = place >= 0
-    np.add.at(parts, place[found],
-              terms[users[found], ages[found]] * scale[users[found], None])  # fmt: skip
+    rows = np.full(recent.shape, -1, dtype=np.int64)
+    rows[users, ages] = np.where(place >= 0, place - history.start[users], -1)
+    return rows, terms * scale[:, None, None]
 
 
 def _rating_place(history: UserRatings, users: IntArray, movies: IntArray) -> IntArray:

@@ -107,7 +107,8 @@ def test_hand_computed_explicit_parts_pick_the_movie_that_pulls_the_factor() -> 
     listed = np.array([[3, -1]])
     parts = rating_parts(history, items, model.targets(history.ratings), normals, listed)
     assert parts[:, 0].tolist() == pytest.approx([5.0 / 1.2, 0.0])
-    assert because(history, parts, listed).tolist() == [[1, NONE]]
+    targets = model.targets(history.ratings)
+    assert because(history, items, targets, normals, listed).tolist() == [[1, NONE]]
 
 
 def test_without_a_positive_part_nothing_is_explained() -> None:
@@ -132,3 +133,21 @@ def test_terms_of_recent_movies_match_the_scores_they_sum_to() -> None:
     assert not terms[1].any()  # a user never seen has no recent movies
     scores = counts.scores([5], np.array([20, 30]), decay=0.5, source_norm=1.0)
     assert terms[0, :, :2].sum(axis=0) == pytest.approx(scores[0])
+
+
+def test_terms_read_from_the_scores_matrix_equal_those_read_from_the_rows() -> None:
+    rng = np.random.default_rng(3)
+    counts = TransitionCounts(window=3, memory=5, followers=4)  # rows cut to their best
+    counts.observe(rng.integers(1, 60, size=3_000), rng.integers(1, 80, size=3_000))
+    users = np.arange(1, 41)  # enough users for the scores to be one matrix product
+    targets = rng.integers(-1, 85, size=(40, 6))  # padding and movies never followed too
+    from_rows = counts.terms(users, targets, decay=0.7, source_norm=0.5)
+    movies = np.arange(1, 85)
+    scores = counts.scores(users, movies, decay=0.7, source_norm=0.5)  # builds the matrix
+    from_matrix = counts.terms(users, targets, decay=0.7, source_norm=0.5)
+    assert np.array_equal(from_rows[0], from_matrix[0])
+    assert from_matrix[1] == pytest.approx(from_rows[1], abs=1e-15)
+    assert from_matrix[1].any()
+    known = targets >= 0
+    summed = from_matrix[1].sum(axis=1)[known]
+    assert summed == pytest.approx(scores[np.nonzero(known)[0], targets[known] - 1])
