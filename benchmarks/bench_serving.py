@@ -13,7 +13,8 @@ Measured side by side in one run:
    ``/movies/{id}/similar?n=10`` at 500 requests/s (the version's nearest movies,
    written by the job's own code from rank-20 factors of the 3,706 movies), of
    ``/users/{id}/recommendations?n=10&explain=true`` at 500 requests/s (every list
-   carries its first 10 movies' explanations, as the job publishes them), and of
+   carries its first 10 movies' explanations, as the job publishes them; beside the
+   same requests without ``explain``), and of
    ``POST /recommendations`` for visitors giving 50 rated movies, at 100 requests/s
    (folded in against the version's factor table on the request path);
 2. peak requests/s with ``--connections`` concurrent keep-alive clients (closed loop);
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -38,6 +40,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import redis.asyncio
@@ -109,13 +113,15 @@ def paths(count: int) -> list[bytes]:
     return lines
 
 
-def explain_paths(count: int) -> list[bytes]:
-    """Request lines of ``/users/{id}/recommendations?n=10&explain=true``, known users."""
+def explain_paths(count: int, explain: bool = True) -> list[bytes]:
+    """Request lines of ``/users/{id}/recommendations?n=10&explain=true`` (known users;
+    with ``explain`` false, the same requests without it)."""
     rng = random.Random(5)  # noqa: S311 - synthetic traffic
     weights = [1 / (rank**0.8) for rank in range(1, USERS + 1)]
     users = rng.choices(range(1, USERS + 1), weights=weights, k=count)
+    asked = "&explain=true" if explain else ""
     return [
-        f"GET /users/{user}/recommendations?n=10&explain=true HTTP/1.1\r\nHost: bench\r\n\r\n"
+        f"GET /users/{user}/recommendations?n=10{asked} HTTP/1.1\r\nHost: bench\r\n\r\n"
         .encode()
         for user in users
     ]  # fmt: skip
@@ -253,6 +259,19 @@ def redis_benchmark(settings: RedisSettings, requests: int = 200_000) -> float |
     return float(last.split(",")[1].strip('"'))
 
 
+@contextmanager
+def quiet_collector() -> Iterator[None]:
+    """This process's garbage collector held off: its full passes over the request lines
+    and the finished tasks took 60-130 ms, and a load generator that stops for that long
+    adds it to the latency of every request that was due meanwhile."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def measure(settings: RedisSettings, workers: int, args: argparse.Namespace) -> float:
     """Latency at 1,000 req/s, then peak req/s, against ``workers`` uvicorn workers."""
     port = free_tcp_port()
@@ -277,13 +296,15 @@ def measure(settings: RedisSettings, workers: int, args: argparse.Namespace) -> 
         at_rate = [
             (lines, 1000, ""),
             (similar_paths(50_000), 500, "similar movies "),
+            (explain_paths(50_000, explain=False), 500, "the same lists, not explained "),
             (explain_paths(50_000), 500, "explained lists (explain=true) "),
             (visitor_requests(2_000), 100, "visitors' lists (50 rated movies) "),
         ]
         for requests, rate, what in at_rate:
-            latencies, statuses, achieved = asyncio.run(
-                open_loop(port, requests, rate, args.seconds, args.connections)
-            )
+            with quiet_collector():
+                latencies, statuses, achieved = asyncio.run(
+                    open_loop(port, requests, rate, args.seconds, args.connections)
+                )
             print(
                 f"{workers} worker(s): {what}at {rate:,} req/s for {args.seconds:.0f} s "
                 f"(reached {achieved:,.0f}/s): p50 {percentile(latencies, 0.5):.2f} ms, "

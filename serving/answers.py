@@ -240,11 +240,11 @@ def _decoded_trained_at(raw: bytes) -> float:
     return decode_meta(raw).trained_at
 
 
-def _movie(raw: bytes, key: str) -> CatalogEntry:
+def _movie(raw: bytes, layout: RedisLayout, movie: int) -> CatalogEntry:
     try:
         return _decoded_movie(raw)
-    except LayoutDecodeError:
-        return decode_movie(raw, key=key)  # raises again, naming the key
+    except LayoutDecodeError:  # raises again, naming the key (named only now: it is rare)
+        return decode_movie(raw, key=f"{layout.catalog}[{movie}]")
 
 
 def _trained_at(raw: bytes, key: str) -> float:
@@ -258,7 +258,7 @@ def described(layout: RedisLayout, movie: int, entry: bytes | None) -> tuple[str
     """(title, genres) of ``movie`` from its catalog entry; (None, []) without one."""
     if entry is None:
         return None, []
-    known = _movie(entry, f"{layout.catalog}[{movie}]")
+    known = _movie(entry, layout, movie)
     return known.title, list(known.genres)
 
 
