@@ -21,6 +21,7 @@ equal parts go to the rating that comes first in the history.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +30,7 @@ from streaming.ingest.history import UserRatings
 from streaming.model.blend import ShortTerm
 from streaming.model.topn import ItemIndex
 
-__all__ = ["NONE", "because", "rating_parts"]
+__all__ = ["NONE", "ScoreParts"]
 
 NONE = -1
 """The explanation of a slot with none (padding, or no rated movie with a positive part)."""
@@ -38,17 +39,11 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
 
-def because(
-    history: UserRatings,
-    items: ItemIndex,
-    targets: FloatArray,
-    normals: FloatArray,
-    listed: IntArray,
-    short_term: tuple[ShortTerm, FloatArray] | None = None,
-) -> IntArray:
-    """The rated movie behind each listed movie (``users × E``, ``NONE`` where none).
+@dataclass(frozen=True)
+class ScoreParts:
+    """What splits the listed movies' scores over the users' ratings (module doc).
 
-    Args:
+    Attributes:
         history: the users' ratings (each user's rows ``start[u]:start[u+1]``).
         items: the model's item factors.
         targets: each rating's weight ``t_j`` in the fold-in's right-hand side (aligned
@@ -59,76 +54,75 @@ def because(
         short_term: the blend's short-term part and its transition scores of every
             movie of ``items`` (``users × movies``), when the lists were blended.
     """
-    found = np.full(listed.shape, NONE, dtype=np.int64)
-    slots = np.arange(listed.shape[1])
-    for user, mine in _parts_by_user(history, items, targets, normals, listed, short_term):
-        best = mine.argmax(axis=0)  # the first of equal parts: the earlier rating
-        movies = history.movies[history.start[user] : history.start[user + 1]]
-        found[user] = np.where(mine[best, slots] > 0, movies[best], NONE)
-    found[listed < 0] = NONE
-    return found
 
+    history: UserRatings
+    items: ItemIndex
+    targets: FloatArray
+    normals: FloatArray
+    listed: IntArray
+    short_term: tuple[ShortTerm, FloatArray] | None = None
 
-def rating_parts(
-    history: UserRatings,
-    items: ItemIndex,
-    targets: FloatArray,
-    normals: FloatArray,
-    listed: IntArray,
-    short_term: tuple[ShortTerm, FloatArray] | None = None,
-) -> FloatArray:
-    """Each rating's part of each listed movie's score: ``ratings × E`` (arguments: ``because``).
+    def because(self) -> IntArray:
+        """The rated movie behind each listed movie (``users × E``, ``NONE`` where none)."""
+        history, listed = self.history, self.listed
+        found = np.full(listed.shape, NONE, dtype=np.int64)
+        slots = np.arange(listed.shape[1])
+        for user, mine in self._by_user():
+            best = mine.argmax(axis=0)  # the first of equal parts: the earlier rating
+            movies = history.movies[history.start[user] : history.start[user + 1]]
+            found[user] = np.where(mine[best, slots] > 0, movies[best], NONE)
+        found[listed < 0] = NONE
+        return found
 
-    Row ``j`` belongs to the history's rating ``j``; column ``e`` to each owner's listed
-    movie ``e``. A padding column's parts are meaningless.
-    """
-    parts = np.zeros((len(history.movies), listed.shape[1]))
-    for user, mine in _parts_by_user(history, items, targets, normals, listed, short_term):
-        parts[history.start[user] : history.start[user + 1]] = mine
-    return parts
+    def of_ratings(self) -> FloatArray:
+        """Each rating's part of each listed movie's score: ``ratings × E``.
 
+        Row ``j`` belongs to the history's rating ``j``; column ``e`` to each owner's
+        listed movie ``e``. A padding column's parts are meaningless.
+        """
+        history = self.history
+        parts = np.zeros((len(history.movies), self.listed.shape[1]))
+        for user, mine in self._by_user():
+            parts[history.start[user] : history.start[user + 1]] = mine
+        return parts
 
-def _parts_by_user(
-    history: UserRatings,
-    items: ItemIndex,
-    targets: FloatArray,
-    normals: FloatArray,
-    listed: IntArray,
-    short_term: tuple[ShortTerm, FloatArray] | None,
-) -> Iterator[tuple[int, FloatArray]]:
-    """(user position, the parts of their ratings) of each user with ratings, in order.
+    def _by_user(self) -> Iterator[tuple[int, FloatArray]]:
+        """(user position, the parts of their ratings) of each user with ratings, in order.
 
-    Everything that vectorises over the users is done first; the loop is one small
-    matrix product per user and the recent movies' terms added to their rows, so no
-    ``ratings × E`` array of the whole block is made.
-    """
-    users, width = listed.shape
-    rows, known = items.lookup(np.maximum(listed, 0))
-    listed_factors = items.factors[np.where(known, rows, 0)]  # users × E × rank
-    solvable = np.any(normals, axis=(1, 2)).astype(np.bool_)
-    z = np.zeros((users, items.factors.shape[1], width))  # A⁻¹ yᵢ of each listed movie
-    if solvable.any():
-        z[solvable] = np.linalg.solve(normals[solvable],
-                                      np.swapaxes(listed_factors[solvable], 1, 2))  # fmt: skip
-    rated_rows, rated_known = items.lookup(history.movies)
-    rated_factors = items.factors[np.where(rated_known, rated_rows, 0)]
-    weights = np.where(rated_known, targets, 0.0)[:, None]
-    recent = None if short_term is None else _recent_parts(history, listed, *short_term)
-    bounds = history.start.tolist()
-    for user, has_factor in enumerate(solvable.tolist()):
-        first, last = bounds[user], bounds[user + 1]
-        if first == last:
-            continue
-        if has_factor:
-            mine = rated_factors[first:last] @ z[user]
-            mine *= weights[first:last]
-        else:
-            mine = np.zeros((last - first, width))
-        if recent is not None:
-            at, terms = recent[0][user], recent[1][user]
-            kept = at >= 0
-            mine[at[kept]] += terms[kept]  # a user's recent movies are distinct
-        yield user, mine
+        Everything that vectorises over the users is done first; the loop is one small
+        matrix product per user and the recent movies' terms added to their rows, so no
+        ``ratings × E`` array of the whole block is made (such an array with a
+        per-segment argmax ran slower).
+        """
+        history, items, listed = self.history, self.items, self.listed
+        users, width = listed.shape
+        rows, known = items.lookup(np.maximum(listed, 0))
+        listed_factors = items.factors[np.where(known, rows, 0)]  # users × E × rank
+        solvable = np.any(self.normals, axis=(1, 2)).astype(np.bool_)
+        z = np.zeros((users, items.factors.shape[1], width))  # A⁻¹ yᵢ of each listed movie
+        if solvable.any():
+            z[solvable] = np.linalg.solve(self.normals[solvable],
+                                          np.swapaxes(listed_factors[solvable], 1, 2))  # fmt: skip
+        rated_rows, rated_known = items.lookup(history.movies)
+        rated_factors = items.factors[np.where(rated_known, rated_rows, 0)]
+        weights = np.where(rated_known, self.targets, 0.0)[:, None]
+        recent = None if self.short_term is None else _recent_parts(history, listed,
+                                                                    *self.short_term)  # fmt: skip
+        bounds = history.start.tolist()
+        for user, has_factor in enumerate(solvable.tolist()):
+            first, last = bounds[user], bounds[user + 1]
+            if first == last:
+                continue
+            if has_factor:
+                mine = rated_factors[first:last] @ z[user]
+                mine *= weights[first:last]
+            else:
+                mine = np.zeros((last - first, width))
+            if recent is not None:
+                at, terms = recent[0][user], recent[1][user]
+                kept = at >= 0
+                mine[at[kept]] += terms[kept]  # a user's recent movies are distinct
+            yield user, mine
 
 
 def _recent_parts(

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from streaming.ingest.history import UserRatings
 from streaming.linalg import add_grouped
 from streaming.model.blend import ShortTerm, blend
-from streaming.model.explain import because
+from streaming.model.explain import ScoreParts
 from streaming.model.foldin import gramian
 from streaming.model.topn import ItemIndex, best_k
 from streaming.rating.fm import RatingModel
@@ -198,8 +198,8 @@ def _block_lists(
     explained = None
     if normals is not None:
         recent = None if transitions is None or short_term is None else (short_term, transitions)
-        explained = because(history, model.items, model.targets(history.ratings), normals,
-                            movies[:, :explain], recent)  # fmt: skip
+        explained = ScoreParts(history, model.items, model.targets(history.ratings), normals,
+                               movies[:, :explain], recent).because()  # fmt: skip
     return UserLists(history.users, movies, scores, personal, predicted, explained)
 
 

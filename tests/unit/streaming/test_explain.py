@@ -7,7 +7,7 @@ import pytest
 
 from streaming.ingest.history import RatingHistory, UserRatings
 from streaming.model.blend import ShortTerm, blend
-from streaming.model.explain import NONE, because, rating_parts
+from streaming.model.explain import NONE, ScoreParts
 from streaming.model.lists import FoldIn, fold_in_users, lists_for
 from streaming.model.topn import ItemIndex
 from streaming.model.transitions import TransitionCounts
@@ -51,7 +51,8 @@ def test_the_parts_of_a_listed_movie_add_up_to_its_als_score(implicit: bool) -> 
     factors, solvable = fold_in_users(history, model, normals)
     assert solvable.all()
     listed = np.tile(np.arange(1, 11), (len(history.users), 1))
-    parts = rating_parts(history, model.items, model.targets(history.ratings), normals, listed)
+    targets = model.targets(history.ratings)
+    parts = ScoreParts(history, model.items, targets, normals, listed).of_ratings()
     owner = np.repeat(np.arange(len(history.users)), np.diff(history.start))
     summed = np.zeros(listed.shape)
     np.add.at(summed, owner, parts)
@@ -66,8 +67,8 @@ def test_the_short_term_parts_add_up_to_the_blended_transition_term() -> None:
     transitions = short.scores(history.users, model.items.movie_ids)
     listed = np.tile(np.arange(1, 11), (len(history.users), 1))
     nothing = np.zeros((len(history.users), 4, 4))  # no ALS part: only the short term
-    parts = rating_parts(history, model.items, model.targets(history.ratings), nothing,
-                         listed, (short, transitions))  # fmt: skip
+    parts = ScoreParts(history, model.items, model.targets(history.ratings), nothing,
+                       listed, (short, transitions)).of_ratings()  # fmt: skip
     owner = np.repeat(np.arange(len(history.users)), np.diff(history.start))
     summed = np.zeros(listed.shape)
     np.add.at(summed, owner, parts)
@@ -85,8 +86,8 @@ def test_each_movie_is_explained_by_the_rating_with_the_largest_part() -> None:
     normals = np.zeros((len(history.users), 4, 4))
     fold_in_users(history, model, normals)
     transitions = short.scores(history.users, model.items.movie_ids)
-    parts = rating_parts(history, model.items, model.targets(history.ratings), normals,
-                         lists.movies[:, :5], (short, transitions))  # fmt: skip
+    parts = ScoreParts(history, model.items, model.targets(history.ratings), normals,
+                       lists.movies[:, :5], (short, transitions)).of_ratings()  # fmt: skip
     for user in range(len(history.users)):
         mine = slice(int(history.start[user]), int(history.start[user + 1]))
         for slot in range(5):
@@ -105,10 +106,9 @@ def test_hand_computed_explicit_parts_pick_the_movie_that_pulls_the_factor() -> 
     normals = np.zeros((1, 2, 2))
     fold_in_users(history, model, normals)
     listed = np.array([[3, -1]])
-    parts = rating_parts(history, items, model.targets(history.ratings), normals, listed)
-    assert parts[:, 0].tolist() == pytest.approx([5.0 / 1.2, 0.0])
-    targets = model.targets(history.ratings)
-    assert because(history, items, targets, normals, listed).tolist() == [[1, NONE]]
+    explaining = ScoreParts(history, items, model.targets(history.ratings), normals, listed)
+    assert explaining.of_ratings()[:, 0].tolist() == pytest.approx([5.0 / 1.2, 0.0])
+    assert explaining.because().tolist() == [[1, NONE]]
 
 
 def test_without_a_positive_part_nothing_is_explained() -> None:
