@@ -15,7 +15,7 @@ every part but the popularity prior belongs to one of the user's rated movies ``
 A movie's parts over the user's ratings add up to the score less the prior (a unit
 test checks it). The explanation of a listed movie is the rated movie with the largest
 part, when that part is positive (a list filled by the prior alone explains nothing);
-equal parts go to the rating that comes first in the history.
+equal parts go to the rating that comes first in the history (the lower movie id).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class ScoreParts:
         found = np.full(listed.shape, NONE, dtype=np.int64)
         slots = np.arange(listed.shape[1])
         for user, mine in self._by_user():
-            best = mine.argmax(axis=0)  # the first of equal parts: the earlier rating
+            best = mine.argmax(axis=0)  # of equal parts the first: the lower movie id
             movies = history.movies[history.start[user] : history.start[user + 1]]
             found[user] = np.where(mine[best, slots] > 0, movies[best], NONE)
         found[listed < 0] = NONE
