@@ -235,7 +235,7 @@ class TransitionCounts:
         recent = np.where(present, recent, -1)
         targets = np.asarray(targets, dtype=np.int64).reshape(len(asked), -1)
         matrix = self._matrix
-        if matrix is not None and matrix.observed == self.observed:  # the scores' matrix
+        if matrix is not None and matrix.covers(self.observed, targets):  # the scores' matrix
             table = matrix.table
         else:
             table = self._table_of(np.unique(recent[present]))
@@ -349,6 +349,15 @@ class _CountMatrix:
         """Whether this matrix is the counts as of ``observed`` over ``movie_ids``."""
         return self.observed == observed and np.array_equal(self.movie_ids, movie_ids)
 
+    def covers(self, observed: int, targets: IntArray) -> bool:
+        """Whether it is the counts as of ``observed``, with every target as a column.
+
+        Negative targets are padding. A target outside the columns would read 0 here and
+        its count from the rows, so such a call reads the rows.
+        """
+        wanted = targets[targets >= 0]
+        return self.observed == observed and bool(sorted_lookup(self.movie_ids, wanted)[1].all())
+
     @cached_property
     def table(self) -> _PairTable:
         """The counts as a ``_PairTable`` (built once, for ``TransitionCounts.terms``)."""
@@ -401,10 +410,10 @@ class _PairTable:
         place, has_row = sorted_lookup(self.sources, recent.ravel())
         has_row &= recent.ravel() >= 0
         by_source = np.flatnonzero(has_row)[np.argsort(place[has_row], kind="stable")]
-        aimed = np.maximum(targets, 0)[by_source // memory]  # each (user, age)'s targets
-        wanted = place[by_source].astype(np.int64)[:, None] << 32 | aimed
+        owner = by_source // memory  # the user of each (user, age)
+        wanted = place[by_source].astype(np.int64)[:, None] << 32 | np.maximum(targets, 0)[owner]
         at = np.minimum(np.searchsorted(self.keys, wanted), len(self.keys) - 1)
-        hit = (self.keys[at] == wanted) & (targets >= 0)[by_source // memory]
+        hit = (self.keys[at] == wanted) & (targets >= 0)[owner]
         counts[by_source] = np.where(hit, self.amounts[at], 0.0)
         totals[has_row] = self.totals[place[has_row]]
         return counts.reshape(users, memory, -1), totals.reshape(recent.shape)

@@ -151,3 +151,12 @@ def test_terms_read_from_the_scores_matrix_equal_those_read_from_the_rows() -> N
     known = targets >= 0
     summed = from_matrix[1].sum(axis=1)[known]
     assert summed == pytest.approx(scores[np.nonzero(known)[0], targets[known] - 1])
+
+
+def test_a_target_outside_the_scores_matrix_is_still_counted_from_the_rows() -> None:
+    counts = TransitionCounts(window=1, memory=2)
+    counts.observe(np.repeat(np.arange(1, 21), 2), np.tile([10, 70], 20))  # 10 → 70, 20 times
+    users = np.arange(1, 21)
+    counts.scores(users, np.arange(1, 51), decay=0.5)  # a matrix over movies 1-50 only
+    _, terms = counts.terms(users, np.full((20, 1), 70), decay=0.5)
+    assert terms[:, 1, 0].tolist() == [0.5 * 20] * 20  # 10, one back, was followed by 70
