@@ -28,8 +28,10 @@ $(INSTALLED): pyproject.toml constraints.txt
 jars: $(INSTALLED) ## Resolve the Kafka broker and Spark's Kafka connector from Maven Central
 	@$(PY) -m recstream_infra.bootstrap
 
-services: setup ## Start the local Kafka (KRaft) and Redis on 127.0.0.1
-	@$(PY) -m recstream_infra.services up
+KAFKA_BROKERS ?=
+
+services: setup ## Start the local Kafka (KRaft) and Redis on 127.0.0.1 (KAFKA_BROKERS=3: a replicated 3-node cluster)
+	@$(if $(KAFKA_BROKERS),RECSTREAM_LOCAL_KAFKA_BROKERS=$(KAFKA_BROKERS) )$(PY) -m recstream_infra.services up
 
 services-down: ## Stop the local services that `make services` started
 	@if [ -x $(PY) ]; then $(PY) -m recstream_infra.services down; else echo "no .venv: nothing was started"; fi

@@ -12,7 +12,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPart
 from producer.errors import BrokerAuthenticationError, BrokerUnavailableError
 from producer.login import login_refusal
 from producer.settings import KafkaSettings
-from recstream_base.net import port_open
+from recstream_base.net import port_open, speaks_tls, tls_problem
 
 __all__ = ["ClusterInfo", "client_options", "create_topic", "delete_topic", "describe_cluster"]
 
@@ -38,6 +38,10 @@ def client_options(
         "reconnect_backoff_max_ms": 1000,
         "security_protocol": settings.security_protocol,
     }
+    if settings.tls:
+        options["ssl_check_hostname"] = True
+        if settings.ssl_cafile is not None:
+            options["ssl_cafile"] = str(settings.ssl_cafile)
     if settings.sasl and settings.sasl_password is not None:
         options["sasl_mechanism"] = settings.sasl_mechanism
         options["sasl_plain_username"] = settings.sasl_username
@@ -52,6 +56,9 @@ def _admin(settings: KafkaSettings, connect_timeout_s: float | None = None) -> K
     except KafkaError as exc:
         failure = exc
     timeout = settings.connect_timeout_s if connect_timeout_s is None else connect_timeout_s
+    tls = _tls_failure(settings)
+    if tls is not None:
+        raise BrokerUnavailableError(tls) from failure
     refusal = login_refusal(settings, options, timeout)
     if refusal is not None:
         msg = (
@@ -66,12 +73,38 @@ def _admin(settings: KafkaSettings, connect_timeout_s: float | None = None) -> K
         f"({type(failure).__name__}); start the local one with `make services` or point "
         "RECSTREAM_KAFKA_BOOTSTRAP_SERVERS at a running broker"
     )
-    if not settings.sasl and any(port_open(host, port) for host, port in settings.servers):
+    if not settings.tls and any(speaks_tls(host, port) for host, port in settings.servers):
+        msg = (
+            f"the Kafka broker at {settings.bootstrap_servers} speaks TLS, and this client "
+            f"does not ({settings.security_protocol}); set RECSTREAM_KAFKA_SECURITY_PROTOCOL="
+            "SSL (SASL_SSL with a SASL user) and RECSTREAM_KAFKA_SSL_CAFILE to the CA that "
+            "signed its certificate"
+        )
+    elif not settings.sasl and any(port_open(host, port) for host, port in settings.servers):
         msg += (
             "; something does accept connections there: if the broker wants a SASL login, "
-            "set RECSTREAM_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT and the SASL user"
+            "set RECSTREAM_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT (SASL_SSL over TLS) and "
+            "the SASL user"
         )
     raise BrokerUnavailableError(msg) from failure
+
+
+def _tls_failure(settings: KafkaSettings) -> str | None:
+    """With TLS on: why the handshake with the first broker that answers fails, if it does."""
+    if not settings.tls:
+        return None
+    for host, port in settings.servers:
+        problem = tls_problem(host, port, settings.ssl_cafile, "RECSTREAM_KAFKA_SSL_CAFILE")
+        if problem is None:
+            continue
+        msg = f"TLS to the Kafka broker failed: {problem}"
+        if "does not speak TLS" in problem:
+            msg += (
+                "; if its listener is plain, set RECSTREAM_KAFKA_SECURITY_PROTOCOL=PLAINTEXT "
+                "(SASL_PLAINTEXT with a SASL user)"
+            )
+        return msg
+    return None
 
 
 def describe_cluster(
@@ -102,12 +135,19 @@ def create_topic(
     replication_factor: int | None = None,
     configs: dict[str, str] | None = None,
 ) -> bool:
-    """Create a topic (default: the ratings topic) unless it exists; True if it was created."""
+    """Create a topic (default: the ratings topic) unless it exists; True if it was created.
+
+    It gets the settings' ``min.insync.replicas`` when one is set, unless ``configs``
+    names another.
+    """
+    topic_configs = dict(configs or {})
+    if settings.min_insync_replicas is not None:
+        topic_configs.setdefault("min.insync.replicas", str(settings.min_insync_replicas))
     topic = NewTopic(
         name=name or settings.topic,
         num_partitions=partitions or settings.partitions,
         replication_factor=replication_factor or settings.replication_factor,
-        topic_configs=configs or {},
+        topic_configs=topic_configs,
     )
     admin = _admin(settings)
     try:

@@ -11,6 +11,7 @@ kafka-python's own mechanism (PLAIN or SCRAM).
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 from typing import Any
 
@@ -40,18 +41,25 @@ def login_refusal(
         return None
     for host, port in settings.servers:
         try:
-            with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            with socket.create_connection((host, port), timeout=timeout_s) as plain:
+                sock = _tls(plain, host, settings) if settings.tls else plain
                 sock.settimeout(timeout_s)
                 return _Conversation(sock).log_in(settings.sasl_mechanism, host, options)
-        except (OSError, _ProtocolError, struct.error):
+        except (OSError, _ProtocolError, struct.error):  # ssl.SSLError is an OSError
             continue
     return None
+
+
+def _tls(sock: socket.socket, host: str, settings: KafkaSettings) -> ssl.SSLSocket:
+    """``sock`` after a TLS handshake that verifies the broker as the clients do."""
+    cafile = str(settings.ssl_cafile) if settings.ssl_cafile is not None else None
+    return ssl.create_default_context(cafile=cafile).wrap_socket(sock, server_hostname=host)
 
 
 class _Conversation:
     """Framed request/response pairs on a blocking socket (request header v1)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket | ssl.SSLSocket) -> None:
         self.sock = sock
         self.correlation = 0
 

@@ -52,17 +52,37 @@ class KafkaSettings(StrictSettings):
     replication_factor: int = Field(
         1, ge=1, le=32, description="Replication factor of a topic we create."
     )
+    min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        le=32,
+        description=(
+            "min.insync.replicas of a topic we create (unset: the broker's default); with "
+            "acks=all a write needs this many copies."
+        ),
+    )
     connect_timeout_s: float = Field(
         5.0, gt=0, le=300, description="How long to wait for a broker before giving up."
     )
     request_timeout_s: float = Field(
         30.0, gt=0, le=600, description="Timeout of one request to the broker."
     )
-    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT"] = Field(
-        "PLAINTEXT", description="PLAINTEXT, or SASL_PLAINTEXT to log in with the user below."
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description=(
+            "PLAINTEXT; SASL_PLAINTEXT to log in with the user below; SSL for TLS; SASL_SSL "
+            "for both (the password then never crosses the network in the clear)."
+        ),
+    )
+    ssl_cafile: Path | None = Field(
+        None,
+        description=(
+            "With SSL or SASL_SSL: PEM file of the CA that signed the brokers' certificates "
+            "(unset: the system's CAs); the local broker's is made by `make services`."
+        ),
     )
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
-        "PLAIN", description="SASL mechanism (the local broker offers PLAIN)."
+        "PLAIN", description="SASL mechanism (the local broker offers all three)."
     )
     sasl_username: str | None = Field(
         None, pattern=r"^[A-Za-z0-9._-]{1,64}$", description="SASL user name."
@@ -86,19 +106,40 @@ class KafkaSettings(StrictSettings):
         return value
 
     @model_validator(mode="after")
+    def _check_replicas(self) -> KafkaSettings:
+        if self.min_insync_replicas is not None and (
+            self.min_insync_replicas > self.replication_factor
+        ):
+            msg = (
+                f"RECSTREAM_KAFKA_MIN_INSYNC_REPLICAS={self.min_insync_replicas} is more than "
+                f"RECSTREAM_KAFKA_REPLICATION_FACTOR={self.replication_factor}: no write could "
+                "ever succeed; lower it or raise the replication factor"
+            )
+            raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
     def _check_credentials(self) -> KafkaSettings:
         given = self.sasl_username is not None or self.sasl_password is not None
         if self.sasl and (self.sasl_username is None or self.sasl_password is None):
             msg = (
-                "RECSTREAM_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT needs both "
+                f"RECSTREAM_KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs both "
                 "RECSTREAM_KAFKA_SASL_USERNAME and RECSTREAM_KAFKA_SASL_PASSWORD"
             )
             raise ValueError(msg)
         if given and not self.sasl:
+            wanted = "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
             msg = (
                 "RECSTREAM_KAFKA_SASL_USERNAME or _PASSWORD is set but the security protocol is "
-                "PLAINTEXT, so they would not be used; set RECSTREAM_KAFKA_SECURITY_PROTOCOL="
-                "SASL_PLAINTEXT or unset them"
+                f"{self.security_protocol}, so they would not be used; set "
+                f"RECSTREAM_KAFKA_SECURITY_PROTOCOL={wanted} or unset them"
+            )
+            raise ValueError(msg)
+        if self.ssl_cafile is not None and not self.tls:
+            msg = (
+                "RECSTREAM_KAFKA_SSL_CAFILE is set but the security protocol is "
+                f"{self.security_protocol}, which does not use TLS; set "
+                "RECSTREAM_KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL, or unset it"
             )
             raise ValueError(msg)
         return self
@@ -111,7 +152,12 @@ class KafkaSettings(StrictSettings):
     @property
     def sasl(self) -> bool:
         """Clients log in with SASL."""
-        return self.security_protocol != "PLAINTEXT"
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def tls(self) -> bool:
+        """Clients speak TLS to the brokers (and verify their certificates)."""
+        return self.security_protocol.endswith("SSL")
 
     def jaas_config(self) -> str:
         """The ``sasl.jaas.config`` line of a Java client: holds the password, never log it."""

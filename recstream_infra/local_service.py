@@ -107,8 +107,21 @@ class LocalService(ABC):
             ServiceStartError: the port belongs to another program, the process died,
                 or it did not answer before the deadline; the message names the log file.
         """
+        outcome = self.launch()
+        if outcome != "external":
+            self.wait_until_answering()
+        return outcome
+
+    def launch(self) -> StartOutcome:
+        """Start the process unless it already runs, without waiting for it to answer.
+
+        Nodes of a cluster are launched together and then waited for: none of them
+        answers before a quorum of them runs.
+
+        Raises:
+            ServiceStartError: the port belongs to another program, or preparing failed.
+        """
         if self.process.pid() is not None:
-            self._wait_until_answering()
             return "already running"
         if self.answers():
             return "external"
@@ -121,8 +134,14 @@ class LocalService(ABC):
         self.folder.mkdir(parents=True, exist_ok=True)
         command = self._prepare()
         self.process.start(command, self._environment())
-        self._wait_until_answering()
         return "started"
+
+    def kill(self) -> bool:
+        """SIGKILL our process and its children, as a crash ends them (fault tests).
+
+        False if none of ours was running.
+        """
+        return self.process.kill()
 
     def stop(self) -> bool:
         """Stop the process we started; False when none of ours was running."""
@@ -146,7 +165,12 @@ class LocalService(ABC):
         except ServiceStartError:
             return True
 
-    def _wait_until_answering(self) -> None:
+    def wait_until_answering(self) -> None:
+        """Return once the service answers.
+
+        Raises:
+            ServiceStartError: the process exited, or the deadline passed (it is stopped).
+        """
         deadline = time.monotonic() + self.start_timeout_s
         while not self.answers():
             if self.process.pid() is None:
@@ -182,15 +206,17 @@ class ServiceGroup(ABC):
         """In start order (each one's ``start()``); ``stop`` runs in reverse."""
 
     def start(self) -> Iterator[tuple[LocalService, StartOutcome, float]]:
-        """Start each service in order; (service, outcome, seconds) as each one answers.
+        """Launch every service in order, then wait for each; (service, outcome, seconds).
 
         Raises:
             ServiceStartError: from the first service that does not start (the later ones
-                are not tried).
+                are not waited for).
         """
-        for service in self.services:
-            began = time.monotonic()
-            outcome = service.start()
+        began = time.monotonic()
+        launched = [(service, service.launch()) for service in self.services]
+        for service, outcome in launched:
+            if outcome != "external":
+                service.wait_until_answering()
             yield service, outcome, time.monotonic() - began
 
     def stop(self) -> dict[str, bool]:

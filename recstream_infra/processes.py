@@ -69,6 +69,22 @@ class ManagedProcess:
         self.pid_file.unlink(missing_ok=True)
         return True
 
+    def kill(self) -> bool:
+        """SIGKILL our process and all it started, as a crash ends them; False if none ran.
+
+        ``start`` made the process the leader of a process group of its own, which its
+        children join (a Spark worker's executors, their Python workers): the whole
+        group is killed.
+        """
+        pid = self.pid()
+        if pid is None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        wait_until(lambda: not _is_alive(pid), 10.0)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the log file, for error messages."""
         try:

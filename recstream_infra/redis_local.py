@@ -8,6 +8,7 @@ from pathlib import Path
 
 from recstream_infra.local_service import LocalService, ServiceStartError
 from recstream_infra.settings import LocalServicesSettings
+from recstream_infra.tls import issue_server_certificate
 from serving.connection import ping
 from serving.errors import RedisUnavailableError
 from serving.settings import RedisSettings
@@ -47,7 +48,7 @@ class LocalRedis(LocalService):
             raise ServiceStartError(msg)
         lines = [
             f"bind {self.host}",
-            f"port {self.port}",
+            *self._listening_lines(),
             "protected-mode yes",
             "daemonize no",
             'logfile ""',
@@ -65,6 +66,31 @@ class LocalRedis(LocalService):
         with os.fdopen(fd, "w") as conf:
             conf.write("\n".join(lines) + "\n")
         return [server, str(self.config_file)]
+
+    def _listening_lines(self) -> list[str]:
+        """The plain port, or with a rediss:// URL the TLS port alone (the plain one off).
+
+        The certificate is signed by the project's CA (``recstream_infra.tls``); clients
+        are not asked for certificates of their own, they log in with the password.
+        """
+        if not self.settings.tls:
+            return [f"port {self.port}"]
+        if self.settings.tls_ca_file is None:
+            msg = (
+                "the local Redis with a rediss:// URL needs RECSTREAM_REDIS_TLS_CA_FILE: the "
+                "path of the CA file the project makes and signs the server's certificate "
+                "with (e.g. .state/tls/ca.pem)"
+            )
+            raise ServiceStartError(msg)
+        issued = issue_server_certificate(self.settings.tls_ca_file, self.folder)
+        return [
+            "port 0",
+            f"tls-port {self.port}",
+            f"tls-cert-file {_quote(str(issued.certificate))}",
+            f"tls-key-file {_quote(str(issued.key))}",
+            f"tls-ca-cert-file {_quote(str(issued.ca))}",
+            "tls-auth-clients no",
+        ]
 
     def _reader_lines(self) -> list[str]:
         """The ACL line of the read-only serving user, if one is configured.

@@ -17,7 +17,12 @@ from producer.broker import describe_cluster
 from producer.errors import BrokerUnavailableError
 from producer.settings import KafkaSettings
 from recstream_infra.kafka_local import LocalKafka
-from recstream_infra.local_service import LocalService, ServiceGroup, ServiceStartError
+from recstream_infra.local_service import (
+    LocalService,
+    ServiceGroup,
+    ServiceStartError,
+    ServiceStatus,
+)
 from recstream_infra.redis_local import LocalRedis
 from recstream_infra.settings import LocalServicesSettings
 from serving.connection import ping
@@ -28,7 +33,12 @@ __all__ = ["LocalServices", "check", "main"]
 
 
 class LocalServices(ServiceGroup):
-    """Kafka and Redis as local processes, driven by the same settings as the clients."""
+    """Kafka and Redis as local processes, driven by the same settings as the clients.
+
+    Kafka is one node, or ``RECSTREAM_LOCAL_KAFKA_BROKERS`` of them forming one cluster.
+    ``stop`` and ``status`` also cover nodes a larger cluster left running, so
+    ``make services-down`` stops what ``make services KAFKA_BROKERS=3`` started.
+    """
 
     def __init__(
         self,
@@ -37,13 +47,50 @@ class LocalServices(ServiceGroup):
         redis: RedisSettings | None = None,
     ) -> None:
         local = local or LocalServicesSettings()
-        self.kafka = LocalKafka(local, kafka or KafkaSettings())
+        kafka = kafka or KafkaSettings()
+        self.kafka_nodes = tuple(
+            LocalKafka(local, kafka, node) for node in range(local.kafka_brokers)
+        )
+        self.kafka = self.kafka_nodes[0]
         self.redis = LocalRedis(local, redis or RedisSettings())
+        self._left_running = tuple(_nodes_left_running(local, kafka))
 
     @property
     def services(self) -> tuple[LocalService, ...]:
-        """Redis, then Kafka."""
-        return (self.redis, self.kafka)
+        """Redis, then the Kafka node(s)."""
+        return (self.redis, *self.kafka_nodes)
+
+    def stop(self) -> dict[str, bool]:
+        """Stop what we started, the nodes of a larger cluster started before included."""
+        stopped = {node.name: node.stop() for node in reversed(self._left_running)}
+        return {**stopped, **super().stop()}
+
+    def status(self) -> list[ServiceStatus]:
+        """One status per service, and per node a larger cluster left running."""
+        return [*super().status(), *(node.status() for node in self._left_running)]
+
+    def cluster_hint(self) -> str | None:
+        """With several nodes: the client settings that reach them all, replicated."""
+        if len(self.kafka_nodes) == 1:
+            return None
+        servers = ",".join(node.address for node in self.kafka_nodes)
+        copies = min(3, len(self.kafka_nodes))
+        return (
+            f"clients of this cluster: RECSTREAM_KAFKA_BOOTSTRAP_SERVERS={servers} "
+            f"RECSTREAM_KAFKA_REPLICATION_FACTOR={copies}"
+        )
+
+
+def _nodes_left_running(local: LocalServicesSettings, kafka: KafkaSettings) -> list[LocalKafka]:
+    """Nodes beyond the configured count whose pid file says they still run."""
+    bigger = local.model_copy(update={"kafka_brokers": 9, "kafka_controller_port": None})
+    first = kafka.model_copy(update={"bootstrap_servers": kafka.bootstrap_servers.split(",")[0]})
+    found = []
+    for node in range(local.kafka_brokers, 9):
+        candidate = LocalKafka(bigger, first, node)
+        if candidate.process.pid() is not None:
+            found.append(candidate)
+    return found
 
 
 def check(kafka: KafkaSettings, redis: RedisSettings) -> list[str]:
@@ -81,7 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, ServiceStartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return services.command(args.command, width=6)
+    code = services.command(args.command, width=7 if len(services.kafka_nodes) > 1 else 6)
+    hint = services.cluster_hint()
+    if args.command == "up" and code == 0 and hint:
+        print(hint)
+    return code
 
 
 if __name__ == "__main__":

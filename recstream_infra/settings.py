@@ -33,8 +33,21 @@ class LocalServicesSettings(StrictSettings):
         pattern=r"^\d+\.\d+\.\d+$",
         description="Apache Kafka broker version (kafka_2.13 on Maven Central).",
     )
+    kafka_brokers: int = Field(
+        1,
+        ge=1,
+        le=9,
+        description=(
+            "Kafka nodes `make services` starts (3 for a replicated cluster: internal topics "
+            "get 3 copies, 2 in sync); the bootstrap list names all or only the first, the "
+            "others following two ports apart."
+        ),
+    )
     kafka_controller_port: int | None = Field(
-        None, ge=1, le=65535, description="KRaft controller port; default: broker port + 1."
+        None,
+        ge=1,
+        le=65535,
+        description="KRaft controller port of a single broker; default: broker port + 1.",
     )
     kafka_heap: str = Field(
         "512m", pattern=r"^\d+[mMgG]$", description="JVM heap of the local broker (-Xmx)."

@@ -2,7 +2,8 @@
 # Installs the Debian packages recstream needs when they are missing: redis-server,
 # a Java runtime 17 or newer, Maven, OpenBLAS (the native libblas.so.3 and
 # liblapack.so.3 that Spark's ALS uses instead of its slower pure-Java fallback), and
-# chromium (the headless browser of the console's test). As root it installs them; otherwise it prints
+# chromium (the headless browser of the console's test), and openssl (the local TLS
+# certificates). As root it installs them; otherwise it prints
 # the exact command and fails, so that `make setup` never half-succeeds.
 set -euo pipefail
 
@@ -24,9 +25,11 @@ native_blas() {
 native_blas || missing+=(libopenblas0-pthread)
 # The console's browser test drives a real headless browser (Playwright, pointed at it).
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# The local CA and the services' TLS certificates are made with it.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "system: redis-server, java $major, maven, a native BLAS and chromium are present"
+    echo "system: redis-server, java $major, maven, a native BLAS, chromium and openssl are present"
     exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then

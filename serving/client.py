@@ -39,7 +39,7 @@ from serving.answers import (
     pipeline_view,
     visitor_answer,
 )
-from serving.connection import open_async_redis, open_redis
+from serving.connection import open_async_redis, open_redis, tls_failure
 from serving.errors import RedisUnavailableError
 from serving.layout import (
     PIPELINE_KEPT,
@@ -179,7 +179,15 @@ def _lookup_args(
     return [layout.prefix, user_id, limit, 1 if explain else 0]
 
 
-def _unavailable(settings: RedisSettings, exc: redis.RedisError) -> RedisUnavailableError:
+def _unavailable(
+    settings: RedisSettings, exc: redis.RedisError, *, diagnose: bool = False
+) -> RedisUnavailableError:
+    """The error to raise for ``exc``, saying what to check.
+
+    With ``diagnose`` (the synchronous client: the CLI, scripts) a connection that
+    failed is probed once more for a TLS mismatch, whose message names the setting; the
+    API does not wait for that probe on every request of an outage.
+    """
     hint = ""
     if isinstance(exc, redis.AuthenticationError):
         what = "refused the credentials"
@@ -194,6 +202,9 @@ def _unavailable(settings: RedisSettings, exc: redis.RedisError) -> RedisUnavail
         what = f"refused the request ({str(exc).split(' ', 1)[0]})"
     else:
         what = "did not answer"
+        tls = tls_failure(settings) if diagnose else None
+        if tls is not None:
+            return RedisUnavailableError(tls)
     msg = f"Redis at {settings.url} {what} ({type(exc).__name__}){hint}"
     return RedisUnavailableError(msg)
 
@@ -229,7 +240,7 @@ class RecommendationClient:
         try:
             reply = self._lookup(args=args)
         except redis.RedisError as exc:
-            raise _unavailable(self.settings, exc) from exc
+            raise _unavailable(self.settings, exc, diagnose=True) from exc
         return assemble(self.layout, user_id, n, genre, cast(list[Any], reply), explain=explain)
 
     def similar(self, movie_id: int, n: int = 10) -> SimilarMovies:
@@ -245,7 +256,7 @@ class RecommendationClient:
         try:
             reply = self._similar(args=[self.layout.prefix, movie_id, n])
         except redis.RedisError as exc:
-            raise _unavailable(self.settings, exc) from exc
+            raise _unavailable(self.settings, exc, diagnose=True) from exc
         return assemble_similar(self.layout, movie_id, n, cast(list[Any], reply))
 
     def for_visitor(
@@ -274,7 +285,7 @@ class RecommendationClient:
                 else []
             )
         except redis.RedisError as exc:
-            raise _unavailable(self.settings, exc) from exc
+            raise _unavailable(self.settings, exc, diagnose=True) from exc
         return visitor_answer(self.layout, version, trained_at, listed, source, unknown, entries)
 
     def pipeline(self, batches: int = 60) -> PipelineView:
@@ -288,7 +299,7 @@ class RecommendationClient:
         try:
             raw = cast(list[bytes], self._redis.lrange(self.layout.pipeline, 0, batches - 1))
         except redis.RedisError as exc:
-            raise _unavailable(self.settings, exc) from exc
+            raise _unavailable(self.settings, exc, diagnose=True) from exc
         return pipeline_view(self.layout, raw)
 
     def model_info(self) -> ModelInfo:
@@ -296,7 +307,7 @@ class RecommendationClient:
         try:
             reply = self._model(args=[self.layout.prefix])
         except redis.RedisError as exc:
-            raise _unavailable(self.settings, exc) from exc
+            raise _unavailable(self.settings, exc, diagnose=True) from exc
         return model_info(self.layout, cast(list[Any], reply))
 
     def health(self) -> Health:
@@ -305,7 +316,7 @@ class RecommendationClient:
             version = cast(bytes | None, self._redis.get(self.layout.current))
         except redis.RedisError as exc:
             return Health(ok=False, redis=False, model_version=None,
-                          reason=str(_unavailable(self.settings, exc)))  # fmt: skip
+                          reason=str(_unavailable(self.settings, exc, diagnose=True)))  # fmt: skip
         return health_of(version)
 
     def close(self) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from producer.events import RATING_SCALES
@@ -32,6 +33,13 @@ class RedisSettings(StrictSettings):
         description="ACL user name; unset means the default user.",
     )
     password: SecretStr | None = Field(None, description="Password (or ACL user's password).")
+    tls_ca_file: Path | None = Field(
+        None,
+        description=(
+            "With a rediss:// URL: PEM file of the CA that signed the server's certificate "
+            "(unset: the system's CAs); the local Redis's is made by `make services`."
+        ),
+    )
     key_prefix: str = Field("recstream", description="Prefix of every key recstream writes.")
     socket_timeout_s: float = Field(
         2.0, gt=0, le=60, description="Connect and read timeout of one Redis call."
@@ -63,6 +71,16 @@ class RedisSettings(StrictSettings):
             raise ValueError(msg)
         return value
 
+    @model_validator(mode="after")
+    def _check_tls(self) -> RedisSettings:
+        if self.tls_ca_file is not None and not self.tls:
+            msg = (
+                "RECSTREAM_REDIS_TLS_CA_FILE is set but RECSTREAM_REDIS_URL is redis://, "
+                "which does not use TLS; use rediss:// or unset it"
+            )
+            raise ValueError(msg)
+        return self
+
     @field_validator("key_prefix")
     @classmethod
     def _check_key_prefix(cls, value: str) -> str:
@@ -70,6 +88,11 @@ class RedisSettings(StrictSettings):
             msg = f"key prefix must be 1-64 of letters, digits, '.', '_', ':' or '-', got {value!r}"
             raise ValueError(msg)
         return value
+
+    @property
+    def tls(self) -> bool:
+        """The URL is rediss://: TLS, the server's certificate verified."""
+        return urlsplit(self.url).scheme == "rediss"
 
     @property
     def host(self) -> str:

@@ -23,9 +23,10 @@ from typing import Any
 
 import pytest
 import redis
+from kafka import KafkaConsumer, TopicPartition
 from pyspark.sql import SparkSession
 
-from producer.broker import create_topic, delete_topic, describe_cluster
+from producer.broker import client_options, create_topic, delete_topic, describe_cluster
 from producer.errors import BrokerUnavailableError
 from producer.settings import KafkaSettings
 from recstream_infra.containers import container_services
@@ -192,6 +193,29 @@ def fault_line(fault: str, sent: int, stored: int, distinct: int, recovered_s: f
         f"FAULT | {fault} | sent {sent} | stored {stored} | lost {lost} | "
         f"duplicated {duplicated} | recovered in {recovered_s:.1f} s"
     )
+
+
+def topic_size(kafka: KafkaSettings) -> int:
+    """Events in ``kafka.topic`` so far (0 while it does not exist yet)."""
+    consumer = KafkaConsumer(**client_options(kafka))
+    try:
+        partitions = consumer.partitions_for_topic(kafka.topic) or set()
+        ends = consumer.end_offsets([TopicPartition(kafka.topic, p) for p in partitions])
+        return sum(ends.values()) if ends else 0
+    finally:
+        consumer.close()
+
+
+def read_topic(kafka: KafkaSettings) -> list[bytes]:
+    """Every value in ``kafka.topic``, from the start (until 10 s bring nothing new)."""
+    consumer = KafkaConsumer(
+        kafka.topic, **client_options(kafka), auto_offset_reset="earliest",
+        enable_auto_commit=False, consumer_timeout_ms=10_000,
+    )  # fmt: skip
+    try:
+        return [record.value for record in consumer]
+    finally:
+        consumer.close()
 
 
 def subprocess_env(**settings: str) -> dict[str, str]:

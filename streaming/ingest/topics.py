@@ -26,8 +26,10 @@ Movie = tuple[int, str, Sequence[str]]
 
 
 def spark_source_options(settings: KafkaSettings) -> dict[str, str]:
-    """The ``kafka.*`` options of Spark's Kafka source: brokers and, with SASL, the login.
+    """The ``kafka.*`` options of Spark's Kafka source: brokers, TLS and the SASL login.
 
+    With TLS the Java client trusts the CA file itself (a PEM trust store, as Kafka
+    clients read since 2.7) and checks the broker's host name, as kafka-python does.
     The JAAS line carries the password; the session's redaction settings
     (``streaming.session``) keep it out of plans and the UI.
     """
@@ -35,6 +37,9 @@ def spark_source_options(settings: KafkaSettings) -> dict[str, str]:
         "kafka.bootstrap.servers": settings.bootstrap_servers,
         "kafka.security.protocol": settings.security_protocol,
     }
+    if settings.tls and settings.ssl_cafile is not None:
+        options["kafka.ssl.truststore.type"] = "PEM"
+        options["kafka.ssl.truststore.location"] = str(settings.ssl_cafile.resolve())
     if settings.sasl:
         options["kafka.sasl.mechanism"] = settings.sasl_mechanism
         options["kafka.sasl.jaas.config"] = settings.jaas_config()

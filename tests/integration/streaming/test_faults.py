@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from pyspark.sql import SparkSession
 
 from producer.broker import client_options
@@ -33,7 +33,14 @@ from serving.api import create_app
 from serving.settings import RedisSettings
 from streaming.job import StreamingJob, stop_between_batches
 from streaming.settings import ModelSettings, StreamSettings
-from tests.conftest import Services, fault_line, model_settings, subprocess_env
+from tests.conftest import (
+    Services,
+    fault_line,
+    model_settings,
+    read_topic,
+    subprocess_env,
+    topic_size,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -157,7 +164,7 @@ def test_kafka_restart_mid_replay_keeps_every_event_once_and_the_job_catches_up(
     )  # fmt: skip
     try:
         # mid-replay: a fifth of the events are in, and the replay is still sending
-        _wait_for(lambda: _events_in(kafka) >= ML100K_EVENTS // 5, "20,000 events in Kafka", 120)
+        _wait_for(lambda: topic_size(kafka) >= ML100K_EVENTS // 5, "20,000 events in Kafka", 120)
         assert replay.poll() is None, "the replay ended before the broker stopped"
         broker.stop()  # the broker goes away mid-replay ...
         down_at = time.monotonic()
@@ -171,7 +178,7 @@ def test_kafka_restart_mid_replay_keeps_every_event_once_and_the_job_catches_up(
     try:
         assert replay.returncode == 0, output
         assert "sent 100,000" in output, output
-        events = _read_all(kafka)
+        events = read_topic(kafka)
         ids = Counter(json.loads(value)["event_id"] for value in events)
         assert (len(events), len(ids)) == (ML100K_EVENTS, ML100K_EVENTS)  # each once
 
@@ -193,28 +200,6 @@ def test_kafka_restart_mid_replay_keeps_every_event_once_and_the_job_catches_up(
     fault = f"Kafka broker down {back_at - down_at:.0f} s mid-replay (stop, 6 s, restart)"
     print(fault_line(fault, ML100K_EVENTS, stored, distinct, caught_up))
     print("replay output:", output.strip().splitlines()[-3:])
-
-
-def _events_in(kafka: KafkaSettings) -> int:
-    """Events in the topic so far (0 while it does not exist yet)."""
-    consumer = KafkaConsumer(**client_options(kafka))
-    try:
-        partitions = consumer.partitions_for_topic(kafka.topic) or set()
-        ends = consumer.end_offsets([TopicPartition(kafka.topic, p) for p in partitions])
-        return sum(ends.values()) if ends else 0
-    finally:
-        consumer.close()
-
-
-def _read_all(kafka: KafkaSettings) -> list[bytes]:
-    consumer = KafkaConsumer(
-        kafka.topic, **client_options(kafka), auto_offset_reset="earliest",
-        enable_auto_commit=False, consumer_timeout_ms=10_000,
-    )  # fmt: skip
-    try:
-        return [record.value for record in consumer]
-    finally:
-        consumer.close()
 
 
 def test_slow_consumer_lag_grows_during_a_fast_replay_then_drains_with_nothing_lost(

@@ -14,7 +14,7 @@ import pytest
 
 from producer.settings import KafkaSettings
 from recstream_infra import services as services_cli
-from recstream_infra.kafka_local import LocalKafka, new_cluster_id
+from recstream_infra.kafka_local import LocalKafka, kafka_nodes, new_cluster_id
 from recstream_infra.local_service import ServiceStartError
 from recstream_infra.redis_local import LocalRedis
 from recstream_infra.services import LocalServices
@@ -101,3 +101,93 @@ def test_cli_reports_bad_settings(
     monkeypatch.setenv("RECSTREAM_KAFKA_BOOTSTRAP_SERVERS", "localhost")
     assert services_cli.main(["status"]) == 2
     assert "bootstrap servers must be host:port" in capsys.readouterr().err
+
+
+def test_three_nodes_follow_the_first_address_two_ports_apart(state_dir: Path) -> None:
+    local = _local(state_dir, kafka_brokers=3)
+    nodes = kafka_nodes(local, KafkaSettings(bootstrap_servers="127.0.0.1:9092"))
+    assert [(n.node_id, n.port, n.controller_port, n.name) for n in nodes] == [
+        (1, 9092, 9093, "kafka"),
+        (2, 9094, 9095, "kafka-2"),
+        (3, 9096, 9097, "kafka-3"),
+    ]
+    listed = KafkaSettings(bootstrap_servers="127.0.0.1:9200,localhost:9300,127.0.0.1:9400")
+    assert [(n.port, n.controller_port) for n in kafka_nodes(local, listed)] == [
+        (9200, 9201),
+        (9300, 9301),
+        (9400, 9401),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("servers", "overrides", "message"),
+    [
+        (
+            "127.0.0.1:9092,127.0.0.1:9094",
+            {},
+            "lists 2 brokers but RECSTREAM_LOCAL_KAFKA_BROKERS is 3",
+        ),
+        (
+            "127.0.0.1:9092",
+            {"kafka_controller_port": 9999},
+            "CONTROLLER_PORT is for a single broker",
+        ),
+    ],
+)
+def test_a_cluster_layout_that_does_not_add_up_is_refused(
+    state_dir: Path, servers: str, overrides: dict[str, object], message: str
+) -> None:
+    local = _local(state_dir, kafka_brokers=3, **overrides)
+    with pytest.raises(ServiceStartError, match=message):
+        kafka_nodes(local, KafkaSettings(bootstrap_servers=servers))
+
+
+def _properties(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines())
+
+
+def test_a_node_of_three_votes_with_the_others_and_replicates_internal_topics(
+    state_dir: Path,
+) -> None:
+    local = _local(state_dir, kafka_brokers=3)
+    node = LocalKafka(local, KafkaSettings(bootstrap_servers="127.0.0.1:9092"), node=1)
+    assert (node.name, node.address, node.folder.name) == ("kafka-2", "127.0.0.1:9094", "kafka-2")
+    config = _properties(node._server_properties(node.folder / "data"))
+    assert config["node.id"] == "2"
+    assert config["controller.quorum.voters"] == (
+        "1@127.0.0.1:9093,2@127.0.0.1:9095,3@127.0.0.1:9097"
+    )
+    assert config["listeners"] == "PLAINTEXT://127.0.0.1:9094,CONTROLLER://127.0.0.1:9095"
+    assert config["default.replication.factor"] == config["offsets.topic.replication.factor"] == "3"
+    assert config["min.insync.replicas"] == config["transaction.state.log.min.isr"] == "2"
+    single = LocalKafka(_local(state_dir), KafkaSettings(bootstrap_servers="127.0.0.1:9092"))
+    alone = _properties(single._server_properties(single.folder / "data"))
+    assert alone["controller.quorum.voters"] == "1@127.0.0.1:9093"
+    assert alone["default.replication.factor"] == alone["min.insync.replicas"] == "1"
+
+
+def test_the_nodes_share_the_cluster_id_the_first_was_formatted_with(state_dir: Path) -> None:
+    local = _local(state_dir, kafka_brokers=3)
+    settings = KafkaSettings(bootstrap_servers="127.0.0.1:9092")
+    first, second = LocalKafka(local, settings, 0), LocalKafka(local, settings, 1)
+    assert second._siblings_cluster_id() is None
+    (first.folder / "data").mkdir(parents=True)
+    (first.folder / "data" / "meta.properties").write_text("version=1\ncluster.id=abcDEF123\n")
+    assert second._siblings_cluster_id() == "abcDEF123"
+    assert first._siblings_cluster_id() is None  # its own id is not a sibling's
+
+
+def test_down_also_stops_nodes_a_bigger_cluster_left_running(state_dir: Path) -> None:
+    settings = KafkaSettings(bootstrap_servers="127.0.0.1:9092")
+    third = LocalKafka(_local(state_dir, kafka_brokers=3), settings, 2)
+    third.folder.mkdir(parents=True)
+    third.process.start(["sleep", "60"])
+    single = LocalServices(_local(state_dir), settings, RedisSettings())
+    assert [s.name for s in single.status()] == ["redis", "kafka", "kafka-3"]
+    assert single.stop()["kafka-3"] is True
+    assert third.process.pid() is None
+
+
+def test_min_insync_replicas_above_the_replication_factor_is_refused() -> None:
+    with pytest.raises(ValueError, match="no write could ever succeed"):
+        KafkaSettings(replication_factor=1, min_insync_replicas=2)

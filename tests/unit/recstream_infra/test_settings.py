@@ -10,7 +10,9 @@ from pydantic import ValidationError
 from producer.broker import client_options
 from producer.settings import KafkaSettings, jaas_quote, parse_bootstrap_servers
 from recstream_infra.settings import LocalServicesSettings
+from serving.connection import open_redis
 from serving.settings import RedisSettings
+from streaming.ingest.topics import spark_source_options
 from streaming.settings import SparkSettings
 
 
@@ -176,3 +178,42 @@ def test_a_misnamed_secret_file_or_a_missing_secrets_dir_is_rejected(
     monkeypatch.setenv("RECSTREAM_SECRETS_DIR", str(tmp_path / "missing"))
     with pytest.raises(ValidationError, match="RECSTREAM_SECRETS_DIR must name a folder"):
         RedisSettings()
+
+
+def test_tls_settings_need_a_tls_protocol_or_url() -> None:
+    with pytest.raises(ValidationError, match="does not use TLS; set RECSTREAM_KAFKA_SECURITY"):
+        KafkaSettings(ssl_cafile=Path("ca.pem"))
+    with pytest.raises(ValidationError, match="set RECSTREAM_KAFKA_SECURITY_PROTOCOL=SASL_SSL"):
+        KafkaSettings(security_protocol="SSL", sasl_username="rec", sasl_password="Pa55-word")
+    with pytest.raises(ValidationError, match="SASL_SSL needs both"):
+        KafkaSettings(security_protocol="SASL_SSL", sasl_username="rec")
+    with pytest.raises(ValidationError, match="use rediss:// or unset it"):
+        RedisSettings(tls_ca_file=Path("ca.pem"))
+    assert RedisSettings(url="rediss://127.0.0.1:6380/0", tls_ca_file=Path("ca.pem")).tls
+
+
+def test_tls_options_reach_kafka_python_and_sparks_kafka_source(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    settings = KafkaSettings(
+        security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="rec",
+        sasl_password="Pa55-word", ssl_cafile=ca,
+    )  # fmt: skip
+    assert (settings.tls, settings.sasl) == (True, True)
+    options = client_options(settings)
+    assert options["security_protocol"] == "SASL_SSL"
+    assert (options["ssl_cafile"], options["ssl_check_hostname"]) == (str(ca), True)
+    spark = spark_source_options(settings)
+    assert spark["kafka.ssl.truststore.type"] == "PEM"
+    assert spark["kafka.ssl.truststore.location"] == str(ca.resolve())
+    assert "ScramLoginModule" in spark["kafka.sasl.jaas.config"]
+    plain = spark_source_options(KafkaSettings())
+    assert not [key for key in plain if "ssl" in key]
+    assert "ssl_cafile" not in client_options(KafkaSettings())
+
+
+def test_redis_tls_options_verify_the_certificate(tmp_path: Path) -> None:
+    settings = RedisSettings(url="rediss://127.0.0.1:6380/0", tls_ca_file=tmp_path / "ca.pem")
+    pool = open_redis(settings).connection_pool
+    assert pool.connection_kwargs["ssl_ca_certs"] == str(tmp_path / "ca.pem")
+    assert pool.connection_kwargs["ssl_cert_reqs"] == "required"
+    assert "ssl_ca_certs" not in open_redis(RedisSettings()).connection_pool.connection_kwargs

@@ -1,0 +1,226 @@
+"""Soak: the streaming job for an hour or more against a paced synthetic feed.
+
+The producer replays a synthetic feed at a steady rate (``--rate`` events a second for
+``--minutes``), the job stores it, folds it in and retrains ALS every ``--retrain-s``
+seconds beside the stream. Every ``--every-min`` minutes one line reports:
+
+- the driver's Python RSS, the JVM's heap in use after a full collection (its live
+  set), the JVM's RSS (in ``local[2]`` the driver and the executors in one JVM), and
+  the executors' Python workers' RSS;
+- Redis's ``used_memory``, the ratings stored and the store's bytes on disk;
+- the micro-batches of the interval: how many, p50 and p99 seconds, and the versions.
+
+At the end each memory figure is compared with its value after ``--settle-min``
+minutes. A figure is flat when the last value is at most 1.1 × that value, after the
+part that grows with the data is taken out: Redis's and the store's own growth are
+reported beside their ratio (they hold the data), and the memory figures of the
+process are compared as they are.
+
+Run: ``.venv/bin/python benchmarks/bench_soak.py`` (65 minutes by default), with the
+local services; nothing else should share the cores meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import bench_spark, fresh_run, local_services, percentile, rss_mb, show_batches
+from pyspark.sql import SparkSession
+
+from serving.connection import open_redis
+from streaming.job import StreamingJob, stop_between_batches
+
+FLAT = 1.1
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One reporting moment."""
+
+    minute: float
+    driver_mb: float
+    heap_mb: float
+    jvm_mb: float
+    workers_mb: float
+    redis_mb: float
+    stored: int
+    store_mb: float
+    batches: int
+    p50_s: float
+    p99_s: float
+    version: int | None
+
+    @property
+    def line(self) -> str:
+        return (
+            f"{self.minute:6.1f} min | driver {self.driver_mb:7.0f} MB | heap (live) "
+            f"{self.heap_mb:6.0f} MB | JVM {self.jvm_mb:6.0f} MB | Python workers "
+            f"{self.workers_mb:5.0f} MB | Redis {self.redis_mb:6.1f} MB | stored "
+            f"{self.stored:>9,} ({self.store_mb:6.1f} MB on disk) | {self.batches:4d} batches, "
+            f"p50 {self.p50_s:5.2f} s, p99 {self.p99_s:5.2f} s | version {self.version}"
+        )
+
+
+def _python_workers() -> float:
+    """RSS of Spark's Python workers (``pyspark.daemon`` and its forks), in MB."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"pyspark.daemon" in command or b"pyspark/daemon" in command:
+            total += rss_mb(entry.name)
+    return total
+
+
+def _folder_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+
+
+class Soak:
+    """The job of one run, sampled from the benchmark's main thread."""
+
+    def __init__(self, spark: SparkSession, job: StreamingJob, state: Path) -> None:
+        self.spark, self.job, self.state = spark, job, state
+        jvm = spark.sparkContext._jvm
+        assert jvm is not None  # noqa: S101 - a live SparkContext has its JVM
+        self.jvm = jvm
+        self.jvm_pid = int(jvm.java.lang.ProcessHandle.current().pid())
+        self.began = time.monotonic()
+        self.last_batch = -1
+        self.samples: list[Sample] = []
+
+    def heap_after_gc_mb(self) -> float:
+        """The JVM heap in use right after a full collection: what it really holds."""
+        self.jvm.java.lang.System.gc()
+        bean = self.jvm.java.lang.management.ManagementFactory.getMemoryMXBean()
+        return float(bean.getHeapMemoryUsage().getUsed()) / 2**20
+
+    def sample(self, redis_client: object) -> Sample:
+        reports = list(self.job.reports)  # the newest ones: the job trims the list
+        fresh = [r for r in reports if r.batch_id > self.last_batch]
+        self.last_batch = max([self.last_batch, *(r.batch_id for r in fresh)])
+        seconds = [r.seconds for r in fresh if r.records] or [0.0]
+        info = redis_client.info("memory")  # type: ignore[attr-defined]
+        version = next((r.switched_to for r in reversed(reports) if r.switched_to), None)
+        sample = Sample(
+            minute=(time.monotonic() - self.began) / 60,
+            driver_mb=rss_mb("self"),
+            heap_mb=self.heap_after_gc_mb(),
+            jvm_mb=rss_mb(self.jvm_pid),
+            workers_mb=_python_workers(),
+            redis_mb=int(info["used_memory"]) / 2**20,
+            stored=self.job.pipeline.stored,
+            store_mb=_folder_mb(self.state / "store"),
+            batches=len(fresh),
+            p50_s=percentile(seconds, 0.5),
+            p99_s=percentile(seconds, 0.99),
+            version=version,
+        )
+        self.samples.append(sample)
+        print(sample.line, flush=True)
+        return sample
+
+
+def verdict(samples: list[Sample], settle_min: float) -> bool:
+    """Print last / settled for each figure; True when the process's memory is flat."""
+    settled = next((s for s in samples if s.minute >= settle_min), samples[0])
+    last = samples[-1]
+    print(f"\nflatness: the last sample ({last.minute:.0f} min) against the one at "
+          f"{settled.minute:.0f} min (flat: at most {FLAT}x)")  # fmt: skip
+    flat = True
+    for name in ("driver_mb", "heap_mb", "jvm_mb", "workers_mb"):
+        before, after = getattr(settled, name), getattr(last, name)
+        ratio = after / before if before else float("inf")
+        ok = ratio <= FLAT
+        flat &= ok
+        print(f"  {name:<11} {before:8.0f} -> {after:8.0f} MB  {ratio:5.2f}x  "
+              f"{'flat' if ok else 'GROWS'}")  # fmt: skip
+    growth = last.stored / settled.stored if settled.stored else float("inf")
+    for name in ("redis_mb", "store_mb"):
+        before, after = getattr(settled, name), getattr(last, name)
+        ratio = after / before if before else float("inf")
+        print(f"  {name:<11} {before:8.1f} -> {after:8.1f} MB  {ratio:5.2f}x  (the store "
+              f"grew {growth:.2f}x: {settled.stored:,} -> {last.stored:,} ratings)")  # fmt: skip
+    print(f"  micro-batch p99 per interval: {[round(s.p99_s, 2) for s in samples]}")
+    print("SOAK", "PASS: memory flat" if flat else "FAIL: memory grows")
+    return flat
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=65.0, help="how long the feed lasts")
+    parser.add_argument("--rate", type=int, default=150, help="events a second")
+    parser.add_argument("--users", type=int, default=20_000, help="users of the feed")
+    parser.add_argument("--movies", type=int, default=4_000, help="movies of the feed")
+    parser.add_argument("--retrain-s", type=float, default=240.0, help="seconds between retrains")
+    parser.add_argument("--every-min", type=float, default=5.0, help="minutes between samples")
+    parser.add_argument("--settle-min", type=float, default=10.0, help="the flatness baseline")
+    parser.add_argument("--log", action="store_true", help="print every micro-batch's line")
+    args = parser.parse_args()
+    if args.log:
+        show_batches()
+    events = int(args.rate * args.minutes * 60)
+    print(
+        f"soak: {events:,} events at {args.rate}/s ({args.minutes:g} min), {args.users:,} "
+        f"users, {args.movies:,} movies, a retrain every {args.retrain_s:g} s",
+        flush=True,
+    )
+    stream = {"trigger_interval_s": 1.0}
+    model = {"min_ratings": 5_000, "retrain_every_s": args.retrain_s,
+             "retrain_every_ratings": 10**9}  # fmt: skip
+    spark = bench_spark()
+    errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed at the end
+    with local_services(), fresh_run(spark, stream, model) as run, errors:
+        job = StreamingJob(spark, run.kafka, run.redis, run.stream, run.model)
+        run.job = job
+        environment = {
+            **os.environ,
+            "RECSTREAM_PRODUCER_SYNTHETIC_EVENTS": str(events),
+            "RECSTREAM_PRODUCER_SYNTHETIC_USERS": str(args.users),
+            "RECSTREAM_PRODUCER_SYNTHETIC_MOVIES": str(args.movies),
+        }
+        producer = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "producer", "replay", "--source", "synthetic", "--topic",
+             run.kafka.topic, "--no-progress", "--rate", str(args.rate)],
+            env=environment, stdout=subprocess.DEVNULL, stderr=errors, text=True,
+        )  # fmt: skip
+        query = job.start()
+        soak = Soak(spark, job, run.stream.state_dir)
+        redis_client = open_redis(run.redis)
+        stop = threading.Event()
+        try:
+            end = soak.began + args.minutes * 60
+            while time.monotonic() < end and producer.poll() is None:
+                stop.wait(min(args.every_min * 60, max(0.0, end - time.monotonic())))
+                soak.sample(redis_client)
+            if producer.poll() not in (None, 0):
+                errors.seek(0)
+                print(f"the producer failed: {errors.read()[-2000:]}")
+                return 1
+        finally:
+            producer.terminate()
+            stop_between_batches(query)
+            redis_client.close()
+        if query.exception() is not None:
+            print(f"the query failed: {query.exception()}")
+            return 1
+        invalid = sum(r.invalid for r in job.reports)
+        print(f"stored {job.pipeline.stored:,} ratings, {invalid} invalid; the query ran "
+              f"{(time.monotonic() - soak.began) / 60:.1f} min without stopping")  # fmt: skip
+        return 0 if verdict(soak.samples, args.settle_min) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
