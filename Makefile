@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help setup system-packages jars services services-down services-status services-check spark-cluster spark-cluster-down spark-cluster-status demo test test-ml100k lint docs bench clean
+.PHONY: help setup system-packages jars services services-down services-status services-check redis-cluster redis-cluster-down spark-cluster spark-cluster-down spark-cluster-status demo test test-ml100k lint docs bench clean
 
 help: ## Show this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -41,6 +41,12 @@ services-status: ## Show whether the local services run
 
 services-check: $(INSTALLED) ## Probe the configured Kafka and Redis (local or not)
 	@$(PY) -m recstream_infra.services check
+
+redis-cluster: setup ## Start a local Redis Cluster: 3 masters and 3 replicas on 127.0.0.1:7000-7005
+	@RECSTREAM_REDIS_CLUSTER=true RECSTREAM_REDIS_URL=$${RECSTREAM_REDIS_CLUSTER_URL:-redis://127.0.0.1:7000/0} $(PY) -m recstream_infra.redis_cluster up
+
+redis-cluster-down: ## Stop the local Redis Cluster that `make redis-cluster` started
+	@if [ -x $(PY) ]; then RECSTREAM_REDIS_CLUSTER=true RECSTREAM_REDIS_URL=$${RECSTREAM_REDIS_CLUSTER_URL:-redis://127.0.0.1:7000/0} $(PY) -m recstream_infra.redis_cluster down; else echo "no .venv: nothing was started"; fi
 
 spark-cluster: setup ## Start a local Spark standalone cluster: a master (spark://127.0.0.1:7077) and 2 workers
 	@$(PY) -m recstream_infra.spark_cluster up
@@ -79,5 +85,5 @@ bench: setup ## Run the benchmarks under benchmarks/
 	if [ $${#benches[@]} -eq 0 ]; then echo "no benchmarks yet"; fi; \
 	for bench in "$${benches[@]}"; do echo "== $$bench"; $(PY) "$$bench" || exit 1; done
 
-clean: services-down spark-cluster-down ## Remove .venv, the jar cache and service state
+clean: services-down redis-cluster-down spark-cluster-down ## Remove .venv, the jar cache and service state
 	rm -rf $(VENV) .cache .state

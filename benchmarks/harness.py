@@ -27,9 +27,11 @@ from producer.replay import catalog_topic
 from producer.settings import KafkaSettings
 from recstream_infra.services import LocalServices
 from serving.connection import open_redis
+from serving.layout import RedisLayout
 from serving.settings import RedisSettings
 from streaming.ingest.history import RatingHistory
 from streaming.job import StreamingJob
+from streaming.publish.writes import delete_prefix
 from streaming.session import build_spark_session
 from streaming.settings import ModelSettings, SparkSettings, StreamSettings
 
@@ -84,8 +86,7 @@ def drop_prefix(settings: RedisSettings) -> None:
     """Delete every Redis key under the settings' prefix."""
     client = open_redis(settings)
     try:
-        for key in client.scan_iter(match=f"{settings.key_prefix}:*", count=1000):
-            client.unlink(key)
+        delete_prefix(client, RedisLayout(settings.key_prefix))
     finally:
         client.close()
 

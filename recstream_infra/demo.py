@@ -40,8 +40,10 @@ from recstream_base.net import port_open
 from recstream_infra.local_service import ServiceStartError, free_tcp_port
 from recstream_infra.services import LocalServices
 from serving.connection import open_redis
+from serving.layout import RedisLayout
 from serving.settings import RedisSettings
 from streaming.ingest.store import BatchCommit, read_commits
+from streaming.publish.writes import delete_prefix
 
 __all__ = ["app"]
 
@@ -225,8 +227,7 @@ def _clear_prefix(prefix: str) -> None:
     """Drop what an earlier demo left under the demo's key prefix."""
     client = open_redis(RedisSettings(key_prefix=prefix))
     try:
-        for key in client.scan_iter(match=f"{prefix}:*", count=1_000):
-            client.delete(key)
+        delete_prefix(client, RedisLayout(prefix))
     finally:
         client.close()
 

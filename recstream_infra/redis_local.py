@@ -11,9 +11,10 @@ from recstream_infra.settings import LocalServicesSettings
 from recstream_infra.tls import issue_server_certificate
 from serving.connection import ping
 from serving.errors import RedisUnavailableError
+from serving.layout import RedisLayout
 from serving.settings import RedisSettings
 
-__all__ = ["LocalRedis"]
+__all__ = ["LocalRedis", "config_quote"]
 
 
 class LocalRedis(LocalService):
@@ -21,12 +22,17 @@ class LocalRedis(LocalService):
 
     name = "redis"
 
-    def __init__(self, local: LocalServicesSettings, redis: RedisSettings) -> None:
-        super().__init__(redis.host, redis.port, local.state_dir / "redis", local.start_timeout_s)
+    def __init__(
+        self, local: LocalServicesSettings, redis: RedisSettings, folder: Path | None = None
+    ) -> None:
+        super().__init__(
+            redis.host, redis.port, folder or local.state_dir / "redis", local.start_timeout_s
+        )
         self.settings = redis
         self.persistence = local.redis_persistence
         self.reader = (local.redis_reader_username, local.redis_reader_password)
-        self._probe = redis.model_copy(update={"socket_timeout_s": 1.0})
+        # One server answers PING on its own, a node of a cluster too.
+        self._probe = redis.model_copy(update={"socket_timeout_s": 1.0, "cluster": False})
 
     @property
     def config_file(self) -> Path:
@@ -52,20 +58,27 @@ class LocalRedis(LocalService):
             "protected-mode yes",
             "daemonize no",
             'logfile ""',
-            f"dir {_quote(str(self.folder))}",
+            f"dir {config_quote(str(self.folder))}",
             "appendonly no",
             "save 3600 1 300 100 60 10000" if self.persistence else 'save ""',
+            *self._extra_lines(),
         ]
         if self.settings.password is not None:
             secret = self.settings.password.get_secret_value()
-            lines.append(f"requirepass {_quote(secret)}")
+            lines.append(f"requirepass {config_quote(secret)}")
             if self.settings.username and self.settings.username != "default":
-                lines.append(f"user {self.settings.username} on {_quote('>' + secret)} ~* &* +@all")
+                lines.append(
+                    f"user {self.settings.username} on {config_quote('>' + secret)} ~* &* +@all"
+                )
         lines += self._reader_lines()
         fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as conf:
             conf.write("\n".join(lines) + "\n")
         return [server, str(self.config_file)]
+
+    def _extra_lines(self) -> list[str]:
+        """More configuration for a kind of server (a cluster node's)."""
+        return []
 
     def _listening_lines(self) -> list[str]:
         """The plain port, or with a rediss:// URL the TLS port alone (the plain one off).
@@ -86,17 +99,18 @@ class LocalRedis(LocalService):
         return [
             "port 0",
             f"tls-port {self.port}",
-            f"tls-cert-file {_quote(str(issued.certificate))}",
-            f"tls-key-file {_quote(str(issued.key))}",
-            f"tls-ca-cert-file {_quote(str(issued.ca))}",
+            f"tls-cert-file {config_quote(str(issued.certificate))}",
+            f"tls-key-file {config_quote(str(issued.key))}",
+            f"tls-ca-cert-file {config_quote(str(issued.ca))}",
             "tls-auth-clients no",
         ]
 
     def _reader_lines(self) -> list[str]:
         """The ACL line of the read-only serving user, if one is configured.
 
-        It may run read and connection commands and the lookup scripts, on keys under
-        the key prefix only; a script's writes are refused like any other write.
+        It may run read and connection commands and the lookup scripts (read-only,
+        ``EVALSHA_RO``), on keys under the key prefix only; a script's writes are
+        refused like any other write.
         """
         name, password = self.reader
         if name is None and password is None:
@@ -113,14 +127,15 @@ class LocalRedis(LocalService):
                 "the default user, which may write, needs no password at all"
             )
             raise ServiceStartError(msg)
-        secret = _quote(">" + password.get_secret_value())
-        keys = _quote(f"%R~{self.settings.key_prefix}:*")
+        secret = config_quote(">" + password.get_secret_value())
+        keys = config_quote(f"%R~{RedisLayout(self.settings.key_prefix).pattern}")
         return [
             f"user {name} on {secret} resetkeys {keys} resetchannels "
-            "-@all +@read +@connection -@dangerous +evalsha +script|load"
+            "-@all +@read +@connection -@dangerous +evalsha_ro +script|load"
         ]
 
 
-def _quote(value: str) -> str:
+def config_quote(value: str) -> str:
+    """``value`` as one double-quoted argument of a redis.conf line."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'

@@ -63,6 +63,15 @@ class LocalServicesSettings(StrictSettings):
     redis_reader_password: SecretStr | None = Field(
         None, description="Password of that read-only user (needs RECSTREAM_REDIS_PASSWORD too)."
     )
+    redis_cluster_node_timeout_ms: int = Field(
+        2_000,
+        ge=100,
+        le=600_000,
+        description=(
+            "cluster-node-timeout of the local Redis Cluster: how long a master may not answer "
+            "before its replica takes over."
+        ),
+    )
     spark_master_port: int = Field(
         7077, ge=1, le=65535, description="Local Spark standalone master: its port."
     )

@@ -16,10 +16,12 @@ turn Redis failures into ``RedisUnavailableError``, a missing model into
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Sequence
 from typing import Any, cast
 
 import redis
+import redis.asyncio
 
 from recstream_base.ids import MAX_ID
 from serving.anonymous import VisitorLists, check_visitor
@@ -52,8 +54,10 @@ __all__ = ["AsyncRecommendationClient", "RecommendationClient"]
 
 _WHOLE_LIST = 10_000  # a genre filter reads the catalog entries of the whole stored list
 
-# Both scripts start here: ARGV[1] is the prefix; without a model they return {}. Key
-# names come from the layout (``lua_key_functions``), never spelled out in a script.
+# Every script starts here: ARGV[1] is the tagged prefix (``RedisLayout.tag``), KEYS[1]
+# the current-version key, which routes the call to the slot all the keys share; without
+# a model they return {}. Key names come from the layout (``lua_key_functions``), never
+# spelled out in a script.
 _CURRENT = (
     lua_key_functions()
     + """
@@ -107,7 +111,7 @@ local function head(list, limit, explain)
 end
 """
 
-# ARGV: prefix, user id, how many movies to read from the top of the list, 1 to read
+# ARGV: tagged prefix, user id, how many movies to read from the top of the list, 1 to read
 # the catalog entries of the movies behind them too. Returns {version, meta, list (cut
 # to that many movies), personal (1/0), {catalog entries of those movies}, {catalog
 # entries of the movies behind them (with ARGV[4] = 1)}}.
@@ -128,7 +132,7 @@ return {version, meta or false, list or false, personal, entries, reasons}
 """
 )
 
-# ARGV: prefix, movie id, how many neighbours. Returns {version, meta, its neighbours
+# ARGV: tagged prefix, movie id, how many neighbours. Returns {version, meta, its neighbours
 # (cut to that many; false when the version has none for it), {their catalog entries},
 # the movie's own catalog entry}.
 _SIMILAR = (
@@ -143,7 +147,7 @@ return {version, meta or false, list or false, entries, own or false}
 """
 )
 
-# ARGV: prefix, the version whose factor table the client holds (-1: none). Returns
+# ARGV: tagged prefix, the version whose factor table the client holds (-1: none). Returns
 # {version, meta, factor table (false when the client holds this version's, or when the
 # version has none), popular list}.
 _VISITOR = (
@@ -156,7 +160,7 @@ return {version, meta or false, factors or false, popular or false}
 """
 )
 
-# ARGV: prefix. Returns {version, meta, published_at}.
+# ARGV: tagged prefix. Returns {version, meta, published_at}.
 _MODEL = (
     _CURRENT
     + """
@@ -164,6 +168,40 @@ local published = redis.call('ZSCORE', versions_key(prefix), version)
 return {version, meta or false, published or false}
 """
 )
+
+
+class _ReadScript:
+    """A serving script run read-only (``EVALSHA_RO``, Redis 7), loaded on first NOSCRIPT.
+
+    Read-only, the declared key needs only read permission: the serving ACL user, whose
+    keys are ``%R~{prefix}:*``, may run it, and Redis refuses any write inside it.
+    """
+
+    def __init__(self, client: redis.Redis, source: str) -> None:
+        self.client, self.source = client, source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    def __call__(self, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        try:
+            return self.client.evalsha_ro(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            self.client.script_load(self.source)  # on every master of a cluster
+            return self.client.evalsha_ro(self.sha, len(keys), *keys, *args)
+
+
+class _AsyncReadScript:
+    """``_ReadScript`` over ``redis.asyncio``."""
+
+    def __init__(self, client: redis.asyncio.Redis, source: str) -> None:
+        self.client, self.source = client, source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        try:
+            return await self.client.evalsha_ro(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            await self.client.script_load(self.source)
+            return await self.client.evalsha_ro(self.sha, len(keys), *keys, *args)
 
 
 def _lookup_args(
@@ -176,7 +214,7 @@ def _lookup_args(
         msg = f"genre must be 1-64 characters, got {len(genre)}"
         raise ValueError(msg)
     limit = _WHOLE_LIST if genre else n
-    return [layout.prefix, user_id, limit, 1 if explain else 0]
+    return [layout.tag, user_id, limit, 1 if explain else 0]
 
 
 def _unavailable(
@@ -218,10 +256,13 @@ class RecommendationClient:
         self.settings = settings or RedisSettings()
         self.layout = RedisLayout(self.settings.key_prefix)
         self._redis = client or open_redis(self.settings)
-        self._lookup = self._redis.register_script(_LOOKUP)
-        self._similar = self._redis.register_script(_SIMILAR)
-        self._model = self._redis.register_script(_MODEL)
-        self._visitor = self._redis.register_script(_VISITOR)
+        # Every script names the current-version key: Redis Cluster sends it to the
+        # node of that key's slot, which holds all the others (one hash tag).
+        self._keys = [self.layout.current]
+        self._lookup = _ReadScript(self._redis, _LOOKUP)
+        self._similar = _ReadScript(self._redis, _SIMILAR)
+        self._model = _ReadScript(self._redis, _MODEL)
+        self._visitor = _ReadScript(self._redis, _VISITOR)
         self._visitors = VisitorLists(self.layout)
 
     def recommendations(
@@ -238,7 +279,7 @@ class RecommendationClient:
         """
         args = _lookup_args(self.layout, user_id, n, genre, explain)
         try:
-            reply = self._lookup(args=args)
+            reply = self._lookup(keys=self._keys, args=args)
         except redis.RedisError as exc:
             raise _unavailable(self.settings, exc, diagnose=True) from exc
         return assemble(self.layout, user_id, n, genre, cast(list[Any], reply), explain=explain)
@@ -254,7 +295,7 @@ class RecommendationClient:
         check_whole("movie_id", movie_id, MAX_ID)
         check_whole("n", n, MAX_N)
         try:
-            reply = self._similar(args=[self.layout.prefix, movie_id, n])
+            reply = self._similar(keys=self._keys, args=[self.layout.tag, movie_id, n])
         except redis.RedisError as exc:
             raise _unavailable(self.settings, exc, diagnose=True) from exc
         return assemble_similar(self.layout, movie_id, n, cast(list[Any], reply))
@@ -274,7 +315,7 @@ class RecommendationClient:
         """
         ids, stars = check_visitor(movies, n)
         try:
-            reply = self._visitor(args=[self.layout.prefix, self._visitors.held])
+            reply = self._visitor(keys=self._keys, args=[self.layout.tag, self._visitors.held])
             version, trained_at, listed, source, unknown = self._visitors.listed(
                 cast(list[Any], reply), ids, stars, n
             )
@@ -305,7 +346,7 @@ class RecommendationClient:
     def model_info(self) -> ModelInfo:
         """The current model's metadata (NoModelError when there is none)."""
         try:
-            reply = self._model(args=[self.layout.prefix])
+            reply = self._model(keys=self._keys, args=[self.layout.tag])
         except redis.RedisError as exc:
             raise _unavailable(self.settings, exc, diagnose=True) from exc
         return model_info(self.layout, cast(list[Any], reply))
@@ -337,10 +378,13 @@ class AsyncRecommendationClient:
         self.settings = settings or RedisSettings()
         self.layout = RedisLayout(self.settings.key_prefix)
         self._redis = open_async_redis(self.settings)
-        self._lookup = self._redis.register_script(_LOOKUP)
-        self._similar = self._redis.register_script(_SIMILAR)
-        self._model = self._redis.register_script(_MODEL)
-        self._visitor = self._redis.register_script(_VISITOR)
+        # Every script names the current-version key: Redis Cluster sends it to the
+        # node of that key's slot, which holds all the others (one hash tag).
+        self._keys = [self.layout.current]
+        self._lookup = _AsyncReadScript(self._redis, _LOOKUP)
+        self._similar = _AsyncReadScript(self._redis, _SIMILAR)
+        self._model = _AsyncReadScript(self._redis, _MODEL)
+        self._visitor = _AsyncReadScript(self._redis, _VISITOR)
         self._visitors = VisitorLists(self.layout)
 
     async def recommendations(
@@ -349,7 +393,7 @@ class AsyncRecommendationClient:
         """See ``RecommendationClient.recommendations``."""
         args = _lookup_args(self.layout, user_id, n, genre, explain)
         try:
-            reply = await self._lookup(args=args)
+            reply = await self._lookup(keys=self._keys, args=args)
         except redis.RedisError as exc:
             raise _unavailable(self.settings, exc) from exc
         return assemble(self.layout, user_id, n, genre, cast(list[Any], reply), explain=explain)
@@ -359,7 +403,7 @@ class AsyncRecommendationClient:
         check_whole("movie_id", movie_id, MAX_ID)
         check_whole("n", n, MAX_N)
         try:
-            reply = await self._similar(args=[self.layout.prefix, movie_id, n])
+            reply = await self._similar(keys=self._keys, args=[self.layout.tag, movie_id, n])
         except redis.RedisError as exc:
             raise _unavailable(self.settings, exc) from exc
         return assemble_similar(self.layout, movie_id, n, cast(list[Any], reply))
@@ -370,7 +414,9 @@ class AsyncRecommendationClient:
         """See ``RecommendationClient.for_visitor``."""
         ids, stars = check_visitor(movies, n)
         try:
-            reply = await self._visitor(args=[self.layout.prefix, self._visitors.held])
+            reply = await self._visitor(
+                keys=self._keys, args=[self.layout.tag, self._visitors.held]
+            )
             version, trained_at, listed, source, unknown = self._visitors.listed(
                 cast(list[Any], reply), ids, stars, n
             )
@@ -394,7 +440,7 @@ class AsyncRecommendationClient:
     async def model_info(self) -> ModelInfo:
         """See ``RecommendationClient.model_info``."""
         try:
-            reply = await self._model(args=[self.layout.prefix])
+            reply = await self._model(keys=self._keys, args=[self.layout.tag])
         except redis.RedisError as exc:
             raise _unavailable(self.settings, exc) from exc
         return model_info(self.layout, cast(list[Any], reply))

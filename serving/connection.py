@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio
@@ -32,12 +32,23 @@ def _options(settings: RedisSettings) -> dict[str, Any]:
 
 
 def open_redis(settings: RedisSettings) -> redis.Redis:
-    """A pooled client for the configured Redis; connects lazily on first use."""
+    """A pooled client for the configured Redis; connects lazily on first use.
+
+    With ``RECSTREAM_REDIS_CLUSTER`` it is a ``RedisCluster``, which answers the same
+    commands recstream sends (every multi-key command and script stays in one slot: see
+    ``serving.layout``), so it is typed as the single-server client.
+    """
+    if settings.cluster:
+        cluster = redis.RedisCluster.from_url(settings.url, **_options(settings))
+        return cast(redis.Redis, cluster)
     return redis.Redis.from_url(settings.url, **_options(settings))
 
 
 def open_async_redis(settings: RedisSettings) -> redis.asyncio.Redis:
     """The same for asyncio code (the HTTP API)."""
+    if settings.cluster:
+        cluster = redis.asyncio.RedisCluster.from_url(settings.url, **_options(settings))
+        return cast(redis.asyncio.Redis, cluster)
     return redis.asyncio.Redis.from_url(settings.url, **_options(settings))
 
 

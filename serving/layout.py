@@ -1,27 +1,29 @@
 """The Redis key layout: the contract between the streaming job (writer) and serving (reader).
 
 With prefix ``p`` (``RECSTREAM_REDIS_KEY_PREFIX``, default ``recstream``) and model
-version ``v`` (an integer that only grows):
+version ``v`` (an integer that only grows). Every key begins with ``{p}``, a hash tag:
+on Redis Cluster all of a prefix's keys share one slot, so the version switch (one
+MULTI/EXEC) and the lookup scripts, which read several keys, run on one node.
 
 =========================  ======  ==========================================================
 key                        type    value
 =========================  ======  ==========================================================
-``p:current``              string  the current model version, e.g. ``7``
-``p:versions``             zset    every published version, scored by its publish time
-``p:v{v}:lists``           hash    user id -> that user's list (JSON, see ``encode_list``)
-``p:v{v}:meta``            string  model metadata (JSON object)
-``p:v{v}:popular``         string  the popularity list of that model (JSON, as a user list)
-``p:v{v}:similar``         hash    movie id -> its nearest movies by the model's item
+``{p}:current``            string  the current model version, e.g. ``7``
+``{p}:versions``           zset    every published version, scored by its publish time
+``{p}:v{v}:lists``         hash    user id -> that user's list (JSON, see ``encode_list``)
+``{p}:v{v}:meta``          string  model metadata (JSON object)
+``{p}:v{v}:popular``       string  the popularity list of that model (JSON, as a user list)
+``{p}:v{v}:similar``       hash    movie id -> its nearest movies by the model's item
                                    factors (JSON, as a user list; score = cosine)
-``p:v{v}:factors``         string  the version's item factors and popularity prior
+``{p}:v{v}:factors``       string  the version's item factors and popularity prior
                                    (binary, ``encode_factors``), for lists of visitors
-``p:catalog``              hash    movie id -> ``{"title": …, "genres": […]}`` (JSON)
-``p:pipeline``             list    the newest micro-batches' figures, newest first
+``{p}:catalog``            hash    movie id -> ``{"title": …, "genres": […]}`` (JSON)
+``{p}:pipeline``           list    the newest micro-batches' figures, newest first
                                    (``BatchStats`` JSON; at most ``PIPELINE_KEPT``)
 =========================  ======  ==========================================================
 
-A version's keys are written in full before ``p:current`` points at it, so a reader
-that resolves ``p:current`` first never sees two versions mixed; fold-in updates
+A version's keys are written in full before ``{p}:current`` points at it, so a reader
+that resolves ``{p}:current`` first never sees two versions mixed; fold-in updates
 write into the current version's hash. A user list is
 ``{"items":[[movie_id,score],…],"updated_at":<epoch s>,"source":"model"|"fold-in"}``
 with the best movie first and scores rounded to 4 decimals. With a rating model, each
@@ -68,7 +70,7 @@ __all__ = [
     "lua_key_functions",
 ]
 
-PIPELINE_KEPT = 600  # micro-batches in ``p:pipeline``: ten minutes at the 1 s trigger
+PIPELINE_KEPT = 600  # micro-batches in ``{p}:pipeline``: ten minutes at the 1 s trigger
 
 ListSource = Literal["model", "fold-in", "popular"]
 _SOURCES = ("model", "fold-in", "popular")
@@ -100,49 +102,62 @@ _PLACEHOLDER = re.compile(r"\{(prefix|version)\}")
 
 @dataclass(frozen=True)
 class RedisLayout:
-    """Key names for one prefix."""
+    """Key names for one prefix, each under the prefix's hash tag (``tag``)."""
 
     prefix: str
 
     @property
+    def tag(self) -> str:
+        """``{prefix}``: the first part of every key, a Redis Cluster hash tag.
+
+        The serving scripts get it as ARGV[1] and build their key names from it.
+        """
+        return "{" + self.prefix + "}"
+
+    @property
+    def pattern(self) -> str:
+        """A SCAN pattern that matches every key of this prefix (and nothing else)."""
+        return self.tag + ":*"
+
+    @property
     def current(self) -> str:
         """Pointer to the current model version."""
-        return KEY_TEMPLATES["current"].format(prefix=self.prefix)
+        return KEY_TEMPLATES["current"].format(prefix=self.tag)
 
     @property
     def versions(self) -> str:
         """Sorted set of published versions."""
-        return KEY_TEMPLATES["versions"].format(prefix=self.prefix)
+        return KEY_TEMPLATES["versions"].format(prefix=self.tag)
 
     @property
     def catalog(self) -> str:
         """Hash of movie id -> title and genres."""
-        return KEY_TEMPLATES["catalog"].format(prefix=self.prefix)
+        return KEY_TEMPLATES["catalog"].format(prefix=self.tag)
 
     @property
     def pipeline(self) -> str:
         """List of the newest micro-batches' figures, newest first."""
-        return KEY_TEMPLATES["pipeline"].format(prefix=self.prefix)
+        return KEY_TEMPLATES["pipeline"].format(prefix=self.tag)
 
     def lists(self, version: int) -> str:
         """Hash of user id -> list, for one model version."""
-        return KEY_TEMPLATES["lists"].format(prefix=self.prefix, version=version)
+        return KEY_TEMPLATES["lists"].format(prefix=self.tag, version=version)
 
     def meta(self, version: int) -> str:
         """Metadata of one model version."""
-        return KEY_TEMPLATES["meta"].format(prefix=self.prefix, version=version)
+        return KEY_TEMPLATES["meta"].format(prefix=self.tag, version=version)
 
     def popular(self, version: int) -> str:
         """Popularity list of one model version."""
-        return KEY_TEMPLATES["popular"].format(prefix=self.prefix, version=version)
+        return KEY_TEMPLATES["popular"].format(prefix=self.tag, version=version)
 
     def similar(self, version: int) -> str:
         """Hash of movie id -> its nearest movies, for one model version."""
-        return KEY_TEMPLATES["similar"].format(prefix=self.prefix, version=version)
+        return KEY_TEMPLATES["similar"].format(prefix=self.tag, version=version)
 
     def factors(self, version: int) -> str:
         """The item factors and prior of one model version (``encode_factors``)."""
-        return KEY_TEMPLATES["factors"].format(prefix=self.prefix, version=version)
+        return KEY_TEMPLATES["factors"].format(prefix=self.tag, version=version)
 
     def version_keys(self, version: int) -> list[str]:
         """Every key that belongs to one version (what deleting it removes)."""
@@ -284,7 +299,7 @@ def _item(row: Sequence[Any]) -> tuple[int, float, float | None]:
 
 @dataclass(frozen=True)
 class CatalogEntry:
-    """One movie of ``p:catalog``: its title and genres."""
+    """One movie of ``{p}:catalog``: its title and genres."""
 
     title: str
     genres: tuple[str, ...] = ()
@@ -317,7 +332,7 @@ def decode_movie(raw: bytes | str, *, key: str = "a catalog entry") -> CatalogEn
 class ModelMeta(BaseModel):
     """Metadata of one model version.
 
-    What the job writes to ``p:v{v}:meta`` (and beside the saved factors), and what serving
+    What the job writes to ``{p}:v{v}:meta``(and beside the saved factors), and what serving
     reads back.
 
     Only ``version`` and ``trained_at`` are required of a reader's input; the job writes
@@ -385,7 +400,7 @@ def decode_meta(
 
 
 class BatchStats(BaseModel):
-    """One micro-batch as the job reports it to ``p:pipeline`` (for the console and ops).
+    """One micro-batch as the job reports it to ``{p}:pipeline``(for the console and ops).
 
     Written after the batch committed; a batch whose figures Redis did not take (down)
     is missing from the list, never retried. Unknown keys are ignored on reading.

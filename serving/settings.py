@@ -33,6 +33,13 @@ class RedisSettings(StrictSettings):
         description="ACL user name; unset means the default user.",
     )
     password: SecretStr | None = Field(None, description="Password (or ACL user's password).")
+    cluster: bool = Field(
+        False,
+        description=(
+            "The URL names one node of a Redis Cluster: clients find the others and follow "
+            "failovers (database 0 only)."
+        ),
+    )
     tls_ca_file: Path | None = Field(
         None,
         description=(
@@ -70,6 +77,16 @@ class RedisSettings(StrictSettings):
             msg = f"Redis URL database must be a number such as /0, got {value!r}"
             raise ValueError(msg)
         return value
+
+    @model_validator(mode="after")
+    def _check_cluster(self) -> RedisSettings:
+        if self.cluster and self.database != 0:
+            msg = (
+                f"Redis Cluster has database 0 only, but RECSTREAM_REDIS_URL names database "
+                f"{self.database}; end the URL with /0"
+            )
+            raise ValueError(msg)
+        return self
 
     @model_validator(mode="after")
     def _check_tls(self) -> RedisSettings:

@@ -35,7 +35,9 @@ from recstream_infra.services import LocalServices
 from recstream_infra.settings import LocalServicesSettings
 from serving.connection import open_redis, ping
 from serving.errors import RedisUnavailableError
+from serving.layout import RedisLayout
 from serving.settings import RedisSettings
+from streaming.publish.writes import delete_prefix
 from streaming.session import build_spark_session
 from streaming.settings import ModelSettings, SparkSettings
 from tests.movielens_like import write_ml100k_like
@@ -137,9 +139,7 @@ def redis_settings(services: Services) -> Iterator[RedisSettings]:
     yield settings
     client = open_redis(settings)
     try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
+        delete_prefix(client, RedisLayout(prefix))
     finally:
         client.close()
 

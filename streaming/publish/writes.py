@@ -32,6 +32,7 @@ from streaming.model.topn import ItemIndex
 __all__ = [
     "current_version",
     "delete_expired_versions",
+    "delete_prefix",
     "encoded_lists",
     "publish_catalog",
     "switch_current",
@@ -43,7 +44,7 @@ __all__ = [
 
 _CHUNK = 1_000
 
-# KEYS[1] = p:current, KEYS[2] = p:versions; ARGV[1] = version, ARGV[2] = publish time.
+# KEYS[1] = {p}:current, KEYS[2] = {p}:versions; ARGV[1] = version, ARGV[2] = publish time.
 # Moves the pointer only forward; returns 1 when it moved, 0 when a newer one is current.
 _SWITCH = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
@@ -53,6 +54,14 @@ redis.call('SET', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 return 1
 """
+
+
+def delete_prefix(client: redis.Redis, layout: RedisLayout) -> int:
+    """Delete every key of the layout's prefix (on Redis Cluster, on every master); how many."""
+    deleted = 0
+    for key in client.scan_iter(match=layout.pattern, count=1_000):
+        deleted += int(client.unlink(key))
+    return deleted
 
 
 def current_version(client: redis.Redis, layout: RedisLayout) -> int | None:

@@ -117,7 +117,7 @@ def test_the_scripts_key_functions_name_the_layouts_keys(client: redis.Redis) ->
     names = list(KEY_TEMPLATES)  # every key of the layout, in the order they are defined
     calls = ", ".join(f"{name}_key(ARGV[1], ARGV[2])" for name in names)
     script = lua_key_functions() + f"return {{{calls}}}"
-    keys = [bytes(key).decode() for key in client.eval(script, 0, layout.prefix, 12)]
+    keys = [bytes(key).decode() for key in client.eval(script, 0, layout.tag, 12)]
     assert names == ["current", "versions", "catalog", "lists", "meta", "popular", "similar",
                      "pipeline", "factors"]  # fmt: skip
     assert keys == [layout.current, layout.versions, layout.catalog, layout.lists(12),

@@ -16,6 +16,7 @@ from producer.settings import KafkaSettings
 from recstream_infra import services as services_cli
 from recstream_infra.kafka_local import LocalKafka, kafka_nodes, new_cluster_id
 from recstream_infra.local_service import ServiceStartError
+from recstream_infra.redis_cluster import LocalRedisCluster
 from recstream_infra.redis_local import LocalRedis
 from recstream_infra.services import LocalServices
 from recstream_infra.settings import LocalServicesSettings
@@ -191,3 +192,21 @@ def test_down_also_stops_nodes_a_bigger_cluster_left_running(state_dir: Path) ->
 def test_min_insync_replicas_above_the_replication_factor_is_refused() -> None:
     with pytest.raises(ValueError, match="no write could ever succeed"):
         KafkaSettings(replication_factor=1, min_insync_replicas=2)
+
+
+def test_a_local_redis_cluster_needs_cluster_clients_and_room_for_its_bus_ports(
+    state_dir: Path,
+) -> None:
+    with pytest.raises(ServiceStartError, match="RECSTREAM_REDIS_CLUSTER=true"):
+        LocalRedisCluster(_local(state_dir), RedisSettings(url="redis://127.0.0.1:7000/0"))
+    high = RedisSettings(url="redis://127.0.0.1:60000/0", cluster=True)
+    with pytest.raises(ServiceStartError, match="port 55530 or lower"):
+        LocalRedisCluster(_local(state_dir), high)
+    with pytest.raises(ValueError, match="database 0 only"):
+        RedisSettings(url="redis://127.0.0.1:7000/3", cluster=True)
+    cluster = LocalRedisCluster(
+        _local(state_dir), RedisSettings(url="redis://127.0.0.1:7000/0", cluster=True)
+    )
+    assert [node.port for node in cluster.nodes] == [7000, 7001, 7002, 7003, 7004, 7005]
+    config = cluster.nodes[3]._extra_lines()
+    assert "cluster-enabled yes" in config and "cluster-node-timeout 2000" in config

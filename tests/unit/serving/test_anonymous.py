@@ -95,5 +95,5 @@ def test_a_reply_for_the_version_before_the_newest_still_finds_its_table() -> No
         meta_v = meta.model_copy(update={"version": version}).to_json()
         visitors.listed([str(version).encode(), meta_v, table, None], ids, stars, 5)
     assert sorted(visitors.tables) == [5, 6]
-    with pytest.raises(LayoutDecodeError, match="p:v3:factors is missing"):
+    with pytest.raises(LayoutDecodeError, match=r"\{p\}:v3:factors is missing"):
         visitors.listed([b"3", meta_3, None, None], ids, stars, 5)

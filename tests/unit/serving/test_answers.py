@@ -37,5 +37,5 @@ def test_one_batch_or_none_gives_no_rate() -> None:
 
 
 def test_an_entry_that_is_not_a_batch_names_the_key() -> None:
-    with pytest.raises(LayoutDecodeError, match=r"p:pipeline\[1\] in Redis is not a batch"):
+    with pytest.raises(LayoutDecodeError, match=r"\{p\}:pipeline\[1\] in Redis is not a batch"):
         pipeline_view(LAYOUT, [_batch(1, 10.0, 5, 0, 0, 0), b'{"batch_id": "x"}'])

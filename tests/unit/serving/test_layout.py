@@ -28,21 +28,21 @@ from serving.layout import (
 
 def test_keys_are_pinned() -> None:
     layout = RedisLayout("recstream")
-    assert layout.current == "recstream:current"
-    assert layout.versions == "recstream:versions"
-    assert layout.catalog == "recstream:catalog"
-    assert layout.lists(7) == "recstream:v7:lists"
-    assert layout.meta(7) == "recstream:v7:meta"
-    assert layout.popular(7) == "recstream:v7:popular"
-    assert layout.similar(7) == "recstream:v7:similar"
-    assert layout.factors(7) == "recstream:v7:factors"
-    assert layout.pipeline == "recstream:pipeline"
+    assert layout.current == "{recstream}:current"
+    assert layout.versions == "{recstream}:versions"
+    assert layout.catalog == "{recstream}:catalog"
+    assert layout.lists(7) == "{recstream}:v7:lists"
+    assert layout.meta(7) == "{recstream}:v7:meta"
+    assert layout.popular(7) == "{recstream}:v7:popular"
+    assert layout.similar(7) == "{recstream}:v7:similar"
+    assert layout.factors(7) == "{recstream}:v7:factors"
+    assert layout.pipeline == "{recstream}:pipeline"
     assert layout.version_keys(7) == [
-        "recstream:v7:lists",
-        "recstream:v7:meta",
-        "recstream:v7:popular",
-        "recstream:v7:similar",
-        "recstream:v7:factors",
+        "{recstream}:v7:lists",
+        "{recstream}:v7:meta",
+        "{recstream}:v7:popular",
+        "{recstream}:v7:similar",
+        "{recstream}:v7:factors",
     ]
 
 
@@ -178,8 +178,10 @@ def test_movie_value_is_pinned() -> None:
     ],
 )
 def test_garbage_lists_raise_a_clear_error(raw: bytes, reason: str) -> None:
-    with pytest.raises(LayoutDecodeError, match=f"recstream:v1:lists\\[42\\] in Redis .*{reason}"):
-        decode_list(raw, key="recstream:v1:lists[42]")
+    with pytest.raises(
+        LayoutDecodeError, match=rf"\{{recstream\}}:v1:lists\[42\] in Redis .*{reason}"
+    ):
+        decode_list(raw, key="{recstream}:v1:lists[42]")
 
 
 @pytest.mark.parametrize("raw", [b"[]", b'{"title": 5, "genres": []}', b'{"title": "x"}', b"\xff"])
@@ -206,5 +208,5 @@ def test_meta_needs_a_version_and_a_training_time() -> None:
     ],
 )
 def test_garbage_meta_raises_a_clear_error(raw: bytes, reason: str) -> None:
-    with pytest.raises(LayoutDecodeError, match=f"recstream:v1:meta in Redis {reason}"):
-        decode_meta(raw, key="recstream:v1:meta")
+    with pytest.raises(LayoutDecodeError, match=rf"\{{recstream\}}:v1:meta in Redis {reason}"):
+        decode_meta(raw, key="{recstream}:v1:meta")
