@@ -52,7 +52,7 @@ from producer.dataset import RatingTable
 from producer.grouplens import load_grouplens
 from producer.synthetic import synthetic_dataset
 from serving.connection import open_redis
-from serving.layout import encode_list
+from serving.layout import RedisLayout, encode_list
 from serving.settings import RedisSettings
 from streaming.ingest.history import UserRatings, compressed_rows, newest_per_pair
 from streaming.model.blend import ShortTerm, transition_counts
@@ -229,7 +229,7 @@ def baseline(spark: SparkSession, table: RatingTable, redis: RedisSettings, k: i
         began = time.perf_counter()
         for row in model.recommendForAllUsers(k).collect():
             pairs = [(r["movie_id"], r["rating"]) for r in row["recommendations"]]
-            client.set(f"{redis.key_prefix}:baseline:{row['user_id']}",
+            client.set(f"{RedisLayout(redis.key_prefix).tag}:baseline:{row['user_id']}",
                        encode_list(pairs, time.time(), "model"))  # fmt: skip
         return time.perf_counter() - began
     finally:

@@ -227,7 +227,7 @@ async def open_loop(
 async def redis_loop(settings: RedisSettings, connections: int, seconds: float) -> float:
     """GETs of one user-list-sized value from ``connections`` asyncio clients: GETs/s."""
     client = redis.asyncio.Redis.from_url(settings.url, max_connections=connections)
-    key = f"{settings.key_prefix}:bench-get"
+    key = f"{RedisLayout(settings.key_prefix).tag}:bench-get"
     await client.set(key, b"x" * 2000)
     stop = time.perf_counter() + seconds
     done = 0

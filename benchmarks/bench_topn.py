@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame
 
 from producer.synthetic import synthetic_dataset
 from serving.connection import open_redis
-from serving.layout import encode_list
+from serving.layout import RedisLayout, encode_list
 from serving.settings import RedisSettings
 from streaming.model.lists import FoldIn
 from streaming.model.topn import ItemIndex
@@ -42,7 +42,7 @@ def baseline_cycle(
     for row in recommended:
         pairs = [(r["movie_id"], r["rating"]) for r in row["recommendations"]]
         value = encode_list(pairs, time.time(), "model")
-        client.set(f"{prefix}:baseline:{row['user_id']}", value)
+        client.set(f"{RedisLayout(prefix).tag}:baseline:{row['user_id']}", value)
     return top_n, time.perf_counter() - began
 
 

@@ -10,6 +10,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from producer.broker import client_options
 from serving.connection import open_redis
+from serving.layout import RedisLayout
 from serving.settings import RedisSettings
 from streaming.ingest.topics import spark_source_options
 from tests.conftest import Services
@@ -71,7 +72,7 @@ def test_spark_kafka_source_writes_every_message_to_redis(
 ) -> None:
     events = _events()
     _produce(services, kafka_topic, events)
-    prefix = redis_settings.key_prefix
+    prefix = RedisLayout(redis_settings.key_prefix).tag  # so the fixture deletes its keys
 
     def write_batch(batch: DataFrame, batch_id: int) -> None:
         rows = batch.selectExpr("CAST(value AS STRING) AS value", "partition", "offset").collect()
