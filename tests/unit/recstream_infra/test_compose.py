@@ -15,8 +15,19 @@ from recstream_infra.config_table import SETTINGS_CLASSES
 from serving.settings import ApiSettings, RedisSettings
 
 ROOT = Path(__file__).resolve().parents[3]
-APP_SERVICES = ("streaming", "producer", "api", "spark-master", "spark-worker")
+APP_SERVICES = (
+    "streaming", "producer", "api", "streaming-sasl", "producer-sasl", "api-sasl",
+    "spark-master", "spark-worker",
+)  # fmt: skip
+PLAIN = {"kafka", "redis", "streaming", "producer", "api"}
+SASL = {"kafka-sasl", "redis-sasl", "streaming-sasl", "producer-sasl", "api-sasl"}
 _DEFAULTED = re.compile(r"\$\{(\w+):-([^}]*)\}")
+# What a user of the sasl profile exports before `docker compose up`.
+SECRETS = {
+    "RECSTREAM_KAFKA_SASL_USERNAME": "alice",
+    "RECSTREAM_KAFKA_SASL_PASSWORD": "kafka-Secret-1",
+    "RECSTREAM_REDIS_PASSWORD": "redis-Secret-2",
+}
 
 
 @pytest.fixture(scope="module")
@@ -26,23 +37,37 @@ def compose() -> dict[str, Any]:
     return document
 
 
-def _environment(service: dict[str, Any]) -> dict[str, str]:
-    """The service's variables, ``${NAME:-default}`` resolved to its default."""
-    return {k: _DEFAULTED.sub(r"\2", str(v)) for k, v in service.get("environment", {}).items()}
+def _interpolate(value: object, given: dict[str, str] | None = None) -> str:
+    """``${NAME:-default}`` as compose resolves it: the given value, else the default."""
+    given = given or {}
+    return _DEFAULTED.sub(lambda m: given.get(m.group(1), m.group(2)), str(value))
+
+
+def _environment(service: dict[str, Any], given: dict[str, str] | None = None) -> dict[str, str]:
+    """The service's variables, interpolated with ``given`` (else their defaults)."""
+    return {k: _interpolate(v, given) for k, v in service.get("environment", {}).items()}
 
 
 def test_it_has_every_service_with_the_cluster_profile_apart(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"kafka", "redis", *APP_SERVICES}
-    assert services["kafka"]["image"].startswith("apache/kafka:")  # the official image
-    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert set(services) == {"kafka", "redis", "kafka-sasl", "redis-sasl", *APP_SERVICES}
+    for kafka in ("kafka", "kafka-sasl"):
+        assert services[kafka]["image"].startswith("apache/kafka:")  # the official image
+        assert services[kafka]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert services["spark-master"]["profiles"] == ["cluster"]
     assert services["spark-worker"]["profiles"] == ["cluster"]
-    for name in ("kafka", "redis", "api"):
+    # each of the others is in exactly one of the two sets, and .env picks the plain one
+    assert {n for n, s in services.items() if s.get("profiles") == ["plain"]} == PLAIN
+    assert {n for n, s in services.items() if s.get("profiles") == ["sasl"]} == SASL
+    assert "COMPOSE_PROFILES=plain" in (ROOT / ".env").read_text().splitlines()
+    for name in ("kafka", "redis", "api", "kafka-sasl", "redis-sasl", "api-sasl"):
         assert services[name]["healthcheck"]["test"], f"{name} has no healthcheck"
     for name in APP_SERVICES:
         assert services[name]["build"] == "."  # one application image
     assert services["streaming"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert services["streaming-sasl"]["depends_on"]["kafka-sasl"]["condition"] == (
+        "service_healthy"
+    )
 
 
 def test_every_recstream_variable_is_a_setting_and_its_value_is_accepted(
@@ -54,7 +79,9 @@ def test_every_recstream_variable_is_a_setting_and_its_value_is_accepted(
         for name in cls.model_fields
     }
     for name, service in compose["services"].items():
-        variables = {k: v for k, v in _environment(service).items() if k.startswith("RECSTREAM_")}
+        variables = {
+            k: v for k, v in _environment(service, SECRETS).items() if k.startswith("RECSTREAM_")
+        }
         unknown = sorted(set(variables) - set(known))
         assert not unknown, f"{name}: not settings: {unknown}"
         with monkeypatch.context() as patched:
@@ -76,12 +103,13 @@ def test_ports_agree_with_the_defaults(compose: dict[str, Any]) -> None:
     listeners = services["kafka"]["environment"]["KAFKA_LISTENERS"]
     assert f"PLAINTEXT://:{kafka_port}" in listeners
     redis_port = RedisSettings().port
-    for name in ("streaming", "producer"):
-        env = _environment(services[name])
-        assert env["RECSTREAM_KAFKA_BOOTSTRAP_SERVERS"] == f"kafka:{kafka_port}"
-    for name in ("streaming", "api"):
-        url = urlsplit(_environment(services[name])["RECSTREAM_REDIS_URL"])
-        assert (url.hostname, url.port) == ("redis", redis_port)
+    for suffix in ("", "-sasl"):
+        for name in ("streaming", "producer"):
+            env = _environment(services[name + suffix])
+            assert env["RECSTREAM_KAFKA_BOOTSTRAP_SERVERS"] == f"kafka{suffix}:{kafka_port}"
+        for name in ("streaming", "api"):
+            url = urlsplit(_environment(services[name + suffix])["RECSTREAM_REDIS_URL"])
+            assert (url.hostname, url.port) == (f"redis{suffix}", redis_port)
 
 
 def test_named_volumes_hold_the_store_and_the_checkpoints(compose: dict[str, Any]) -> None:
@@ -94,6 +122,7 @@ def test_named_volumes_hold_the_store_and_the_checkpoints(compose: dict[str, Any
             used.add(source)
             mounts.setdefault(name, {})[target] = source
     assert used == declared
+    assert mounts["streaming"] == mounts["streaming-sasl"]
     streaming = _environment(compose["services"]["streaming"])
 
     def volume_of(service: str, path: str) -> str | None:
@@ -106,6 +135,36 @@ def test_named_volumes_hold_the_store_and_the_checkpoints(compose: dict[str, Any
     assert mounts["spark-worker"] == {
         t: s for t, s in mounts["streaming"].items() if s in {"ratings-store", "spark-checkpoint"}
     }
+
+
+def test_the_sasl_profiles_broker_and_redis_take_the_logins_its_clients_use(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = compose["services"]
+    broker = _environment(services["kafka-sasl"], SECRETS)
+    protocol = broker["KAFKA_ADVERTISED_LISTENERS"].split("://")[0]
+    listener = protocol.lower().replace("_", "__")  # the image's spelling of a '_'
+    jaas = broker[f"KAFKA_LISTENER_NAME_{listener.upper()}_PLAIN_SASL_JAAS_CONFIG"]
+    for name in ("streaming-sasl", "producer-sasl", "api-sasl"):
+        with monkeypatch.context() as patched:
+            for key, value in _environment(services[name], SECRETS).items():
+                if key.startswith("RECSTREAM_KAFKA_") or key.startswith("RECSTREAM_REDIS_"):
+                    patched.setenv(key, value)
+            kafka, redis = KafkaSettings(), RedisSettings()
+        assert kafka.security_protocol == protocol == "SASL_PLAINTEXT", name
+        assert kafka.sasl_mechanism in broker["KAFKA_SASL_ENABLED_MECHANISMS"].split(","), name
+        assert kafka.sasl_password is not None and redis.password is not None
+        user, password = kafka.sasl_username, kafka.sasl_password.get_secret_value()
+        assert (user, password) == ("alice", SECRETS["RECSTREAM_KAFKA_SASL_PASSWORD"]), name
+        assert f'user_{user}="{password}"' in jaas  # the broker knows that user
+        assert redis.password.get_secret_value() == SECRETS["RECSTREAM_REDIS_PASSWORD"]
+    redis_server = services["redis-sasl"]
+    assert (
+        _environment(redis_server, SECRETS)["REDISCLI_AUTH"] == SECRETS["RECSTREAM_REDIS_PASSWORD"]
+    )
+    assert "--requirepass" in " ".join(redis_server["command"])
+    # the healthcheck logs in with the same user
+    assert _environment(services["kafka-sasl"], SECRETS)["KAFKA_HEALTHCHECK_USER"] == "alice"
 
 
 def test_the_image_bakes_java_the_project_and_the_connector_jars() -> None:
