@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import socket
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from recstream_base.errors import RecstreamError
 from recstream_base.net import port_open
@@ -23,6 +24,7 @@ __all__ = [
     "ServiceStatus",
     "StartOutcome",
     "free_tcp_port",
+    "group_main",
 ]
 
 # The services bind 127.0.0.1 (IPv4), so only names that reach it are accepted.
@@ -248,3 +250,34 @@ class ServiceGroup(ABC):
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
         return 0
+
+
+G = TypeVar("G", bound=ServiceGroup)
+
+
+def group_main(
+    argv: Sequence[str] | None,
+    prog: str,
+    description: str | None,
+    build: Callable[[], G],
+    *,
+    width: int,
+    after_up: Callable[[G], None],
+) -> int:
+    """The command line of a group of local services: ``up``, ``down`` or ``status``.
+
+    ``build`` makes the group from the settings (2 with the message when they are
+    wrong); ``after_up`` prints what to do next once ``up`` succeeded.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    args = parser.parse_args(argv)
+    try:
+        group = build()
+    except (ValueError, ServiceStartError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    code = group.command(args.command, width=width)
+    if code == 0 and args.command == "up":
+        after_up(group)
+    return code

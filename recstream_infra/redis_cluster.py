@@ -14,7 +14,6 @@ replica takes over a master that stopped answering within a few seconds.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from recstream_infra.local_service import (
     ServiceGroup,
     ServiceStartError,
     StartOutcome,
+    group_main,
 )
 from recstream_infra.redis_local import LocalRedis, config_quote
 from recstream_infra.settings import LocalServicesSettings
@@ -176,22 +176,14 @@ class LocalRedisCluster(ServiceGroup):
             raise ServiceStartError(msg)
 
 
+def _after_up(cluster: LocalRedisCluster) -> None:
+    print(f"clients: RECSTREAM_REDIS_CLUSTER=true RECSTREAM_REDIS_URL={cluster.settings.url}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``up``, ``down`` or ``status``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m recstream_infra.redis_cluster", description=__doc__
-    )
-    parser.add_argument("command", choices=["up", "down", "status"])
-    args = parser.parse_args(argv)
-    try:
-        cluster = LocalRedisCluster()
-    except (ValueError, ServiceStartError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    code = cluster.command(args.command, width=10)
-    if code == 0 and args.command == "up":
-        print(f"clients: RECSTREAM_REDIS_CLUSTER=true RECSTREAM_REDIS_URL={cluster.settings.url}")
-    return code
+    return group_main(argv, "python -m recstream_infra.redis_cluster", __doc__,
+                      LocalRedisCluster, width=10, after_up=_after_up)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ through ``spark-submit``; ``docs/operations.md``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -23,7 +22,12 @@ from typing import Any
 
 import pyspark
 
-from recstream_infra.local_service import LocalService, ServiceGroup, ServiceStartError
+from recstream_infra.local_service import (
+    LocalService,
+    ServiceGroup,
+    ServiceStartError,
+    group_main,
+)
 from recstream_infra.settings import LocalServicesSettings
 
 __all__ = ["LocalSparkCluster", "SparkMaster", "SparkWorker", "main", "spark_class"]
@@ -160,27 +164,18 @@ class LocalSparkCluster(ServiceGroup):
         return (self.master, *self.workers)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``up``, ``down`` or ``status``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m recstream_infra.spark_cluster", description=__doc__
-    )
-    parser.add_argument("command", choices=["up", "down", "status"])
-    args = parser.parse_args(argv)
-    try:
-        cluster = LocalSparkCluster()
-    except (ValueError, ServiceStartError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    code = cluster.command(args.command, width=14)
-    if code or args.command != "up":
-        return code
+def _after_up(cluster: LocalSparkCluster) -> None:
     print(f"master {cluster.master.url}, status http://127.0.0.1:{cluster.master.ui_port}/")
     print(
         f"run the job on it: RECSTREAM_SPARK_MASTER={cluster.master.url} "
         ".venv/bin/python -m streaming run"
     )
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``up``, ``down`` or ``status``."""
+    return group_main(argv, "python -m recstream_infra.spark_cluster", __doc__,
+                      LocalSparkCluster, width=14, after_up=_after_up)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -23,11 +23,12 @@ from typing import Any
 
 import pytest
 import redis
-from kafka import KafkaConsumer, TopicPartition
-from pyspark.sql import SparkSession
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from pyspark.sql import DataFrame, SparkSession
 
 from producer.broker import client_options, create_topic, delete_topic, describe_cluster
 from producer.errors import BrokerUnavailableError
+from producer.events import RatingEvent
 from producer.settings import KafkaSettings
 from recstream_infra.containers import container_services
 from recstream_infra.local_service import ServiceStartError, free_tcp_port
@@ -186,6 +187,11 @@ def ml100k_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def counts(rows: DataFrame) -> tuple[int, int]:
+    """Stored ratings and distinct (user, movie) pairs among them: equal when none repeats."""
+    return rows.count(), rows.select("user_id", "movie_id").distinct().count()
+
+
 def fault_line(fault: str, sent: int, stored: int, distinct: int, recovered_s: float) -> str:
     """The line a fault test prints for the docs' fault table (lost and duplicated derived)."""
     lost, duplicated = sent - distinct, stored - distinct
@@ -193,6 +199,28 @@ def fault_line(fault: str, sent: int, stored: int, distinct: int, recovered_s: f
         f"FAULT | {fault} | sent {sent} | stored {stored} | lost {lost} | "
         f"duplicated {duplicated} | recovered in {recovered_s:.1f} s"
     )
+
+
+def send_ratings(
+    kafka: KafkaSettings, topic: str, users: range, movies: range, sent: int = 0
+) -> int:
+    """Rate two movies in three for each user, timestamps counting on from ``sent``.
+
+    Returns ``sent`` plus the ratings sent; every one is flushed to the broker.
+    """
+    producer = KafkaProducer(**client_options(kafka))
+    try:
+        for user in users:
+            for movie in movies:
+                if (user * 7 + movie) % 3:
+                    rating = float(1 + (user + movie) % 5)
+                    event = RatingEvent("ml-100k", user, movie, rating, 880_000_000 + sent)
+                    producer.send(topic, key=str(user).encode(), value=event.to_json())
+                    sent += 1
+        producer.flush()
+    finally:
+        producer.close()
+    return sent
 
 
 def topic_size(kafka: KafkaSettings) -> int:

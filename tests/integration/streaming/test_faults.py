@@ -18,11 +18,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from kafka import KafkaProducer
 from pyspark.sql import SparkSession
 
-from producer.broker import client_options
-from producer.events import RatingEvent
 from producer.settings import KafkaSettings
 from recstream_infra.kafka_local import LocalKafka
 from recstream_infra.local_service import free_tcp_port
@@ -35,9 +32,11 @@ from streaming.job import StreamingJob, stop_between_batches
 from streaming.settings import ModelSettings, StreamSettings
 from tests.conftest import (
     Services,
+    counts,
     fault_line,
     model_settings,
     read_topic,
+    send_ratings,
     subprocess_env,
     topic_size,
 )
@@ -46,25 +45,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RECS = "/users/{}/recommendations"
 ML100K_EVENTS = 100_000
-
-
-def _send_ratings(services: Services, topic: str, users: range, movies: range) -> int:
-    producer = KafkaProducer(**client_options(services.kafka))
-    sent = 0
-    try:
-        for user in users:
-            for movie in movies:
-                if (user * 7 + movie) % 3:
-                    rating = float(1 + (user + movie) % 5)
-                    value = RatingEvent(
-                        "ml-100k", user, movie, rating, 880_000_000 + sent
-                    ).to_json()
-                    producer.send(topic, key=str(user).encode(), value=value)
-                    sent += 1
-        producer.flush()
-    finally:
-        producer.close()
-    return sent
 
 
 def _wait_for(check: Callable[[], bool], what: str, timeout_s: float = 120.0) -> float:
@@ -107,12 +87,12 @@ def test_redis_outage_api_says_503_then_200_and_the_job_catches_up(
                     assert response.headers["Retry-After"]
                 return int(response.status_code)
 
-            sent = _send_ratings(services, kafka_topic, range(1, 41), range(1, 31))
+            sent = send_ratings(services.kafka, kafka_topic, range(1, 41), range(1, 31))
             _wait_for(lambda: answer(1) == 200, "the first list")
 
             server.stop()  # Redis goes away for ten seconds ...
             down_at = time.monotonic()
-            sent += _send_ratings(services, kafka_topic, range(41, 51), range(1, 31))
+            sent = send_ratings(services.kafka, kafka_topic, range(41, 51), range(1, 31), sent)
             during: Counter[int] = Counter()
             while time.monotonic() - down_at < 10:
                 during[answer(45)] += 1
@@ -138,8 +118,7 @@ def test_redis_outage_api_says_503_then_200_and_the_job_catches_up(
     behind = [r for r in job.reports if r.publish.state in {"failed", "waiting"}]
     assert sum(r.valid for r in behind) > 0
     rows = job.store.stored_rows()
-    stored = rows.count()
-    distinct = rows.select("user_id", "movie_id").distinct().count()
+    stored, distinct = counts(rows)
     assert (stored, distinct) == (sent, sent)
     print(fault_line("Redis stopped 10 s", sent, stored, distinct, recovered))
     assert back_at - down_at >= 10
@@ -192,8 +171,7 @@ def test_kafka_restart_mid_replay_keeps_every_event_once_and_the_job_catches_up(
         finally:
             job.close()
         rows = job.store.stored_rows()
-        stored = rows.count()
-        distinct = rows.select("user_id", "movie_id").distinct().count()
+        stored, distinct = counts(rows)
     finally:
         broker.stop()
     assert (stored, distinct) == (ML100K_EVENTS, ML100K_EVENTS)
@@ -256,8 +234,7 @@ def test_slow_consumer_lag_grows_during_a_fast_replay_then_drains_with_nothing_l
     assert started >= 3, [r.line for r in reports]
     assert len(set(used)) >= started - 1 and used == sorted(used), used
     rows = job.store.stored_rows()
-    stored = rows.count()
-    distinct = rows.select("user_id", "movie_id").distinct().count()
+    stored, distinct = counts(rows)
     assert (stored, distinct) == (ML100K_EVENTS, ML100K_EVENTS)
     assert sum(r.invalid for r in reports) == 0
     fault = (

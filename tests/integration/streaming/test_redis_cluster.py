@@ -19,11 +19,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from kafka import KafkaProducer
 from pyspark.sql import SparkSession
 
-from producer.broker import client_options
-from producer.events import RatingEvent
 from recstream_infra.processes import wait_until
 from recstream_infra.redis_cluster import LocalRedisCluster, RedisClusterNode
 from recstream_infra.settings import LocalServicesSettings
@@ -34,7 +31,7 @@ from serving.settings import RedisSettings
 from streaming.job import StreamingJob, stop_between_batches
 from streaming.publish.writes import current_version, delete_prefix
 from streaming.settings import StreamSettings
-from tests.conftest import Services, fault_line, model_settings
+from tests.conftest import Services, counts, fault_line, model_settings, send_ratings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -75,22 +72,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisClus
         yield started
     finally:
         started.stop()
-
-
-def _send(services: Services, topic: str, users: range, movies: range, sent: int) -> int:
-    producer = KafkaProducer(**client_options(services.kafka))
-    try:
-        for user in users:
-            for movie in movies:
-                if (user * 7 + movie) % 3:
-                    rating = float(1 + (user + movie) % 5)
-                    event = RatingEvent("ml-100k", user, movie, rating, 880_000_000 + sent)
-                    producer.send(topic, key=str(user).encode(), value=event.to_json())
-                    sent += 1
-        producer.flush()
-    finally:
-        producer.close()
-    return sent
 
 
 def _slot_master(cluster: LocalRedisCluster, settings: RedisSettings) -> RedisClusterNode:
@@ -135,10 +116,10 @@ def test_publish_switch_fold_in_and_lookup_on_redis_cluster_with_a_master_failov
             def waited(check: Callable[[], bool], what: str) -> None:
                 assert wait_until(check, 180, interval_s=0.2), f"no {what}"
 
-            sent = _send(services, kafka_topic, range(1, 31), range(1, 31), 0)
+            sent = send_ratings(services.kafka, kafka_topic, range(1, 31), range(1, 31), 0)
             waited(lambda: source(1) == "model", "first version")
             first = current_version(client, layout)
-            sent = _send(services, kafka_topic, range(31, 46), range(1, 31), sent)
+            sent = send_ratings(services.kafka, kafka_topic, range(31, 46), range(1, 31), sent)
             waited(lambda: source(33) in {"fold-in", "model"}, "fold-in list of a new user")
             waited(lambda: (current_version(client, layout) or 0) > (first or 0), "switch")
 
@@ -163,7 +144,7 @@ def test_publish_switch_fold_in_and_lookup_on_redis_cluster_with_a_master_failov
             promoted = _slot_master(cluster, settings)
 
             # The job writes to the new master: a new user's list appears.
-            sent = _send(services, kafka_topic, range(46, 51), range(1, 31), sent)
+            sent = send_ratings(services.kafka, kafka_topic, range(46, 51), range(1, 31), sent)
             waited(lambda: source(48) in {"fold-in", "model"}, "a list written after failover")
             waited(lambda: sum(r.valid for r in job.reports) == sent, "every rating stored")
             assert victim.start() == "started"  # it rejoins, as a replica now
@@ -178,8 +159,7 @@ def test_publish_switch_fold_in_and_lookup_on_redis_cluster_with_a_master_failov
     assert during[503] > 0 and during[200] > 0, during  # 503 while no master, then served
     assert promoted.port != victim.port
     rows = job.store.stored_rows()
-    stored = rows.count()
-    distinct = rows.select("user_id", "movie_id").distinct().count()
+    stored, distinct = counts(rows)
     assert (stored, distinct) == (sent, sent)
     fault = (
         f"Redis Cluster master of the prefix's slot SIGKILLed (3 masters + 3 replicas, "

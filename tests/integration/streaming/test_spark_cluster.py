@@ -31,7 +31,7 @@ from serving.connection import open_redis
 from serving.layout import RedisLayout
 from serving.settings import RedisSettings
 from streaming.ingest.store import RatingStore, read_commits
-from tests.conftest import Services, fault_line, job_env, replay_feed, subprocess_env
+from tests.conftest import Services, counts, fault_line, job_env, replay_feed, subprocess_env
 from tests.movielens_like import write_ml100k_like
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -219,8 +219,7 @@ def test_a_worker_killed_mid_replay_its_tasks_rerun_and_the_job_goes_on(
 
     assert "Lost executor" in log or "lost executor" in log.lower(), log[-3000:]
     rows = RatingStore(spark, tmp_path / "state" / "store").stored_rows()
-    stored = rows.count()
-    distinct = rows.select("user_id", "movie_id").distinct().count()
+    stored, distinct = counts(rows)
     assert (stored, distinct) == (TOTAL, TOTAL)
     fault = (
         f"Spark worker SIGKILLed with its executor mid-replay ({RATE:,}/s; 2 workers of 1 "

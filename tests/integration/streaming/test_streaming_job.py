@@ -32,6 +32,7 @@ from streaming.job import StreamingJob
 from streaming.settings import StreamSettings
 from tests.conftest import (
     Services,
+    counts,
     fault_line,
     job_env,
     model_settings,
@@ -258,8 +259,7 @@ def test_every_kind_of_bad_record_is_dead_lettered_and_the_counts_reconcile(
     assert {row["topic"] for row in letters} == {topic}
     assert all(row["offset"] >= 0 for row in letters)
     rows = job.store.stored_rows()
-    stored = rows.count()
-    distinct = rows.select("user_id", "movie_id").distinct().count()
+    stored, distinct = counts(rows)
     assert stored == distinct == len(good) + 1  # every good event once, no duplicate stored
     print(
         f"FAULT | {len(_poison())} kinds of bad message and 3 duplicate events | sent {sent} "
@@ -398,8 +398,7 @@ def test_job_killed_three_times_mid_replay_loses_and_repeats_nothing(
 
     store = RatingStore(spark, tmp_path / "state" / "store")
     rows = store.stored_rows()
-    stored = rows.count()
-    distinct = rows.select("user_id", "movie_id").distinct().count()
+    stored, distinct = counts(rows)
     assert (stored, distinct) == (ML100K_EVENTS, ML100K_EVENTS)  # nothing lost, nothing twice
     assert store.ratings().count() == ML100K_EVENTS
     batches = [c.batch_id for c in store.commits()]
