@@ -11,10 +11,12 @@ seconds beside the stream. Every ``--every-min`` minutes one line reports:
 - the micro-batches of the interval: how many, p50 and p99 seconds, and the versions.
 
 At the end each memory figure is compared with its value after ``--settle-min``
-minutes. A figure is flat when the last value is at most 1.1 × that value, after the
-part that grows with the data is taken out: Redis's and the store's own growth are
-reported beside their ratio (they hold the data), and the memory figures of the
-process are compared as they are.
+minutes; it is flat when the last value is at most 1.1 × that value. Judged as they
+are: the driver's Python RSS, the JVM's live heap and the Python workers' RSS. Judged
+per unit of what they hold: Redis per listed user (the lists are the data it grows
+with) and the store per rating. The JVM's RSS is reported, not judged: a JVM keeps the
+heap pages it once touched (up to ``-Xmx``), so its RSS climbs for a long time without
+anything being retained; the live heap is what shows a leak.
 
 Run: ``.venv/bin/python benchmarks/bench_soak.py`` (65 minutes by default), with the
 local services; nothing else should share the cores meanwhile.
@@ -36,6 +38,7 @@ from harness import bench_spark, fresh_run, local_services, percentile, rss_mb, 
 from pyspark.sql import SparkSession
 
 from serving.connection import open_redis
+from serving.layout import RedisLayout
 from streaming.job import StreamingJob, stop_between_batches
 
 FLAT = 1.1
@@ -51,6 +54,7 @@ class Sample:
     jvm_mb: float
     workers_mb: float
     redis_mb: float
+    lists: int
     stored: int
     store_mb: float
     batches: int
@@ -63,9 +67,10 @@ class Sample:
         return (
             f"{self.minute:6.1f} min | driver {self.driver_mb:7.0f} MB | heap (live) "
             f"{self.heap_mb:6.0f} MB | JVM {self.jvm_mb:6.0f} MB | Python workers "
-            f"{self.workers_mb:5.0f} MB | Redis {self.redis_mb:6.1f} MB | stored "
-            f"{self.stored:>9,} ({self.store_mb:6.1f} MB on disk) | {self.batches:4d} batches, "
-            f"p50 {self.p50_s:5.2f} s, p99 {self.p99_s:5.2f} s | version {self.version}"
+            f"{self.workers_mb:5.0f} MB | Redis {self.redis_mb:6.1f} MB, {self.lists:>6,} lists "
+            f"| stored {self.stored:>9,} ({self.store_mb:6.1f} MB on disk) | "
+            f"{self.batches:4d} batches, p50 {self.p50_s:5.2f} s, p99 {self.p99_s:5.2f} s | "
+            f"version {self.version}"
         )
 
 
@@ -91,8 +96,10 @@ def _folder_mb(folder: Path) -> float:
 class Soak:
     """The job of one run, sampled from the benchmark's main thread."""
 
-    def __init__(self, spark: SparkSession, job: StreamingJob, state: Path) -> None:
-        self.spark, self.job, self.state = spark, job, state
+    def __init__(
+        self, spark: SparkSession, job: StreamingJob, state: Path, layout: RedisLayout
+    ) -> None:
+        self.spark, self.job, self.state, self.layout = spark, job, state, layout
         jvm = spark.sparkContext._jvm
         assert jvm is not None  # noqa: S101 - a live SparkContext has its JVM
         self.jvm = jvm
@@ -114,6 +121,8 @@ class Soak:
         seconds = [r.seconds for r in fresh if r.records] or [0.0]
         info = redis_client.info("memory")  # type: ignore[attr-defined]
         version = next((r.switched_to for r in reversed(reports) if r.switched_to), None)
+        current = redis_client.get(self.layout.current)  # type: ignore[attr-defined]
+        lists = int(redis_client.hlen(self.layout.lists(int(current)))) if current else 0  # type: ignore[attr-defined]
         sample = Sample(
             minute=(time.monotonic() - self.began) / 60,
             driver_mb=rss_mb("self"),
@@ -121,6 +130,7 @@ class Soak:
             jvm_mb=rss_mb(self.jvm_pid),
             workers_mb=_python_workers(),
             redis_mb=int(info["used_memory"]) / 2**20,
+            lists=lists,
             stored=self.job.pipeline.stored,
             store_mb=_folder_mb(self.state / "store"),
             batches=len(fresh),
@@ -133,26 +143,41 @@ class Soak:
         return sample
 
 
+def _ratio(before: float, after: float) -> float:
+    return after / before if before else float("inf")
+
+
 def verdict(samples: list[Sample], settle_min: float) -> bool:
-    """Print last / settled for each figure; True when the process's memory is flat."""
+    """Print last / settled for each figure; True when every judged figure is flat."""
     settled = next((s for s in samples if s.minute >= settle_min), samples[0])
     last = samples[-1]
     print(f"\nflatness: the last sample ({last.minute:.0f} min) against the one at "
           f"{settled.minute:.0f} min (flat: at most {FLAT}x)")  # fmt: skip
+    judged = {
+        "driver Python RSS": (settled.driver_mb, last.driver_mb, "MB"),
+        "JVM heap (live)": (settled.heap_mb, last.heap_mb, "MB"),
+        "Python workers RSS": (settled.workers_mb, last.workers_mb, "MB"),
+        "Redis per list": (
+            1024 * settled.redis_mb / max(settled.lists, 1),
+            1024 * last.redis_mb / max(last.lists, 1),
+            "KB",
+        ),
+        "store per rating": (
+            2**20 * settled.store_mb / max(settled.stored, 1),
+            2**20 * last.store_mb / max(last.stored, 1),
+            "B",
+        ),
+    }
     flat = True
-    for name in ("driver_mb", "heap_mb", "jvm_mb", "workers_mb"):
-        before, after = getattr(settled, name), getattr(last, name)
-        ratio = after / before if before else float("inf")
-        ok = ratio <= FLAT
-        flat &= ok
-        print(f"  {name:<11} {before:8.0f} -> {after:8.0f} MB  {ratio:5.2f}x  "
-              f"{'flat' if ok else 'GROWS'}")  # fmt: skip
-    growth = last.stored / settled.stored if settled.stored else float("inf")
-    for name in ("redis_mb", "store_mb"):
-        before, after = getattr(settled, name), getattr(last, name)
-        ratio = after / before if before else float("inf")
-        print(f"  {name:<11} {before:8.1f} -> {after:8.1f} MB  {ratio:5.2f}x  (the store "
-              f"grew {growth:.2f}x: {settled.stored:,} -> {last.stored:,} ratings)")  # fmt: skip
+    for name, (before, after, unit) in judged.items():
+        ratio = _ratio(before, after)
+        flat &= ratio <= FLAT
+        print(f"  {name:<19} {before:9.1f} -> {after:9.1f} {unit:<2} {ratio:5.2f}x  "
+              f"{'flat' if ratio <= FLAT else 'GROWS'}")  # fmt: skip
+    print(f"  (not judged) JVM RSS {settled.jvm_mb:.0f} -> {last.jvm_mb:.0f} MB "
+          f"{_ratio(settled.jvm_mb, last.jvm_mb):.2f}x; Redis {settled.redis_mb:.1f} -> "
+          f"{last.redis_mb:.1f} MB, lists {settled.lists:,} -> {last.lists:,}; store "
+          f"{settled.stored:,} -> {last.stored:,} ratings")  # fmt: skip
     print(f"  micro-batch p99 per interval: {[round(s.p99_s, 2) for s in samples]}")
     print("SOAK", "PASS: memory flat" if flat else "FAIL: memory grows")
     return flat
@@ -197,7 +222,7 @@ def main() -> int:
             env=environment, stdout=subprocess.DEVNULL, stderr=errors, text=True,
         )  # fmt: skip
         query = job.start()
-        soak = Soak(spark, job, run.stream.state_dir)
+        soak = Soak(spark, job, run.stream.state_dir, RedisLayout(run.redis.key_prefix))
         redis_client = open_redis(run.redis)
         stop = threading.Event()
         try:
