@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +107,7 @@ class Soak:
         self.jvm_pid = int(jvm.java.lang.ProcessHandle.current().pid())
         self.began = time.monotonic()
         self.last_batch = -1
+        self.snapshots: list[tracemalloc.Snapshot] = []
         self.samples: list[Sample] = []
 
     def heap_after_gc_mb(self) -> float:
@@ -140,7 +142,20 @@ class Soak:
         )
         self.samples.append(sample)
         print(sample.line, flush=True)
+        if tracemalloc.is_tracing():
+            self.snapshots.append(tracemalloc.take_snapshot())
         return sample
+
+    def print_growth(self, top: int = 12) -> None:
+        """The allocation sites whose live memory grew the most from the second sample on."""
+        if len(self.snapshots) < 3:
+            return
+        grown = self.snapshots[-1].compare_to(self.snapshots[1], "traceback")
+        print(f"\nlive Python memory that grew from sample 2 to the last ({top} largest):")
+        for stat in grown[:top]:
+            print(f"  {stat.size_diff / 2**20:+8.2f} MB in {stat.count_diff:+,} blocks")
+            for line in stat.traceback.format(limit=4):
+                print(f"      {line}")
 
 
 def _ratio(before: float, after: float) -> float:
@@ -193,9 +208,16 @@ def main() -> int:
     parser.add_argument("--every-min", type=float, default=5.0, help="minutes between samples")
     parser.add_argument("--settle-min", type=float, default=10.0, help="the flatness baseline")
     parser.add_argument("--log", action="store_true", help="print every micro-batch's line")
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="trace the driver's Python allocations (slower) and print what grew the most",
+    )
     args = parser.parse_args()
     if args.log:
         show_batches()
+    if args.trace:
+        tracemalloc.start(8)
     events = int(args.rate * args.minutes * 60)
     print(
         f"soak: {events:,} events at {args.rate}/s ({args.minutes:g} min), {args.users:,} "
@@ -244,6 +266,8 @@ def main() -> int:
         invalid = sum(r.invalid for r in job.reports)
         print(f"stored {job.pipeline.stored:,} ratings, {invalid} invalid; the query ran "
               f"{(time.monotonic() - soak.began) / 60:.1f} min without stopping")  # fmt: skip
+        if args.trace:
+            soak.print_growth()
         return 0 if verdict(soak.samples, args.settle_min) else 1
 
 
