@@ -146,7 +146,10 @@ def fresh_run(
     kafka = KafkaSettings(topic=name)
     create_topic(kafka, name, partitions=PARTITIONS)
     redis = RedisSettings(key_prefix=name)
-    with tempfile.TemporaryDirectory(prefix="recstream-bench-") as state:
+    # A version being built beside the stream may still write there as the run ends.
+    with tempfile.TemporaryDirectory(
+        prefix="recstream-bench-", ignore_cleanup_errors=True
+    ) as state:
         run = Run(
             kafka,
             redis,
