@@ -23,15 +23,17 @@ def test_demo_runs_end_to_end_on_ml100k_and_lists_change(
     del services  # the session's local services: the demo finds them running
     command = [
         sys.executable, "-m", "recstream_infra.demo", "--dataset", str(ml100k_dir),
-        "--seconds", "40", "--rate", "750", "--interval", "3",
+        "--seconds", "60", "--rate", "500", "--interval", "3",
         "--api-port", str(free_tcp_port()), "--state", str(tmp_path / "state"),
         "--report", str(tmp_path / "report"),
     ]  # fmt: skip
     # A replay slower than the job: the first version (built beside the stream in 11-13 s
     # here) is in use while ratings still arrive, so sample users' lists move between the
     # demo's status lines. At 1,500/s for 20 s the job had read the whole replay before
-    # the first version switched in, and no list could change (CI, 2026-12-05). Batches of
-    # at most 4,000 keep the catch-up after Spark's start in several batches.
+    # the first version switched in, and no list could change (CI, 2026-12-05); at 750/s
+    # for 40 s, in a full suite where the first batch came 27 s after the start, the
+    # first version switched in as the replay ended (2026-12-06). Batches of at most
+    # 4,000 keep the catch-up after Spark's start in several batches.
     env = {**os.environ, "RECSTREAM_MODEL_RETRAIN_EVERY_S": "10",
            "RECSTREAM_STREAM_MAX_OFFSETS_PER_TRIGGER": "4000"}  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
