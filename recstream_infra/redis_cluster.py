@@ -98,6 +98,8 @@ def _url_with_port(settings: RedisSettings, port: int) -> str:
 class LocalRedisCluster(ServiceGroup):
     """Six cluster nodes as local processes, joined into one cluster by ``start``."""
 
+    launch_together = True  # six nodes, each answering on its own: launched at once
+
     def __init__(
         self, local: LocalServicesSettings | None = None, redis: RedisSettings | None = None
     ) -> None:

@@ -40,6 +40,8 @@ class LocalServices(ServiceGroup):
     ``make services-down`` stops what ``make services KAFKA_BROKERS=3`` started.
     """
 
+    launch_together = True  # a Kafka quorum answers only once its nodes run
+
     def __init__(
         self,
         local: LocalServicesSettings | None = None,
