@@ -4,9 +4,10 @@ The producer replays a synthetic feed at a steady rate (``--rate`` events a seco
 ``--minutes``), the job stores it, folds it in and retrains ALS every ``--retrain-s``
 seconds beside the stream. Every ``--every-min`` minutes one line reports:
 
-- the driver's Python RSS, the JVM's heap in use after a full collection (its live
-  set), the JVM's RSS (in ``local[2]`` the driver and the executors in one JVM), and
-  the executors' Python workers' RSS;
+- the driver's Python RSS (and what glibc's malloc hands out and keeps free in it),
+  the JVM's heap in use after a full collection (its live set), the JVM's RSS (in
+  ``local[2]`` the driver and the executors in one JVM), and the executors' Python
+  workers' RSS;
 - Redis's ``used_memory``, the ratings stored and the store's bytes on disk;
 - the micro-batches of the interval: how many, p50 and p99 seconds, and the versions.
 
@@ -38,6 +39,7 @@ from pathlib import Path
 from harness import bench_spark, fresh_run, local_services, percentile, rss_mb, show_batches
 from pyspark.sql import SparkSession
 
+from recstream_base.memory import MallocUsage, malloc_usage
 from serving.connection import open_redis
 from serving.layout import RedisLayout
 from streaming.job import StreamingJob, stop_between_batches
@@ -51,6 +53,8 @@ class Sample:
 
     minute: float
     driver_mb: float
+    malloc_mb: float
+    free_mb: float
     heap_mb: float
     jvm_mb: float
     workers_mb: float
@@ -66,7 +70,8 @@ class Sample:
     @property
     def line(self) -> str:
         return (
-            f"{self.minute:6.1f} min | driver {self.driver_mb:7.0f} MB | heap (live) "
+            f"{self.minute:6.1f} min | driver {self.driver_mb:5.0f} MB (malloc: "
+            f"{self.malloc_mb:4.0f} in use, {self.free_mb:4.0f} free) | heap (live) "
             f"{self.heap_mb:6.0f} MB | JVM {self.jvm_mb:6.0f} MB | Python workers "
             f"{self.workers_mb:5.0f} MB | Redis {self.redis_mb:6.1f} MB, {self.lists:>6,} lists "
             f"| stored {self.stored:>9,} ({self.store_mb:6.1f} MB on disk) | "
@@ -125,9 +130,12 @@ class Soak:
         version = next((r.switched_to for r in reversed(reports) if r.switched_to), None)
         current = redis_client.get(self.layout.current)  # type: ignore[attr-defined]
         lists = int(redis_client.hlen(self.layout.lists(int(current)))) if current else 0  # type: ignore[attr-defined]
+        usage = malloc_usage() or MallocUsage(0, 0)
         sample = Sample(
             minute=(time.monotonic() - self.began) / 60,
             driver_mb=rss_mb("self"),
+            malloc_mb=usage.in_use / 2**20,
+            free_mb=usage.free / 2**20,
             heap_mb=self.heap_after_gc_mb(),
             jvm_mb=rss_mb(self.jvm_pid),
             workers_mb=_python_workers(),

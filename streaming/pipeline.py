@@ -49,6 +49,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from recstream_base.memory import release_free_memory
 from serving.layout import BatchStats
 from streaming.ingest.history import RecentRatings, latest_ratings
 from streaming.ingest.intake import TakenBatch
@@ -656,9 +657,12 @@ class BatchPipeline:
         if model is None:
             _log.error("version %d was not built (%s); the next batch that finds a retrain "
                        "due starts another", outcome.request.version, outcome.error)  # fmt: skip
-            return None
-        self._switch(model, outcome, meanwhile, stored_since)
-        return model.version
+        else:
+            self._switch(model, outcome, meanwhile, stored_since)
+        # A build frees hundreds of MB from its own thread; without this malloc keeps them
+        # for that thread, and the driver's RSS climbs by each thread's peak (the soak).
+        release_free_memory()
+        return None if model is None else model.version
 
     def _switch(
         self, model: ModelVersion, outcome: RetrainOutcome, meanwhile: list[int], stored: int
