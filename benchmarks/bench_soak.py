@@ -39,9 +39,9 @@ from pathlib import Path
 from harness import bench_spark, fresh_run, local_services, percentile, rss_mb, show_batches
 from pyspark.sql import SparkSession
 
-from recstream_base.memory import MallocUsage, malloc_usage
 from serving.connection import open_redis
 from serving.layout import RedisLayout
+from streaming.heap import MallocUsage, malloc_usage
 from streaming.job import StreamingJob, stop_between_batches
 
 FLAT = 1.1

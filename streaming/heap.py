@@ -12,6 +12,13 @@ resident of which glibc had 355 MB free.
 ``mmap_threshold`` bytes or more are mapped for themselves and unmapped when freed, and
 caps the arenas that threads share. It is called once, when the job starts; on a C library
 without ``mallopt`` (musl, macOS) it does nothing.
+
+Blocks below the threshold still come from the arenas, and a retrain's build (its list
+blocks, the counts it copies) frees tens of MB of them every few minutes while newer
+ones live on around the holes. ``release_free_memory`` (``malloc_trim``) gives the pages
+of those holes back; the job calls it after each version switch. ``malloc_usage`` says
+how much malloc hands out and how much it keeps free, which tells a leak (in use grows)
+from retention (free pages stay resident).
 """
 
 from __future__ import annotations
@@ -19,9 +26,17 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 
-__all__ = ["ARENAS", "MMAP_THRESHOLD", "settle"]
+__all__ = [
+    "ARENAS",
+    "MMAP_THRESHOLD",
+    "MallocUsage",
+    "malloc_usage",
+    "release_free_memory",
+    "settle",
+]
 
 MMAP_THRESHOLD = 128 * 1024  # glibc's starting value, kept from being raised
 ARENAS = 2
@@ -31,19 +46,62 @@ _M_ARENA_MAX = -8
 
 
 @cache
-def _mallopt() -> Callable[[int, int], int] | None:
-    """The C library's ``mallopt`` (glibc), or None where it has none."""
+def _libc() -> ctypes.CDLL | None:
+    """The C library, or None where it cannot be loaded."""
     name = ctypes.util.find_library("c")
     if name is None:
         return None
     try:
-        function = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
+@cache
+def _mallopt() -> Callable[[int, int], int] | None:
+    """The C library's ``mallopt`` (glibc), or None where it has none."""
+    function = getattr(_libc(), "mallopt", None)
+    if function is None:
         return None
     function.argtypes = [ctypes.c_int, ctypes.c_int]
     function.restype = ctypes.c_int  # 1 when the parameter was taken
     found: Callable[[int, int], int] = function
     return found
+
+
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (2.33 and later), every field a ``size_t``."""
+
+    _FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+    _fields_ = [(name, ctypes.c_size_t) for name in _FIELDS.split()]
+
+
+@dataclass(frozen=True)
+class MallocUsage:
+    """What malloc hands out (``in_use``) and keeps free for reuse (``free``), in bytes.
+
+    ``free`` counts the free blocks whether or not ``malloc_trim`` gave their pages
+    back, so it is what malloc could reuse, not what the process's RSS holds.
+    """
+
+    in_use: int
+    free: int
+
+
+def release_free_memory() -> bool | None:
+    """Give malloc's free pages back to the system: True if some were, None without glibc."""
+    trim = getattr(_libc(), "malloc_trim", None)
+    return None if trim is None else bool(trim(0))
+
+
+def malloc_usage() -> MallocUsage | None:
+    """Bytes malloc has handed out (arena blocks and mmapped ones) and keeps free."""
+    info = getattr(_libc(), "mallinfo2", None)
+    if info is None:
+        return None
+    info.restype = _MallInfo2
+    got = info()
+    return MallocUsage(in_use=int(got.uordblks + got.hblkhd), free=int(got.fordblks))
 
 
 def settle(mmap_threshold: int = MMAP_THRESHOLD, arenas: int = ARENAS) -> bool:

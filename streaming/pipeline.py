@@ -49,8 +49,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from recstream_base.memory import release_free_memory
 from serving.layout import BatchStats
+from streaming.heap import release_free_memory
 from streaming.ingest.history import RecentRatings, latest_ratings
 from streaming.ingest.intake import TakenBatch
 from streaming.ingest.store import BatchCommit

@@ -1,4 +1,4 @@
-"""The driver's freed batch buffers go back to the operating system (streaming.heap)."""
+"""The driver's freed buffers go back to the operating system; malloc's figures (streaming.heap)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import platform
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import numpy as np
 import pytest
+
+from streaming.heap import malloc_usage, release_free_memory
 
 pytestmark = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
@@ -61,3 +65,35 @@ def test_settled_heap_returns_freed_large_buffers_and_default_keeps_them() -> No
     settled = _left_resident_mb("settled")
     assert default > 150, default  # glibc's defaults keep the 200 MB as holes
     assert settled < kept_mb + 20, settled  # settled: only what is still held stays
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    msg = "no VmRSS line in /proc/self/status"
+    raise AssertionError(msg)
+
+
+def test_usage_follows_what_is_allocated_and_freed() -> None:
+    before = malloc_usage()
+    assert before is not None
+    held = [np.ones(1_000 + i) for i in range(4_000)]  # ~40 MB in blocks below mmap's threshold
+    during = malloc_usage()
+    assert during is not None
+    assert during.in_use - before.in_use > 30 * 2**20
+    del held
+    after = malloc_usage()
+    assert after is not None
+    assert during.in_use - after.in_use > 30 * 2**20
+
+
+def test_freed_pages_kept_by_malloc_go_back_to_the_system() -> None:
+    # Every other block freed: the free ones sit between live ones, so malloc cannot
+    # shrink its heap and keeps their pages until asked to give them back.
+    blocks = [np.ones(1_000 + i) for i in range(8_000)]
+    del blocks[::2]
+    kept = _rss_mb()
+    assert release_free_memory() is True
+    assert kept - _rss_mb() > 20
+    assert len(blocks) == 4_000
