@@ -168,6 +168,23 @@ class TransitionCounts:
             targets.nbytes + counts.nbytes for targets, counts in rows
         )
 
+    def held_bytes(self) -> int:
+        """Bytes of the arrays these counts hold: rows, recent movies, the kept matrix.
+
+        They grow with the distinct pairs seen (up to the cut) and the users, not with
+        the ratings; the soak subtracts them from the driver's memory for that reason.
+        """
+        held = self.footprint()[1] + self._recent.nbytes
+        matrix = self._matrix
+        if matrix is not None:
+            counts = matrix.counts
+            held += counts.data.nbytes + counts.indices.nbytes + counts.indptr.nbytes
+            held += matrix.movie_ids.nbytes + matrix.sources.nbytes + matrix.totals.nbytes
+            table = matrix.__dict__.get("table")  # the cached_property, once built
+            if table is not None:
+                held += table.keys.nbytes + table.amounts.nbytes
+        return held
+
     def recent(self, user: int) -> list[int]:
         """The user's last ``memory`` movies, newest first."""
         kept: list[int] = self._recent.oldest_first(int(user))[::-1][: self.memory].tolist()
@@ -431,6 +448,11 @@ class _RecentMovies:
         self._row: dict[int, int] = {}
         self._movies = np.zeros((0, keep), dtype=np.int64)
         self._lengths = np.zeros(0, dtype=np.int64)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the kept rows (allocated ahead by half again as users come)."""
+        return self._movies.nbytes + self._lengths.nbytes
 
     def oldest_first(self, user: int) -> IntArray:
         """The user's kept movies, oldest first (empty for a user never seen)."""

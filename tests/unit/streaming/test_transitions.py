@@ -292,3 +292,17 @@ def test_many_users_read_one_kept_matrix_until_the_counts_change() -> None:
     assert counts._matrix is not None and counts._matrix.observed == counts.observed
     assert after[20, 1] > 0  # the new user's 2 followed their 1, counted since
     assert pickle.loads(pickle.dumps(counts))._matrix is None  # noqa: S301 - our own bytes
+
+
+def test_held_bytes_count_rows_recent_movies_and_the_kept_matrix() -> None:
+    counts = TransitionCounts(window=2, memory=3, followers=4)
+    empty = counts.held_bytes()
+    counts.observe([1, 1, 1, 2, 2], [10, 11, 12, 10, 12])
+    rows = counts.footprint()[1]
+    assert rows > 0
+    with_rows = counts.held_bytes()
+    assert with_rows - empty >= rows  # rows, plus the recent movies of two new users
+    counts.scores(np.array([1, 2] * 10), np.array([10, 11, 12]), 0.7)  # builds the matrix
+    assert counts._matrix is not None
+    assert counts.held_bytes() > with_rows
+    assert pickle.loads(pickle.dumps(counts)).held_bytes() < counts.held_bytes()  # noqa: S301
