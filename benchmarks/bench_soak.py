@@ -11,6 +11,11 @@ seconds beside the stream. Every ``--every-min`` minutes one line reports:
 - Redis's ``used_memory``, the ratings stored and the store's bytes on disk;
 - the micro-batches of the interval: how many, p50 and p99 seconds, and the versions.
 
+A sample waits (up to ``--build-wait-s``) until no version is being built and no rating
+model fitted: a build's working set grows with the store by design and is let go at the
+switch, so the driver is measured with what it keeps. A ``*`` after the minute marks a
+sample that waited in vain.
+
 At the end each memory figure is compared with its value after ``--settle-min`` minutes;
 it is flat when the last value is at most 1.1 × that value. Judged as they are: the
 JVM's live heap and the Python workers' RSS. Judged less or per unit of the data they
@@ -54,6 +59,7 @@ class Sample:
     """One reporting moment."""
 
     minute: float
+    between_builds: bool
     driver_mb: float
     counts_mb: float
     malloc_mb: float
@@ -73,7 +79,8 @@ class Sample:
     @property
     def line(self) -> str:
         return (
-            f"{self.minute:6.1f} min | driver {self.driver_mb:5.0f} MB (malloc: "
+            f"{self.minute:6.1f} min{' ' if self.between_builds else '*'}| driver "
+            f"{self.driver_mb:5.0f} MB (malloc: "
             f"{self.malloc_mb:4.0f} in use, {self.free_mb:4.0f} free; short-term counts "
             f"{self.counts_mb:4.1f}) | heap (live) "
             f"{self.heap_mb:6.0f} MB | JVM {self.jvm_mb:6.0f} MB | Python workers "
@@ -134,7 +141,24 @@ class Soak:
                 time.sleep(0.05)
         return float("nan")
 
-    def sample(self, redis_client: object) -> Sample:
+    def building(self) -> bool:
+        """Whether a version's build or a rating model's fit is in flight in the driver."""
+        pipeline = self.job.pipeline
+        return pipeline.retrainer.busy or bool(getattr(pipeline.stars, "busy", False))
+
+    def wait_between_builds(self, limit_s: float) -> bool:
+        """Wait up to ``limit_s`` for no build in flight; whether there is none now.
+
+        A build holds its working set (the ratings its evaluation reads, its list blocks)
+        until it is switched in, and that set grows with the store by design; sampled
+        between builds, the driver shows what it keeps.
+        """
+        give_up = time.monotonic() + limit_s
+        while self.building() and time.monotonic() < give_up:
+            time.sleep(0.5)
+        return not self.building()
+
+    def sample(self, redis_client: object, between_builds: bool) -> Sample:
         reports = list(self.job.reports)  # the newest ones: the job trims the list
         fresh = [r for r in reports if r.batch_id > self.last_batch]
         self.last_batch = max([self.last_batch, *(r.batch_id for r in fresh)])
@@ -146,6 +170,7 @@ class Soak:
         usage = malloc_usage() or MallocUsage(0, 0)
         sample = Sample(
             minute=(time.monotonic() - self.began) / 60,
+            between_builds=between_builds,
             driver_mb=rss_mb("self"),
             counts_mb=self.counts_mb(),
             malloc_mb=usage.in_use / 2**20,
@@ -236,6 +261,12 @@ def main() -> int:
     parser.add_argument("--retrain-s", type=float, default=240.0, help="seconds between retrains")
     parser.add_argument("--every-min", type=float, default=5.0, help="minutes between samples")
     parser.add_argument("--settle-min", type=float, default=10.0, help="the flatness baseline")
+    parser.add_argument(
+        "--build-wait-s",
+        type=float,
+        default=180.0,
+        help="how long a sample waits for no build in flight (a '*' marks one that did not)",
+    )
     parser.add_argument("--log", action="store_true", help="print every micro-batch's line")
     parser.add_argument(
         "--trace",
@@ -280,7 +311,7 @@ def main() -> int:
             end = soak.began + args.minutes * 60
             while time.monotonic() < end and producer.poll() is None:
                 stop.wait(min(args.every_min * 60, max(0.0, end - time.monotonic())))
-                soak.sample(redis_client)
+                soak.sample(redis_client, soak.wait_between_builds(args.build_wait_s))
             if producer.poll() not in (None, 0):
                 errors.seek(0)
                 print(f"the producer failed: {errors.read()[-2000:]}")
