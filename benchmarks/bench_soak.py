@@ -4,10 +4,12 @@ The producer replays a synthetic feed at a steady rate (``--rate`` events a seco
 ``--minutes``), the job stores it, folds it in and retrains ALS every ``--retrain-s``
 seconds beside the stream. Every ``--every-min`` minutes one line reports:
 
-- the driver's Python RSS (and what glibc's malloc hands out and keeps free in it, and
-  the bytes of the short-term counts' arrays), the JVM's heap in use after a full
-  collection (its live set), the JVM's RSS (in ``local[2]`` the driver and the executors
-  in one JVM), and the executors' Python workers' RSS;
+- the driver's Python RSS, and in it: what glibc's malloc hands out and keeps free, the
+  bytes of the short-term counts' arrays, and the blocks Python's own allocator has
+  handed out;
+- the JVM's heap in use after a full collection (its live set), the JVM's RSS (in
+  ``local[2]`` the driver and the executors in one JVM), and the executors' Python
+  workers' RSS;
 - Redis's ``used_memory``, the ratings stored and the store's bytes on disk;
 - the micro-batches of the interval: how many, p50 and p99 seconds, and the versions.
 
@@ -62,6 +64,7 @@ class Sample:
     between_builds: bool
     driver_mb: float
     counts_mb: float
+    py_blocks: int
     malloc_mb: float
     free_mb: float
     heap_mb: float
@@ -82,7 +85,7 @@ class Sample:
             f"{self.minute:6.1f} min{' ' if self.between_builds else '*'}| driver "
             f"{self.driver_mb:5.0f} MB (malloc: "
             f"{self.malloc_mb:4.0f} in use, {self.free_mb:4.0f} free; short-term counts "
-            f"{self.counts_mb:4.1f}) | heap (live) "
+            f"{self.counts_mb:4.1f}; {self.py_blocks / 1e6:4.2f}M Python blocks) | heap (live) "
             f"{self.heap_mb:6.0f} MB | JVM {self.jvm_mb:6.0f} MB | Python workers "
             f"{self.workers_mb:5.0f} MB | Redis {self.redis_mb:6.1f} MB, {self.lists:>6,} lists "
             f"| stored {self.stored:>9,} ({self.store_mb:6.1f} MB on disk) | "
@@ -173,6 +176,7 @@ class Soak:
             between_builds=between_builds,
             driver_mb=rss_mb("self"),
             counts_mb=self.counts_mb(),
+            py_blocks=sys.getallocatedblocks(),
             malloc_mb=usage.in_use / 2**20,
             free_mb=usage.free / 2**20,
             heap_mb=self.heap_after_gc_mb(),
