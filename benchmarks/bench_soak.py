@@ -4,9 +4,9 @@ The producer replays a synthetic feed at a steady rate (``--rate`` events a seco
 ``--minutes``), the job stores it, folds it in and retrains ALS every ``--retrain-s``
 seconds beside the stream. Every ``--every-min`` minutes one line reports:
 
-- the driver's Python RSS, and in it: what glibc's malloc hands out and keeps free, the
-  bytes of the short-term counts' arrays, and the blocks Python's own allocator has
-  handed out;
+- the driver's Python RSS, and in it: the pages of mapped files (libraries' code, read
+  as it is first run), what glibc's malloc hands out and keeps free, the bytes of the
+  short-term counts' arrays, and the blocks Python's own allocator has handed out;
 - the JVM's heap in use after a full collection (its live set), the JVM's RSS (in
   ``local[2]`` the driver and the executors in one JVM), and the executors' Python
   workers' RSS;
@@ -63,6 +63,7 @@ class Sample:
     minute: float
     between_builds: bool
     driver_mb: float
+    file_mb: float
     counts_mb: float
     py_blocks: int
     malloc_mb: float
@@ -83,7 +84,7 @@ class Sample:
     def line(self) -> str:
         return (
             f"{self.minute:6.1f} min{' ' if self.between_builds else '*'}| driver "
-            f"{self.driver_mb:5.0f} MB (malloc: "
+            f"{self.driver_mb:5.0f} MB ({self.file_mb:3.0f} of files; malloc: "
             f"{self.malloc_mb:4.0f} in use, {self.free_mb:4.0f} free; short-term counts "
             f"{self.counts_mb:4.1f}; {self.py_blocks / 1e6:4.2f}M Python blocks) | heap (live) "
             f"{self.heap_mb:6.0f} MB | JVM {self.jvm_mb:6.0f} MB | Python workers "
@@ -175,6 +176,7 @@ class Soak:
             minute=(time.monotonic() - self.began) / 60,
             between_builds=between_builds,
             driver_mb=rss_mb("self"),
+            file_mb=rss_mb("self", "RssFile"),
             counts_mb=self.counts_mb(),
             py_blocks=sys.getallocatedblocks(),
             malloc_mb=usage.in_use / 2**20,

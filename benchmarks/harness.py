@@ -64,7 +64,7 @@ SHAPES = {
 
 
 def rss_mb(pid: int | str = "self", field_name: str = "VmRSS") -> float:
-    """A process's resident memory (``VmRSS``, or ``VmHWM`` for the peak) in MB."""
+    """A process's resident memory (``VmRSS``, ``VmHWM`` for the peak, ``RssFile``…) in MB."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(field_name + ":"):
