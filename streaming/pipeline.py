@@ -659,8 +659,9 @@ class BatchPipeline:
                        "due starts another", outcome.request.version, outcome.error)  # fmt: skip
         else:
             self._switch(model, outcome, meanwhile, stored_since)
-        # A build frees hundreds of MB from its own thread; without this malloc keeps them
-        # for that thread, and the driver's RSS climbs by each thread's peak (the soak).
+        # A build frees tens of MB of small blocks around ones that live on, and malloc
+        # keeps their pages; give them back once per version (after every batch it cost
+        # p99: docs/benchmarks.md).
         release_free_memory()
         return None if model is None else model.version
 
