@@ -147,8 +147,7 @@ class Soak:
 
     def building(self) -> bool:
         """Whether a version's build or a rating model's fit is in flight in the driver."""
-        pipeline = self.job.pipeline
-        return pipeline.retrainer.busy or bool(getattr(pipeline.stars, "busy", False))
+        return self.job.pipeline.retrainer.busy or self.job.fitter.busy
 
     def wait_between_builds(self, limit_s: float) -> bool:
         """Wait up to ``limit_s`` for no build in flight; whether there is none now.

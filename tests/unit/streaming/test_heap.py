@@ -18,6 +18,16 @@ pytestmark = pytest.mark.skipif(
     reason="mallopt is glibc's; elsewhere settle() does nothing",
 )
 
+
+def resident_mb() -> float:
+    """This process's RSS in MB (also imported by the script below, in its own process)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    msg = "no VmRSS line in /proc/self/status"
+    raise AssertionError(msg)
+
+
 # A micro-batch in miniature, in a process of its own (mallopt is process-wide): a large
 # buffer freed first (what raises glibc's mmap threshold by default), then 1 MB buffers
 # interleaved with 64 KB ones that outlive them, as a batch's columns and the state they
@@ -25,17 +35,11 @@ pytestmark = pytest.mark.skipif(
 _BATCH = textwrap.dedent(
     """
     import sys
-    from pathlib import Path
 
     import numpy as np
 
     from streaming import heap
-
-    def resident_mb():
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise AssertionError("no VmRSS in /proc/self/status")
+    from tests.unit.streaming.test_heap import resident_mb
 
     if sys.argv[1] == "settled":
         assert heap.settle()
@@ -67,14 +71,6 @@ def test_settled_heap_returns_freed_large_buffers_and_default_keeps_them() -> No
     assert settled < kept_mb + 20, settled  # settled: only what is still held stays
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    msg = "no VmRSS line in /proc/self/status"
-    raise AssertionError(msg)
-
-
 def test_usage_follows_what_is_allocated_and_freed() -> None:
     before = malloc_usage()
     assert before is not None
@@ -93,7 +89,7 @@ def test_freed_pages_kept_by_malloc_go_back_to_the_system() -> None:
     # shrink its heap and keeps their pages until asked to give them back.
     blocks = [np.ones(1_000 + i) for i in range(8_000)]
     del blocks[::2]
-    kept = _rss_mb()
+    kept = resident_mb()
     assert release_free_memory() is True
-    assert kept - _rss_mb() > 20
+    assert kept - resident_mb() > 20
     assert len(blocks) == 4_000
