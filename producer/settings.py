@@ -208,6 +208,14 @@ class ProducerSettings(StrictSettings):
         le=10_000_000,
         description="Movies of the synthetic feed (0: events / 250, at most 20,000).",
     )
+    synthetic_arrivals: float = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Share of the synthetic feed's span over which its users arrive (0: all on day one)."
+        ),
+    )
     synthetic_seed: int = Field(42, description="Seed of the synthetic feed.")
     pace: Literal["max", "speed", "rate"] = Field(
         "max", description="'max' = as fast as the broker takes them; 'speed' or 'rate' below."

@@ -54,6 +54,7 @@ def load_source(
             settings.synthetic_events,
             users=settings.synthetic_users or None,
             movies=settings.synthetic_movies or None,
+            arrivals=settings.synthetic_arrivals,
             seed=settings.synthetic_seed,
         )
     return load_grouplens(Path(spec).expanduser(), strict=strict)

@@ -3,8 +3,10 @@
 Users and movies get hidden rank-``rank`` factors. Movies have Zipf-like popularity and
 users lognormal activity; each rating picks a movie among a few popularity-drawn
 candidates by the user's affinity, and its value is the affinity mapped onto 1-5 with
-noise. Each user has a timeline: a first and a last day within the span. Everything
-it produces is labelled synthetic (source ``synthetic``).
+noise. Each user has a timeline: a first and a last day within the span, the first days
+spread over the first ``arrivals`` share of it (0: every user starts on day one, so a
+replay meets the whole population early). Everything it produces is labelled synthetic
+(source ``synthetic``).
 """
 
 from __future__ import annotations
@@ -29,11 +31,15 @@ def synthetic_dataset(
     movies: int | None = None,
     rank: int = 8,
     days: int = 365,
+    arrivals: float = 0.8,
     seed: int = 42,
 ) -> Dataset:
     """``events`` ratings with planted structure; the same seed gives the same feed."""
     if events < 1:
         msg = f"a synthetic feed needs at least 1 event, got {events}"
+        raise ValueError(msg)
+    if not 0.0 <= arrivals <= 1.0:
+        msg = f"arrivals is the share of the span over which users arrive, 0 to 1; got {arrivals}"
         raise ValueError(msg)
     users = users or max(10, events // 150)
     movies = movies or max(10, min(20_000, events // 250))
@@ -60,7 +66,7 @@ def synthetic_dataset(
     del noise, candidates
     ratings = np.clip(np.rint(3.0 + 2.5 * score + rng.normal(0.0, 0.5, events)), 1, 5)
 
-    first_day = rng.uniform(0, days * 0.8, users)
+    first_day = rng.uniform(0, days * arrivals, users)
     last_day = np.minimum(days, first_day + rng.exponential(days / 4, users) + 1)
     when = first_day[who] + rng.uniform(0, 1, events) * (last_day[who] - first_day[who])
     timestamps = _distinct_seconds(who, what, _START + (when * _DAY).astype(np.int64))

@@ -154,3 +154,25 @@ def test_synthetic_feed_is_labelled_deterministic_and_skewed() -> None:
     assert len(pairs) < len(table) == len(np.unique(events, axis=0))
     with pytest.raises(ValueError, match="at least 1 event"):
         synthetic_dataset(0)
+
+
+def _first_appearances(arrivals: float) -> np.ndarray:
+    """Where in the time-ordered feed each user rates first, as a share of the feed."""
+    from producer.synthetic import synthetic_dataset
+
+    table = synthetic_dataset(20_000, users=400, seed=7, arrivals=arrivals).ratings
+    in_order = table.user_ids[np.argsort(table.timestamps, kind="stable")]
+    _, first = np.unique(in_order, return_index=True)
+    return first / len(in_order)
+
+
+def test_synthetic_users_arrive_over_the_share_of_the_span_asked() -> None:
+    from producer.synthetic import synthetic_dataset
+
+    all_on_day_one, spread = _first_appearances(0.0), _first_appearances(0.8)
+    # Everyone starts on day one: most users rate within the first fifth of the feed
+    # (the rarest raters come later); spread over 80% of the span, a fraction of them do.
+    assert (all_on_day_one < 0.2).mean() > 0.7
+    assert (spread < 0.2).mean() < 0.4
+    with pytest.raises(ValueError, match="arrivals is the share"):
+        synthetic_dataset(100, arrivals=1.5)
