@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,10 +52,39 @@ def client_options(
     return options
 
 
+# kafka-python's loggers that narrate each failed connection attempt of a bootstrap.
+_CONNECTION_LOGGERS = ("kafka.net.manager", "kafka.net.connection")
+
+
+class _DropAll(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+@contextmanager
+def _quiet_bootstrap() -> Iterator[None]:
+    """Mute kafka-python's per-attempt connection lines while an admin client bootstraps.
+
+    A failed bootstrap ends in our own error naming the address and the fix, so a line
+    per retry only buries it (they print wherever a handler is configured: TFDS's absl
+    configures one on first use). Other clients of the process are muted as long, too.
+    """
+    mute = _DropAll()
+    loggers = [logging.getLogger(name) for name in _CONNECTION_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(mute)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(mute)
+
+
 def _admin(settings: KafkaSettings, connect_timeout_s: float | None = None) -> KafkaAdminClient:
     options = client_options(settings, connect_timeout_s=connect_timeout_s)
     try:
-        return KafkaAdminClient(**options, client_id="recstream-admin")
+        with _quiet_bootstrap():
+            return KafkaAdminClient(**options, client_id="recstream-admin")
     except KafkaError as exc:
         failure = exc
     timeout = settings.connect_timeout_s if connect_timeout_s is None else connect_timeout_s
