@@ -305,10 +305,14 @@ def main() -> int:
     if args.trace:
         tracemalloc.start(8)
     events = int(args.rate * args.minutes * 60)
+    arrive = (
+        f"arriving over the first {args.arrivals:.0%} of it"
+        if args.arrivals > 0
+        else "all starting on its first day"
+    )
     print(
         f"soak: {events:,} events at {args.rate}/s ({args.minutes:g} min), {args.users:,} "
-        f"users arriving over the first {args.arrivals:.0%} of it, {args.movies:,} movies, "
-        f"a retrain every {args.retrain_s:g} s",
+        f"users {arrive}, {args.movies:,} movies, a retrain every {args.retrain_s:g} s",
         flush=True,
     )
     stream = {"trigger_interval_s": 1.0}
