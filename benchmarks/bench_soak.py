@@ -10,7 +10,9 @@ one line reports:
 
 - the driver's Python RSS, and in it: the pages of mapped files (libraries' code, read
   as it is first run), what glibc's malloc hands out and keeps free, the bytes of the
-  short-term counts' arrays, and the blocks Python's own allocator has handed out;
+  short-term counts' arrays, the blocks Python's own allocator has handed out, and the
+  bytes Arrow's pool holds (``toPandas`` and the store's reads; its mimalloc keeps its
+  own pages, outside glibc's figures);
 - the JVM's heap in use after a full collection (its live set: the least of three, 2 s
   apart, as a micro-batch in flight holds its working set through one), the JVM's RSS (in
   ``local[2]`` the driver and the executors in one JVM), and the executors' Python
@@ -50,6 +52,7 @@ import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow
 from harness import bench_spark, fresh_run, local_services, percentile, rss_mb, show_batches
 from pyspark.sql import SparkSession
 
@@ -71,6 +74,7 @@ class Sample:
     file_mb: float
     counts_mb: float
     py_blocks: int
+    arrow_mb: float
     malloc_mb: float
     free_mb: float
     heap_mb: float
@@ -91,7 +95,8 @@ class Sample:
             f"{self.minute:6.1f} min{' ' if self.between_builds else '*'}| driver "
             f"{self.driver_mb:5.0f} MB ({self.file_mb:3.0f} of files; malloc: "
             f"{self.malloc_mb:4.0f} in use, {self.free_mb:4.0f} free; short-term counts "
-            f"{self.counts_mb:4.1f}; {self.py_blocks / 1e6:4.2f}M Python blocks) | heap (live) "
+            f"{self.counts_mb:4.1f}; {self.py_blocks / 1e6:4.2f}M Python blocks; Arrow "
+            f"{self.arrow_mb:4.1f}) | heap (live) "
             f"{self.heap_mb:6.0f} MB | JVM {self.jvm_mb:6.0f} MB | Python workers "
             f"{self.workers_mb:5.0f} MB | Redis {self.redis_mb:6.1f} MB, {self.lists:>6,} lists "
             f"| stored {self.stored:>9,} ({self.store_mb:6.1f} MB on disk) | "
@@ -193,6 +198,7 @@ class Soak:
             file_mb=rss_mb("self", "RssFile"),
             counts_mb=self.counts_mb(),
             py_blocks=sys.getallocatedblocks(),
+            arrow_mb=pyarrow.total_allocated_bytes() / 2**20,
             malloc_mb=usage.in_use / 2**20,
             free_mb=usage.free / 2**20,
             heap_mb=self.heap_after_gc_mb(),

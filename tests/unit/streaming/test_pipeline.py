@@ -12,7 +12,13 @@ from streaming.ingest.store import BatchCommit
 from streaming.ingest.validation import DUPLICATE_REASON
 from streaming.model.retrain import RetrainState
 from streaming.model.versions import ModelVersion
-from streaming.pipeline import BatchPipeline, latest_offsets, popular_hits, ratings_since
+from streaming.pipeline import (
+    TRIM_EVERY_S,
+    BatchPipeline,
+    latest_offsets,
+    popular_hits,
+    ratings_since,
+)
 from streaming.rating.fitter import FittedStars
 from streaming.rating.fm import RatingModel
 from streaming.settings import StreamSettings
@@ -250,6 +256,28 @@ def test_reports_stay_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         wired.pipeline.run(batch, batch_id)
     assert len(wired.pipeline.reports) <= 2 * kept
     assert wired.pipeline.reports[-1].batch_id == 7
+
+
+def test_malloc_is_trimmed_at_a_switch_and_every_trim_interval_between(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trims: list[float] = []
+    wired = Wiring(tmp_path)
+    monkeypatch.setattr(
+        "streaming.pipeline.release_free_memory", lambda: trims.append(wired.clock())
+    )
+    began = wired.clock()
+    first = wired.pipeline.run(MemoryBatch(ratings(range(1, 6), range(10, 15), DAY)), 0)
+    assert first.switched_to == 1 and trims == [began]  # the first version's switch
+    assert "trim" not in first.timings_s  # that one is the switch's, not the interval's
+    wired.clock.advance(TRIM_EVERY_S - 1)
+    batch = MemoryBatch([(1, 20, 3.0, 2 * DAY)], 25)
+    assert "trim" not in wired.pipeline.run(batch, 1).timings_s
+    wired.clock.advance(1)
+    trimmed = wired.pipeline.run(MemoryBatch([(2, 20, 3.0, 2 * DAY)], 26), 2)
+    assert "trim" in trimmed.timings_s and trims == [began, began + TRIM_EVERY_S]
+    assert "trim" not in wired.pipeline.run(MemoryBatch([(3, 20, 3.0, 2 * DAY)], 27), 3).timings_s
+    assert len(trims) == 2
 
 
 def test_a_version_builds_beside_the_batches_and_switches_in_with_who_rated_meanwhile(
