@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import random
 import socket
 import sys
 import time
@@ -23,6 +24,7 @@ __all__ = [
     "ServiceStartError",
     "ServiceStatus",
     "StartOutcome",
+    "free_port_block",
     "free_tcp_port",
     "group_main",
 ]
@@ -191,12 +193,50 @@ class LocalService(ABC):
             time.sleep(0.25)
 
 
+# Linux gives outgoing connections their local port from 32768-60999
+# (net.ipv4.ip_local_port_range), and binding port 0 picks from there too: such a port
+# can be taken by some client's connection between the probe and the service's own bind
+# (CI once saw a Kafka controller die of "Address already in use" that way). Ports are
+# picked below that range instead.
+_PICK_FROM = range(20_000, 32_000)
+# Ports already handed out in this process: a service may not have bound its port yet
+# when the next one is asked for, and the two must differ.
+_handed_out: set[int] = set()
+
+
+def free_port_block(count: int) -> int:
+    """The first of `count` consecutive TCP ports on 127.0.0.1 that nothing listens on.
+
+    All of them are held at once while probed, so they are free together; a Kafka node
+    takes two (its clients' port and its controller's, the next one). No port is handed
+    out twice in one process.
+    """
+    if count < 1:
+        msg = f"count must be at least 1, got {count}"
+        raise ValueError(msg)
+    while True:
+        first = random.randrange(_PICK_FROM.start, _PICK_FROM.stop - count)  # noqa: S311 (not a secret)
+        block = range(first, first + count)
+        if _handed_out.intersection(block):
+            continue
+        probes: list[socket.socket] = []
+        try:
+            for port in block:
+                probe = socket.socket()
+                probes.append(probe)
+                probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+        _handed_out.update(block)
+        return first
+
+
 def free_tcp_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+    return free_port_block(1)
 
 
 class ServiceGroup(ABC):

@@ -31,7 +31,7 @@ from producer.errors import BrokerUnavailableError
 from producer.events import RatingEvent
 from producer.settings import KafkaSettings
 from recstream_infra.containers import container_services
-from recstream_infra.local_service import ServiceStartError, free_tcp_port
+from recstream_infra.local_service import ServiceStartError, free_port_block, free_tcp_port
 from recstream_infra.services import LocalServices
 from recstream_infra.settings import LocalServicesSettings
 from serving.connection import open_redis, ping
@@ -157,6 +157,12 @@ def redis_client(redis_settings: RedisSettings) -> Iterator[redis.Redis]:
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     return free_tcp_port()
+
+
+@pytest.fixture
+def free_port_pair() -> int:
+    """A free port whose next port is free too: a Kafka node's clients' and controller's."""
+    return free_port_block(2)
 
 
 @pytest.fixture

@@ -107,9 +107,11 @@ def test_process_that_dies_during_start_points_at_its_log(state_dir: Path, free_
 
 
 @pytest.mark.integration
-def test_kafka_that_does_not_answer_in_time_is_stopped(state_dir: Path, free_port: int) -> None:
-    local = _local(state_dir, start_timeout_s=0.5, kafka_controller_port=free_port + 1)
-    kafka = LocalKafka(local, KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port}"))
+def test_kafka_that_does_not_answer_in_time_is_stopped(
+    state_dir: Path, free_port_pair: int
+) -> None:
+    local = _local(state_dir, start_timeout_s=0.5, kafka_controller_port=free_port_pair + 1)
+    kafka = LocalKafka(local, KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port_pair}"))
     with pytest.raises(ServiceStartError, match=r"did not answer .* within 0.5 s .*kafka\.log"):
         kafka.start()
     assert kafka.process.pid() is None
@@ -118,10 +120,10 @@ def test_kafka_that_does_not_answer_in_time_is_stopped(state_dir: Path, free_por
 @pytest.mark.integration
 @pytest.mark.slow
 def test_kafka_on_its_own_port_serves_kafka_python_and_stops_cleanly(
-    state_dir: Path, free_port: int
+    state_dir: Path, free_port_pair: int
 ) -> None:
-    settings = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port}")
-    kafka = LocalKafka(_local(state_dir, kafka_controller_port=free_port + 1), settings)
+    settings = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port_pair}")
+    kafka = LocalKafka(_local(state_dir, kafka_controller_port=free_port_pair + 1), settings)
     began = time.monotonic()
     assert kafka.start() == "started"
     try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from pyspark.sql import SparkSession
 from producer.broker import client_options
 from producer.settings import KafkaSettings
 from recstream_infra.kafka_local import LocalKafka
-from recstream_infra.local_service import free_tcp_port
+from recstream_infra.local_service import free_port_block, free_tcp_port
 from recstream_infra.processes import wait_until
 from recstream_infra.services import LocalServices
 from recstream_infra.settings import LocalServicesSettings
@@ -51,31 +50,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SENT, FIRST, RATE, DOWN_S = 30_000, 10_000, 1_000, 10.0
 
 
-def _free_pair() -> int:
-    """A free port whose next port is free too (a node's broker and controller)."""
-    while True:
-        port = free_tcp_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServices]:
     """Three Kafka nodes (and a Redis nobody uses) on free ports, killed after."""
-    ports: list[int] = []
-    while len(ports) < 3:
-        port = _free_pair()
-        if not {port, port + 1} & {p + d for p in ports for d in (-1, 0, 1)}:
-            ports.append(port)
+    ports = [free_port_block(2) for _ in range(3)]  # each node's port and its controller's
     kafka = KafkaSettings(bootstrap_servers=",".join(f"127.0.0.1:{port}" for port in ports))
     local = LocalServicesSettings(
         state_dir=tmp_path_factory.mktemp("kafka-cluster"), kafka_brokers=3
     )
-    started = LocalServices(local, kafka, RedisSettings(url=f"redis://127.0.0.1:{_free_pair()}/0"))
+    started = LocalServices(
+        local, kafka, RedisSettings(url=f"redis://127.0.0.1:{free_tcp_port()}/0")
+    )
     try:
         for node in started.kafka_nodes:
             node.launch()

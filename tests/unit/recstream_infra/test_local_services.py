@@ -7,6 +7,7 @@ never disturbs the session's services.
 from __future__ import annotations
 
 import base64
+import socket
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from producer.settings import KafkaSettings
 from recstream_infra import services as services_cli
 from recstream_infra.kafka_local import LocalKafka, kafka_nodes, new_cluster_id
-from recstream_infra.local_service import ServiceStartError
+from recstream_infra.local_service import ServiceStartError, free_port_block, free_tcp_port
 from recstream_infra.redis_cluster import LocalRedisCluster
 from recstream_infra.redis_local import LocalRedis
 from recstream_infra.services import LocalServices
@@ -210,3 +211,19 @@ def test_a_local_redis_cluster_needs_cluster_clients_and_room_for_its_bus_ports(
     assert [node.port for node in cluster.nodes] == [7000, 7001, 7002, 7003, 7004, 7005]
     config = cluster.nodes[3]._extra_lines()
     assert "cluster-enabled yes" in config and "cluster-node-timeout 2000" in config
+
+
+def test_free_ports_are_bindable_together_never_repeated_and_below_the_outgoing_range() -> None:
+    # Linux gives outgoing connections their ports from 32768 up: a port from there can
+    # be taken by a client between the probe and the service's bind (CI saw a Kafka
+    # controller die of "Address already in use" on the port after a bind(0) one).
+    firsts = [free_port_block(2) for _ in range(50)]
+    singles = [free_tcp_port() for _ in range(50)]
+    handed = [port for first in firsts for port in (first, first + 1)] + singles
+    assert len(set(handed)) == len(handed)
+    assert all(1024 < port < 32_768 for port in handed)
+    with socket.socket() as one, socket.socket() as two:
+        one.bind(("127.0.0.1", firsts[0]))
+        two.bind(("127.0.0.1", firsts[0] + 1))
+    with pytest.raises(ValueError, match="at least 1"):
+        free_port_block(0)
