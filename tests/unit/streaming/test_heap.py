@@ -56,11 +56,46 @@ _BATCH = textwrap.dedent(
 )
 
 
-def _left_resident_mb(mode: str) -> float:
+# Arrow's share of a micro-batch, in a process of its own (the memory pool is too): tables
+# built, combined and turned into frames, as ``toPandas`` does, then dropped, with a small
+# array of each kept; prints the MB still resident after the job's trim, the pool's name
+# and the bytes Arrow still has live.
+_ARROW = textwrap.dedent(
+    """
+    import sys
+
+    import numpy as np
+    import pyarrow as pa
+
+    from streaming import heap
+    from tests.unit.streaming.test_heap import resident_mb
+
+    if sys.argv[1] == "settled":
+        heap.settle()
+    pa.table({"a": [1]}).to_pandas()  # pandas imported before the baseline
+    before = resident_mb()
+    kept = []
+    for _ in range(40):
+        table = pa.table({"a": np.arange(200_000), "b": np.arange(200_000) / 3})
+        frame = pa.concat_tables([table, table]).combine_chunks().to_pandas()
+        kept.append(pa.array(np.arange(1_000)))
+        del table, frame
+    heap.release_free_memory()
+    print(resident_mb() - before, pa.default_memory_pool().backend_name,
+          pa.total_allocated_bytes())
+    """
+)
+
+
+def _run(script: str, mode: str) -> list[str]:
     done = subprocess.run(
-        [sys.executable, "-c", _BATCH, mode], capture_output=True, text=True, check=True
+        [sys.executable, "-c", script, mode], capture_output=True, text=True, check=True
     )
-    return float(done.stdout.strip())
+    return done.stdout.split()
+
+
+def _left_resident_mb(mode: str) -> float:
+    return float(_run(_BATCH, mode)[0])
 
 
 def test_settled_heap_returns_freed_large_buffers_and_default_keeps_them() -> None:
@@ -69,6 +104,15 @@ def test_settled_heap_returns_freed_large_buffers_and_default_keeps_them() -> No
     settled = _left_resident_mb("settled")
     assert default > 150, default  # glibc's defaults keep the 200 MB as holes
     assert settled < kept_mb + 20, settled  # settled: only what is still held stays
+
+
+def test_settled_arrow_gives_its_freed_buffers_back_with_the_trim() -> None:
+    default_mb, default_pool, default_live = _run(_ARROW, "default")
+    settled_mb, settled_pool, settled_live = _run(_ARROW, "settled")
+    assert (default_pool, settled_pool) == ("mimalloc", "system")
+    assert int(default_live) == int(settled_live) < 2**20  # the same little still live
+    assert float(default_mb) > 8, default_mb  # mimalloc keeps its freed pages
+    assert float(settled_mb) < 4, settled_mb  # on malloc, the trim gives them back
 
 
 def test_usage_follows_what_is_allocated_and_freed() -> None:
