@@ -84,13 +84,16 @@ class StreamingJob:
         self.kafka = kafka
         self.stream = stream
         self.store = RatingStore(spark, stream.state_dir / "store")
+        # Before anything reads the store: what the last run left loose or superseded.
+        self.store.compact()
         self.watcher = TopicWatcher(kafka)
         # A build beside the stream runs at most this many tasks at once.
         slots = model.retrain_slots or max(1, spark.sparkContext.defaultParallelism - 1)
         beside = slots if model.retrain_in_background else None
-        self.fitter = StarsFitter(model, self.store.ratings, slots)
+        # The fitter and the publisher read the store beside the build that compacts it.
+        self.fitter = StarsFitter(model, self.store.ratings, slots, reading=self.store.reading)
         self.publisher = Publisher(spark, self.store.ratings, redis_settings, stream, model,
-                                   stage_partitions=beside)  # fmt: skip
+                                   stage_partitions=beside, reading=self.store.reading)  # fmt: skip
         models = ModelFolder(stream.state_dir / "models", self.store.ratings, model, beside)
         self._builder: ThreadPoolExecutor | None = None
         if model.retrain_in_background:

@@ -53,7 +53,7 @@ from serving.layout import BatchStats
 from streaming.heap import release_free_memory
 from streaming.ingest.history import RecentRatings, latest_ratings
 from streaming.ingest.intake import TakenBatch
-from streaming.ingest.store import BatchCommit
+from streaming.ingest.store import BatchCommit, Compaction
 from streaming.model.blend import ShortTerm, transition_counts
 from streaming.model.holdout import CUTOFF
 from streaming.model.policy import RetrainPolicy
@@ -110,6 +110,13 @@ class BatchStore(Protocol):
 
     def commit(self, record: BatchCommit) -> None:
         """Write the batch's commit record (last, once everything else is done)."""
+        ...
+
+    def compact(self, through_batch: int) -> Compaction | None:
+        """Fold what the committed batches through ``through_batch`` stored into fewer files.
+
+        Called before a build reads the store, on the thread that builds.
+        """
         ...
 
 
@@ -635,6 +642,12 @@ class BatchPipeline:
         the request's copies. A batch that ran before a crash and saved this version
         finds it instead of fitting it again.
         """
+        compacted = self.store.compact(request.batch_id)
+        if compacted is not None and compacted.written is not None:
+            _log.info("store: batches %d-%d compacted (%d batch folders, %d segments merged) "
+                      "in %.1f s; %d superseded folders deleted, %d wait", *compacted.written,
+                      compacted.batches, compacted.merged, compacted.seconds, compacted.deleted,
+                      compacted.deferred)  # fmt: skip
         model = self.models.saved(request.version)
         if model is None:
             background = self.model_settings.rating_in_background
@@ -648,6 +661,8 @@ class BatchPipeline:
         began = time.perf_counter()
         staged = self.publisher.stage(model, request.batch_id, request.short_term)
         timings = {**model.meta.timings_s, "lists": round(time.perf_counter() - began, 3)}
+        if compacted is not None:
+            timings["compact"] = compacted.seconds
         model = replace(model, meta=model.meta.model_copy(update={"timings_s": timings}))
         self.models.save(model)  # with the time its lists took
         return model, staged

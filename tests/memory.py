@@ -58,6 +58,7 @@ class MemoryStore:
         self.stored: dict[int, pd.DataFrame] = {}
         self.dead_letters: dict[int, list[tuple[int, int, str]]] = {}
         self.commits: dict[int, BatchCommit] = {}
+        self.compacted: list[int] = []  # the batch ids compactions were asked up to
 
     def take(self, records: MemoryBatch, batch_id: int) -> TakenBatch:
         """Set aside the repeats, mark first ratings, store the rest under ``batch_id``."""
@@ -83,6 +84,10 @@ class MemoryStore:
         every = pd.concat(chosen, ignore_index=True)[list(HELD_COLUMNS)]
         every = every.sort_values(["user_id", "movie_id", "timestamp"], kind="stable")
         return every.drop_duplicates(["user_id", "movie_id"], keep="last").reset_index(drop=True)
+
+    def compact(self, through_batch: int) -> None:
+        """Nothing to fold: the batches are frames in memory (``RatingStore.compact``)."""
+        self.compacted.append(through_batch)
 
     def users(self, through_batch: int | None = None) -> list[int]:
         """Every user stored through ``through_batch`` (None: all), ascending."""

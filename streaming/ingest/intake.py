@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from streaming.ingest.history import HISTORY_COLUMNS
 from streaming.ingest.state import HELD, HELD_COLUMNS, PACKED, RECORD, latest, unpacked
-from streaming.ingest.store import BatchCommit, RatingStore
+from streaming.ingest.store import BatchCommit, Compaction, RatingStore
 from streaming.timing import timed
 
 __all__ = ["BATCH_COLUMNS", "HELD_COLUMNS", "SparkIntake", "TakenBatch"]
@@ -114,3 +114,7 @@ class SparkIntake:
     def commit(self, record: BatchCommit) -> None:
         """Write the batch's commit record (``RatingStore.commit``)."""
         self.store.commit(record)
+
+    def compact(self, through_batch: int) -> Compaction | None:
+        """Fold the committed batch folders into a segment (``RatingStore.compact``)."""
+        return self.store.compact(through_batch)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import redis
@@ -98,9 +99,11 @@ class Publisher:
         *,
         clock: Callable[[], float] = time.monotonic,
         stage_partitions: int | None = None,
+        reading: Callable[[], AbstractContextManager[object]] = nullcontext,
     ) -> None:
         self.spark = spark
         self.ratings = ratings
+        self.reading = reading  # keeps the store's files while a publication reads them
         self.settings = settings
         self.layout = RedisLayout(settings.key_prefix)
         self.stream = stream
@@ -360,9 +363,11 @@ class Publisher:
         """
         target = ListTarget(self.settings, model.version, "model")
         partitions = partitions or self.spark.sparkContext.defaultParallelism
-        return publish_ratings(self.ratings(through_batch), model.fold_in(self.model_settings),
-                               self.model_settings.top_k, target, partitions, model.stars,
-                               short_term, self.model_settings.explain_k)  # fmt: skip
+        with self.reading():
+            return publish_ratings(self.ratings(through_batch),
+                                   model.fold_in(self.model_settings), self.model_settings.top_k,
+                                   target, partitions, model.stars, short_term,
+                                   self.model_settings.explain_k)  # fmt: skip
 
     def _write_items(self, client: redis.Redis, model: ModelVersion) -> None:
         """Write ``model``'s item keys: each movie's nearest movies, and the factor table."""

@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +121,8 @@ class StarsFitter:
     version of more than ``rating_spark_above`` ratings has its stars fitted and scored
     by Spark (``streaming.rating.spark_stars``) in ``blocks`` partitions, from this
     thread, in the retrain's scheduler pool; the rest are sampled in a spawned process.
+    A fit runs inside ``reading`` (the store's, ``RatingStore.reading``), so a compaction
+    meanwhile deletes none of the files it reads.
     """
 
     def __init__(
@@ -127,9 +130,12 @@ class StarsFitter:
         settings: ModelSettings,
         distributed: Callable[[int | None], DataFrame] | None = None,
         blocks: int | None = None,
+        *,
+        reading: Callable[[], AbstractContextManager[object]] = nullcontext,
     ) -> None:
         self._settings = settings
         self._distributed = distributed
+        self._reading = reading
         self._blocks = blocks
         self._spark_context: Any = None  # set while Spark fits, to cancel its jobs
         self._changed = threading.Condition()
@@ -196,7 +202,8 @@ class StarsFitter:
                 request, self._queued = self._queued, None
                 assert request is not None  # noqa: S101 - the wait above ensures it
                 self._fitting = request.version
-            finished = self._fit(request)
+            with self._reading():  # the store's files stay while the fit reads them
+                finished = self._fit(request)
             with self._changed:
                 self._fitting = None
                 if finished is not None:

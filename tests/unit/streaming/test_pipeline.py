@@ -128,6 +128,7 @@ def test_the_first_model_then_fold_in_then_a_retrain_every_n_ratings(tmp_path: P
     assert third.retrain == "34 new ratings >= 30"
     assert wired.models.trained == [1, 3] and wired.publisher.published_versions == [1, 3]
     assert pipeline.model is not None and pipeline.model.version == 3
+    assert wired.store.compacted == [0, 2]  # each build compacts the store it is to read
 
 
 def test_a_retrain_is_due_after_the_interval_once_something_new_came(tmp_path: Path) -> None:

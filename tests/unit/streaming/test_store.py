@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +120,106 @@ def test_counts_rebuilt_from_the_arrivals_equal_the_counts_of_the_live_batches(
         assert rebuilt.following(movie)[0].tolist() == live.following(movie)[0].tolist()
         assert rebuilt.following(movie)[1].tolist() == live.following(movie)[1].tolist()
     assert all(rebuilt.recent(user) == live.recent(user) for user in range(1, 15))
+
+
+def _rows(frame: DataFrame) -> list[tuple[object, ...]]:
+    return sorted(tuple(row) for row in frame.select(*sorted(frame.columns)).collect())
+
+
+def _fill(spark: SparkSession, store: RatingStore, batches: range, committed: int) -> None:
+    """Two ratings a batch, by users 1-3 (so later batches re-rate); commits up to ``committed``."""
+    no_dead = spark.createDataFrame([], DEAD)
+    for batch in batches:
+        rows = [(batch % 3 + 1, 10 + batch % 5, 1.0 + batch % 4, 100 + batch, 2 * batch),
+                (batch % 2 + 1, 20 + batch, 3.0, 100 + batch, 2 * batch + 1)]  # fmt: skip
+        store.write_batch(batch, _valid(spark, rows), no_dead)
+        if batch <= committed:
+            store.commit(BatchCommit(batch_id=batch))
+
+
+def _batch_folders(store: RatingStore) -> list[int]:
+    return sorted(int(p.name.split("=")[1]) for p in store.ratings_dir.glob("batch_id=*"))
+
+
+def test_compaction_folds_the_committed_batches_and_every_read_stays_the_same(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    store = RatingStore(spark, tmp_path / "store", compact_min_batches=4)
+    _fill(spark, store, range(10), committed=7)  # 8 and 9 written, not committed yet
+    before = (_rows(store.stored_rows()), _rows(store.ratings()), _rows(store.ratings(5)))
+    arrivals = [(u.tolist(), m.tolist()) for u, m in store.arrivals()]
+
+    done = store.compact(through_batch=9)
+    assert done is not None
+    assert (done.written, done.batches, done.merged, done.deleted, done.deferred) == (
+        (0, 7), 8, 0, 8, 0)  # fmt: skip
+    assert [(s.first, s.last) for s in store.segments()] == [(0, 7)]
+    assert _batch_folders(store) == [8, 9]
+    after = (_rows(store.stored_rows()), _rows(store.ratings()), _rows(store.ratings(5)))
+    assert after == before
+    assert [(u.tolist(), m.tolist()) for u, m in store.arrivals()] == arrivals
+
+    # Fewer than four new committed batches: nothing is written.
+    store.commit(BatchCommit(batch_id=8))
+    again = store.compact()
+    assert again is not None and again.written is None and _batch_folders(store) == [8, 9]
+
+
+def test_a_batch_run_again_after_its_compaction_is_stored_once(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    store = RatingStore(spark, tmp_path / "store", compact_min_batches=2)
+    _fill(spark, store, range(4), committed=3)
+    assert store.compact() is not None
+    stored = store.stored_rows().count()
+    _fill(spark, store, range(3, 4), committed=-1)  # Spark runs batch 3 again after a crash
+    assert _batch_folders(store) == [3]
+    assert store.stored_rows().count() == stored == 8
+    store.compact()  # what the segment holds already is deleted
+    assert _batch_folders(store) == []
+    assert store.stored_rows().count() == stored
+
+
+def test_a_read_in_flight_keeps_the_folders_a_compaction_replaced(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    store = RatingStore(spark, tmp_path / "store", compact_min_batches=2)
+    _fill(spark, store, range(6), committed=5)
+    with store.reading():
+        listed = store.stored_rows()  # lists the six batch folders
+        done = store.compact()
+        assert done is not None and (done.written, done.deleted, done.deferred) == ((0, 5), 0, 6)
+        assert _batch_folders(store) == list(range(6))
+        assert listed.count() == 12  # its files are all still there
+        assert store.stored_rows().count() == 12  # a new read takes the segment
+    later = store.compact()
+    assert later is not None and (later.written, later.deleted) == (None, 6)
+    assert _batch_folders(store) == []
+
+
+def test_segments_merge_as_they_pile_up_and_few_remain(spark: SparkSession, tmp_path: Path) -> None:
+    store = RatingStore(spark, tmp_path / "store", compact_min_batches=2)
+    merged = []
+    for step in range(7):  # four ratings a compaction
+        _fill(spark, store, range(2 * step, 2 * step + 2), committed=2 * step + 1)
+        done = store.compact()
+        assert done is not None and done.written is not None
+        merged.append(done.merged)
+    assert merged == [0, 1, 0, 2, 0, 1, 0]  # like a binary counter: 7 = 4 + 2 + 1
+    assert [(s.first, s.last) for s in store.segments()] == [(0, 7), (8, 11), (12, 13)]
+    assert sorted(p.name for p in store.segments_dir.iterdir()) == ["0-7", "12-13", "8-11"]
+    assert store.stored_rows().count() == 28
+    assert _batch_folders(store) == []
+
+
+def test_a_compaction_that_stopped_midway_is_never_read_and_is_cleared(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    store = RatingStore(spark, tmp_path / "store", compact_min_batches=2)
+    _fill(spark, store, range(3), committed=2)
+    stopped = store.segments_dir / ".writing-0-2-0a1b2c3d"
+    shutil.copytree(store.ratings_dir / "batch_id=0", stopped)  # killed while writing
+    assert store.stored_rows().count() == 6
+    done = store.compact()
+    assert done is not None and done.written == (0, 2) and not stopped.exists()
+    assert store.stored_rows().count() == 6
