@@ -83,7 +83,7 @@ class StreamingJob:
         self.spark = spark
         self.kafka = kafka
         self.stream = stream
-        self.store = RatingStore(spark, stream.state_dir / "store")
+        self.store = RatingStore(spark, stream.state_dir / "store", stream.compact_min_batches)
         # Before anything reads the store: what the last run left loose or superseded.
         self.store.compact()
         self.watcher = TopicWatcher(kafka)

@@ -98,6 +98,11 @@ class StreamSettings(StrictSettings):
     redis_retry_max_s: float = Field(
         60.0, gt=0, description="Longest wait between publishing attempts while Redis is down."
     )
+    compact_min_batches: int = Field(
+        32,
+        ge=1,
+        description="Batch folders of the store a compaction folds into a segment at least.",
+    )
 
     def checkpoint_path(self) -> str:
         """The query checkpoint: as set, or a folder under the state folder."""

@@ -58,7 +58,8 @@ _RATING_COLUMNS = (
     "timestamp long, topic string, partition int, offset long"
 )
 
-# Batch folders folded into a segment at least (fewer wait for the next compaction).
+# Batch folders folded into a segment at least (fewer wait for the next compaction);
+# the job's is ``RECSTREAM_STREAM_COMPACT_MIN_BATCHES``.
 COMPACT_MIN_BATCHES = 32
 # A segment is written as files of about this many rows.
 SEGMENT_FILE_ROWS = 2_000_000
