@@ -198,25 +198,32 @@ class LocalService(ABC):
 # can be taken by some client's connection between the probe and the service's own bind
 # (CI once saw a Kafka controller die of "Address already in use" that way). Ports are
 # picked below that range instead.
-_PICK_FROM = range(20_000, 32_000)
+_PICK_FROM = range(20_000, 32_768)
 # Ports already handed out in this process: a service may not have bound its port yet
 # when the next one is asked for, and the two must differ.
 _handed_out: set[int] = set()
 
 
-def free_port_block(count: int) -> int:
+def free_port_block(count: int, *, shifted_by: int = 0) -> int:
     """The first of `count` consecutive TCP ports on 127.0.0.1 that nothing listens on.
 
     All of them are held at once while probed, so they are free together; a Kafka node
-    takes two (its clients' port and its controller's, the next one). No port is handed
-    out twice in one process.
+    takes two (its clients' port and its controller's, the next one). With `shifted_by`,
+    the ports that far above the block are free too (a Redis Cluster node's bus port is
+    its port + 10000). No port is handed out twice in one process.
     """
-    if count < 1:
-        msg = f"count must be at least 1, got {count}"
+    if count < 1 or shifted_by < 0:
+        msg = f"count must be at least 1 and shifted_by at least 0, got {count} and {shifted_by}"
+        raise ValueError(msg)
+    highest_first = _PICK_FROM.stop - count - shifted_by
+    if highest_first <= _PICK_FROM.start:
+        msg = f"no block of {count} ports shifted by {shifted_by} fits in {_PICK_FROM}"
         raise ValueError(msg)
     while True:
-        first = random.randrange(_PICK_FROM.start, _PICK_FROM.stop - count)  # noqa: S311 (not a secret)
-        block = range(first, first + count)
+        first = random.randrange(_PICK_FROM.start, highest_first)  # noqa: S311 (not a secret)
+        block = [*range(first, first + count)]
+        if shifted_by:
+            block += [port + shifted_by for port in block]
         if _handed_out.intersection(block):
             continue
         probes: list[socket.socket] = []

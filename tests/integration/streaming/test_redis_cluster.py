@@ -10,8 +10,6 @@ its replica has taken over, then 200 again, and the job publishes on.
 
 from __future__ import annotations
 
-import random
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pyspark.sql import SparkSession
 
+from recstream_infra.local_service import free_port_block
 from recstream_infra.processes import wait_until
 from recstream_infra.redis_cluster import LocalRedisCluster, RedisClusterNode
 from recstream_infra.settings import LocalServicesSettings
@@ -41,26 +40,11 @@ RECS = "/users/{}/recommendations"
 NODE_TIMEOUT_MS = 5_000
 
 
-def _six_free_ports() -> int:
-    """A port such that it, the five after it and their cluster bus ports (+10000) are free."""
-    while True:
-        base = random.randrange(20_000, 30_000)
-        probes = [socket.socket() for _ in range(12)]
-        ports = [base + offset + bus for bus in (0, 10_000) for offset in range(6)]
-        try:
-            for probe, port in zip(probes, ports, strict=True):
-                probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for probe in probes:
-                probe.close()
-        return base
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
-    settings = RedisSettings(url=f"redis://127.0.0.1:{_six_free_ports()}/0", cluster=True)
+    settings = RedisSettings(
+        url=f"redis://127.0.0.1:{free_port_block(6, shifted_by=10_000)}/0", cluster=True
+    )  # six nodes on consecutive ports, each with its bus port 10000 above
     local = LocalServicesSettings(
         state_dir=tmp_path_factory.mktemp("redis-cluster"),
         redis_cluster_node_timeout_ms=NODE_TIMEOUT_MS,

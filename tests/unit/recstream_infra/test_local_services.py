@@ -225,5 +225,9 @@ def test_free_ports_are_bindable_together_never_repeated_and_below_the_outgoing_
     with socket.socket() as one, socket.socket() as two:
         one.bind(("127.0.0.1", firsts[0]))
         two.bind(("127.0.0.1", firsts[0] + 1))
+    shifted = free_port_block(3, shifted_by=10_000)  # a Redis Cluster's nodes and buses
+    assert shifted + 2 + 10_000 < 32_768
     with pytest.raises(ValueError, match="at least 1"):
         free_port_block(0)
+    with pytest.raises(ValueError, match="fits"):
+        free_port_block(3, shifted_by=20_000)
