@@ -53,7 +53,8 @@ from serving.layout import BatchStats
 from streaming.heap import release_free_memory
 from streaming.ingest.history import RecentRatings, latest_ratings
 from streaming.ingest.intake import TakenBatch
-from streaming.ingest.store import BatchCommit, Compaction
+from streaming.ingest.segments import Compaction
+from streaming.ingest.store import BatchCommit
 from streaming.model.blend import ShortTerm, transition_counts
 from streaming.model.holdout import CUTOFF
 from streaming.model.policy import RetrainPolicy

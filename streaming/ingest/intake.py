@@ -18,8 +18,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from streaming.ingest.history import HISTORY_COLUMNS
+from streaming.ingest.segments import Compaction
 from streaming.ingest.state import HELD, HELD_COLUMNS, PACKED, RECORD, latest, unpacked
-from streaming.ingest.store import BatchCommit, Compaction, RatingStore
+from streaming.ingest.store import BatchCommit, RatingStore
 from streaming.timing import timed
 
 __all__ = ["BATCH_COLUMNS", "HELD_COLUMNS", "SparkIntake", "TakenBatch"]
