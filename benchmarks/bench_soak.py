@@ -11,8 +11,8 @@ one line reports:
 - the driver's Python RSS, and in it: the pages of mapped files (libraries' code, read
   as it is first run), what glibc's malloc hands out and keeps free, the bytes of the
   short-term counts' arrays, the blocks Python's own allocator has handed out, and the
-  bytes Arrow's pool holds (``toPandas`` and the store's reads; its mimalloc keeps its
-  own pages, outside glibc's figures);
+  bytes Arrow has live (``toPandas`` and the store's reads: the job has Arrow take them
+  from malloc, so they are inside malloc's figures);
 - the JVM's heap in use after a full collection (its live set: the least of three, 2 s
   apart, as a micro-batch in flight holds its working set through one), the JVM's RSS (in
   ``local[2]`` the driver and the executors in one JVM), and the executors' Python
@@ -20,10 +20,11 @@ one line reports:
 - Redis's ``used_memory``, the ratings stored and the store's bytes on disk;
 - the micro-batches of the interval: how many, p50 and p99 seconds, and the versions.
 
-A sample waits (up to ``--build-wait-s``) until no version is being built and no rating
-model fitted: a build's working set grows with the store by design and is let go at the
-switch, so the driver is measured with what it keeps. A ``*`` after the minute marks a
-sample that waited in vain.
+A sample waits (up to ``--build-wait-s``) until no version has been built and no rating
+model fitted for ``--quiet-s`` seconds (by default the job's trim interval and 5 s): a
+build's working set grows with the store by design and is let go at the switch, and
+what it frees stays resident until the next trim, so the driver is measured with what it
+keeps. A ``*`` after the minute marks a sample that waited in vain.
 
 At the end each memory figure is compared with its value after ``--settle-min`` minutes;
 it is flat when the last value is at most 1.1 × that value. Judged as they are: the
@@ -60,6 +61,7 @@ from serving.connection import open_redis
 from serving.layout import RedisLayout
 from streaming.heap import MallocUsage, malloc_usage
 from streaming.job import StreamingJob, stop_between_batches
+from streaming.pipeline import TRIM_EVERY_S
 
 FLAT = 1.1
 
@@ -169,17 +171,26 @@ class Soak:
         """Whether a version's build or a rating model's fit is in flight in the driver."""
         return self.job.pipeline.retrainer.busy or self.job.fitter.busy
 
-    def wait_between_builds(self, limit_s: float) -> bool:
-        """Wait up to ``limit_s`` for no build in flight; whether there is none now.
+    def wait_between_builds(self, limit_s: float, quiet_s: float) -> bool:
+        """Wait up to ``limit_s`` until nothing was built for ``quiet_s``; whether so.
 
         A build holds its working set (the ratings its evaluation reads, its list blocks)
-        until it is switched in, and that set grows with the store by design; sampled
-        between builds, the driver shows what it keeps.
+        until it is switched in, and that set grows with the store by design; what it
+        frees stays resident until the job's next trim. Sampled once the job has been
+        quiet for a trim interval, the driver shows what it keeps.
         """
         give_up = time.monotonic() + limit_s
-        while self.building() and time.monotonic() < give_up:
+        quiet_since: float | None = None
+        while time.monotonic() < give_up:
+            now = time.monotonic()
+            if self.building():
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = now
+            elif now - quiet_since >= quiet_s:
+                return True
             time.sleep(0.5)
-        return not self.building()
+        return False
 
     def sample(self, redis_client: object, between_builds: bool) -> Sample:
         reports = list(self.job.reports)  # the newest ones: the job trims the list
@@ -296,8 +307,14 @@ def main() -> int:
     parser.add_argument(
         "--build-wait-s",
         type=float,
-        default=180.0,
-        help="how long a sample waits for no build in flight (a '*' marks one that did not)",
+        default=300.0,
+        help="how long a sample waits for the job to be quiet (a '*' marks one that was not)",
+    )
+    parser.add_argument(
+        "--quiet-s",
+        type=float,
+        default=TRIM_EVERY_S + 5,
+        help="seconds without a build or fit in flight before a sample (a trim meanwhile)",
     )
     parser.add_argument("--log", action="store_true", help="print every micro-batch's line")
     parser.add_argument(
@@ -349,7 +366,7 @@ def main() -> int:
             end = soak.began + args.minutes * 60
             while time.monotonic() < end and producer.poll() is None:
                 stop.wait(min(args.every_min * 60, max(0.0, end - time.monotonic())))
-                soak.sample(redis_client, soak.wait_between_builds(args.build_wait_s))
+                soak.sample(redis_client, soak.wait_between_builds(args.build_wait_s, args.quiet_s))
             if producer.poll() not in (None, 0):
                 errors.seek(0)
                 print(f"the producer failed: {errors.read()[-2000:]}")
