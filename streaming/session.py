@@ -117,6 +117,10 @@ def build_spark_session(settings: SparkSettings | None = None) -> SparkSession:
         # of the driver JVM's heap kept for nothing (the soak's heap grew by 100 MB in an
         # hour with ~2,600 folders). Off, each read keeps its listing only while it lives.
         .config("spark.sql.hive.filesourcePartitionFileCacheSize", "0")
+        # Past this many folders Spark lists them in a job of a task a folder: 9.7 s for the
+        # soak's 2,600 batch folders where the driver takes 0.6 s (benchmarks/bench_store.py).
+        # The store reads its segments and the batch folders since the last compaction.
+        .config("spark.sql.sources.parallelPartitionDiscovery.threshold", "1024")
         .config("spark.scheduler.mode", "FAIR")
         .config("spark.scheduler.allocation.file", _POOLS_FILE.resolve().as_uri())
         .config("spark.executorEnv.OPENBLAS_NUM_THREADS", os.environ["OPENBLAS_NUM_THREADS"])
