@@ -32,6 +32,7 @@ import ctypes.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from xml.etree import ElementTree
 
 import pyarrow as pa
 
@@ -101,13 +102,58 @@ def release_free_memory() -> bool | None:
 
 
 def malloc_usage() -> MallocUsage | None:
-    """Bytes malloc has handed out (arena blocks and mmapped ones) and keeps free."""
+    """Bytes malloc has handed out (arena blocks and mmapped ones) and keeps free.
+
+    Over every arena (glibc's ``malloc_info``): ``mallinfo2`` counts the main arena only,
+    and the job's threads also allocate from a second one. ``mallinfo2``'s figures where
+    ``malloc_info`` cannot be read; None without glibc.
+    """
+    every = _malloc_info_totals()
+    if every is not None:
+        return every
     info = getattr(_libc(), "mallinfo2", None)
     if info is None:
         return None
     info.restype = _MallInfo2
     got = info()
     return MallocUsage(in_use=int(got.uordblks + got.hblkhd), free=int(got.fordblks))
+
+
+def _malloc_info_totals() -> MallocUsage | None:
+    """The totals of glibc's ``malloc_info`` report (its XML, written to memory)."""
+    libc = _libc()
+    report = getattr(libc, "malloc_info", None)
+    if libc is None or report is None or not hasattr(libc, "open_memstream"):
+        return None
+    libc.open_memstream.restype = ctypes.c_void_p
+    libc.open_memstream.argtypes = [
+        ctypes.POINTER(ctypes.c_void_p),
+        ctypes.POINTER(ctypes.c_size_t),
+    ]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    libc.free.argtypes = [ctypes.c_void_p]
+    report.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    buffer, size = ctypes.c_void_p(), ctypes.c_size_t()
+    stream = libc.open_memstream(ctypes.byref(buffer), ctypes.byref(size))
+    if not stream:
+        return None
+    try:
+        report(0, stream)
+    finally:
+        libc.fclose(stream)  # flushes the buffer and its size
+    try:
+        text = ctypes.string_at(buffer.value, size.value) if buffer.value else b""
+    finally:
+        libc.free(buffer)
+    try:
+        root = ElementTree.fromstring(text)  # noqa: S314 - glibc's own report of this process
+    except ElementTree.ParseError:
+        return None
+    totals = {node.get("type"): int(node.get("size", "0")) for node in root.findall("total")}
+    system = {node.get("type"): int(node.get("size", "0")) for node in root.findall("system")}
+    free = totals.get("fast", 0) + totals.get("rest", 0)
+    in_use = system.get("current", 0) - free + totals.get("mmap", 0)
+    return MallocUsage(in_use=in_use, free=free)
 
 
 def settle(mmap_threshold: int = MMAP_THRESHOLD, arenas: int = ARENAS) -> bool:
