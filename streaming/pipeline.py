@@ -639,9 +639,9 @@ class BatchPipeline:
     def _build(self, request: RetrainRequest) -> tuple[ModelVersion, int | None]:
         """Fit, evaluate and save ``request``'s version, then write its lists (not current).
 
-        Runs on the retrain executor: it reads the store through the request's batch and
-        the request's copies. A batch that ran before a crash and saved this version
-        finds it instead of fitting it again.
+        Runs on the retrain executor: it compacts the store first (``BatchStore.compact``),
+        then reads it through the request's batch and the request's copies. A batch that
+        ran before a crash and saved this version finds it instead of fitting it again.
         """
         compacted = self.store.compact(request.batch_id)
         if compacted is not None and compacted.written is not None:
