@@ -121,7 +121,7 @@ class Segments:
             loose = self._loose_batches(after=covered)
             parts = []
             if segments:
-                parts.append(self.spark.read.parquet(*(str(s.path) for s in segments)))
+                parts.append(self._read_segments(segments))
             if loose:
                 parts.append(self._read_batches(loose))
         return reduce(DataFrame.unionByName, parts) if parts else None
@@ -193,6 +193,10 @@ class Segments:
         return sorted(batch for batch, path in self._batch_folders().items()
                       if batch > after and any(path.glob("*.parquet")))  # fmt: skip
 
+    def _read_segments(self, segments: list[Segment]) -> DataFrame:
+        """The rows of these segments (``batch_id`` a column of theirs)."""
+        return self.spark.read.parquet(*(str(segment.path) for segment in segments))
+
     def _read_batches(self, batches: list[int]) -> DataFrame:
         """The rows of these batch folders, ``batch_id`` from their names."""
         paths = [str(self.batch_dir(batch)) for batch in batches]
@@ -209,7 +213,7 @@ class Segments:
         self.segments_dir.mkdir(parents=True, exist_ok=True)
         parts = [self._read_batches(batches)]
         if joined:
-            parts.insert(0, self.spark.read.parquet(*(str(s.path) for s in joined)))
+            parts.insert(0, self._read_segments(joined))
         aside = self.segments_dir / f".writing-{first}-{last}-{uuid.uuid4().hex[:8]}"
         files = max(1, math.ceil(rows / SEGMENT_FILE_ROWS))
         reduce(DataFrame.unionByName, parts).coalesce(files).write.parquet(str(aside))

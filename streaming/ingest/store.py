@@ -212,8 +212,9 @@ class RatingStore:
 
         Only batches through ``through_batch`` (None: all) that have a commit record.
         """
-        last = self.last_commit()
-        limit = -1 if last is None else last.batch_id
+        # The newest commit's id from the files' names: a build must not parse them all.
+        ids = [int(path.stem) for path in self.commits_dir.glob("*.json") if path.stem.isdigit()]
+        limit = max(ids, default=-1)
         if through_batch is not None:
             limit = min(limit, through_batch)
         return self.folders.compact(limit)
