@@ -119,11 +119,13 @@ def malloc_usage() -> MallocUsage | None:
     return MallocUsage(in_use=int(got.uordblks + got.hblkhd), free=int(got.fordblks))
 
 
-def _malloc_info_totals() -> MallocUsage | None:
-    """The totals of glibc's ``malloc_info`` report (its XML, written to memory)."""
+@cache
+def _report_libc() -> ctypes.CDLL | None:
+    """The C library with ``malloc_info``'s and ``open_memstream``'s signatures, or None."""
     libc = _libc()
-    report = getattr(libc, "malloc_info", None)
-    if libc is None or report is None or not hasattr(libc, "open_memstream"):
+    if libc is None or not all(
+        hasattr(libc, name) for name in ("malloc_info", "open_memstream", "fclose", "free")
+    ):
         return None
     libc.open_memstream.restype = ctypes.c_void_p
     libc.open_memstream.argtypes = [
@@ -132,13 +134,21 @@ def _malloc_info_totals() -> MallocUsage | None:
     ]
     libc.fclose.argtypes = [ctypes.c_void_p]
     libc.free.argtypes = [ctypes.c_void_p]
-    report.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    return libc
+
+
+def _malloc_info_totals() -> MallocUsage | None:
+    """The totals of glibc's ``malloc_info`` report (its XML, written to memory)."""
+    libc = _report_libc()
+    if libc is None:
+        return None
     buffer, size = ctypes.c_void_p(), ctypes.c_size_t()
     stream = libc.open_memstream(ctypes.byref(buffer), ctypes.byref(size))
     if not stream:
         return None
     try:
-        report(0, stream)
+        libc.malloc_info(0, stream)
     finally:
         libc.fclose(stream)  # flushes the buffer and its size
     try:
