@@ -59,6 +59,7 @@ from pyspark.sql import SparkSession
 
 from serving.connection import open_redis
 from serving.layout import RedisLayout
+from streaming import heap
 from streaming.heap import MallocUsage, malloc_usage
 from streaming.job import StreamingJob, stop_between_batches
 from streaming.pipeline import TRIM_EVERY_S
@@ -79,6 +80,7 @@ class Sample:
     arrow_mb: float
     malloc_mb: float
     free_mb: float
+    arenas: int
     heap_mb: float
     jvm_mb: float
     workers_mb: float
@@ -96,7 +98,8 @@ class Sample:
         return (
             f"{self.minute:6.1f} min{' ' if self.between_builds else '*'}| driver "
             f"{self.driver_mb:5.0f} MB ({self.file_mb:3.0f} of files; malloc: "
-            f"{self.malloc_mb:4.0f} in use, {self.free_mb:4.0f} free; short-term counts "
+            f"{self.malloc_mb:4.0f} in use, {self.free_mb:4.0f} free, {self.arenas} arenas; "
+            f"short-term counts "
             f"{self.counts_mb:4.1f}; {self.py_blocks / 1e6:4.2f}M Python blocks; Arrow "
             f"{self.arrow_mb:4.1f}) | heap (live) "
             f"{self.heap_mb:6.0f} MB | JVM {self.jvm_mb:6.0f} MB | Python workers "
@@ -212,6 +215,7 @@ class Soak:
             arrow_mb=pyarrow.total_allocated_bytes() / 2**20,
             malloc_mb=usage.in_use / 2**20,
             free_mb=usage.free / 2**20,
+            arenas=usage.arenas,
             heap_mb=self.heap_after_gc_mb(),
             jvm_mb=rss_mb(self.jvm_pid),
             workers_mb=_python_workers(),
@@ -323,6 +327,8 @@ def main() -> int:
         help="trace the driver's Python allocations (slower) and print what grew the most",
     )
     args = parser.parse_args()
+    heap.python_objects_on_malloc()  # as ``python -m streaming run`` does, first
+    heap.settle()  # then, before any thread starts
     if args.log:
         show_batches()
     if args.trace:

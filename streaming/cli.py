@@ -61,6 +61,10 @@ def run(
     Every option defaults to its setting (see docs/configuration.md).
     """
     options = locals()
+    from streaming import heap
+
+    heap.python_objects_on_malloc()  # runs this command again, once, on malloc
+    heap.settle()  # before Kafka's and Spark's clients start threads (their arenas)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -41,6 +43,7 @@ __all__ = [
     "MMAP_THRESHOLD",
     "MallocUsage",
     "malloc_usage",
+    "python_objects_on_malloc",
     "release_free_memory",
     "settle",
 ]
@@ -93,6 +96,7 @@ class MallocUsage:
 
     in_use: int
     free: int
+    arenas: int = 0  # 0 where the C library does not say
 
 
 def release_free_memory() -> bool | None:
@@ -163,12 +167,15 @@ def _malloc_info_totals() -> MallocUsage | None:
     system = {node.get("type"): int(node.get("size", "0")) for node in root.findall("system")}
     free = totals.get("fast", 0) + totals.get("rest", 0)
     in_use = system.get("current", 0) - free + totals.get("mmap", 0)
-    return MallocUsage(in_use=in_use, free=free)
+    return MallocUsage(in_use=in_use, free=free, arenas=len(root.findall("heap")))
 
 
 def settle(mmap_threshold: int = MMAP_THRESHOLD, arenas: int = ARENAS) -> bool:
     """Fix glibc's mmap threshold, cap its arenas and put Arrow on malloc.
 
+    Call it before the process starts threads: the cap only stops new arenas, and glibc
+    keeps those its threads already made (the soak's driver, settled after Spark's session
+    and Kafka's clients had started their threads, had eight).
     Returns whether the C library took both malloc settings.
     """
     pa.set_memory_pool(pa.system_memory_pool())
@@ -177,3 +184,29 @@ def settle(mmap_threshold: int = MMAP_THRESHOLD, arenas: int = ARENAS) -> bool:
         return False
     taken = function(_M_MMAP_THRESHOLD, mmap_threshold) == 1
     return function(_M_ARENA_MAX, arenas) == 1 and taken
+
+
+def python_objects_on_malloc() -> None:
+    """Start this program again with Python's objects on malloc, unless PYTHONMALLOC is set.
+
+    Python's own small-object allocator (pymalloc) hands a 1 MB arena back only when
+    every object in it is free. In a driver that runs for hours, each micro-batch's
+    short-lived objects land among long-lived ones, so arenas pile up with their live
+    bytes flat (the soak: 100 -> 108 arenas in 17 minutes, 74.5 -> 75.1 MB live). On malloc
+    they share glibc's arenas, whose free pages ``release_free_memory`` gives back.
+
+    The allocator is chosen when the interpreter starts, so this replaces the process
+    (``os.execv``: the same pid, interpreter, arguments and environment, plus
+    ``PYTHONMALLOC=malloc``); call it first, before anything is printed or started.
+    It returns at once, doing nothing, when PYTHONMALLOC is already set (``pymalloc``
+    keeps Python's own allocator) or the C library is not glibc.
+    """
+    if os.environ.get("PYTHONMALLOC") or _mallopt() is None or not sys.executable:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os.execve(  # noqa: S606 - this same interpreter with the arguments it was given
+        sys.executable,
+        [sys.executable, *sys.orig_argv[1:]],
+        {**os.environ, "PYTHONMALLOC": "malloc"},
+    )

@@ -77,8 +77,9 @@ class StreamingJob:
         stream: StreamSettings,
         model: ModelSettings,
     ) -> None:
-        # Before the micro-batch and build threads exist: their buffers freed go back to
-        # the operating system instead of staying as holes in per-thread arenas.
+        # Large buffers freed go back to the operating system, Arrow's included. The
+        # arena cap holds only if settled before the process started threads, as
+        # ``python -m streaming run`` does first; here it is a no-op for the arenas.
         heap.settle()
         self.spark = spark
         self.kafka = kafka

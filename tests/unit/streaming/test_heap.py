@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streaming.heap import malloc_usage, release_free_memory
+from streaming.heap import ARENAS, malloc_usage, release_free_memory
 
 pytestmark = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
@@ -137,3 +138,61 @@ def test_freed_pages_kept_by_malloc_go_back_to_the_system() -> None:
     assert release_free_memory() is True
     assert kept - resident_mb() > 20
     assert len(blocks) == 4_000
+
+
+# Threads that each allocate and hold a little, as the job's micro-batch, build, py4j and
+# Kafka threads do, in a process of its own; settled first or not; prints malloc's arenas.
+_THREADS = textwrap.dedent(
+    """
+    import sys
+    import threading
+
+    import numpy as np
+
+    from streaming import heap
+
+    if sys.argv[1] == "settled":
+        heap.settle()
+    held, started, release = [], threading.Barrier(9), threading.Event()
+
+    def work() -> None:
+        held.append([np.ones(100) for _ in range(1_000)])
+        started.wait()  # every thread allocates while the others are alive
+        release.wait()
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    print(heap.malloc_usage().arenas)
+    release.set()
+    """
+)
+
+
+def test_settled_before_threads_start_they_share_the_capped_arenas() -> None:
+    assert int(_run(_THREADS, "settled")[0]) <= ARENAS
+    assert int(_run(_THREADS, "default")[0]) > ARENAS  # glibc's default: an arena a thread
+
+
+_OBJECTS = (
+    "from streaming import heap; heap.python_objects_on_malloc(); import sys, os; "
+    "print(sys.getallocatedblocks(), os.environ['PYTHONMALLOC'], sys.argv[1:])"
+)
+
+
+@pytest.mark.parametrize(("given", "blocks_of_pymalloc"), [(None, False), ("pymalloc", True)])
+def test_the_driver_restarts_itself_with_python_objects_on_malloc_unless_told(
+    given: str | None, blocks_of_pymalloc: bool
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONMALLOC"}
+    if given is not None:
+        env["PYTHONMALLOC"] = given
+    done = subprocess.run(
+        [sys.executable, "-c", _OBJECTS, "run", "--rank", "8"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    blocks, allocator, *arguments = done.stdout.strip().split(maxsplit=2)
+    assert (int(blocks) > 0) is blocks_of_pymalloc  # pymalloc counts its blocks; malloc: 0
+    assert allocator == (given or "malloc")
+    assert arguments == ["['run', '--rank', '8']"]  # the same arguments, once
