@@ -86,6 +86,7 @@ class Sample:
     workers_mb: float
     redis_mb: float
     lists: int
+    list_bytes: float
     stored: int
     store_mb: float
     batches: int
@@ -104,7 +105,8 @@ class Sample:
             f"{self.arrow_mb:4.1f}) | heap (live) "
             f"{self.heap_mb:6.0f} MB | JVM {self.jvm_mb:6.0f} MB | Python workers "
             f"{self.workers_mb:5.0f} MB | Redis {self.redis_mb:6.1f} MB, {self.lists:>6,} lists "
-            f"| stored {self.stored:>9,} ({self.store_mb:6.1f} MB on disk) | "
+            f"of {self.list_bytes / 1024:4.2f} KB | stored {self.stored:>9,} "
+            f"({self.store_mb:6.1f} MB on disk) | "
             f"{self.batches:4d} batches, p50 {self.p50_s:5.2f} s, p99 {self.p99_s:5.2f} s | "
             f"version {self.version}"
         )
@@ -144,6 +146,18 @@ class Soak:
         self.last_batch = -1
         self.snapshots: list[tracemalloc.Snapshot] = []
         self.samples: list[Sample] = []
+
+    def mean_list_bytes(self, redis_client: object, version: int, users: int = 500) -> float:
+        """Mean bytes of the values of ``users`` random lists of the version (its JSON)."""
+        key = self.layout.lists(version)
+        picked = redis_client.hrandfield(key, users)  # type: ignore[attr-defined]
+        if not picked:
+            return 0.0
+        pipe = redis_client.pipeline(transaction=False)  # type: ignore[attr-defined]
+        for user in picked:
+            pipe.hstrlen(key, user)
+        sizes: list[int] = pipe.execute()
+        return sum(sizes) / len(sizes)
 
     def heap_after_gc_mb(self, collections: int = 3, gap_s: float = 2.0) -> float:
         """The JVM heap in use right after a full collection: what it really holds.
@@ -204,6 +218,7 @@ class Soak:
         version = next((r.switched_to for r in reversed(reports) if r.switched_to), None)
         current = redis_client.get(self.layout.current)  # type: ignore[attr-defined]
         lists = int(redis_client.hlen(self.layout.lists(int(current)))) if current else 0  # type: ignore[attr-defined]
+        list_bytes = self.mean_list_bytes(redis_client, int(current)) if current else 0.0
         usage = malloc_usage() or MallocUsage(0, 0)
         sample = Sample(
             minute=(time.monotonic() - self.began) / 60,
@@ -221,6 +236,7 @@ class Soak:
             workers_mb=_python_workers(),
             redis_mb=int(info["used_memory"]) / 2**20,
             lists=lists,
+            list_bytes=list_bytes,
             stored=self.job.pipeline.stored,
             store_mb=_folder_mb(self.state / "store"),
             batches=len(fresh),
@@ -268,6 +284,11 @@ def verdict(samples: list[Sample], settle_min: float) -> bool:
             1024 * settled.redis_mb / max(settled.lists, 1),
             1024 * last.redis_mb / max(last.lists, 1),
             "KB",
+        ),
+        "Redis per list byte": (
+            settled.redis_mb / max(settled.lists * settled.list_bytes / 2**20, 1e-9),
+            last.redis_mb / max(last.lists * last.list_bytes / 2**20, 1e-9),
+            "",
         ),
         "store per rating": (
             2**20 * settled.store_mb / max(settled.stored, 1),
