@@ -30,8 +30,10 @@ At the end each memory figure is compared with its value after ``--settle-min`` 
 it is flat when the last value is at most 1.1 × that value. Judged as they are: the
 JVM's live heap and the Python workers' RSS. Judged less or per unit of the data they
 hold: the driver's RSS less the short-term counts (which grow with the distinct movie
-pairs seen, up to ``2 × followers`` a movie, as designed), Redis per listed user (the
-lists are the data it grows with) and the store per rating. The JVM's RSS is reported,
+pairs seen, up to ``2 × followers`` a movie, as designed), Redis per byte of the lists
+it holds (the current version's and those still in their grace period, each a full copy:
+2-3 of them with a retrain every 240 s and 300 s of grace; so per listed user it swings
+with the copies held at the sample) and the store per rating. The JVM's RSS is reported,
 not judged: a JVM keeps the heap pages it once touched (up to ``-Xmx``), so its RSS
 climbs for a long time without anything being retained; the live heap is what shows a
 leak.
@@ -87,6 +89,7 @@ class Sample:
     redis_mb: float
     lists: int
     list_bytes: float
+    held: int  # the lists of every version Redis holds: the current one's and those in grace
     stored: int
     store_mb: float
     batches: int
@@ -105,7 +108,7 @@ class Sample:
             f"{self.arrow_mb:4.1f}) | heap (live) "
             f"{self.heap_mb:6.0f} MB | JVM {self.jvm_mb:6.0f} MB | Python workers "
             f"{self.workers_mb:5.0f} MB | Redis {self.redis_mb:6.1f} MB, {self.lists:>6,} lists "
-            f"of {self.list_bytes / 1024:4.2f} KB | stored {self.stored:>9,} "
+            f"of {self.list_bytes / 1024:4.2f} KB, {self.held:>6,} held | stored {self.stored:>9,} "
             f"({self.store_mb:6.1f} MB on disk) | "
             f"{self.batches:4d} batches, p50 {self.p50_s:5.2f} s, p99 {self.p99_s:5.2f} s | "
             f"version {self.version}"
@@ -219,6 +222,9 @@ class Soak:
         current = redis_client.get(self.layout.current)  # type: ignore[attr-defined]
         lists = int(redis_client.hlen(self.layout.lists(int(current)))) if current else 0  # type: ignore[attr-defined]
         list_bytes = self.mean_list_bytes(redis_client, int(current)) if current else 0.0
+        held = 0
+        for version in redis_client.zrange(self.layout.versions, 0, -1):  # type: ignore[attr-defined]
+            held += int(redis_client.hlen(self.layout.lists(int(version))))  # type: ignore[attr-defined]
         usage = malloc_usage() or MallocUsage(0, 0)
         sample = Sample(
             minute=(time.monotonic() - self.began) / 60,
@@ -237,6 +243,7 @@ class Soak:
             redis_mb=int(info["used_memory"]) / 2**20,
             lists=lists,
             list_bytes=list_bytes,
+            held=held,
             stored=self.job.pipeline.stored,
             store_mb=_folder_mb(self.state / "store"),
             batches=len(fresh),
@@ -280,14 +287,9 @@ def verdict(samples: list[Sample], settle_min: float) -> bool:
         ),
         "JVM heap (live)": (settled.heap_mb, last.heap_mb, "MB"),
         "Python workers RSS": (settled.workers_mb, last.workers_mb, "MB"),
-        "Redis per list": (
-            1024 * settled.redis_mb / max(settled.lists, 1),
-            1024 * last.redis_mb / max(last.lists, 1),
-            "KB",
-        ),
-        "Redis per list byte": (
-            settled.redis_mb / max(settled.lists * settled.list_bytes / 2**20, 1e-9),
-            last.redis_mb / max(last.lists * last.list_bytes / 2**20, 1e-9),
+        "Redis per byte held": (
+            settled.redis_mb / max(settled.held * settled.list_bytes / 2**20, 1e-9),
+            last.redis_mb / max(last.held * last.list_bytes / 2**20, 1e-9),
             "",
         ),
         "store per rating": (
@@ -307,7 +309,10 @@ def verdict(samples: list[Sample], settle_min: float) -> bool:
           f"{settled.counts_mb:.1f} -> {last.counts_mb:.1f} MB")  # fmt: skip
     print(f"  (not judged) JVM RSS {settled.jvm_mb:.0f} -> {last.jvm_mb:.0f} MB "
           f"{_ratio(settled.jvm_mb, last.jvm_mb):.2f}x; Redis {settled.redis_mb:.1f} -> "
-          f"{last.redis_mb:.1f} MB, lists {settled.lists:,} -> {last.lists:,}; store "
+          f"{last.redis_mb:.1f} MB, lists {settled.lists:,} -> {last.lists:,} (per list "
+          f"{1024 * settled.redis_mb / max(settled.lists, 1):.1f} -> "
+          f"{1024 * last.redis_mb / max(last.lists, 1):.1f} KB), held {settled.held:,} -> "
+          f"{last.held:,}, of {settled.list_bytes:,.0f} -> {last.list_bytes:,.0f} B; store "
           f"{settled.stored:,} -> {last.stored:,} ratings")  # fmt: skip
     print(f"  micro-batch p99 per interval: {[round(s.p99_s, 2) for s in samples]}")
     print("SOAK", "PASS: memory flat" if flat else "FAIL: memory grows")
