@@ -223,8 +223,8 @@ class Soak:
         lists = int(redis_client.hlen(self.layout.lists(int(current)))) if current else 0  # type: ignore[attr-defined]
         list_bytes = self.mean_list_bytes(redis_client, int(current)) if current else 0.0
         held = 0
-        for version in redis_client.zrange(self.layout.versions, 0, -1):  # type: ignore[attr-defined]
-            held += int(redis_client.hlen(self.layout.lists(int(version))))  # type: ignore[attr-defined]
+        for held_version in redis_client.zrange(self.layout.versions, 0, -1):  # type: ignore[attr-defined]
+            held += int(redis_client.hlen(self.layout.lists(int(held_version))))  # type: ignore[attr-defined]
         usage = malloc_usage() or MallocUsage(0, 0)
         sample = Sample(
             minute=(time.monotonic() - self.began) / 60,
