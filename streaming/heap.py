@@ -196,7 +196,7 @@ def python_objects_on_malloc() -> None:
     they share glibc's arenas, whose free pages ``release_free_memory`` gives back.
 
     The allocator is chosen when the interpreter starts, so this replaces the process
-    (``os.execv``: the same pid, interpreter, arguments and environment, plus
+    (``os.execve``: the same pid, interpreter, arguments and environment, plus
     ``PYTHONMALLOC=malloc``); call it first, before anything is printed or started.
     It returns at once, doing nothing, when PYTHONMALLOC is already set (``pymalloc``
     keeps Python's own allocator) or the C library is not glibc.

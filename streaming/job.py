@@ -78,8 +78,8 @@ class StreamingJob:
         model: ModelSettings,
     ) -> None:
         # Large buffers freed go back to the operating system, Arrow's included. The
-        # arena cap holds only if settled before the process started threads, as
-        # ``python -m streaming run`` does first; here it is a no-op for the arenas.
+        # arena cap is whole only if settled before the process started threads, as
+        # ``python -m streaming run`` does first; here it stops further arenas only.
         heap.settle()
         self.spark = spark
         self.kafka = kafka
