@@ -32,6 +32,7 @@ from producer.errors import ProducerError, ResumeError
 from producer.events import RatingEvent
 from producer.pacing import Pacer
 from producer.settings import KafkaSettings, ProducerSettings
+from recstream_base.cli import STOP_SIGNALS
 
 __all__ = [
     "ReplayPlan",
@@ -244,9 +245,9 @@ def run_replay(
     progress_every: int = 2_000,
     clock: Callable[[], float] = time.monotonic,
 ) -> ReplaySummary:
-    """Send the plan's events; Ctrl-C stops cleanly after flushing what was sent.
+    """Send the plan's events; Ctrl-C or SIGTERM stops cleanly after flushing what was sent.
 
-    Ctrl-C only sets a flag that the loop checks between two sends: an interrupt raised
+    The signal only sets a flag that the loop checks between two sends: an interrupt raised
     inside ``producer.send`` could leave a record queued but uncounted, and the summary
     must say exactly how many events reached the topic.
     """
@@ -268,7 +269,7 @@ def run_replay(
     keys: dict[int, bytes] = {}
     sent = 0
     stop = threading.Event()
-    restore = _stop_on_ctrl_c(stop)
+    restore = _stop_on_signal(stop)
     try:
         # The hot path: per event only pacing, encoding, sending and one counter.
         for user, movie, rating, stamp, partition in _pending(plan, pending):
@@ -316,13 +317,15 @@ def _date(timestamp: int) -> str:
     return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d")
 
 
-def _stop_on_ctrl_c(stop: threading.Event) -> Callable[[], None]:
-    """Make SIGINT set ``stop`` (main thread only); returns what restores the old handler."""
+def _stop_on_signal(stop: threading.Event) -> Callable[[], None]:
+    """Make SIGINT and SIGTERM set ``stop`` (main thread only); returns what restores them."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
+    previous = {signum: signal.signal(signum, lambda _signum, _frame: stop.set())
+                for signum in STOP_SIGNALS}  # fmt: skip
 
     def restore() -> None:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
     return restore

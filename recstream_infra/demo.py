@@ -35,7 +35,7 @@ import typer
 from producer.dataset import Dataset
 from producer.errors import ProducerError
 from producer.settings import KafkaSettings, ProducerSettings
-from recstream_base.cli import command_app
+from recstream_base.cli import command_app, stop_on_sigterm
 from recstream_base.net import port_open
 from recstream_infra.local_service import ServiceStartError, free_tcp_port
 from recstream_infra.services import LocalServices
@@ -113,6 +113,7 @@ def run(
     report: Annotated[Path, typer.Option(help="Where the HTML report goes")] = Path("demo-report"),
 ) -> None:
     """Replay a dataset through Kafka, the streaming job and Redis, print, report, stop."""
+    stop_on_sigterm()  # a `kill` stops what it started too, as Ctrl-C does
     dataset, data = _load(dataset)
     ratings = data.ratings.in_replay_order()
     limit = len(ratings) if seconds == 0 else min(len(ratings), int(rate * seconds))

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from producer.broker import describe_cluster
 from producer.errors import BrokerUnavailableError
 from producer.settings import KafkaSettings
-from recstream_base.cli import command_app
+from recstream_base.cli import command_app, stop_on_sigterm
 from serving.connection import ping
 from serving.errors import RedisUnavailableError
 from serving.settings import RedisSettings
@@ -65,6 +65,7 @@ def run(
 
     heap.python_objects_on_malloc()  # runs this command again, once, on malloc
     heap.settle()  # before Kafka's and Spark's clients start threads (their arenas)
+    stop_on_sigterm()  # `docker compose stop` and systemd stop it between batches too
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )

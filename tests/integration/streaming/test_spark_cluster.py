@@ -208,7 +208,7 @@ def test_a_worker_killed_mid_replay_its_tasks_rerun_and_the_job_goes_on(
         if replay is not None:
             replay.kill()
         client.close()
-        job.send_signal(signal.SIGINT)  # a clean stop between batches
+        job.send_signal(signal.SIGTERM)  # what a cluster manager sends: a clean stop too
         try:
             _, log = job.communicate(timeout=120)
         except subprocess.TimeoutExpired:
@@ -216,6 +216,9 @@ def test_a_worker_killed_mid_replay_its_tasks_rerun_and_the_job_goes_on(
             _, log = job.communicate()
         finally:
             delete_topic(services.kafka, catalog_topic(kafka_topic))
+
+    assert "interrupted: stopping after the current micro-batch" in log, log[-3000:]
+    assert job.returncode == 130, log[-3000:]
 
     assert "Lost executor" in log or "lost executor" in log.lower(), log[-3000:]
     rows = RatingStore(spark, tmp_path / "state" / "store").stored_rows()

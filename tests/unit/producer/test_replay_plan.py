@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from producer.dataset import Dataset, RatingTable
 from producer.errors import ResumeError
 from producer.events import RatingEvent
 from producer.pacing import MaxPace, RatePace, SpeedPace
-from producer.replay import partition_for, plan_replay
+from producer.replay import partition_for, plan_replay, run_replay
 
 
 def _dataset(rows: list[tuple[int, int, float, int]], name: str = "ml-100k") -> Dataset:
@@ -176,3 +178,35 @@ def test_synthetic_users_arrive_over_the_share_of_the_span_asked() -> None:
     assert (spread < 0.2).mean() < 0.4
     with pytest.raises(ValueError, match="arrivals is the share"):
         synthetic_dataset(100, arrivals=1.5)
+
+
+class _SignallingProducer:
+    """Takes sends in memory; sends SIGTERM to this process at the ``at``-th one."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.sent: list[bytes] = []
+        self.flushed = 0
+
+    def send(self, topic: str, **record: object) -> _SignallingProducer:
+        self.sent.append(record["value"])  # type: ignore[arg-type]
+        if len(self.sent) == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return self
+
+    def add_errback(self, _callback: object) -> None:
+        """No send fails in memory."""
+
+    def flush(self) -> None:
+        self.flushed += 1
+
+
+def test_sigterm_stops_the_replay_between_sends_flushed_and_counted() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    producer = _SignallingProducer(at=3)
+    plan = plan_replay(_dataset(ROWS), partitions=1)
+    summary = run_replay(plan, producer, "ratings", MaxPace())
+    assert summary.interrupted
+    assert summary.sent == len(producer.sent) == 3  # counted exactly, the rest not sent
+    assert producer.flushed == 1
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler given back

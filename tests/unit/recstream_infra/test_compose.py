@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,15 @@ def test_named_volumes_hold_the_store_and_the_checkpoints(compose: dict[str, Any
     assert mounts["spark-worker"] == {
         t: s for t, s in mounts["streaming"].items() if s in {"ratings-store", "spark-checkpoint"}
     }
+
+
+def test_the_job_is_given_the_time_to_stop_between_two_batches(compose: dict[str, Any]) -> None:
+    from streaming.job import stop_between_batches
+
+    waits = inspect.signature(stop_between_batches).parameters["timeout_s"].default
+    for name in ("streaming", "streaming-sasl"):
+        grace = compose["services"][name]["stop_grace_period"]
+        assert grace.endswith("s") and float(grace[:-1]) > waits + 15, name  # + Spark's stop
 
 
 def test_the_sasl_profiles_broker_and_redis_take_the_logins_its_clients_use(
