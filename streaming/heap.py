@@ -20,7 +20,7 @@ Blocks below the threshold still come from the arenas, and a retrain's build (it
 blocks, the counts it copies) frees tens of MB of them every few minutes while newer
 ones live on around the holes. ``release_free_memory`` (``malloc_trim``) gives the pages
 of those holes back; the job calls it after each version switch and every 30 s between
-(``streaming.pipeline.TRIM_EVERY_S``). ``malloc_usage`` says how much malloc hands out
+(``streaming.pipeline.batch.TRIM_EVERY_S``). ``malloc_usage`` says how much malloc hands out
 and how much it keeps free, which tells a leak (in use grows) from retention (free pages
 stay resident).
 """

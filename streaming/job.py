@@ -130,7 +130,7 @@ class StreamingJob:
 
     @property
     def reports(self) -> list[BatchReport]:
-        """The newest micro-batches' reports (``streaming.pipeline.REPORTS_KEPT``)."""
+        """The newest micro-batches' reports (``streaming.pipeline.batch.REPORTS_KEPT``)."""
         return self.pipeline.reports
 
     def process_batch(self, records: DataFrame, batch_id: int) -> BatchReport:

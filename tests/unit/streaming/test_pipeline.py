@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from streaming.ingest.store import BatchCommit
@@ -16,6 +17,7 @@ from streaming.pipeline import (
     TRIM_EVERY_S,
     BatchPipeline,
     latest_offsets,
+    live_hits,
     popular_hits,
     ratings_since,
 )
@@ -250,7 +252,7 @@ def _stars() -> RatingModel:
 
 def test_reports_stay_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     kept = 3
-    monkeypatch.setattr("streaming.pipeline.REPORTS_KEPT", kept)
+    monkeypatch.setattr("streaming.pipeline.batch.REPORTS_KEPT", kept)
     wired = Wiring(tmp_path)
     for batch_id in range(8):
         batch = MemoryBatch([(1, 10 + batch_id, 3.0, DAY + batch_id)], batch_id)
@@ -265,7 +267,7 @@ def test_malloc_is_trimmed_at_a_switch_and_every_trim_interval_between(
     trims: list[float] = []
     wired = Wiring(tmp_path)
     monkeypatch.setattr(
-        "streaming.pipeline.release_free_memory", lambda: trims.append(wired.clock())
+        "streaming.pipeline.batch.release_free_memory", lambda: trims.append(wired.clock())
     )
     began = wired.clock()
     first = wired.pipeline.run(MemoryBatch(ratings(range(1, 6), range(10, 15), DAY)), 0)
@@ -396,7 +398,7 @@ def test_users_kept_for_their_lists_are_let_go_once_published(tmp_path: Path) ->
 def test_too_many_waiting_users_turn_into_one_publication_in_full(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("streaming.pipeline.RECENT_USERS_KEPT", 3)
+    monkeypatch.setattr("streaming.pipeline.batch.RECENT_USERS_KEPT", 3)
     wired = Wiring(tmp_path)
     wired.pipeline.run(MemoryBatch(ratings(range(1, 6), range(10, 15), DAY)), 0)
     wired.publisher.down = True
@@ -430,3 +432,10 @@ def test_the_popular_baseline_skips_each_users_rated_movies() -> None:
     rater = np.array([1, 1, 1, 2, 2])
     movie = np.array([11, 13, 12, 12, 50])  # 12 was rated by user 1: not in their list
     assert popular_hits(rater, movie, popular, users, held_users, held_movies) == 3
+
+
+def test_live_hits_counts_the_served_lists_hits_beside_the_popular_baselines() -> None:
+    batch = pd.DataFrame({"user_id": [1, 1, 1, 2, 2], "movie_id": [11, 13, 12, 12, 50]})
+    held = pd.DataFrame({"user_id": [1, 1, 2], "movie_id": [10, 12, 99]})
+    served = {1: [11, 20], 2: [50]}  # (1, 11) and (2, 50) were listed
+    assert live_hits(batch, held, served, [10, 11, 12, 13]) == (5, 2, 3)

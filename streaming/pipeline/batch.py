@@ -1,38 +1,4 @@
-"""The ``foreachBatch`` body: one micro-batch through every stage, over narrow interfaces.
-
-Each micro-batch runs, in order:
-
-1. **intake** (``BatchStore.take``): store the valid ratings and the dead letters under
-   the batch id (overwriting, so a replayed batch replaces its first attempt instead of
-   adding to it). The records come validated and checked against Spark's state of every
-   user's ratings (``streaming.ingest.state``): repeats of stored events are dead letters,
-   first ratings of a movie are marked, and the batch's users come with their past ratings;
-2. **history**: check each rating against the list its user was served (the live hit
-   rate), merge the batch into its users' past ratings (kept in ``RecentRatings`` until
-   their lists are published), and count each user's first ratings of a movie into the
-   short-term transitions (``streaming.model.transitions``);
-3. **retrain** when the policy says so and none is building: start building version
-   ``batch_id + 1`` (fit, evaluate, save, write its lists beside the current ones;
-   ``streaming.model.retrain``) on what the store holds through this batch, and return. A
-   version whose build finished is switched in here (or between batches), after the
-   users who rated since its snapshot are folded into it. Otherwise, and meanwhile, the
-   users who rated get fold-in lists from the current version. The rating model, for
-   the predicted stars, is fitted beside the stream too and adopted when ready;
-4. **publish** (``ListPublisher.flush``): the switch to a new version (one atomic
-   compare-and-set), or fold-in lists into the current version; what Redis refuses waits
-   for the next flush;
-5. **commit** (``BatchStore.commit``): the batch's record (offsets, counts, model
-   version, live hit rate), last.
-
-A batch run again under the same id (after a crash) meets Spark's state as the batch
-before left it (so its first attempt's ratings are not repeats) and, if its build got
-that far, its model saved (step 3 loads it), so steps 1-5 are idempotent. The driver
-holds nothing that grows with the stored ratings: the batch's users, the users whose
-lists wait, item factors and counts. A crash during a build
-loses nothing: its batch is committed, and the next batch that finds a retrain due
-starts another under a higher version. The collaborators are protocols: the job wires
-Spark, Kafka and Redis (``streaming.job``); unit tests wire in-memory ones.
-"""
+"""``BatchPipeline``: one micro-batch through every stage (see ``streaming.pipeline``)."""
 
 from __future__ import annotations
 
@@ -42,24 +8,30 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from serving.layout import BatchStats
 from streaming.heap import release_free_memory
 from streaming.ingest.history import RecentRatings, latest_ratings
 from streaming.ingest.intake import TakenBatch
-from streaming.ingest.segments import Compaction
 from streaming.ingest.store import BatchCommit
 from streaming.model.blend import ShortTerm, transition_counts
 from streaming.model.holdout import CUTOFF
 from streaming.model.policy import RetrainPolicy
 from streaming.model.retrain import Retrainer, RetrainOutcome, RetrainRequest
 from streaming.model.versions import ModelVersion, stars_version, training_split
+from streaming.pipeline.contracts import BatchStore, ListPublisher, Models, StarsFitting, Topic
+from streaming.pipeline.report import (
+    BatchReport,
+    batch_stats,
+    freshness,
+    keep_newest,
+    live_hits,
+)
 from streaming.publish.publisher import PublishOutcome
 from streaming.rating.fitter import FittedStars, StarsInput
 from streaming.settings import ModelSettings, StreamSettings
@@ -68,16 +40,9 @@ from streaming.timing import timed
 __all__ = [
     "RECENT_USERS_KEPT",
     "REPORTS_KEPT",
+    "TRIM_EVERY_S",
     "BatchPipeline",
-    "BatchReport",
-    "BatchStore",
-    "ListPublisher",
-    "Models",
-    "StarsFitting",
-    "Topic",
-    "keep_newest",
     "latest_offsets",
-    "popular_hits",
     "ratings_since",
     "with_stars",
 ]
@@ -92,181 +57,6 @@ RECENT_USERS_KEPT = 50_000
 # batches and a build in flight free between switches stays resident otherwise (one trim
 # 52 minutes into the soak gave back 41 MB of a 408 MB driver).
 TRIM_EVERY_S = 30.0
-
-
-class BatchStore(Protocol):
-    """Where a batch's records go: validated and stored, then its commit record."""
-
-    def take(self, records: Any, batch_id: int) -> TakenBatch:
-        """Store ``records`` under ``batch_id``; the valid ratings and their users' past."""
-        ...
-
-    def ratings(self, through_batch: int | None = None) -> pd.DataFrame:
-        """What the batches through ``through_batch`` (None: all) stored, into the driver.
-
-        The latest rating per (user, movie): user_id, movie_id, rating, timestamp. For a
-        fit on the driver, for as long as it runs.
-        """
-        ...
-
-    def commit(self, record: BatchCommit) -> None:
-        """Write the batch's commit record (last, once everything else is done)."""
-        ...
-
-    def compact(self, through_batch: int) -> Compaction | None:
-        """Fold what the committed batches through ``through_batch`` stored into fewer files.
-
-        Called before a build reads the store, on the thread that builds.
-        """
-        ...
-
-
-class Models(Protocol):
-    """Saved model versions, and new ones fitted on the stored ratings."""
-
-    def saved(self, version: int) -> ModelVersion | None:
-        """The version saved under ``version``, if any."""
-        ...
-
-    def train(self, *, version: int, batch_id: int, reason: str, fit_stars: bool) -> ModelVersion:
-        """Fit and evaluate a new version on everything stored through ``batch_id``."""
-        ...
-
-    def save(self, model: ModelVersion) -> None:
-        """Save ``model`` (replacing a saved one of the same version)."""
-        ...
-
-
-class ListPublisher(Protocol):
-    """Where the lists go (Redis): queued work, flushed once a batch."""
-
-    @property
-    def has_pending(self) -> bool:
-        """Whether anything waits to be published."""
-        ...
-
-    @property
-    def pending_users(self) -> int:
-        """Users whose fold-in lists wait."""
-        ...
-
-    def new_model(
-        self, model: ModelVersion, *, staged: int | None = None, users: Sequence[int] = (),
-        through_batch: int | None = None,
-    ) -> None:  # fmt: skip
-        """Queue the switch to ``model``.
-
-        With its lists for every user unless ``staged`` lists are written already; then
-        with fold-in lists for ``users``, who rated since they were, up to batch
-        ``through_batch``.
-        """
-        ...
-
-    def stage(
-        self, model: ModelVersion, through_batch: int, short_term: ShortTerm | None
-    ) -> int | None:
-        """Write ``model``'s lists of everyone stored through ``through_batch``, before the switch.
-
-        Called from the build's thread. How many; None when they could not be written.
-        """
-        ...
-
-    def users_changed(self, users: Sequence[int], batch_id: int) -> None:
-        """Queue fold-in lists for ``users`` (who rated in ``batch_id``)."""
-        ...
-
-    def served(self, users: Sequence[int], k: int) -> dict[int, list[int]] | None:
-        """The first ``k`` movies each of ``users`` is served now (their list, or popular).
-
-        None when the lists' store cannot answer.
-        """
-        ...
-
-    def catalog(self, movies: list[Any]) -> None:
-        """Queue the movie catalog."""
-        ...
-
-    def verify(self) -> None:
-        """Queue the current version again if the lists' store lost it."""
-        ...
-
-    def flush(self, recent: RecentRatings) -> PublishOutcome:
-        """Publish what is queued (fold-ins from ``recent``); what fails stays queued."""
-        ...
-
-    def record_batch(self, stats: BatchStats) -> bool:
-        """Report one micro-batch's figures (best effort); True when written."""
-        ...
-
-
-class Topic(Protocol):
-    """What the job reads from Kafka outside the stream."""
-
-    def catalog(self) -> tuple[list[Any], int]:
-        """The movie catalog and how many of its entries were unusable."""
-        ...
-
-    def end_offsets(self) -> dict[int, int] | None:
-        """The ratings topic's end offset per partition; None when unknown."""
-        ...
-
-
-class StarsFitting(Protocol):
-    """The rating model's fits beside the stream (``streaming.rating.fitter``)."""
-
-    def request(self, version: int, ratings: StarsInput) -> None:
-        """Start fitting the rating model of ``version`` on ``ratings``."""
-        ...
-
-    def take(self) -> FittedStars | None:
-        """A finished fit not taken yet."""
-        ...
-
-
-@dataclass(frozen=True)
-class BatchReport:
-    """What one micro-batch did; its ``line`` is the job's log line."""
-
-    batch_id: int
-    records: int
-    valid: int
-    invalid: int
-    lag: int | None
-    retrain: str | None
-    switched_to: int | None
-    fold_in_users: int
-    publish: PublishOutcome
-    timings_s: dict[str, float]
-    seconds: float = 0.0  # the whole micro-batch
-    building: bool = False  # a version was being built while it ran
-
-    @property
-    def line(self) -> str:
-        """One log line: counts, lag, fold-in, retrain, publishing, durations."""
-        lag = "?" if self.lag is None else f"{self.lag:,}"
-        retrain = f"started ({self.retrain})" if self.retrain else "no"
-        if self.switched_to is not None:
-            retrain += f", switched to version {self.switched_to}"
-        times = " ".join(f"{name} {seconds:.2f}s" for name, seconds in self.timings_s.items())
-        publish = self.publish.state
-        if self.publish.error:
-            publish += f" ({self.publish.error})"
-        return (
-            f"batch {self.batch_id}: {self.records:,} records, {self.valid:,} valid, "
-            f"{self.invalid:,} invalid, lag {lag}, fold-in {self.fold_in_users:,} users, "
-            f"retrain {retrain}, redis {publish}, {times} (in {self.seconds:.2f}s)"
-        )
-
-
-def keep_newest(reports: list[BatchReport], report: BatchReport, kept: int) -> None:
-    """Append ``report``; past ``2 × kept`` reports, drop all but the newest ``kept``.
-
-    Trimming by halves keeps appends cheap, and a list (unlike a bounded deque) can be
-    read by another thread while a micro-batch appends to it.
-    """
-    reports.append(report)
-    if len(reports) > 2 * kept:
-        del reports[: len(reports) - kept]
 
 
 def latest_offsets(commits: Sequence[BatchCommit]) -> dict[int, int]:
@@ -301,62 +91,6 @@ def with_stars(model: ModelVersion, fitted: FittedStars) -> ModelVersion:
     update = {"stars_from_version": fitted.version, "timings_s": timings, "evaluation": evaluation}
     meta = model.meta.model_copy(update=update)
     return replace(model, stars=fitted.model, meta=meta)
-
-
-def popular_hits(
-    rater: npt.NDArray[np.int64],
-    movie: npt.NDArray[np.int64],
-    popular: npt.NDArray[np.int64],
-    users: npt.NDArray[np.int64],
-    held_users: npt.NDArray[np.int64],
-    held_movies: npt.NDArray[np.int64],
-) -> int:
-    """How many (``rater``, ``movie``) ratings the popular baseline lists.
-
-    A user's baseline is the first ``CUTOFF`` of ``popular`` they had not rated before
-    (``held``); ``users`` are the raters, ascending and distinct. Vectorised: a mask of
-    which popular movies each user had rated, and each movie's rank among the unrated.
-    """
-    slot = {int(item): position for position, item in enumerate(popular.tolist())}
-    rated = np.zeros((len(users), len(popular)), dtype=np.bool_)
-    among = np.isin(held_movies, popular) & np.isin(held_users, users)
-    rows = np.searchsorted(users, held_users[among])
-    rated[rows, [slot[int(item)] for item in held_movies[among].tolist()]] = True
-    rank = np.cumsum(~rated, axis=1)  # 1 for the first unrated popular movie, 2 …
-    candidate = np.isin(movie, popular)
-    row = np.searchsorted(users, rater[candidate])
-    column = np.array([slot[int(item)] for item in movie[candidate].tolist()], dtype=np.int64)
-    listed = ~rated[row, column] & (rank[row, column] <= CUTOFF)
-    return int(listed.sum())
-
-
-def _stats(commit: BatchCommit, report: BatchReport, now: float) -> BatchStats:
-    """The figures of one micro-batch as ``p:pipeline`` keeps them."""
-    return BatchStats(
-        batch_id=commit.batch_id,
-        committed_at=round(now, 3),
-        valid=commit.valid,
-        invalid=commit.invalid,
-        seconds=report.seconds,
-        lag=report.lag,
-        model_version=commit.model_version,
-        building=report.building,
-        retrain=report.retrain,
-        switched_to=report.switched_to,
-        fold_in_lists=report.fold_in_users,
-        checked=commit.checked,
-        hits_at_10=commit.hits_at_10,
-        popular_hits_at_10=commit.popular_hits_at_10,
-        freshness_p50_s=commit.freshness_s[0] if commit.freshness_s else None,
-    )
-
-
-def _freshness(appended_s: npt.NDArray[np.float64], now: float) -> list[float]:
-    """[p50, max] seconds from the Kafka append of each event to ``now``; empty for none."""
-    if not len(appended_s):
-        return []
-    ages = now - appended_s
-    return [round(float(np.median(ages)), 3), round(float(ages.max()), 3)]
 
 
 class BatchPipeline:
@@ -490,7 +224,7 @@ class BatchPipeline:
             rating_time=[int(batch["timestamp"].min()), int(batch["timestamp"].max())]
             if len(batch)
             else [],
-            freshness_s=_freshness(batch["appended_s"].to_numpy(), self.clock()),
+            freshness_s=freshness(batch["appended_s"].to_numpy(), self.clock()),
         )
         self.store.commit(commit)
         report = BatchReport(
@@ -509,7 +243,7 @@ class BatchPipeline:
         )
         keep_newest(self.reports, report, REPORTS_KEPT)
         _log.info("%s", report.line)
-        self.publisher.record_batch(_stats(commit, report, self.clock()))
+        self.publisher.record_batch(batch_stats(commit, report, self.clock()))
         return report
 
     def between_batches(self, *, verify: bool = True) -> PublishOutcome | None:
@@ -577,30 +311,18 @@ class BatchPipeline:
         return sum(max(0, end - self.offsets.get(p, 0)) for p, end in ends.items())
 
     def _check_lists(self, batch: pd.DataFrame, taken: TakenBatch) -> tuple[int, int, int]:
-        """(ratings checked, hits, popular hits).
+        """(ratings checked, hits, popular hits): ``live_hits`` against the served lists.
 
-        Each rating against the top ``CUTOFF`` of the list its user is served before the
-        batch, as the lists' store holds it (``ListPublisher.served``: read, not ranked
-        again), and against the model's popular list less the user's rated movies (the
-        baseline the lists must beat). Without fold-in or a model, or when the store
-        cannot answer, nothing is checked.
+        The lists are read as the lists' store holds them before the batch
+        (``ListPublisher.served``: read, not ranked again). Without fold-in or a model,
+        or when the store cannot answer, nothing is checked.
         """
         if self.model is None or not self.stream.fold_in or batch.empty:
             return 0, 0, 0
-        users = np.unique(batch["user_id"].to_numpy(dtype=np.int64))
-        served = self.publisher.served(users.tolist(), CUTOFF)
+        served = self.publisher.served(np.unique(batch["user_id"].to_numpy()).tolist(), CUTOFF)
         if served is None:
             return 0, 0, 0
-        rater = batch["user_id"].to_numpy(dtype=np.int64)
-        movie = batch["movie_id"].to_numpy(dtype=np.int64)
-        listed = {(user, item) for user, items in served.items() for item in items}
-        hits = sum(pair in listed for pair in zip(rater.tolist(), movie.tolist(), strict=True))
-        popular = np.array([item for item, _ in self.model.popular], dtype=np.int64)
-        held = taken.held
-        return len(batch), hits, popular_hits(
-            rater, movie, popular, users, held["user_id"].to_numpy(np.int64),
-            held["movie_id"].to_numpy(np.int64),
-        )  # fmt: skip
+        return live_hits(batch, taken.held, served, [item for item, _ in self.model.popular])
 
     def _ask_for_stars(self, model: ModelVersion) -> None:
         """Have the rating model for ``model`` fitted beside the stream, unless it has it."""
