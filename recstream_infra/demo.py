@@ -23,9 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import suppress
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,6 +35,7 @@ from producer.errors import ProducerError
 from producer.settings import KafkaSettings, ProducerSettings
 from recstream_base.cli import command_app, stop_on_sigterm
 from recstream_base.net import port_open
+from recstream_infra.demo_report import DemoRun, Sample, Tick, write_report
 from recstream_infra.local_service import ServiceStartError, free_tcp_port
 from recstream_infra.services import LocalServices
 from serving.connection import open_redis
@@ -52,46 +51,6 @@ app = command_app("Run recstream end to end on this machine and watch it work.")
 SAMPLE_USERS = 3
 _TOP = 5
 _STARS_WAIT_S = 600.0  # how long the end of the demo waits for the last rating model
-
-
-@dataclass
-class DemoRun:
-    """Where one demo run keeps its things, and the environment its processes share."""
-
-    state: Path
-    topic: str
-    prefix: str
-    api_port: int
-    env: dict[str, str] = field(default_factory=dict)
-    started_at: float = 0.0  # epoch seconds
-    dataset: str = ""  # what is replayed, as the report names it (a synthetic feed says so)
-
-    @property
-    def commits_dir(self) -> Path:
-        return self.state / "streaming" / "store" / "commits"
-
-    def log(self, name: str) -> Path:
-        return self.state / "logs" / f"{name}.log"
-
-
-@dataclass
-class Sample:
-    """A user whose list the demo prints: their replayed ratings and list changes."""
-
-    user_id: int
-    positions: np.ndarray  # where in the replay their ratings are
-    last: list[str] = field(default_factory=list)
-    changes: list[tuple[float, int, list[str]]] = field(default_factory=list)
-
-
-@dataclass
-class Tick:
-    """One monitoring sample (for the report)."""
-
-    at_s: float
-    replayed: int
-    lag: int | None
-    version: int | None
 
 
 @app.command()
@@ -159,7 +118,7 @@ def run(
         for name in started:
             stopped = {s.name: s for s in services.services}[name].stop()
             print(f"demo: {name} {'stopped' if stopped else 'was not running'}")
-        target = _write_report(report, demo, ticks, samples)
+        target = write_report(report, demo, ticks, samples)
         print(f"demo: report written to {target}")
 
 
@@ -402,119 +361,6 @@ def _stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
             process.kill()
             process.wait()
             print(f"demo: {name} did not stop within {grace:.0f} s and was killed")
-
-
-@contextmanager
-def _figure(target: Path, title: str) -> Iterator[Any]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(8, 3.6))
-    yield axis
-    axis.set_title(title)
-    figure.tight_layout()
-    figure.savefig(target, dpi=90)
-    plt.close(figure)
-
-
-def _write_report(folder: Path, demo: DemoRun, ticks: list[Tick], samples: list[Sample]) -> Path:
-    """report.html with four plots from the commit records and the monitoring samples."""
-    folder.mkdir(parents=True, exist_ok=True)
-    commits = read_commits(demo.commits_dir)
-    start = demo.started_at or (commits[0].committed_at if commits else time.time())
-    plots: list[tuple[str, str]] = []
-    if commits:
-        at = np.array([c.committed_at - start for c in commits])
-        with _figure(folder / "ingested.png", "ratings ingested (valid, committed)") as axis:
-            axis.plot(at, np.cumsum([c.valid for c in commits]), label="stored by the job")
-            axis.plot([t.at_s for t in ticks], [t.replayed for t in ticks],
-                      label="in the topic (sampled)", linestyle="--")  # fmt: skip
-            axis.set_xlabel("seconds since the demo started")
-            axis.legend()
-        plots.append(("ingested.png", "Ratings ingested"))
-        with _figure(folder / "versions.png", "model version in use") as axis:
-            versions = [c.model_version or 0 for c in commits]
-            axis.step(at, versions, where="post")
-            retrained = [i for i, c in enumerate(commits) if c.retrained]
-            axis.plot(at[retrained], np.array(versions)[retrained], "o", label="retrain")
-            axis.set_xlabel("seconds since the demo started")
-            axis.set_ylabel("version")
-            axis.legend()
-        plots.append(("versions.png", "Model versions over time"))
-        fresh = [c for c in commits if c.freshness_s]
-        if fresh:
-            with _figure(folder / "freshness.png", "Kafka append → lists in Redis") as axis:
-                axis.hist([c.freshness_s[0] for c in fresh], bins=30, alpha=0.7,
-                          label="batch median")  # fmt: skip
-                axis.hist([c.freshness_s[1] for c in fresh], bins=30, alpha=0.5,
-                          label="batch oldest event")  # fmt: skip
-                axis.set_xlabel("seconds")
-                axis.set_ylabel("micro-batches")
-                axis.legend()
-            plots.append(("freshness.png", "Freshness distribution"))
-        checked = [c for c in commits if c.checked and c.rating_time]
-        if checked:
-            days = np.array([c.rating_time[1] // 86_400 for c in checked])
-            hits = np.array([c.hits_at_10 for c in checked], dtype=np.float64)
-            counts = np.array([c.checked for c in checked], dtype=np.float64)
-            order = np.unique(days)
-            rate = [hits[days == d].sum() / counts[days == d].sum() for d in order]
-            with _figure(folder / "hit_rate.png", "live hit rate@10 (test, then learn)") as axis:
-                axis.plot((order - order[0]), rate, marker=".")
-                axis.set_xlabel("day of dataset time")
-                axis.set_ylabel("next rating in the user's top 10")
-            plots.append(("hit_rate.png", "Prequential hit rate over dataset time"))
-    html = _html(demo, commits, plots, samples)
-    target = folder / "report.html"
-    target.write_text(html, encoding="utf-8")
-    return target
-
-
-def _html(
-    demo: DemoRun, commits: list[BatchCommit], plots: list[tuple[str, str]], samples: list[Sample]
-) -> str:
-    from html import escape
-
-    valid = sum(c.valid for c in commits)
-    invalid = sum(c.invalid for c in commits)
-    checked = sum(c.checked for c in commits)
-    hits = sum(c.hits_at_10 for c in commits)
-    popular = sum(c.popular_hits_at_10 for c in commits)
-    retrains = sum(c.retrained for c in commits)
-    medians = [c.freshness_s[0] for c in commits if c.freshness_s]
-    rows = [
-        ("micro-batches", f"{len(commits):,}"),
-        ("ratings stored / dead letters", f"{valid:,} / {invalid:,}"),
-        ("retrains", f"{retrains:,}"),
-        ("live hit rate@10", f"{hits / checked:.4f} over {checked:,} ratings" if checked else "-"),
-        ("the same, popular list", f"{popular / checked:.4f}" if checked else "-"),
-        ("freshness, median of batch medians", f"{np.median(medians):.2f} s" if medians else "-"),
-    ]
-    parts = [
-        "<!doctype html><meta charset='utf-8'><title>recstream demo report</title>",
-        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-        "td,th{padding:.2em .8em;text-align:left}</style>",
-        f"<h1>recstream demo</h1><p>{escape(demo.dataset)}: topic "
-        f"<code>{escape(demo.topic)}</code>, generated {time.strftime('%Y-%m-%d %H:%M:%S')}"
-        "</p><table>",
-        *(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows),
-        "</table>",
-        *(
-            f"<h2>{escape(title)}</h2><img src='{name}' alt='{escape(title)}'>"
-            for name, title in plots
-        ),
-        "<h2>Sample users: their top 5 as it changed</h2>",
-    ]
-    for sample in samples:
-        parts.append(f"<h3>user {sample.user_id}</h3><table>")
-        parts.append("<tr><th>demo time</th><th>ratings replayed</th><th>top 5</th></tr>")
-        for at_s, rated, listed in sample.changes:
-            parts.append(f"<tr><td>{at_s:.0f} s</td><td>{rated}</td>"
-                         f"<td>{escape('; '.join(listed))}</td></tr>")  # fmt: skip
-        parts.append("</table>")
-    return "\n".join(parts) + "\n"
 
 
 def main() -> None:

@@ -8,15 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recstream_infra.demo import (
-    DemoRun,
-    Sample,
-    Tick,
-    _lag,
-    _pick_samples,
-    _stars_pending,
-    _write_report,
-)
+from recstream_infra.demo import _lag, _pick_samples, _stars_pending
+from recstream_infra.demo_report import DemoRun, Sample, Tick, write_report
 from streaming.ingest.store import BatchCommit
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -64,7 +57,7 @@ def test_the_report_draws_its_four_plots_from_commit_records(tmp_path: Path) -> 
         (demo.commits_dir / f"{batch}.json").write_text(json.dumps(asdict(record)))
     sample = Sample(7, np.array([3, 9]))
     sample.changes = [(5.0, 1, ["A", "B"]), (10.0, 2, ["B", "C <&>"])]
-    target = _write_report(tmp_path / "report", demo, [Tick(0.0, 0, None, None)], [sample])
+    target = write_report(tmp_path / "report", demo, [Tick(0.0, 0, None, None)], [sample])
     html = target.read_text()
     for image in ("ingested.png", "versions.png", "freshness.png", "hit_rate.png"):
         assert (tmp_path / "report" / image).stat().st_size > 1_000
