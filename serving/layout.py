@@ -20,6 +20,8 @@ key                        type    value
 ``{p}:catalog``            hash    movie id -> ``{"title": …, "genres": […]}`` (JSON)
 ``{p}:pipeline``           list    the newest micro-batches' figures, newest first
                                    (``BatchStats`` JSON; at most ``PIPELINE_KEPT``)
+``{p}:building``           set     versions whose keys are written ahead of their switch
+                                   (a lower one never switched in is deleted at a switch)
 =========================  ======  ==========================================================
 
 A version's keys are written in full before ``{p}:current`` points at it, so a reader
@@ -96,6 +98,7 @@ KEY_TEMPLATES = {
     "similar": "{prefix}:v{version}:similar",
     "pipeline": "{prefix}:pipeline",
     "factors": "{prefix}:v{version}:factors",
+    "building": "{prefix}:building",
 }
 _PLACEHOLDER = re.compile(r"\{(prefix|version)\}")
 
@@ -139,6 +142,11 @@ class RedisLayout:
         """List of the newest micro-batches' figures, newest first."""
         return KEY_TEMPLATES["pipeline"].format(prefix=self.tag)
 
+    @property
+    def building(self) -> str:
+        """Set of the versions whose keys are being written ahead of their switch."""
+        return KEY_TEMPLATES["building"].format(prefix=self.tag)
+
     def lists(self, version: int) -> str:
         """Hash of user id -> list, for one model version."""
         return KEY_TEMPLATES["lists"].format(prefix=self.tag, version=version)
@@ -165,6 +173,10 @@ class RedisLayout:
             self.lists(version), self.meta(version), self.popular(version),
             self.similar(version), self.factors(version),
         ]  # fmt: skip
+
+    def similar_staging(self, version: int) -> str:
+        """Where a version's ``similar`` hash is filled before it is renamed into place."""
+        return self.similar(version) + ":staging"
 
 
 def lua_key(name: str) -> str:

@@ -39,8 +39,10 @@ from streaming.model.lists import lists_for
 from streaming.model.versions import ModelVersion
 from streaming.publish.executors import ListTarget, publish_ratings
 from streaming.publish.writes import (
+    delete_abandoned_versions,
     delete_expired_versions,
     encoded_lists,
+    mark_building,
     publish_catalog,
     switch_current,
     write_factors,
@@ -151,6 +153,11 @@ class Publisher:
         failed (the switch then publishes the version in full).
         """
         try:
+            client = open_redis(self.settings)
+            try:
+                mark_building(client, self.layout, model.version)
+            finally:
+                client.close()
             staged = self._model_lists(model, through_batch, short_term, self.stage_partitions)
         except _PUBLISH_ERRORS as exc:
             _log.warning("writing version %d's lists ahead of its switch failed (%s); it will "
@@ -343,6 +350,7 @@ class Publisher:
             if staged is not None:
                 _log.warning("version %d's staged lists are gone from Redis; publishing it "
                              "in full", model.version)  # fmt: skip
+            mark_building(client, self.layout, model.version)
             written = self._model_lists(model, None, self.short_term)
         item_keys = (self.layout.similar(model.version), self.layout.factors(model.version))
         if client.exists(*item_keys) < len(item_keys):  # not both staged by the build
@@ -351,6 +359,7 @@ class Publisher:
         write_version(client, self.layout, model.version, [], popular, self._meta(model))
         if switch_current(client, self.layout, model.version):
             delete_expired_versions(client, self.layout, self.stream.version_grace_s)
+            delete_abandoned_versions(client, self.layout, model.version)
         return written, folded
 
     def _model_lists(

@@ -31,6 +31,7 @@ from streaming.model.topn import ItemIndex
 
 __all__ = [
     "current_version",
+    "delete_abandoned_versions",
     "delete_expired_versions",
     "delete_prefix",
     "encoded_lists",
@@ -106,7 +107,7 @@ def write_similar(
             yield from zip(movies[known].tolist(), values, strict=True)
 
     final = layout.similar(version)
-    staging = f"{final}:staging"
+    staging = layout.similar_staging(version)
     client.delete(staging)
     written = _hset_chunked(client, staging, encoded())
     if written:
@@ -188,9 +189,44 @@ def delete_expired_versions(
         if version < current and moment - successor_at > grace_s
     ]
     for version in expired:
-        client.unlink(*layout.version_keys(version))
+        _delete_version(client, layout, version)
         client.zrem(layout.versions, version)
     return expired
+
+
+def mark_building(client: redis.Redis, layout: RedisLayout, version: int) -> None:
+    """Note that ``version``'s keys are being written ahead of its switch.
+
+    Should it never be switched in (its build, or the job, died on the way), the switch
+    of a later version deletes what it wrote (``delete_abandoned_versions``).
+    """
+    client.sadd(layout.building, version)
+
+
+def delete_abandoned_versions(client: redis.Redis, layout: RedisLayout, current: int) -> list[int]:
+    """Delete the keys of versions below ``current`` written but never published; which.
+
+    Called after the switch to ``current``: a lower version can no longer be switched
+    in (the pointer only moves forward), so its keys would stay in Redis forever. Its
+    members of ``layout.building`` at or below ``current`` are done with and dropped;
+    higher ones (a build in flight) are left alone.
+    """
+    members = sorted(int(member) for member in client.smembers(layout.building))
+    done = [version for version in members if version <= current]
+    abandoned = [
+        version for version in done
+        if version < current and client.zscore(layout.versions, version) is None
+    ]  # fmt: skip
+    for version in abandoned:
+        _delete_version(client, layout, version)
+    if done:
+        client.srem(layout.building, *done)
+    return abandoned
+
+
+def _delete_version(client: redis.Redis, layout: RedisLayout, version: int) -> None:
+    """Unlink every key of ``version``, a ``similar`` hash left half-filled included."""
+    client.unlink(*layout.version_keys(version), layout.similar_staging(version))
 
 
 def publish_catalog(

@@ -22,7 +22,9 @@ from serving.layout import (
 from serving.settings import RedisSettings
 from streaming.publish.writes import (
     current_version,
+    delete_abandoned_versions,
     delete_expired_versions,
+    mark_building,
     publish_catalog,
     switch_current,
     write_lists,
@@ -105,6 +107,30 @@ def test_old_versions_go_after_the_grace_period(
     assert client.zrange(layout.versions, 0, -1) == [b"3"]
 
 
+def test_a_version_written_but_never_switched_in_goes_at_the_next_switch(
+    client: redis.Redis, redis_settings: RedisSettings
+) -> None:
+    layout = RedisLayout(redis_settings.key_prefix)
+
+    def build(version: int) -> None:  # as a build writes ahead of its switch
+        mark_building(client, layout, version)
+        write_version(client, layout, version, _lists(range(1, 3)), b"[]",
+                      ModelMeta(version=version, trained_at=1.0))  # fmt: skip
+
+    build(4)
+    switch_current(client, layout, 4)
+    build(6)  # its job died before the switch: nothing will ever switch to it
+    client.hset(layout.similar_staging(6), "1", b"[]")  # and its similar hash half-filled
+    build(9)
+    assert switch_current(client, layout, 9)
+    build(12)  # a build in flight, above the current version
+    assert delete_abandoned_versions(client, layout, 9) == [6]
+    assert client.exists(*layout.version_keys(6), layout.similar_staging(6)) == 0
+    assert client.exists(layout.lists(4), layout.lists(9), layout.lists(12)) == 3
+    assert client.smembers(layout.building) == {b"12"}  # 4 and 9 were switched in
+    assert delete_abandoned_versions(client, layout, 9) == []
+
+
 def test_catalog_entries(client: redis.Redis, redis_settings: RedisSettings) -> None:
     layout = RedisLayout(redis_settings.key_prefix)
     assert publish_catalog(client, layout, [(1, "Toy Story (1995)", ["Animation"]),
@@ -119,8 +145,8 @@ def test_the_scripts_key_functions_name_the_layouts_keys(client: redis.Redis) ->
     script = lua_key_functions() + f"return {{{calls}}}"
     keys = [bytes(key).decode() for key in client.eval(script, 0, layout.tag, 12)]
     assert names == ["current", "versions", "catalog", "lists", "meta", "popular", "similar",
-                     "pipeline", "factors"]  # fmt: skip
+                     "pipeline", "factors", "building"]  # fmt: skip
     assert keys == [layout.current, layout.versions, layout.catalog, layout.lists(12),
                     layout.meta(12), layout.popular(12), layout.similar(12), layout.pipeline,
-                    layout.factors(12)]  # fmt: skip
+                    layout.factors(12), layout.building]  # fmt: skip
     assert set(layout.version_keys(12)) < set(keys)
