@@ -7,8 +7,8 @@ the demo's state folder: the streaming job (``python -m streaming run``), the HT
 Every few seconds it prints what the system is doing, from the same places an operator
 would look: the topic's end offsets (events replayed), the job's commit records (lag,
 live hit rate, freshness), Redis through the API (model version, evaluation, the top 5
-of a few sample users). At the end, or on Ctrl-C, it stops what it started, in order,
-and writes an HTML report with plots from the commit records.
+of a few sample users). At the end, on Ctrl-C or on a SIGTERM, it stops what it
+started, in order, and writes an HTML report with plots from the commit records.
 """
 
 from __future__ import annotations
