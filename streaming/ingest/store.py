@@ -104,8 +104,13 @@ def _batches(
 
 def read_commits(folder: Path) -> list[BatchCommit]:
     """Every commit record in ``folder``, by batch id (no Spark needed: JSON files)."""
-    records = [BatchCommit(**json.loads(path.read_text())) for path in folder.glob("*.json")]
+    records = [_read_commit(path) for path in folder.glob("*.json")]
     return sorted(records, key=lambda record: record.batch_id)
+
+
+def _read_commit(path: Path) -> BatchCommit:
+    """One commit record, as ``RatingStore.commit`` wrote it."""
+    return BatchCommit(**json.loads(path.read_text()))
 
 
 class RatingStore:
@@ -247,5 +252,4 @@ class RatingStore:
         ids = [int(path.stem) for path in self.commits_dir.glob("*.json") if path.stem.isdigit()]
         if not ids:
             return None
-        newest = self.commits_dir / f"{max(ids)}.json"
-        return BatchCommit(**json.loads(newest.read_text()))
+        return _read_commit(self.commits_dir / f"{max(ids)}.json")
